@@ -1,0 +1,1 @@
+"""vaejax: pure-functional autoencoders and VAEs in JAX."""
