@@ -2,6 +2,7 @@
 
 make_train_step   one jitted update on a batch (a Python loop over it is the common pattern);
 make_train_epoch  a whole epoch in one program: shuffle on device, lax.scan over fixed-size batches;
+make_train_steps  a slice of an epoch's batches, for progress reports at one host sync per slice;
 make_train_many   the epoch vmapped over a leading seed axis: S models in one program;
 make_evaluate     mean loss terms over a dataset, in fixed-size chunks.
 
@@ -68,25 +69,58 @@ def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig):
     return jax.jit(_update_fn(model_cfg, train_cfg), donate_argnums=0)
 
 
-def _epoch_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
+def epoch_order(key, step, num_examples: int, batch_size: int):
+    """The epoch's batches as indices, shape (num_examples // batch_size, batch_size).
+
+    A permutation drawn from fold_in(shuffle_key, step); the remainder is dropped so every
+    batch has one shape and the step compiles once.
+    """
+    steps = num_examples // batch_size
+    if steps == 0:
+        raise ValueError(f"batch size {batch_size} is larger than the {num_examples} training images; "
+                         f"use a batch size of at most {num_examples}")
+    order = jax.random.permutation(jax.random.fold_in(_run_keys(key)[0], step), num_examples)
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def _steps_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    """(state, x_N, order_KB, key[, target_N]) -> (state, metrics_K): K updates in one lax.scan."""
     update = _update_fn(model_cfg, train_cfg)
-    batch = train_cfg.batch_size
 
-    def epoch(state: TrainState, x_N, key, target_N=None):
-        n = x_N.shape[0]
-        steps = n // batch  # the remainder of a shuffled epoch is dropped: every batch has one shape
-        if steps == 0:
-            raise ValueError(f"batch_size {batch} is larger than the {n} training images; use --batch-size {n} or less")
-        order = jax.random.permutation(jax.random.fold_in(_run_keys(key)[0], state.step), n)
-        order = order[: steps * batch].reshape(steps, batch)
-
+    def steps(state: TrainState, x_N, order_KB, key, target_N=None):
         def body(state, idx_B):
             target_B = None if target_N is None else target_N[idx_B]
             return update(state, x_N[idx_B], key, target_B)
 
-        return jax.lax.scan(body, state, order)
+        return jax.lax.scan(body, state, order_KB)
+
+    return steps
+
+
+def _epoch_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
+    steps = _steps_fn(model_cfg, train_cfg)
+
+    def epoch(state: TrainState, x_N, key, target_N=None):
+        order_KB = epoch_order(key, state.step, x_N.shape[0], train_cfg.batch_size)
+        return steps(state, x_N, order_KB, key, target_N)
 
     return epoch
+
+
+def make_train_steps(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds: bool = False):
+    """Jitted steps(state, x_N, order_KB, key[, target_N]) -> (state, metrics_K): a slice of an epoch.
+
+    Lets a caller report progress within an epoch (order_KB from epoch_order, cut in pieces)
+    at one host sync per piece. seeds=True maps over a leading seed axis of state, order, key.
+    """
+    one = _steps_fn(model_cfg, train_cfg)
+    if not seeds:
+        return jax.jit(one, donate_argnums=0)
+
+    def many(states, x_N, order_SKB, keys_S, target_N=None):
+        return jax.vmap(lambda s, o, k: one(s, x_N, o, k, target_N))(states, order_SKB, keys_S)
+
+    return jax.jit(many, donate_argnums=0)
 
 
 def make_train_epoch(model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -107,8 +141,7 @@ def make_train_many(model_cfg: ModelConfig, train_cfg: TrainConfig):
 
     The data is shared; each model has its own key, so its own shuffle and its own noise.
     """
-    epoch = _epoch_fn(model_cfg, train_cfg)
-    many = jax.vmap(epoch, in_axes=(0, None, 0, None))
+    many = jax.vmap(_epoch_fn(model_cfg, train_cfg), in_axes=(0, None, 0, None))
     return jax.jit(lambda states, x_N, keys, target_N=None: many(states, x_N, keys, target_N), donate_argnums=0)
 
 

@@ -1,0 +1,32 @@
+# The two commands of the README. Each sets up .venv (and the offline dataset) on first use.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup data clean
+
+demo: setup
+	$(VENV)/bin/vaejax train --preset mlp_vae --dataset fashion_mnist --epochs 5 --workdir results/demo
+
+test: setup
+	$(PY) -m pytest
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST offline, from Debian's package; skipped quietly without apt-get or root (TFDS then downloads it).
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing dataset-fashion-mnist"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+			|| echo "could not install dataset-fashion-mnist; fashion_mnist will be read through TFDS"; \
+	fi
+
+clean:
+	rm -rf results runs .pytest_cache
