@@ -205,3 +205,58 @@ def decode(cfg: ModelConfig, params, z):
 
 def param_count(params) -> int:
     return sum(p.size for p in jax.tree_util.tree_leaves(params))
+
+
+# ---------------------------------------------------------------------------- reference classifier
+
+
+def _patches_3x3_s2(x):
+    """3x3 stride-2 patches of x (..., H, W, C) with padding 1 -> (..., ceil(H/2), ceil(W/2), 9C).
+
+    Nine strided slices of the padded input: on CPU a slice-and-matmul convolution trains
+    many times faster than XLA's native convolution, and its gradient is a cheap pad.
+    """
+    h, w = x.shape[-3], x.shape[-2]
+    ho, wo = (h + 1) // 2, (w + 1) // 2
+    pads = [(0, 0)] * (x.ndim - 3) + [(1, 2 * ho - h), (1, 2 * wo - w), (0, 0)]
+    xp = jnp.pad(x, pads)
+    cols = [xp[..., i:i + 2 * ho:2, j:j + 2 * wo:2, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(cols, axis=-1)
+
+
+class Classifier(nn.Module):
+    """A small CNN: Conv(c0, 3x3, s2) -> ReLU -> Conv(c1, 3x3, s2) -> ReLU -> Dense(width) -> ReLU -> Dense(K).
+
+    The convolutions are patch extraction followed by a Dense layer (same function, faster on CPU).
+    __call__ returns (logits, features), features being the penultimate activations.
+    """
+
+    num_classes: int
+    channels: tuple[int, int] = (32, 64)
+    width: int = 128
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(self.channels[0], name="conv0")(_patches_3x3_s2(x)))
+        h = nn.relu(nn.Dense(self.channels[1], name="conv1")(_patches_3x3_s2(h)))
+        h = nn.relu(nn.Dense(self.width, name="hidden")(h.reshape(h.shape[:-3] + (-1,))))
+        return nn.Dense(self.num_classes, name="head")(h), h
+
+
+def _classifier_module(params) -> Classifier:
+    """The Classifier whose parameters these are (sizes read off the kernels)."""
+    channels = (int(params["conv0"]["kernel"].shape[-1]), int(params["conv1"]["kernel"].shape[-1]))
+    width = int(params["hidden"]["kernel"].shape[-1])
+    return Classifier(int(params["head"]["kernel"].shape[-1]), channels, width)
+
+
+def classifier_init(key, image_shape, num_classes: int, channels=(32, 64), width: int = 128):
+    """Fresh parameters of a Classifier for images of image_shape (H, W, C)."""
+    x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    return Classifier(num_classes, tuple(channels), width).init(key, x)["params"]
+
+
+def classifier_apply(params, x, features: bool = False):
+    """Logits for images x (NHWC in [0, 1]); with features=True, (logits, penultimate features)."""
+    logits, h = _classifier_module(params).apply({"params": params}, x)
+    return (logits, h) if features else logits

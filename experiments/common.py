@@ -1,0 +1,515 @@
+"""The experiment harness: scales, data, seed-batched training, the reference classifier,
+metrics files, statistics over seeds, markdown helpers and the command line.
+
+An experiment is a module `experiments.<name>` with
+
+    CLAIM: str                                    the seed's claim in one sentence
+    main(scale, dataset, seeds, out) -> dict      runs it; writes <out>/<name>/metrics.json and PNGs
+    verdict(metrics) -> (verdict, reason)         verdict in VERDICTS, derived from the numbers
+    report(metrics) -> str                        markdown table(s), mean +- std over seeds
+    DEFAULT_DATASET: str (optional)               when not fashion_mnist
+
+and ends with `if __name__ == "__main__": common.cli(main)`. Inside main:
+
+    run = common.start("name", scale, dataset, seeds, out)   # run.scale, run.seeds, run.dir, run.path(...)
+    ...
+    return common.finish(run, metrics)                        # adds seconds, device, ...; writes metrics.json
+
+Figures go to run.path("file.png") and are listed, relative to run.dir, in metrics["figures"].
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import config, data, metrics, train
+from vaejax.config import ModelConfig, TrainConfig
+
+# The eight experiments of the report, in its order, then sections that are figures only.
+EXPERIMENTS = ("interpolation", "random_latent", "centroids", "pretrain_classify",
+               "transform", "overfit_ood", "denoise", "anomaly")
+SECTIONS = ("latent_space",)
+VERDICTS = ("holds", "does not hold", "mixed")
+DEFAULT_DATASET = "fashion_mnist"
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (bad flag, unsupported dataset); str(e) is one line naming the fix."""
+
+
+# ---------------------------------------------------------------------------- scales
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How big a run is. Experiments read the shared fields and `pick` their own values.
+
+    seeds: models trained at once (a vmapped batch axis); n_train: training images per model
+    (None: the whole split; class-balanced subset otherwise); steps: optimizer steps per model
+    (epochs follow from the training-set size, see epochs_for); n_eval: images in every scored
+    set (so Frechet distances are comparable across experiments; Frechet distance is biased
+    upwards at small n); arch: "mlp" or "conv" presets; classifier_*: the reference classifier.
+    """
+
+    name: str
+    seeds: int
+    n_train: int | None
+    steps: int
+    batch_size: int
+    n_eval: int
+    arch: str
+    classifier_train: int | None
+    classifier_epochs: int
+    learning_rate: float = 1e-3
+
+    def pick(self, smoke=None, quick=None, full=None):
+        """The value given for this scale: `scale.pick(smoke=1, quick=5, full=30)`."""
+        return {"smoke": smoke, "quick": quick, "full": full}[self.name]
+
+    def epochs_for(self, n_train: int, batch_size: int | None = None) -> int:
+        """Epochs that give about `steps` updates on n_train images (at least 1)."""
+        per_epoch = max(1, n_train // (batch_size or self.batch_size))
+        return max(1, round(self.steps / per_epoch))
+
+    def train_config(self, n_train: int, **overrides) -> TrainConfig:
+        """The TrainConfig of this scale for n_train images; overrides win."""
+        batch = overrides.pop("batch_size", min(self.batch_size, n_train))
+        fields = {"learning_rate": self.learning_rate, "batch_size": batch,
+                  "epochs": self.epochs_for(n_train, batch)}
+        fields.update(overrides)
+        return TrainConfig(**fields)
+
+
+SCALES: dict[str, Scale] = {
+    # seconds: tiny subsets, one short epoch; checks the plumbing, not the claims.
+    "smoke": Scale("smoke", seeds=2, n_train=500, steps=8, batch_size=64, n_eval=200, arch="mlp",
+                   classifier_train=1000, classifier_epochs=4),
+    # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
+    "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
+                   classifier_train=None, classifier_epochs=2),
+    # headline numbers: the seed's conv models on the whole training split, ~14k steps each.
+    "full": Scale("full", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
+                  classifier_train=None, classifier_epochs=8),
+}
+
+
+def get_scale(scale: str | Scale) -> Scale:
+    if isinstance(scale, Scale):
+        return scale
+    if scale not in SCALES:
+        raise UsageError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    return SCALES[scale]
+
+
+def model_pair(scale: Scale, dataset: str, arch: str | None = None) -> tuple[ModelConfig, ModelConfig]:
+    """(AE config, VAE config) of the scale's architecture, shaped for the dataset's images."""
+    arch = arch or scale.arch
+    shape = data.SHAPES[dataset]
+    suffix = "_rgb" if shape[-1] == 3 else ""
+    ae, vae = config.preset(f"{arch}_ae{suffix}"), config.preset(f"{arch}_vae{suffix}")
+    if tuple(ae.image_shape) != shape:
+        ae, vae = config.replace(ae, image_shape=shape), config.replace(vae, image_shape=shape)
+    return ae, vae
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class Images(NamedTuple):
+    """A split as float32 NHWC images in [0, 1] (host numpy) and int32 labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@functools.lru_cache(maxsize=16)
+def load_images(dataset: str, split: str, n: int | None = None, seed: int = 0) -> Images:
+    """Split of dataset as floats; with n, a class-balanced random subset of about n images (memoized)."""
+    s = data.load(dataset, split)
+    if n is not None and n < len(s.labels):
+        s = data.subset_per_class(s, max(1, n // data.NUM_CLASSES[dataset]), seed)
+    x, y = data.to_float(s.images), np.asarray(s.labels, np.int32)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return Images(x, y)
+
+
+def train_images(scale: Scale, dataset: str) -> Images:
+    return load_images(dataset, "train", scale.n_train)
+
+
+def eval_images(scale: Scale, dataset: str, split: str = "test") -> Images:
+    """The first scale.n_eval images of a split (interleaved/balanced where the source is)."""
+    full = load_images(dataset, split)
+    if len(full.y) <= scale.n_eval:
+        return full
+    idx = np.asarray(jax.random.permutation(jax.random.key(1234), len(full.y)))[: scale.n_eval]
+    return Images(full.x[idx], full.y[idx])
+
+
+# ---------------------------------------------------------------------------- training S seeds at once
+
+
+@dataclasses.dataclass
+class Trained:
+    """S models trained in one vmapped program.
+
+    params: pytree with a leading seed axis S; curves: per-epoch mean training terms, name ->
+    (S, epochs); eval_curves: eval-set name -> term -> (S, epochs); seconds: wall time of the
+    whole call (compile included); compile_seconds: the compile alone.
+    """
+
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    params: Any
+    curves: dict[str, np.ndarray]
+    eval_curves: dict[str, dict[str, np.ndarray]]
+    seconds: float
+    compile_seconds: float
+    n_train: int
+
+    @property
+    def num_seeds(self) -> int:
+        return int(jax.tree_util.tree_leaves(self.params)[0].shape[0])
+
+    def seed_params(self, i: int):
+        """The parameters of seed i (no seed axis)."""
+        return jax.tree_util.tree_map(lambda a: a[i], self.params)
+
+    def final(self, term: str = "loss") -> np.ndarray:
+        """(S,) the last epoch's mean training `term` of each seed."""
+        return self.curves[term][:, -1]
+
+
+def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int, seed: int = 0,
+                target_N=None, eval_sets: dict | None = None, log: Callable[[str], None] | None = None) -> Trained:
+    """Train `seeds` models of model_cfg on x_N at once (train.make_train_many: seeds are a vmapped axis).
+
+    Model i starts from init key i and trains with its own shuffle/noise key, both derived from
+    `seed`. target_N: what the decoder should output (default x_N). eval_sets: name -> images;
+    their mean loss terms per seed are recorded after every epoch.
+    """
+    start = time.perf_counter()
+    x_N = jnp.asarray(x_N, jnp.float32)
+    target = None if target_N is None else jnp.asarray(target_N, jnp.float32)
+    init_keys, run_keys = jax.random.split(jax.random.key(seed))
+    states = train.init_many(jax.random.split(init_keys, seeds), model_cfg, train_cfg)
+    keys = jax.random.split(run_keys, seeds)
+    many = train.make_train_many(model_cfg, train_cfg)
+    args = (states, x_N, keys) if target is None else (states, x_N, keys, target)
+    t0 = time.perf_counter()
+    epoch = many.lower(*args).compile()
+    compile_seconds = time.perf_counter() - t0
+    eval_fns = {}
+    if eval_sets:
+        scores = train.make_scores(model_cfg, train_cfg.beta)
+        many_scores = jax.jit(jax.vmap(lambda p, x, k: {n: jnp.mean(v) for n, v in scores(p, x, k).items()},
+                                       in_axes=(0, None, None)))
+        eval_fns = {name: (many_scores, jnp.asarray(x, jnp.float32)) for name, x in eval_sets.items()}
+    curves: dict[str, list] = {}
+    eval_curves: dict[str, dict[str, list]] = {name: {} for name in eval_fns}
+    for e in range(train_cfg.epochs):
+        states, step_metrics = epoch(states, x_N, keys) if target is None else epoch(states, x_N, keys, target)
+        for name, v in step_metrics.items():
+            curves.setdefault(name, []).append(np.asarray(jnp.mean(v, axis=1)))
+        for name, (fn, x_eval) in eval_fns.items():
+            for term, v in fn(states.params, x_eval, jax.random.fold_in(run_keys, e)).items():
+                eval_curves[name].setdefault(term, []).append(np.asarray(v))
+        if log and (e + 1 == train_cfg.epochs or (e + 1) % max(1, train_cfg.epochs // 4) == 0):
+            log(f"  {model_cfg.kind} epoch {e + 1}/{train_cfg.epochs}: loss "
+                f"{float(np.mean(curves['loss'][-1])):.2f} (mean over {seeds} seeds)")
+    jax.block_until_ready(states.params)
+    stack = lambda d: {k: np.stack(v, axis=1) for k, v in d.items()}  # noqa: E731
+    return Trained(model_cfg, train_cfg, states.params, stack(curves),
+                   {name: stack(d) for name, d in eval_curves.items()},
+                   time.perf_counter() - start, compile_seconds, int(x_N.shape[0]))
+
+
+_PAIRS: dict = {}
+
+
+def shared_pair(scale: Scale, dataset: str, seeds: int, log=None) -> tuple[Trained, Trained]:
+    """The AE and VAE (same architecture, scale.seeds of each) trained on the scale's training images.
+
+    Memoized in this process: interpolation, random_latent, centroids study the same models,
+    so run_all trains them once. Each experiment reports the training time it used.
+    """
+    key = (scale, dataset, seeds)
+    if key not in _PAIRS:
+        x = train_images(scale, dataset).x
+        ae_cfg, vae_cfg = model_pair(scale, dataset)
+        tc = scale.train_config(len(x))
+        _PAIRS[key] = tuple(train_seeds(cfg, tc, x, seeds, log=log) for cfg in (ae_cfg, vae_cfg))
+    return _PAIRS[key]
+
+
+# ---------------------------------------------------------------------------- reference classifier
+
+
+@functools.lru_cache(maxsize=8)
+def reference(scale: Scale, dataset: str, out: str) -> metrics.ReferenceClassifier:
+    """The dataset's reference classifier at this scale, cached under <out>/.cache."""
+    return metrics.fit_reference(dataset, n_train=scale.classifier_train, epochs=scale.classifier_epochs,
+                                 cache_dir=os.path.join(out, ".cache"))
+
+
+@functools.lru_cache(maxsize=8)
+def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
+    """Both ends of the scale, n_eval images each: real held-out test images and uniform noise."""
+    ref = reference(scale, dataset, out)
+    real = metrics.real_holdout(dataset).images[: scale.n_eval]
+    noise = metrics.uniform_noise(jax.random.key(7), scale.n_eval, data.SHAPES[dataset])
+    return {"real": ref.scores(real), "noise": ref.scores(noise), "test_accuracy": ref.test_accuracy,
+            "n_real": int(len(real)), "n_noise": int(scale.n_eval)}
+
+
+def score_seeds(ref: metrics.ReferenceClassifier, images_S) -> dict:
+    """Reference scores of one image set per seed -> mean, _std and _seeds of each score."""
+    per_seed = [ref.scores(np.asarray(images)) for images in images_S]
+    return summarize(per_seed)
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for one value) of a sequence of numbers."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def stat(name: str, values) -> dict:
+    """{name: mean, name_std: std, name_seeds: [values]} for per-seed values."""
+    m, s = mean_std(values)
+    return {name: m, f"{name}_std": s, f"{name}_seeds": [float(v) for v in np.asarray(values).reshape(-1)]}
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """A list of {metric: value} (one per seed) -> {metric: mean, metric_std, metric_seeds}."""
+    out = {}
+    for name in per_seed[0]:
+        out.update(stat(name, [d[name] for d in per_seed]))
+    return out
+
+
+def clearly(a: float, a_std: float, b: float, b_std: float, higher_is_better: bool = True) -> int:
+    """+1 if a is better than b by more than their summed spreads, -1 if worse by that much, else 0."""
+    diff = (a - b) if higher_is_better else (b - a)
+    margin = a_std + b_std
+    return 1 if diff > margin else -1 if diff < -margin else 0
+
+
+def better(m: dict, a: str, b: str, score: str) -> int:
+    """clearly() for metrics[a][score] vs metrics[b][score]; plausibility higher is better, frechet lower."""
+    return clearly(m[a][score], m[a].get(f"{score}_std", 0.0), m[b][score], m[b].get(f"{score}_std", 0.0),
+                   higher_is_better=(score != "frechet"))
+
+
+def normalized(value: float, real: float, noise: float) -> float:
+    """Where a score lies between uniform noise (0) and real images (1)."""
+    return float((value - noise) / (real - noise)) if real != noise else float("nan")
+
+
+# ---------------------------------------------------------------------------- markdown
+
+
+def pm(mean: float, std: float | None = None, fmt: str = ".3g") -> str:
+    """'mean ± std' (or just mean) for a table cell."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:{fmt}}" if std is None else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def cell(d: dict, name: str, fmt: str = ".3g") -> str:
+    """pm() of d[name] with its d[name + '_std'] twin when present."""
+    return pm(d[name], d.get(f"{name}_std"), fmt)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- runs and metrics files
+
+
+def device_string() -> str:
+    """The JAX backend and device kind, e.g. 'cpu (cpu)' or 'gpu (NVIDIA H100 80GB HBM3)'."""
+    d = jax.devices()[0]
+    return f"{jax.default_backend()} ({d.device_kind}) x{jax.device_count()}"
+
+
+@dataclasses.dataclass
+class Run:
+    """One experiment run: where its files go and when it started."""
+
+    name: str
+    scale: Scale
+    dataset: str
+    seeds: int
+    out: str
+    dir: str
+    started: float
+
+    def path(self, filename: str) -> str:
+        return os.path.join(self.dir, filename)
+
+    def log(self, message: str) -> None:
+        print(f"[{self.name} {time.perf_counter() - self.started:6.1f}s] {message}", flush=True)
+
+
+def start(name: str, scale, dataset: str | None, seeds: int | None, out: str = "results",
+          datasets: tuple[str, ...] | None = None, default_dataset: str = DEFAULT_DATASET) -> Run:
+    """Validate the arguments, make <out>/<name>/ and start the clock.
+
+    datasets: the ones this experiment supports (default: all of the catalogue);
+    default_dataset: used when dataset is None.
+    """
+    scale = get_scale(scale)
+    dataset = dataset or default_dataset
+    allowed = datasets or data.DATASETS
+    if dataset not in allowed:
+        raise UsageError(f"{name} runs on {', '.join(allowed)}, not {dataset!r}; pass --dataset {allowed[0]}")
+    seeds = scale.seeds if seeds is None else int(seeds)
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    directory = os.path.join(out, name)
+    os.makedirs(directory, exist_ok=True)
+    return Run(name, scale, dataset, seeds, out, directory, time.perf_counter())
+
+
+def finish(run: Run, result: dict) -> dict:
+    """Add seconds, device, scale, dataset, seeds; write <out>/<name>/metrics.json atomically; return it."""
+    result = dict(result)
+    result.setdefault("figures", [])
+    result.update(experiment=run.name, scale=run.scale.name, dataset=run.dataset, seeds=run.seeds,
+                  device=device_string(), seconds=round(time.perf_counter() - run.started, 2))
+    write_json(run.path("metrics.json"), result)
+    run.log(f"wrote {run.path('metrics.json')} ({result['seconds']:.1f}s)")
+    return result
+
+
+def write_json(path: str, obj) -> None:
+    """JSON (NaN/inf as null, numpy as Python) written to a temp file, then renamed: complete or absent."""
+    text = json.dumps(_plain(obj), indent=1, allow_nan=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    """A text file written atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_metrics(out: str, name: str) -> dict | None:
+    """<out>/<name>/metrics.json, or None when absent or unreadable."""
+    try:
+        with open(os.path.join(out, name, "metrics.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        return _plain(np.asarray(obj).tolist())
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------- registry and command line
+
+
+def load_experiment(name: str):
+    """The module experiments.<name>, or None if it does not exist (yet)."""
+    try:
+        return importlib.import_module(f"experiments.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"experiments.{name}":
+            return None
+        raise
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--scale", choices=list(SCALES), default="quick",
+                        help="smoke: seconds (tests); quick: the demo; full: headline numbers")
+    parser.add_argument("--dataset", choices=list(data.DATASETS), default=None,
+                        help=f"dataset (default: the experiment's own, usually {DEFAULT_DATASET})")
+    parser.add_argument("--seeds", type=_positive_int, default=None,
+                        help="models trained at once, a vmapped axis (default: the scale's)")
+    parser.add_argument("--out", default="results", help="results folder (default: results)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def user_errors():
+    """The exception types that mean 'the user can fix this': reported in one line, exit 2."""
+    return (UsageError, data.DatasetError)
+
+
+def cli(main: Callable, argv: list[str] | None = None, description: str | None = None) -> None:
+    """`python -m experiments.<name> --scale quick --dataset fashion_mnist --seeds 3 --out results`."""
+    module = sys.modules.get(main.__module__)
+    parser = argparse.ArgumentParser(prog=f"python -m {main.__module__}",
+                                     description=description or getattr(module, "CLAIM", None))
+    args = add_common_args(parser).parse_args(argv)
+    try:
+        result = main(scale=args.scale, dataset=args.dataset, seeds=args.seeds, out=args.out)
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if module is not None and hasattr(module, "verdict"):
+        v, reason = module.verdict(result)
+        print(f"verdict: {v}: {reason}")

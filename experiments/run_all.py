@@ -1,0 +1,182 @@
+"""Run every experiment and write <out>/REPORT.md.
+
+    python -m experiments.run_all --scale quick|smoke|full [--only a b] [--dataset NAME] [--seeds S] [--out results]
+
+Experiments are imported lazily by name; one whose module does not exist yet is skipped with
+a note in the report. One that fails is reported as failed and the others still run (exit 1).
+When the scale is not full and <out>/full/<name>/metrics.json exists (from
+`--scale full --out <out>/full`), each section also states the full-scale verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+import traceback
+
+from experiments import common
+
+
+def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", full_results=None) -> dict:
+    """Run the experiments (all, or `only`), write <out>/REPORT.md; returns {name: metrics or None}."""
+    scale = common.get_scale(scale)
+    known = common.EXPERIMENTS + common.SECTIONS
+    names = list(only) if only else list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise common.UsageError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(known)}")
+    started = time.perf_counter()
+    results, modules, notes = {}, {}, []
+    for name in names:
+        module = common.load_experiment(name)
+        if module is None:
+            notes.append(f"`{name}`: not written yet (no `experiments/{name}.py`); skipped.")
+            print(f"[run_all] {name}: no module yet, skipped", flush=True)
+            continue
+        modules[name] = module
+        ds = dataset or getattr(module, "DEFAULT_DATASET", common.DEFAULT_DATASET)
+        print(f"[run_all] {name} (scale {scale.name}, {ds})", flush=True)
+        try:
+            results[name] = module.main(scale=scale, dataset=ds, seeds=seeds, out=out)
+        except common.user_errors() as e:
+            notes.append(f"`{name}`: skipped: {e}")
+            print(f"[run_all] {name}: skipped: {e}", flush=True)
+        except Exception as e:  # one broken experiment must not hide the others' results
+            traceback.print_exc()
+            results[name] = None
+            notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    total = time.perf_counter() - started
+    full_dir = full_results or (os.path.join(out, "full") if scale.name != "full" else None)
+    text = render_report(scale, modules, results, notes, total, out, full_dir)
+    common.write_text(os.path.join(out, "REPORT.md"), text)
+    print(f"[run_all] wrote {os.path.join(out, 'REPORT.md')} in {total:.1f}s", flush=True)
+    return results
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def render_report(scale, modules, results, notes, total_seconds, out, full_dir=None) -> str:
+    ran = {n: m for n, m in results.items() if m}
+    datasets = sorted({m["dataset"] for m in ran.values()})
+    device = common.device_string()
+    lines = [
+        "# vaejax: results",
+        "",
+        f"Scale **{scale.name}** ({_scale_words(scale)}), on **{device}**; all experiments together took "
+        f"**{total_seconds:.0f} s** (generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}). "
+        f"Every number is mean ± std over seeds (sample std). Reproduce with "
+        f"`python -m experiments.run_all --scale {scale.name}`.",
+        "",
+        "## Summary",
+        "",
+    ]
+    rows = []
+    for name in list(common.EXPERIMENTS) + list(common.SECTIONS):
+        if name not in modules and not any(name in n for n in notes):
+            continue
+        m = results.get(name)
+        if name in common.SECTIONS:
+            rows.append([name, "figure", "", _secs(m)])
+        elif m is None:
+            rows.append([name, "not run", "", ""])
+        else:
+            v, _ = modules[name].verdict(m)
+            rows.append([f"[{name}](#{_anchor(name)})", f"**{v}**", m["dataset"], _secs(m)])
+    lines += [common.table(["experiment", "verdict", "dataset", "seconds"], rows), ""]
+
+    if datasets:
+        lines += ["## Reference classifier", "",
+                  "A small CNN trained on each dataset's real training split judges images without eyes: "
+                  "*plausibility* is its mean max-softmax probability (1/K for nothing recognisable, near 1 "
+                  "for clear images), *frechet* the squared Frechet distance between its penultimate features "
+                  "of a set of images and of real test images (like FID; lower is closer; biased upwards for "
+                  "small sets, so every scored set here has the same size). The two ends of the scale:", ""]
+        rows = []
+        for ds in datasets:
+            a = common.reference_anchors(scale, ds, out)
+            rows.append([ds, f"{a['test_accuracy']:.3f}", f"real held-out test images (n={a['n_real']})",
+                         f"{a['real']['plausibility']:.3f}", f"{a['real']['frechet']:.3g}"])
+            rows.append([ds, "", f"uniform noise (n={a['n_noise']})",
+                         f"{a['noise']['plausibility']:.3f}", f"{a['noise']['frechet']:.3g}"])
+        lines += [common.table(["dataset", "classifier test accuracy", "images", "plausibility", "frechet"], rows), ""]
+
+    number = 0
+    for name in common.EXPERIMENTS:
+        if name not in modules:
+            continue
+        number += 1
+        lines += _section(f"{number}. {name}", name, modules[name], results.get(name), out, full_dir)
+    for name in common.SECTIONS:
+        if name in modules:
+            lines += _section("Latent space", name, modules[name], results.get(name), out, full_dir)
+
+    lines += ["## Timing", "", f"Device: {device}. Scale: {scale.name}.", ""]
+    rows = [[n, m["dataset"], m["seeds"], f"{m['seconds']:.1f}"] for n, m in ran.items()]
+    rows.append(["**total** (run_all, including the reference classifier and data loading)", "", "", f"{total_seconds:.1f}"])
+    lines += [common.table(["experiment", "dataset", "seeds", "seconds"], rows), ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def _section(title, name, module, m, out, full_dir) -> list[str]:
+    lines = [f"## {title}", ""]
+    claim = getattr(module, "CLAIM", "")
+    if claim:
+        lines += [f"**Claim.** {claim}", ""]
+    if m is None:
+        return lines + ["Not run (see Notes).", ""]
+    lines += [module.report(m), ""]
+    for fig in m.get("figures", []):
+        lines += [f"![{name}: {os.path.splitext(os.path.basename(fig))[0]}]({name}/{fig})", ""]
+    if hasattr(module, "verdict") and name in common.EXPERIMENTS:
+        v, reason = module.verdict(m)
+        lines += [f"**Verdict ({m['scale']} scale): {v}.** {reason}", ""]
+        if m["scale"] != "full":
+            full = common.read_metrics(full_dir, name) if full_dir else None
+            if full is not None and full.get("scale") == "full":
+                fv, freason = module.verdict(full)
+                lines += [f"**At full scale ({full['device']}, {full['seconds']:.0f} s): {fv}.** {freason}", ""]
+            else:
+                lines += [f"At full scale: not run here; `python -m experiments.run_all --scale full --out "
+                          f"{os.path.join(out, 'full')}` then regenerate this report to add it.", ""]
+    lines += [f"*{m['seeds']} seeds, {m['dataset']}, {m['seconds']:.1f} s on {m['device']}.*", ""]
+    return lines
+
+
+def _scale_words(scale) -> str:
+    n = "all training images" if scale.n_train is None else f"{scale.n_train} training images"
+    return f"{scale.arch} models, {n}, ~{scale.steps} steps per model, {scale.seeds} seeds"
+
+
+def _secs(m) -> str:
+    return f"{m['seconds']:.1f}" if m else ""
+
+
+def _anchor(name: str) -> str:
+    number = common.EXPERIMENTS.index(name) + 1 if name in common.EXPERIMENTS else 0
+    return f"{number}-{name}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run_all", description=__doc__.splitlines()[0])
+    common.add_common_args(parser)
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        choices=list(common.EXPERIMENTS + common.SECTIONS), help="run just these")
+    parser.add_argument("--full-results", default=None,
+                        help="folder of full-scale results to compare with (default: <out>/full)")
+    args = parser.parse_args(argv)
+    try:
+        results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results)
+    except common.user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if any(m is None for m in results.values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

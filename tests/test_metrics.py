@@ -1,0 +1,115 @@
+"""Tests for vaejax.metrics: psnr, auroc, Frechet distance, likelihood bounds, the reference classifier."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from vaejax import config, losses, metrics, models
+
+
+def test_psnr_known_values():
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    y = x.copy()
+    y[0] += 0.1  # MSE 0.01 -> 20 dB
+    y[1] += 0.5  # MSE 0.25 -> 6.02 dB
+    np.testing.assert_allclose(metrics.psnr(y, x), [20.0, 10 * np.log10(4)], rtol=1e-5)
+    assert float(metrics.psnr(x[0], x[0])) > 100  # identical images: large, finite
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_auroc_matches_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.normal(size=200) + labels, 1)  # rounding makes many ties
+    assert metrics.auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_auroc_extremes_and_errors():
+    assert metrics.auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert metrics.auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert metrics.auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5
+    with pytest.raises(ValueError):
+        metrics.auroc([1, 2], [1, 1])
+
+
+def test_frechet_distance_of_known_gaussians():
+    d = 3
+    mu1, mu2 = np.zeros(d), np.array([1.0, 2.0, 0.0])
+    # Commuting diagonal covariances: tr(C1 + C2 - 2 sqrt(C1 C2)) = sum (s1 - s2)^2 in std devs.
+    s1, s2 = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 1.0])
+    expected = 5.0 + np.sum((s1 - s2) ** 2)
+    got = metrics.frechet_distance(mu1, np.diag(s1**2), mu2, np.diag(s2**2))
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert metrics.frechet_distance(mu1, np.diag(s1**2), mu1, np.diag(s1**2)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_non_commuting_matches_scipy_sqrtm():
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    c1, c2 = a @ a.T + 0.1 * np.eye(4), b @ b.T + 0.1 * np.eye(4)
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2 - 2 * np.real(sqrtm(c1 @ c2)))
+    assert metrics.frechet_distance(mu1, c1, mu2, c2) == pytest.approx(expected, rel=1e-7)
+
+
+def test_frechet_distance_features_from_samples():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(20000, 2))
+    b = rng.normal(size=(20000, 2)) * 2.0 + np.array([3.0, 0.0])  # distance 9 + 2 * (2 - 1)^2 = 11
+    assert metrics.frechet_distance_features(a, b) == pytest.approx(11.0, rel=0.05)
+
+
+def test_iwae_bound_helpers_shape_and_order():
+    cfg = config.replace(config.preset("mlp_vae"), hidden=(16,), latent_dim=3)
+    params = models.init(jax.random.key(0), cfg)
+    x = jax.random.uniform(jax.random.key(1), (7, 28, 28, 1))
+    elbo = metrics.make_elbo(cfg, chunk=4)(params, x, jax.random.key(2))
+    nll = metrics.make_iwae_nll(cfg, k=50, chunk=4)(params, x, jax.random.key(3))
+    assert elbo.shape == nll.shape == (7,)
+    one = losses.iwae_bound(cfg, params, x[0], jax.random.key(4), 1)
+    assert np.isfinite(one)
+    # The 50-sample bound is tighter than the one-sample ELBO (on average over images).
+    assert float(jnp.mean(-nll)) > float(jnp.mean(elbo))
+
+
+def test_patch_conv_classifier_equals_a_convolution():
+    """models.Classifier's patch-and-matmul conv computes a 3x3 stride-2 pad-1 convolution."""
+    params = models.classifier_init(jax.random.key(0), (28, 28, 1), 10, channels=(4, 8), width=16)
+    x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+    kernel = params["conv0"]["kernel"].reshape(3, 3, 1, 4)  # patches are ordered (i, j, c)
+    ref = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["conv0"]["bias"]
+    got = models._patches_3x3_s2(x) @ params["conv0"]["kernel"] + params["conv0"]["bias"]
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    logits, feats = models.classifier_apply(params, x, features=True)
+    assert logits.shape == (2, 10) and feats.shape == (2, 16)
+
+
+def test_classifier_learns_a_separable_toy_problem():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 512).astype(np.int32)
+    x = np.zeros((512, 8, 8, 1), np.float32)
+    x[y == 1, :4] = 1.0  # class 1: bright top half
+    x += rng.uniform(0, 0.3, x.shape).astype(np.float32)
+    params = metrics.train_classifier(jax.random.key(0), x, y, 2, epochs=3, batch_size=32, channels=(4, 8), width=8)
+    assert metrics.classifier_accuracy(params, x, y) > 0.95
+
+
+def test_reference_classifier_scores_and_cache(tmp_path):
+    ref = metrics.fit_reference("mnist_5k", n_train=1000, epochs=8, cache_dir=str(tmp_path))
+    assert ref.test_accuracy > 0.5
+    holdout = metrics.real_holdout("mnist_5k").images[:300]
+    noise = metrics.uniform_noise(jax.random.key(0), 300, (28, 28, 1))
+    real, nonsense = ref.scores(holdout), ref.scores(noise)
+    assert real["plausibility"] > nonsense["plausibility"]
+    assert real["frechet"] < nonsense["frechet"]
+    assert ref.plausibility(holdout) == pytest.approx(real["plausibility"])
+    # A second call reads the cached copy: same parameters, same statistics.
+    again = metrics.fit_reference("mnist_5k", n_train=1000, epochs=8, cache_dir=str(tmp_path))
+    assert again.test_accuracy == pytest.approx(ref.test_accuracy)
+    assert again.frechet(holdout) == pytest.approx(real["frechet"], rel=1e-5)
+    assert len(list(tmp_path.glob("classifier-mnist_5k-*.npz"))) == 1

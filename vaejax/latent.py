@@ -1,0 +1,158 @@
+"""Working in latent space: embed, decode, interpolate, centroids, neighbours, samplers.
+
+Pure functions; those that draw random numbers take a key. Latents are (..., D) arrays;
+images are NHWC floats in [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import models
+from vaejax.config import ModelConfig
+
+
+# ---------------------------------------------------------------------------- embed / decode
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _embed_jit(cfg, params, x_N, chunk):
+    def one(x_B):
+        code = models.encode(cfg, params, x_B)
+        return code[0] if cfg.kind == "vae" else code  # a VAE's embedding is its mean
+
+    return _map_chunks(one, x_N, chunk)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _decode_jit(cfg, params, z_N, chunk):
+    return _map_chunks(lambda z_B: jax.nn.sigmoid(models.decode(cfg, params, z_B)), z_N, chunk)
+
+
+def embed(cfg: ModelConfig, params, x_N, chunk: int = 1000):
+    """Latent codes (N, D) of images x_N: the AE's z, the VAE's posterior mean mu."""
+    return _embed_jit(cfg, params, jnp.asarray(x_N, jnp.float32), min(chunk, len(x_N)))
+
+
+def decode(cfg: ModelConfig, params, z_ND, chunk: int = 1000):
+    """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (sigmoid of the decoder's logits)."""
+    z_ND = jnp.asarray(z_ND, jnp.float32)
+    flat = z_ND.reshape(-1, z_ND.shape[-1])
+    images = _decode_jit(cfg, params, flat, min(chunk, len(flat)))
+    return images.reshape(z_ND.shape[:-1] + images.shape[1:])
+
+
+def _map_chunks(fn, x_N, chunk):
+    """fn over fixed-size chunks of x_N (the last padded), concatenated: flat memory for any N."""
+    n = x_N.shape[0]
+    pad = (-n) % chunk
+    x_CB = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1)).reshape((-1, chunk) + x_N.shape[1:])
+    out = jax.lax.map(fn, x_CB)
+    return out.reshape((-1,) + out.shape[2:])[:n]
+
+
+# ---------------------------------------------------------------------------- interpolation
+
+
+def interpolate(e1, e2, alphas, method: str = "linear"):
+    """Latents between e1 and e2 (..., D) for each alpha: (A, ..., D).
+
+    linear: e = alpha e1 + (1 - alpha) e2, so alpha = 1 gives e1 and alpha = 0 gives e2 (the seed's convention).
+    slerp:  along the great circle, e = sin(alpha t)/sin(t) e1 + sin((1 - alpha) t)/sin(t) e2,
+            t the angle between e1 and e2; it keeps the norm a Gaussian prior expects. Falls back
+            to linear where the two are (nearly) parallel.
+    """
+    e1, e2 = jnp.asarray(e1, jnp.float32), jnp.asarray(e2, jnp.float32)
+    a = jnp.asarray(alphas, jnp.float32).reshape((-1,) + (1,) * e1.ndim)
+    if method == "linear":
+        return a * e1 + (1.0 - a) * e2
+    if method != "slerp":
+        raise ValueError(f"interpolation method must be 'linear' or 'slerp', got {method!r}")
+    n1 = jnp.linalg.norm(e1, axis=-1, keepdims=True)
+    n2 = jnp.linalg.norm(e2, axis=-1, keepdims=True)
+    cos = jnp.sum(e1 * e2, axis=-1, keepdims=True) / jnp.maximum(n1 * n2, 1e-12)
+    theta = jnp.arccos(jnp.clip(cos, -1.0, 1.0))
+    sin = jnp.sin(theta)
+    safe = sin > 1e-6
+    sin_safe = jnp.where(safe, sin, 1.0)
+    w1 = jnp.where(safe, jnp.sin(a * theta) / sin_safe, a)
+    w2 = jnp.where(safe, jnp.sin((1.0 - a) * theta) / sin_safe, 1.0 - a)
+    return w1 * e1 + w2 * e2
+
+
+# ---------------------------------------------------------------------------- classes and neighbours
+
+
+def class_centroids(z_ND, labels_N, num_classes: int):
+    """Mean latent of each class: (K, D). A class without examples gets NaNs."""
+    z_ND = jnp.asarray(z_ND, jnp.float32)
+    one_hot = jax.nn.one_hot(jnp.asarray(labels_N), num_classes, dtype=z_ND.dtype)  # (N, K)
+    counts = one_hot.sum(0)[:, None]
+    return (one_hot.T @ z_ND) / jnp.where(counts > 0, counts, jnp.nan)
+
+
+def class_spread(z_ND, labels_N, num_classes: int):
+    """Per-dimension standard deviation of each class's latents: (K, D)."""
+    z_ND = jnp.asarray(z_ND, jnp.float32)
+    mu = class_centroids(z_ND, labels_N, num_classes)
+    one_hot = jax.nn.one_hot(jnp.asarray(labels_N), num_classes, dtype=z_ND.dtype)
+    counts = one_hot.sum(0)[:, None]
+    var = (one_hot.T @ jnp.square(z_ND)) / counts - jnp.square(mu)
+    return jnp.sqrt(jnp.maximum(var, 0.0))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def nearest_neighbours(queries_QD, z_ND, k: int = 1):
+    """(indices (Q, k), distances (Q, k)) of the k latents in z_ND nearest (Euclidean) to each query."""
+    d2 = (jnp.sum(jnp.square(queries_QD), -1)[:, None] - 2.0 * queries_QD @ z_ND.T
+          + jnp.sum(jnp.square(z_ND), -1)[None, :])
+    neg, idx = jax.lax.top_k(-d2, k)
+    return idx, jnp.sqrt(jnp.maximum(-neg, 0.0))
+
+
+# ---------------------------------------------------------------------------- samplers
+
+
+def prior_samples(key, n: int, latent_dim: int):
+    """n draws of z ~ N(0, I): (n, latent_dim)."""
+    return jax.random.normal(key, (n, latent_dim))
+
+
+def gaussian_fit(z_ND):
+    """(mean (D,), covariance (D, D)) of latents, in float64 numpy."""
+    z = np.asarray(z_ND, np.float64)
+    return z.mean(0), np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
+
+
+def gaussian_fit_samples(key, z_ND, n: int):
+    """n draws from the Gaussian with the mean and covariance of z_ND: (n, D)."""
+    mean, cov = gaussian_fit(z_ND)
+    w, v = np.linalg.eigh((cov + cov.T) / 2)
+    scale = v * np.sqrt(np.clip(w, 0.0, None))  # scale @ scale.T == cov, also for singular cov
+    eps = jax.random.normal(key, (n, len(mean)))
+    return eps @ jnp.asarray(scale.T, jnp.float32) + jnp.asarray(mean, jnp.float32)
+
+
+def bounding_box(z_ND):
+    """(low (D,), high (D,)): the per-dimension extremes of the latents."""
+    z_ND = jnp.asarray(z_ND)
+    return z_ND.min(0), z_ND.max(0)
+
+
+def bounding_box_samples(key, z_ND, n: int):
+    """n draws uniform in the latents' axis-aligned bounding box: (n, D)."""
+    low, high = bounding_box(z_ND)
+    return jax.random.uniform(key, (n, z_ND.shape[-1]), minval=low, maxval=high)
+
+
+def grid_2d(low, high, n: int):
+    """An n x n grid of 2-D latents spanning [low, high] per axis, row-major with the
+    first axis across and the second axis decreasing down the rows: (n*n, 2)."""
+    xs = jnp.linspace(low[0], high[0], n)
+    ys = jnp.linspace(high[1], low[1], n)
+    gy, gx = jnp.meshgrid(ys, xs, indexing="ij")
+    return jnp.stack([gx.reshape(-1), gy.reshape(-1)], -1)

@@ -1,0 +1,325 @@
+"""Numbers that judge models and images.
+
+psnr, auroc, frechet_distance: plain array metrics.
+make_elbo / make_iwae_nll: per-image bounds of a VAE over a dataset, in fixed-size chunks.
+train_classifier / classifier_accuracy: the small CNN of models.Classifier, trained from scratch.
+ReferenceClassifier / fit_reference: a CNN trained on a dataset's real training split that
+judges images without eyes: `plausibility` (mean max-softmax probability) and `frechet`
+(Frechet distance between its penultimate features of the images and of real test images,
+a Frechet classifier distance: FID for MNIST-sized data). Cached on disk by dataset and settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaejax import data, losses, models
+from vaejax.config import ModelConfig
+
+# ---------------------------------------------------------------------------- array metrics
+
+
+def psnr(x_hat, x, max_value: float = 1.0):
+    """Peak signal-to-noise ratio in dB of each image (the last three axes): 10 log10(max^2 / MSE)."""
+    mse = jnp.mean(jnp.square(jnp.asarray(x_hat, jnp.float32) - jnp.asarray(x, jnp.float32)), axis=(-3, -2, -1))
+    return 10.0 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2.
+
+    scores: (N,) higher means "more positive"; labels: (N,) truthy for positives.
+    Computed from average ranks (the Mann-Whitney U statistic).
+    """
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    positive = np.asarray(labels).reshape(-1).astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"auroc needs positives and negatives, got {n_pos} and {n_neg}")
+    ranks = _average_ranks(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values share the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    first = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(values)]
+    mean_rank = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = mean_rank[group]
+    return ranks
+
+
+def gaussian_stats(features_ND) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) of N feature vectors, in float64."""
+    f = np.asarray(features_ND, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"gaussian_stats needs (N >= 2, D) features, got shape {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Squared Frechet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2).
+
+    |mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)), the quantity FID reports.
+    tr((cov1 cov2)^(1/2)) is the sum of square roots of the eigenvalues of the symmetric
+    PSD matrix s1 cov2 s1, s1 = cov1^(1/2): no complex sqrtm needed.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    s1 = _psd_sqrt(cov1)
+    middle = s1 @ cov2 @ s1
+    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+    tr_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    d2 = np.sum(np.square(mu1 - mu2)) + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_sqrt
+    return float(max(d2, 0.0))
+
+
+def frechet_distance_features(features_a, features_b) -> float:
+    """frechet_distance between Gaussians fitted to two feature sets (N_a, D) and (N_b, D)."""
+    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+
+
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((cov + cov.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+# ---------------------------------------------------------------------------- likelihood bounds
+
+
+def make_elbo(cfg: ModelConfig, chunk: int = 500):
+    """Jitted elbo(params, x_N, key) -> (N,) one-sample ELBO of each image, in nats (higher is better)."""
+    return make_iwae_bound(cfg, k=1, chunk=chunk)
+
+
+def make_iwae_bound(cfg: ModelConfig, k: int, chunk: int = 500):
+    """Jitted bound(params, x_N, key) -> (N,) k-sample importance-weighted bound of log p(x) per image."""
+    if cfg.kind != "vae":
+        raise ValueError("likelihood bounds need a VAE (kind='vae')")
+    one = lambda params, x, key: losses.iwae_bound(cfg, params, x, key, k)  # noqa: E731
+
+    def bound(params, x_N, key):
+        n = x_N.shape[0]
+        pad = (-n) % chunk
+        x_CB = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1)).reshape((-1, chunk) + x_N.shape[1:])
+        keys_CB = jax.random.split(key, n + pad).reshape(-1, chunk)
+        out = jax.lax.map(lambda a: jax.vmap(one, in_axes=(None, 0, 0))(params, *a), (x_CB, keys_CB))
+        return out.reshape(-1)[:n]
+
+    return jax.jit(bound)
+
+
+def make_iwae_nll(cfg: ModelConfig, k: int = 100, chunk: int = 100):
+    """Jitted nll(params, x_N, key) -> (N,) IWAE estimate of -log p(x) per image (an upper bound), in nats."""
+    bound = make_iwae_bound(cfg, k, chunk)
+    return jax.jit(lambda params, x_N, key: -bound(params, x_N, key))
+
+
+# ---------------------------------------------------------------------------- classifier training
+
+
+def make_classifier_epoch(batch_size: int = 128, learning_rate: float = 1e-3):
+    """Jitted epoch(params, opt_state, x_N, y_N, key) -> (params, opt_state, per-step losses).
+
+    Cross-entropy, Adam; shuffles with the key and scans over len(x_N) // batch_size batches.
+    """
+    tx = optax.adam(learning_rate)
+
+    def loss_fn(params, x_B, y_B):
+        logits = models.classifier_apply(params, x_B)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+
+    def epoch(params, opt_state, x_N, y_N, key):
+        steps = x_N.shape[0] // batch_size
+        if steps == 0:
+            raise ValueError(f"batch_size {batch_size} is larger than the {x_N.shape[0]} training images")
+        order = jax.random.permutation(key, x_N.shape[0])[: steps * batch_size].reshape(steps, batch_size)
+
+        def body(carry, idx_B):
+            params, opt_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params, x_N[idx_B], y_N[idx_B])
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses_T = jax.lax.scan(body, (params, opt_state), order)
+        return params, opt_state, losses_T
+
+    return jax.jit(epoch), tx
+
+
+def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: int = 128,
+                     learning_rate: float = 1e-3, channels=(32, 64), width: int = 64):
+    """Parameters of a models.Classifier trained from scratch on images x_N (float NHWC) and labels y_N."""
+    init_key, shuffle_key = jax.random.split(key)
+    x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
+    params = models.classifier_init(init_key, x_N.shape[1:], num_classes, channels, width)
+    epoch, tx = make_classifier_epoch(min(batch_size, x_N.shape[0]), learning_rate)
+    opt_state = tx.init(params)
+    for e in range(epochs):
+        params, opt_state, _ = epoch(params, opt_state, x_N, y_N, jax.random.fold_in(shuffle_key, e))
+    return params
+
+
+_apply_features = jax.jit(lambda params, x: models.classifier_apply(params, x, features=True))
+
+
+def classifier_outputs(params, images, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax probabilities (N, K), penultimate features (N, F)) for images (float in [0, 1] or uint8)."""
+    x = _as_float(images)
+    probs, feats = [], []
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk]
+        pad = chunk - len(part) if len(x) > chunk else 0  # one compiled shape per chunk size
+        logits, f = _apply_features(params, jnp.pad(part, [(0, pad)] + [(0, 0)] * 3))
+        probs.append(np.asarray(jax.nn.softmax(logits))[: len(part)])
+        feats.append(np.asarray(f)[: len(part)])
+    return np.concatenate(probs), np.concatenate(feats)
+
+
+def classifier_accuracy(params, images, labels, chunk: int = 1000) -> float:
+    """Fraction of images whose most probable class is their label."""
+    probs, _ = classifier_outputs(params, images, chunk)
+    return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
+
+
+def _as_float(images) -> np.ndarray:
+    x = np.asarray(images)
+    return data.to_float(x) if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- reference classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceClassifier:
+    """A CNN trained on real training images, with the feature statistics of real test images.
+
+    The real statistics come from the test images at even positions (test[0::2]); the odd
+    ones (test[1::2]) are left out of them, so they can stand for "real images" in a sanity row.
+    """
+
+    dataset: str
+    params: Any
+    real_mu: np.ndarray
+    real_cov: np.ndarray
+    test_accuracy: float
+    settings: dict
+
+    def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, penultimate features) of images."""
+        return classifier_outputs(self.params, images)
+
+    def predict(self, images) -> np.ndarray:
+        return self.outputs(images)[0].argmax(-1)
+
+    def plausibility(self, images) -> float:
+        """Mean max-softmax probability: near 1 for confidently recognised images, near 1/K for nonsense."""
+        return float(self.outputs(images)[0].max(-1).mean())
+
+    def frechet(self, images) -> float:
+        """Squared Frechet distance between the images' features and the real test features (lower is closer)."""
+        return frechet_distance(*gaussian_stats(self.outputs(images)[1]), self.real_mu, self.real_cov)
+
+    def scores(self, images) -> dict[str, float]:
+        """{"plausibility", "frechet"} of images, from one pass of the classifier."""
+        probs, feats = self.outputs(images)
+        return {"plausibility": float(probs.max(-1).mean()),
+                "frechet": frechet_distance(*gaussian_stats(feats), self.real_mu, self.real_cov)}
+
+
+def real_holdout(dataset: str) -> data.Split:
+    """The real test images left out of the reference statistics (test[1::2])."""
+    test = data.load(dataset, "test")
+    return data.Split(test.images[1::2], test.labels[1::2])
+
+
+def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, seed: int = 0,
+                  cache_dir: str | None = None, batch_size: int = 128) -> ReferenceClassifier:
+    """The reference classifier of `dataset`, trained on n_train real training images (None: all).
+
+    Read from `cache_dir` when a copy trained with the same settings is there; else trained
+    and written there (atomically). No cache_dir: always trained.
+    """
+    settings = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "seed": seed,
+                "batch_size": batch_size, "arch": "patchconv32-64-dense64-v1"}
+    tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    path = os.path.join(cache_dir, f"classifier-{dataset}-{tag}.npz") if cache_dir else None
+    if path and os.path.exists(path):
+        try:
+            return _read_reference(path, dataset, settings)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: train again
+    train = data.load(dataset, "train")
+    if n_train is not None and n_train < len(train.labels):
+        per_class = max(1, n_train // data.NUM_CLASSES[dataset])
+        train = data.subset_per_class(train, per_class, seed)
+    params = train_classifier(jax.random.key(seed), data.to_float(train.images), train.labels,
+                              data.NUM_CLASSES[dataset], epochs, batch_size)
+    test = data.load(dataset, "test")
+    probs, feats = classifier_outputs(params, test.images)
+    real_mu, real_cov = gaussian_stats(feats[0::2])
+    accuracy = float(np.mean(probs.argmax(-1) == test.labels))
+    ref = ReferenceClassifier(dataset, params, real_mu, real_cov, accuracy, settings)
+    if path:
+        _write_reference(path, ref)
+    return ref
+
+
+def _write_reference(path: str, ref: ReferenceClassifier) -> None:
+    flat = {"/".join(k): np.asarray(v) for k, v in _flatten(ref.params).items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{f"params/{k}": v for k, v in flat.items()}, real_mu=ref.real_mu, real_cov=ref.real_cov,
+                     test_accuracy=np.float64(ref.test_accuracy), settings=json.dumps(ref.settings, sort_keys=True))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _read_reference(path: str, dataset: str, settings: dict) -> ReferenceClassifier:
+    with np.load(path, allow_pickle=False) as z:
+        if json.loads(str(z["settings"])) != settings:
+            raise ValueError("cached classifier has other settings")
+        params: dict = {}
+        for name in z.files:
+            if name.startswith("params/"):
+                *parents, leaf = name.split("/")[1:]
+                node = params
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = jnp.asarray(z[name])
+        return ReferenceClassifier(dataset, params, z["real_mu"], z["real_cov"], float(z["test_accuracy"]), settings)
+
+
+def _flatten(tree, prefix=()) -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) or hasattr(v, "items"):
+            out.update(_flatten(v, prefix + (str(k),)))
+        else:
+            out[prefix + (str(k),)] = v
+    return out
+
+
+def uniform_noise(key, n: int, image_shape) -> np.ndarray:
+    """n images of independent uniform [0, 1] pixels: the 'nonsense' end of the scale."""
+    return np.asarray(jax.random.uniform(key, (n,) + tuple(image_shape)))
+
