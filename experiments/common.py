@@ -277,12 +277,6 @@ def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
             "n_real": int(len(real)), "n_noise": int(scale.n_eval)}
 
 
-def score_seeds(ref: metrics.ReferenceClassifier, images_S) -> dict:
-    """Reference scores of one image set per seed -> mean, _std and _seeds of each score."""
-    per_seed = [ref.scores(np.asarray(images)) for images in images_S]
-    return summarize(per_seed)
-
-
 # ---------------------------------------------------------------------------- statistics
 
 
@@ -513,3 +507,44 @@ def cli(main: Callable, argv: list[str] | None = None, description: str | None =
     if module is not None and hasattr(module, "verdict"):
         v, reason = module.verdict(result)
         print(f"verdict: {v}: {reason}")
+
+
+# ---------------------------------------------------------------------------- shared by the latent-space experiments
+
+CLASS_NAMES = {
+    "fashion_mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"],
+    "mnist": [str(i) for i in range(10)],
+    "mnist_5k": [str(i) for i in range(10)],
+    "cifar10": ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "sample_patches": ["china", "flower"],
+}
+
+
+def training_summary(trained: Trained) -> dict:
+    """What a report says about how models were trained: size, epochs, final loss over seeds, seconds."""
+    out = {"preset": f"{trained.model_cfg.arch} {trained.model_cfg.kind} latent {trained.model_cfg.latent_dim}",
+           "n_train": trained.n_train, "epochs": trained.train_cfg.epochs,
+           "steps": trained.train_cfg.epochs * (trained.n_train // trained.train_cfg.batch_size),
+           "seconds": round(trained.seconds, 2), "compile_seconds": round(trained.compile_seconds, 2)}
+    out.update(stat("final_loss", trained.final("loss")))
+    return out
+
+
+def score_row(ref, images_S) -> dict:
+    """Reference scores of one image set per seed (list over seeds) -> {score: mean, score_std, score_seeds}."""
+    return summarize([ref.scores(np.asarray(images)) for images in images_S])
+
+
+def compare_verdict(m: dict, a: str, b: str, label_a: str, label_b: str) -> tuple[str, str]:
+    """'holds' if m[a] beats m[b] clearly (by more than the summed seed spreads) on both
+    plausibility and Frechet distance, 'does not hold' if on neither, 'mixed' otherwise."""
+    wins = [better(m, a, b, s) for s in ("plausibility", "frechet")]
+    numbers = (f"plausibility {cell(m[a], 'plausibility')} vs {cell(m[b], 'plausibility')}, "
+               f"Frechet {cell(m[a], 'frechet')} vs {cell(m[b], 'frechet')} ({label_a} vs {label_b})")
+    if wins == [1, 1]:
+        return "holds", f"{label_a} is clearly better on both scores: {numbers}."
+    if all(w == -1 for w in wins):
+        return "does not hold", f"{label_b} is clearly better on both scores: {numbers}."
+    if all(w <= 0 for w in wins):
+        return "does not hold", f"{label_a} is not clearly better on either score: {numbers}."
+    return "mixed", f"{label_a} is clearly better on one score only: {numbers}."

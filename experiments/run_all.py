@@ -133,7 +133,7 @@ def _section(title, name, module, m, out, full_dir) -> list[str]:
     lines += [module.report(m), ""]
     for fig in m.get("figures", []):
         lines += [f"![{name}: {os.path.splitext(os.path.basename(fig))[0]}]({name}/{fig})", ""]
-    if hasattr(module, "verdict") and name in common.EXPERIMENTS:
+    if hasattr(module, "verdict"):
         v, reason = module.verdict(m)
         lines += [f"**Verdict ({m['scale']} scale): {v}.** {reason}", ""]
         if m["scale"] != "full":

@@ -71,3 +71,56 @@ def _save(fig, path: str) -> str:
     plt.close(fig)
     os.replace(tmp, path)  # a figure is either complete or absent
     return path
+
+
+def save_image_panels(panels: dict, path: str, ncol: int, row_labels: list[str] | None = None,
+                      col_labels: list[str] | None = None, title: str | None = None) -> str:
+    """Several image grids side by side, each titled (e.g. {"AE": images, "VAE": images}); returns path.
+
+    Each panel's images are laid out row-major with ncol columns; row_labels name the rows
+    (left of the first panel), col_labels the columns (under every panel).
+    """
+    canvases = {name: tile(images, ncol) for name, images in panels.items()}
+    height = max(c.shape[0] for c in canvases.values())
+    width = sum(c.shape[1] for c in canvases.values())
+    fig, axes = plt.subplots(1, len(canvases), dpi=100, squeeze=False,
+                             figsize=(max(3.0, width / 38 + 1.2), max(2.2, height / 38 + 0.9)))
+    for i, (ax, (name, canvas)) in enumerate(zip(axes[0], canvases.items())):
+        ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(name)
+        rows = math.ceil(len(panels[name]) / ncol)
+        cell_h, cell_w = (canvas.shape[0] - 1) / rows, (canvas.shape[1] - 1) / ncol
+        if row_labels and i == 0:
+            ax.set_yticks([cell_h * (r + 0.5) for r in range(len(row_labels))], row_labels, fontsize=8)
+        else:
+            ax.set_yticks([])
+        if col_labels:
+            ax.set_xticks([cell_w * (c + 0.5) for c in range(len(col_labels))], col_labels, fontsize=7,
+                          rotation=90 if max(len(s) for s in col_labels) > 4 else 0)
+        else:
+            ax.set_xticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None = None,
+                        title: str | None = None) -> str:
+    """2-D latents coloured by class, one panel per model ({"AE": (z_N2, labels_N), ...}); returns path."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.4, 4.4), dpi=100, squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, (z, labels)) in zip(axes[0], panels.items()):
+        z, labels = np.asarray(z), np.asarray(labels)
+        for k in np.unique(labels):
+            sel = labels == k
+            label = class_names[k] if class_names else str(k)
+            ax.scatter(z[sel, 0], z[sel, 1], s=3, alpha=0.6, color=cmap(int(k) % 10), label=label, rasterized=True)
+        ax.set_title(name)
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=4, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,151 @@
+"""Class centroids (seed 000, Example 2): decode the mean latent of each class and points near it
+(midpoints between the centroid and the class's training codes nearest to it), and points
+between class groups (interpolation between the nearest-neighbour codes of two classes);
+AE vs VAE of the same architecture, scored by the reference classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from experiments import common
+from vaejax import data, latent, metrics, plots
+
+CLAIM = ("A plain autoencoder's latent space is not continuous: the mean latent of a class, and points near it, "
+         "do not decode to a good example of the class (and a VAE's do).")
+
+SHOW_NEAR = 7  # near-centroid points per class in the figure
+
+
+def near_centroid_latents(codes_ND, labels_N, num_classes: int, per_class: int):
+    """(K, per_class, D): each class's centroid, then midpoints between it and its per_class - 1
+    nearest training codes of that class."""
+    centroids = np.asarray(latent.class_centroids(codes_ND, labels_N, num_classes))
+    out = []
+    for k in range(num_classes):
+        members = np.asarray(codes_ND)[np.asarray(labels_N) == k]
+        idx = _nearest(centroids[k], members, min(per_class - 1, len(members)))
+        near = (centroids[k][None] + members[idx]) / 2
+        out.append(np.concatenate([centroids[k][None], near]))
+    return np.stack(out)
+
+
+def _nearest(query_D, points_ND, k: int) -> np.ndarray:
+    """Indices of the k points nearest to the query, nearest first (host numpy: shapes vary per class)."""
+    d2 = np.sum(np.square(points_ND - query_D[None]), axis=-1)
+    return np.argsort(d2, kind="stable")[:k]
+
+
+def bridge_latents(codes_ND, labels_N, num_classes: int, alphas):
+    """(pairs, A, D) latents between class groups: for each ordered class pair (a, b), a's code nearest
+    to b's centroid, b's code nearest to that one, and their linear interpolants at alphas."""
+    codes, labels = np.asarray(codes_ND), np.asarray(labels_N)
+    centroids = np.asarray(latent.class_centroids(codes, labels, num_classes))
+    ends, pairs = [], []
+    for a in range(num_classes):
+        for b in range(num_classes):
+            if a == b:
+                continue
+            ca, cb = codes[labels == a], codes[labels == b]
+            za = ca[_nearest(centroids[b], ca, 1)[0]]
+            ends.append((za, cb[_nearest(za, cb, 1)[0]]))
+            pairs.append((a, b))
+    e1 = np.stack([e[0] for e in ends])
+    e2 = np.stack([e[1] for e in ends])
+    return np.asarray(latent.interpolate(e1, e2, alphas)).transpose(1, 0, 2), pairs
+
+
+def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
+    run = common.start("centroids", scale, dataset, seeds, out)
+    ref = common.reference(run.scale, run.dataset, out)
+    ae, vae = common.shared_pair(run.scale, run.dataset, run.seeds, log=run.log)
+    train = common.train_images(run.scale, run.dataset)
+    k = data.NUM_CLASSES[run.dataset]
+    n = run.scale.n_eval
+    per_class = max(2, n // k)
+    pairs_count = k * (k - 1)
+    bridge_alphas = np.linspace(0, 1, max(1, round(n / pairs_count)) + 2)[1:-1]
+    rows, figure = {"ae": [], "vae": []}, {}
+    for name, trained in (("ae", ae), ("vae", vae)):
+        cfg = trained.model_cfg
+        for s in range(run.seeds):
+            params = trained.seed_params(s)
+            codes = np.asarray(latent.embed(cfg, params, train.x))
+            near = near_centroid_latents(codes, train.y, k, per_class)  # (K, per_class, D)
+            near_images = np.asarray(latent.decode(cfg, params, near))
+            probs, feats = ref.outputs(near_images.reshape((-1,) + near_images.shape[2:]))
+            probs = probs.reshape(k, per_class, -1)
+            bridge, pairs = bridge_latents(codes, train.y, k, bridge_alphas)
+            bridge_images = np.asarray(latent.decode(cfg, params, bridge))
+            b_scores = ref.scores(bridge_images.reshape((-1,) + bridge_images.shape[2:]))
+            rows[name].append({
+                "plausibility": float(probs.max(-1).mean()),
+                "frechet": metrics.frechet_distance(*metrics.gaussian_stats(feats), ref.real_mu, ref.real_cov),
+                "centroid_plausibility": float(probs[:, 0].max(-1).mean()),
+                "centroid_class_match": float(np.mean(probs[:, 0].argmax(-1) == np.arange(k))),
+                "near_class_match": float(np.mean(probs.argmax(-1) == np.arange(k)[:, None])),
+                "bridge_plausibility": b_scores["plausibility"],
+                "bridge_frechet": b_scores["frechet"],
+            })
+            if s == 0:
+                figure[name] = (near_images[:, : SHOW_NEAR + 1], bridge_images, pairs)
+    result = {name: common.summarize(r) for name, r in rows.items()}
+    result.update(
+        n_near=k * per_class, n_bridge=pairs_count * len(bridge_alphas), bridge_alphas=bridge_alphas.tolist(),
+        anchors=common.reference_anchors(run.scale, run.dataset, out),
+        train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
+    )
+    result["figures"] = _figures(run, figure, k, train)
+    return common.finish(run, result)
+
+
+def _figures(run, figure, k, train) -> list[str]:
+    names = common.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
+    shape = figure["ae"][0].shape[2:]
+    # A real training image of each class for orientation, then the decoded centroid and near points.
+    first = np.stack([train.x[np.flatnonzero(train.y == c)[0]] for c in range(k)])[:, None]
+    panels = {label: np.concatenate([first, figure[key][0]], axis=1).reshape((-1,) + shape)
+              for key, label in (("ae", "AE"), ("vae", "VAE"))}
+    cols = ["real", "centroid"] + [f"near {i}" for i in range(1, SHOW_NEAR + 1)]
+    figs = [plots.save_image_panels(panels, run.path("centroids.png"), ncol=SHOW_NEAR + 2, row_labels=names,
+                                    col_labels=cols, title=f"Decoded class centroids and points near them "
+                                                           f"({run.dataset}, seed 0)")]
+    # Bridges between a few class pairs: (a, a+1).
+    _, _, pairs = figure["ae"]
+    chosen = [i for i, (a, b) in enumerate(pairs) if b == (a + 1) % k][:8]
+    panels = {label: figure[key][1][chosen].reshape((-1,) + shape) for key, label in (("ae", "AE"), ("vae", "VAE"))}
+    alphas = figure["ae"][1].shape[1]
+    figs.append(plots.save_image_panels(panels, run.path("centroid_bridges.png"), ncol=alphas,
+                                        row_labels=[f"{names[pairs[i][0]]}→{names[pairs[i][1]]}" for i in chosen],
+                                        title="Between class groups: interpolants of nearest-neighbour codes"))
+    return [f.split("/")[-1] for f in figs]
+
+
+def verdict(m: dict) -> tuple[str, str]:
+    v, reason = common.compare_verdict(m, "vae", "ae", "VAE near-centroid decodes", "AE near-centroid decodes")
+    match = (f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
+             f"VAE {common.cell(m['vae'], 'centroid_class_match', '.2f')}.")
+    return v, reason + match
+
+
+def report(m: dict) -> str:
+    a = m["anchors"]
+    rows = []
+    for key, label in (("ae", "AE"), ("vae", "VAE")):
+        r = m[key]
+        rows.append([label, common.cell(r, "plausibility"), common.cell(r, "frechet"),
+                     common.cell(r, "centroid_plausibility"), common.cell(r, "centroid_class_match", ".2f"),
+                     common.cell(r, "near_class_match", ".2f"), common.cell(r, "bridge_plausibility"),
+                     common.cell(r, "bridge_frechet")])
+    rows.append(["real test images", f"{a['real']['plausibility']:.3g}", f"{a['real']['frechet']:.3g}", "", "", "", "", ""])
+    rows.append(["uniform noise", f"{a['noise']['plausibility']:.3g}", f"{a['noise']['frechet']:.3g}", "", "", "", "", ""])
+    head = (f"Near-centroid set: each class's decoded centroid plus midpoints to its nearest training codes "
+            f"({m['n_near']} images). Bridges: for every ordered class pair, interpolants between the nearest "
+            f"codes of the two groups ({m['n_bridge']} images). *Class match*: fraction recognised by the "
+            f"reference classifier as the class whose centroid they came from.")
+    return head + "\n\n" + common.table(
+        ["model", "near: plausibility ↑", "near: frechet ↓", "centroid: plausibility", "centroid: class match",
+         "near: class match", "bridge: plausibility", "bridge: frechet"], rows)
+
+
+if __name__ == "__main__":
+    common.cli(main)
