@@ -6,6 +6,13 @@ make_train_steps  a slice of an epoch's batches, for progress reports at one hos
 make_train_many   the epoch vmapped over a leading seed axis: S models in one program;
 make_evaluate     mean loss terms over a dataset, in fixed-size chunks.
 
+Data parallelism (see parallel.py): the step, steps and epoch builders take an optional
+`mesh`. The same update then runs with its batch constrained to a NamedSharding over the
+mesh's `data` axis and its state replicated; XLA inserts the gradient all-reduce.
+Non-finite updates: with skip_nonfinite=True an update whose loss or gradients are not
+finite leaves params and optimizer state as they were (a select inside the compiled step,
+no host sync) and reports metrics["skipped"] = 1.0; the step counter still advances.
+
 Randomness: a run has one key. Each update draws from fold_in(noise_key, state.step) and each
 epoch shuffles with fold_in(shuffle_key, state.step), so a run resumed from a saved state
 draws exactly the numbers an uninterrupted run would.
@@ -18,8 +25,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from vaejax import data, losses, models
+from vaejax.parallel import DATA
 from vaejax.config import ModelConfig, TrainConfig
 
 
@@ -43,30 +52,60 @@ def _run_keys(key):
     return shuffle_key, noise_key
 
 
-def _update_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
-    """The pure update (state, x_B, key) -> (state, metrics), before jit; target_B defaults to x_B."""
+def all_finite(tree) -> jax.Array:
+    """A bool scalar: every element of every leaf is finite."""
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _update_fn(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_sharding=None, skip_nonfinite: bool = False):
+    """The pure update (state, x_B, key) -> (state, metrics), before jit; target_B defaults to x_B.
+
+    batch_sharding: a Sharding the batch is constrained to (data parallelism), or None.
+    """
     loss_fn = losses.batch_objective(model_cfg, train_cfg.beta)
     tx = optimizer(train_cfg)
 
     def update(state: TrainState, x_B, key, target_B=None):
+        if batch_sharding is not None:
+            x_B = jax.lax.with_sharding_constraint(x_B, batch_sharding)
+            if target_B is not None:
+                target_B = jax.lax.with_sharding_constraint(target_B, batch_sharding)
         step_key = jax.random.fold_in(_run_keys(key)[1], state.step)
         loss_key, binarize_key = jax.random.split(step_key)
         if train_cfg.binarize == "dynamic":
             x_B = data.binarize(binarize_key, x_B)
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x_B, loss_key, target_B)
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x_B, loss_key, target_B)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if skip_nonfinite:
+            ok = jnp.isfinite(loss) & all_finite(grads)
+            params, opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old),
+                                                       (params, opt_state), (state.params, state.opt_state))
+            terms = dict(terms, skipped=jnp.where(ok, 0.0, 1.0).astype(jnp.float32))
         return TrainState(state.step + 1, params, opt_state), terms
 
     return update
 
 
-def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig):
+def _jit(fn, mesh):
+    """jit donating the state; with a mesh, every output (state, metrics) comes back replicated."""
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=0)
+    return jax.jit(fn, donate_argnums=0, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def _batch_sharding(mesh):
+    return None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA))
+
+
+def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig, *, mesh=None, skip_nonfinite: bool = False):
     """Jitted step(state, x_B, key[, target_B]) -> (state, metrics); the state's buffers are donated.
 
-    Pass the run's key every step: the step number is folded in.
+    Pass the run's key every step: the step number is folded in. With a mesh, the batch is
+    split over its `data` axis and the state is replicated (put it there with parallel.put_replicated).
     """
-    return jax.jit(_update_fn(model_cfg, train_cfg), donate_argnums=0)
+    return _jit(_update_fn(model_cfg, train_cfg, _batch_sharding(mesh), skip_nonfinite), mesh)
 
 
 def epoch_order(key, step, num_examples: int, batch_size: int):
@@ -83,9 +122,9 @@ def epoch_order(key, step, num_examples: int, batch_size: int):
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-def _steps_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
+def _steps_fn(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_sharding=None, skip_nonfinite: bool = False):
     """(state, x_N, order_KB, key[, target_N]) -> (state, metrics_K): K updates in one lax.scan."""
-    update = _update_fn(model_cfg, train_cfg)
+    update = _update_fn(model_cfg, train_cfg, batch_sharding, skip_nonfinite)
 
     def steps(state: TrainState, x_N, order_KB, key, target_N=None):
         def body(state, idx_B):
@@ -97,8 +136,8 @@ def _steps_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
     return steps
 
 
-def _epoch_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
-    steps = _steps_fn(model_cfg, train_cfg)
+def _epoch_fn(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_sharding=None, skip_nonfinite: bool = False):
+    steps = _steps_fn(model_cfg, train_cfg, batch_sharding, skip_nonfinite)
 
     def epoch(state: TrainState, x_N, key, target_N=None):
         order_KB = epoch_order(key, state.step, x_N.shape[0], train_cfg.batch_size)
@@ -107,28 +146,30 @@ def _epoch_fn(model_cfg: ModelConfig, train_cfg: TrainConfig):
     return epoch
 
 
-def make_train_steps(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds: bool = False):
+def make_train_steps(model_cfg: ModelConfig, train_cfg: TrainConfig, seeds: bool = False, *, mesh=None,
+                     skip_nonfinite: bool = False):
     """Jitted steps(state, x_N, order_KB, key[, target_N]) -> (state, metrics_K): a slice of an epoch.
 
     Lets a caller report progress within an epoch (order_KB from epoch_order, cut in pieces)
     at one host sync per piece. seeds=True maps over a leading seed axis of state, order, key.
+    With a mesh, each batch x_N[idx_B] is split over the `data` axis (x_N replicated).
     """
-    one = _steps_fn(model_cfg, train_cfg)
+    one = _steps_fn(model_cfg, train_cfg, _batch_sharding(mesh), skip_nonfinite)
     if not seeds:
-        return jax.jit(one, donate_argnums=0)
+        return _jit(one, mesh)
 
     def many(states, x_N, order_SKB, keys_S, target_N=None):
         return jax.vmap(lambda s, o, k: one(s, x_N, o, k, target_N))(states, order_SKB, keys_S)
 
-    return jax.jit(many, donate_argnums=0)
+    return _jit(many, mesh)
 
 
-def make_train_epoch(model_cfg: ModelConfig, train_cfg: TrainConfig):
+def make_train_epoch(model_cfg: ModelConfig, train_cfg: TrainConfig, *, mesh=None, skip_nonfinite: bool = False):
     """Jitted epoch(state, x_N, key[, target_N]) -> (state, per-step metrics) over on-device data x_N.
 
     Shuffles with the key, then scans over len(x_N) // batch_size batches. Donates the state.
     """
-    return jax.jit(_epoch_fn(model_cfg, train_cfg), donate_argnums=0)
+    return _jit(_epoch_fn(model_cfg, train_cfg, _batch_sharding(mesh), skip_nonfinite), mesh)
 
 
 def init_many(keys_S, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainState:
