@@ -1,27 +1,51 @@
 """Checkpoints of a TrainState (orbax CheckpointManager): save each epoch, keep the last few, resume.
 
 A checkpoint is a folder per epoch holding the state (StandardSave) and a small JSON of
-metadata (the run's configuration). Orbax writes into a temporary folder and renames it when
-complete, so a save cut short is never listed as a checkpoint.
+metadata (the run's configuration and a SHA-256 of the state's bytes). Orbax writes into a
+temporary folder and renames it when complete, so a save cut short (a kill, a full disk) is
+never listed as a checkpoint; the manager removes such leftovers when it opens. A listed
+checkpoint whose files were damaged later fails to restore or fails the SHA-256 check:
+`restore_good` moves it aside to <workdir>/damaged_checkpoints/ and falls back to the one before.
+
+With several processes, orbax writes each array from the processes that hold it and
+coordinates the rename itself; every process must call save / restore alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+DIGEST_KEY = "state_sha256"
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class CheckpointDamaged(Exception):
+    """A listed checkpoint that cannot be read back as it was written; str(e) is one line."""
 
 
 def manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
-    """The run's checkpoint manager, over <workdir>/checkpoints."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 options=options, item_names=("state", "meta"))
+    """The run's checkpoint manager, over <workdir>/checkpoints (created if missing)."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "meta"))
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
-    """Save the state after `epoch` (asynchronously; call mngr.wait_until_finished() before exit)."""
+    """Save the state after `epoch` (asynchronously; call mngr.wait_until_finished() before exit).
+
+    The metadata gains the state's SHA-256, checked again on restore.
+    """
+    meta = dict(meta, **{DIGEST_KEY: state_digest(state)})
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
 
@@ -30,11 +54,50 @@ def latest_epoch(mngr: ocp.CheckpointManager) -> int | None:
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state, epoch: int | None = None):
-    """(state, meta) of `epoch` (default: the latest); abstract_state comes from jax.eval_shape."""
+    """(state, meta) of `epoch` (default: the latest); abstract_state comes from jax.eval_shape.
+
+    Raises CheckpointDamaged when the restored bytes do not match the SHA-256 saved with them.
+    """
     epoch = mngr.latest_step() if epoch is None else epoch
     restored = mngr.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored.state, restored.meta
+    state, meta = restored.state, restored.meta
+    saved = (meta or {}).get(DIGEST_KEY)
+    if saved is not None and saved != state_digest(state):
+        raise CheckpointDamaged(f"its arrays do not match the SHA-256 saved with them")
+    return state, meta
+
+
+def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None):
+    """(epoch, state, meta) of the newest checkpoint that reads back intact, or (None, None, None).
+
+    Each damaged one on the way is reported as on_damaged(epoch, reason, moved_to) and moved
+    out of the checkpoint folder, so that training can write that epoch again.
+    """
+    for epoch in sorted(mngr.all_steps(), reverse=True):
+        try:
+            state, meta = restore(mngr, abstract_state, epoch)
+            return epoch, state, meta
+        except Exception as e:  # orbax / tensorstore raise many types for unreadable files
+            moved_to = quarantine(mngr, epoch)
+            if on_damaged is not None:
+                on_damaged(epoch, one_line(e), moved_to)
+    return None, None, None
+
+
+def quarantine(mngr: ocp.CheckpointManager, epoch: int) -> str:
+    """Move checkpoint `epoch` to <workdir>/damaged_checkpoints/ (process 0) and forget it; returns where."""
+    src = os.path.join(str(mngr.directory), str(epoch))
+    dest_dir = os.path.join(os.path.dirname(str(mngr.directory)), DAMAGED_DIR)
+    dest = os.path.join(dest_dir, f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0 and os.path.exists(src):
+        os.makedirs(dest_dir, exist_ok=True)
+        while os.path.exists(dest):
+            dest += "x"
+        shutil.move(src, dest)
+    _sync(f"vaejax_quarantine_{epoch}")
+    mngr.reload()
+    return dest
 
 
 def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> dict:
@@ -43,6 +106,45 @@ def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> dict:
     return mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
-def abstract(fn, *args):
-    """Shapes and dtypes of fn(*args) without computing it: the restore target."""
-    return jax.eval_shape(fn, *args)
+def abstract(fn, *args, sharding=None):
+    """Shapes and dtypes of fn(*args) without computing it: the restore target (optionally with a sharding)."""
+    shapes = jax.eval_shape(fn, *args)
+    if sharding is None:
+        return shapes
+    return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def state_digest(state) -> str:
+    """SHA-256 (hex) of a pytree's structure, shapes, dtypes and bytes; arrays must be replicated or local."""
+    h = hashlib.sha256(str(jax.tree_util.tree_structure(state)).encode())
+    for leaf in jax.tree_util.tree_leaves(state):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def remove_partial(mngr: ocp.CheckpointManager, epoch: int) -> None:
+    """Delete what an unfinished save of `epoch` left (its temporary folder), on process 0."""
+    root = str(mngr.directory)
+    if jax.process_index() != 0 or not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        if name == str(epoch) and epoch not in mngr.all_steps() or name.startswith(f"{epoch}.orbax-checkpoint-tmp"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
