@@ -1,0 +1,274 @@
+"""Training that survives faults: kill -9 and resume, damaged checkpoints, NaN/Inf, read-only or full disks.
+
+Each claim is checked on real `vaejax train` subprocesses where the fault needs a real process
+(SIGKILL), and in-process where only the error path is exercised.
+"""
+
+import errno
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import cli_runs
+from vaejax import cli, config, train
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted tiny run of EPOCHS epochs (checkpoints EPOCHS-2..EPOCHS kept)."""
+    return cli_runs.reference(tmp_path_factory.getbasetemp(), EPOCHS)
+
+
+def _assert_same_as(reference, workdir, stdout):
+    """Bitwise the same final params and optimizer state, and the same log, as the uninterrupted run."""
+    assert cli_runs.done_digest(stdout) == cli_runs.reference_digest(EPOCHS)
+    assert cli_runs.state_digest(workdir, EPOCHS) == cli_runs.state_digest(reference, EPOCHS)
+    assert [r["epoch"] for r in cli_runs.metrics(workdir)] == list(range(1, EPOCHS + 1))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(cli_runs.metrics(workdir)) == strip(cli_runs.metrics(reference))
+    assert not glob.glob(os.path.join(workdir, "checkpoints", "*tmp*"))
+
+
+# ---------------------------------------------------------------- kill -9
+
+
+def test_sigkill_at_each_critical_point_then_resume_is_bitwise(reference, tmp_path):
+    """SIGKILL inside an epoch, while metrics.jsonl is being replaced, right after its record was written
+    (checkpoint not yet saved), and while orbax is writing a checkpoint; each time --resume goes on."""
+    workdir = str(tmp_path / "run")
+    for kill_at in ("mid_epoch:2", "in_log_write:2", "log_written:3", "in_save:4"):  # one command line throughout
+        proc = cli_runs.train(workdir, "--auto-resume", epochs=EPOCHS, check=False, VAEJAX_TEST_KILL_AT=kill_at)
+        assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stderr)
+        for line in open(os.path.join(workdir, "metrics.jsonl")):
+            json.loads(line)  # never a torn line
+    # The kill came while orbax was writing epoch 4: its folder is there, unfinished, and is not taken.
+    assert f"{EPOCHS}.orbax-checkpoint-tmp" in cli_runs.checkpoint_epochs(workdir)
+    proc = cli_runs.train(workdir, "--auto-resume", epochs=EPOCHS)
+    assert f"resuming {workdir} after epoch {EPOCHS - 1}" in proc.stdout
+    _assert_same_as(reference, workdir, proc.stdout)
+
+
+def test_sigkill_from_outside_mid_run_then_resume_is_bitwise(reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    with open(tmp_path / "stdout", "w") as log:
+        proc = subprocess.Popen(cli_runs.command("train", *cli_runs.TINY, "--epochs", EPOCHS, "--workdir", workdir),
+                                env=cli_runs.env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not os.path.exists(
+                os.path.join(workdir, "checkpoints", "1")):
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 0.05))  # somewhere in epoch 2: training, logging or saving
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
+    assert "resuming" in done.stdout
+    _assert_same_as(reference, workdir, done.stdout)
+
+
+def test_resume_after_kill_before_first_checkpoint(reference, tmp_path):
+    """Killed before its first checkpoint: --resume starts over (run.json says what to run) and ends bitwise equal."""
+    workdir = str(tmp_path / "run")
+    proc = cli_runs.train(workdir, epochs=EPOCHS, check=False, VAEJAX_TEST_KILL_AT="mid_epoch:1")
+    assert proc.returncode == -signal.SIGKILL
+    proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
+    assert "no complete checkpoint" in proc.stdout
+    _assert_same_as(reference, workdir, proc.stdout)
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def _truncate_arrays(ckpt):
+    for path in glob.glob(os.path.join(ckpt, "state", "ocdbt.process_0", "d", "*")):
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_bytes(ckpt):
+    """Damage that still decodes: only the SHA-256 saved with the checkpoint can tell."""
+    path = max(glob.glob(os.path.join(ckpt, "state", "ocdbt.process_0", "d", "*")), key=os.path.getsize)
+    blob = bytearray(open(path, "rb").read())
+    blob[len(blob) // 2: len(blob) // 2 + 64] = bytes(64)
+    open(path, "wb").write(bytes(blob))
+
+
+def _remove_state(ckpt):
+    shutil.rmtree(os.path.join(ckpt, "state"))
+
+
+@pytest.mark.parametrize("damage", [_truncate_arrays, _flip_bytes, _remove_state], ids=["truncated", "flipped", "missing"])
+def test_damaged_latest_checkpoint_falls_back_to_previous(reference, tmp_path, damage):
+    workdir = cli_runs.copy_run(reference, tmp_path / "run")
+    damage(os.path.join(workdir, "checkpoints", str(EPOCHS)))
+    proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
+    notes = [line for line in proc.stderr.splitlines() if "damaged" in line]
+    assert len(notes) == 1, proc.stderr
+    assert f"checkpoint of epoch {EPOCHS} is damaged" in notes[0] and "falling back" in notes[0]
+    assert f"after epoch {EPOCHS - 1}" in proc.stdout
+    assert os.listdir(os.path.join(workdir, "damaged_checkpoints"))[0].startswith(f"{EPOCHS}-")
+    _assert_same_as(reference, workdir, proc.stdout)
+
+
+# ---------------------------------------------------------------- NaN / Inf
+
+
+def _poison_index(epoch, step):
+    """A training image that lands in batch `step` (1-based) of `epoch` of the tiny run."""
+    order = train.epoch_order(jax.random.key(0), (epoch - 1) * cli_runs.STEPS_PER_EPOCH, 4000, 200)
+    return int(order[step - 1, 7])
+
+
+def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_checkpoint(reference, tmp_path):
+    workdir = cli_runs.copy_run(reference, tmp_path / "run")
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS + 1, check=False,
+                          VAEJAX_TEST_POISON=_poison_index(EPOCHS + 1, 6))
+    assert proc.returncode == cli.EXIT_NONFINITE, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert f"at epoch {EPOCHS + 1}, step 6 of {cli_runs.STEPS_PER_EPOCH}" in lines[0]
+    assert f"last good checkpoint is epoch {EPOCHS}" in lines[0] and "--skip-nonfinite" in lines[0]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+    assert cli_runs.state_digest(workdir, EPOCHS) == cli_runs.state_digest(reference, EPOCHS)
+    assert [r["epoch"] for r in cli_runs.metrics(workdir)] == list(range(1, EPOCHS + 1))
+
+
+def test_skip_nonfinite_skips_the_update_and_goes_on(reference, tmp_path):
+    workdir = cli_runs.copy_run(reference, tmp_path / "run")
+    proc = cli_runs.train(workdir, "--resume", "--skip-nonfinite", epochs=EPOCHS + 1,
+                          VAEJAX_TEST_POISON=_poison_index(EPOCHS + 1, 6))
+    last = cli_runs.metrics(workdir)[-1]
+    assert last["epoch"] == EPOCHS + 1 and last["skipped"] == 1.0
+    assert np.isfinite(last["train_loss"]) and np.isfinite(last["test_loss"])
+    assert f"epoch {EPOCHS + 1}: skipped 1" in proc.stdout
+
+
+def test_skip_nonfinite_step_keeps_params_and_opt_state_bitwise():
+    model = config.replace(config.preset("mlp_vae"), hidden=(8,), latent_dim=2)
+    tc = config.TrainConfig(batch_size=4)
+    step = train.make_train_step(model, tc, skip_nonfinite=True)
+    key = jax.random.key(0)
+    x = np.full((4, 28, 28, 1), 0.5, np.float32)
+    state, m = step(train.init_state(key, model, tc), x, key)
+    assert float(m["skipped"]) == 0.0
+    kept = jax.tree_util.tree_map(np.asarray, state)
+    x[2, 3, 4, 0] = np.inf
+    state, m = step(state, x, key)
+    assert float(m["skipped"]) == 1.0 and not np.isfinite(float(m["loss"]))
+    assert int(state.step) == 2
+    for a, b in zip(jax.tree_util.tree_leaves(kept.params) + jax.tree_util.tree_leaves(kept.opt_state),
+                    jax.tree_util.tree_leaves(state.params) + jax.tree_util.tree_leaves(state.opt_state)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+# ---------------------------------------------------------------- read-only workdir, full disk
+
+
+def _one_error_line(capfd, code, rc):
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _tiny_argv(workdir, epochs=1, *extra):
+    return ["train", *cli_runs.TINY, "--epochs", str(epochs), "--workdir", str(workdir), *extra]
+
+
+def test_workdir_under_a_file_is_refused_before_training(tmp_path, capfd):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = _one_error_line(capfd, 2, cli.main(_tiny_argv(blocker / "run")))
+    assert "cannot write to --workdir" in line and "choose a writable folder" in line
+    assert blocker.read_text() == "x" and os.listdir(tmp_path) == ["file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod; see the read-only mount test")
+def test_read_only_workdir_is_refused_before_training(tmp_path, capfd):
+    tmp_path.chmod(0o555)
+    try:
+        line = _one_error_line(capfd, 2, cli.main(_tiny_argv(tmp_path / "run")))
+    finally:
+        tmp_path.chmod(0o755)
+    assert "cannot write to --workdir" in line
+    assert os.listdir(tmp_path) == []
+
+
+def _mount_tmpfs(path, options):
+    path.mkdir()
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                            capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip("cannot mount a tmpfs here (needs root in a mount namespace)")
+
+
+def _umount(path):
+    subprocess.run(["umount", str(path)], capture_output=True, timeout=10)
+
+
+def test_read_only_mount_is_refused_before_training(tmp_path, capfd):
+    mnt = tmp_path / "ro"
+    _mount_tmpfs(mnt, "ro,size=1m")
+    try:
+        line = _one_error_line(capfd, 2, cli.main(_tiny_argv(mnt / "run")))
+        assert "cannot write to --workdir" in line and "Read-only file system" in line
+    finally:
+        _umount(mnt)
+
+
+def test_too_little_free_space_is_refused_before_training(tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(cli, "_free_bytes", lambda path: 10 * 2**20)
+    line = _one_error_line(capfd, 2, cli.main(_tiny_argv(tmp_path / "run")))
+    assert "MiB free but checkpoints and figures need about" in line and "free some space" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_disk_full_at_save_fails_cleanly(tmp_path, capfd, monkeypatch):
+    """A disk that fills up during training: the failed save names its epoch and leaves no partial checkpoint."""
+    mnt = tmp_path / "small"
+    _mount_tmpfs(mnt, "size=600k")
+    try:
+        monkeypatch.setattr(cli, "_free_bytes", lambda path: 2**40)  # get past the check, as if others filled it later
+        line = _one_error_line(capfd, 1, cli.main(_tiny_argv(mnt / "run", 1)))
+        assert "cannot write the checkpoint of epoch 1" in line and "no space left on device" in line
+        assert "rerun with --resume" in line
+        ckpts = os.listdir(mnt / "run" / "checkpoints")
+        assert ckpts == [], ckpts
+        assert not (mnt / "run" / "metrics.jsonl").read_text().strip()
+    finally:
+        _umount(mnt)
+
+
+def test_failed_save_is_reported_with_its_epoch(tmp_path, capfd, monkeypatch):
+    """The same path without a mount: the checkpoint write raises ENOSPC."""
+    from vaejax import checkpoint
+
+    real_save = checkpoint.save
+
+    def save(mngr, epoch, state, meta):
+        if epoch == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(mngr, epoch, state, meta)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    line = _one_error_line(capfd, 1, cli.main(_tiny_argv(tmp_path / "run", 3)))
+    assert "cannot write the checkpoint of epoch 2" in line and "no space left on device" in line
+    assert "last complete checkpoint: epoch 1" in line
+    assert os.listdir(tmp_path / "run" / "checkpoints") == ["1"]
+    assert [r["epoch"] for r in cli_runs.metrics(tmp_path / "run")] == [1]
