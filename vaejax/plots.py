@@ -124,3 +124,59 @@ def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None =
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: str = "loss",
+                       title: str | None = None, log_x: bool = False, log_y: bool = False,
+                       styles: dict | None = None) -> str:
+    """Mean curves with a shaded mean ± std band: {name: (x, mean, std)}; returns path.
+
+    styles: optional {name: matplotlib line keyword arguments} (color, linestyle, marker, ...).
+    """
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, (x, mean, std) in series.items():
+        x, mean, std = (np.asarray(v, np.float64) for v in (x, mean, std))
+        kwargs = {"marker": "o", "markersize": 3, **((styles or {}).get(name, {}))}
+        (line,) = ax.plot(x, mean, label=name, **kwargs)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def save_histograms(panels: dict, path: str, ncol: int, xlabel: str = "score", title: str | None = None,
+                    bins: int = 40, clip_percentile: float = 99.0) -> str:
+    """A grid of panels, each overlaying density histograms of named groups: {title: {group: values}}.
+
+    Bins are shared within a panel and span the pooled values up to clip_percentile (a long
+    tail would squash the rest; values beyond it are counted in the last bin). Returns path.
+    """
+    n = len(panels)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.1 * nrow + 0.4), dpi=100, squeeze=False)
+    for ax, (name, groups) in zip(axes.reshape(-1), panels.items()):
+        pooled = np.concatenate([np.asarray(v, np.float64).reshape(-1) for v in groups.values()])
+        lo, hi = np.min(pooled), np.percentile(pooled, clip_percentile)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        for group, values in groups.items():
+            v = np.clip(np.asarray(values, np.float64).reshape(-1), edges[0], edges[-1])
+            ax.hist(v, bins=edges, density=True, alpha=0.5, label=group)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+    for ax in axes.reshape(-1)[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel, fontsize=7)
+    axes.reshape(-1)[0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
