@@ -9,6 +9,7 @@ Placeholders: {work} a fresh workdir, {trained} a workdir with a finished tiny r
 {idx} a folder with four valid mnist IDX files that the row then damages, {file} a plain file.
 """
 
+import importlib.util
 import os
 import struct
 import subprocess
@@ -88,6 +89,10 @@ ROWS = [
      "vaejax: error: --workdir {file} is a file; choose a folder"),
     ("data-dir-missing", ["--dataset", "mnist", "--data-dir", "{work}-data"], None,
      "vaejax: error: --data-dir {work}-data is not a folder; pass the folder that holds the data"),
+    ("data-dir-without-idx-files", ["--dataset", "mnist", "--data-dir", "{idx}"], "empty -",
+     "vaejax: error: mnist (train) not found: no IDX files in {idx}/mnist, {idx}, no prepared TFDS copy in {idx} and "
+     "TensorFlow is not installed, so TFDS cannot download it; to get it, put the four IDX files in $VAEJAX_DATA_DIR "
+     "or pass data_dir, or `pip install vaejax[tfds]` and load it once with internet"),
     ("idx-file-missing", ["--dataset", "mnist", "--data-dir", "{idx}"], "remove t10k-labels-idx1-ubyte",
      "vaejax: error: IDX files in {idx} are incomplete: t10k-labels-idx1-ubyte missing (raw or .gz); "
      "put all four mnist IDX files there"),
@@ -128,6 +133,8 @@ def _write_idx(path, array, magic=None):
 def _idx_folder(folder, damage):
     """Four small valid mnist IDX files (30 train, 10 test images), then one damaged as `damage` says."""
     os.makedirs(folder)
+    if damage == "empty -":
+        return
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 30), ("t10k", 10)):
         _write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte"), rng.integers(0, 256, (n, 28, 28), np.uint8))
@@ -166,7 +173,14 @@ def _no_user_settings(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.mark.parametrize("extra, damage, expected", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
+_HAS_TF = importlib.util.find_spec("tensorflow") is not None
+_NEEDS_NO_TF = {"data-dir-without-idx-files"}  # with TensorFlow, TFDS would try (and fail) to download instead
+
+
+@pytest.mark.parametrize("extra, damage, expected", [
+    pytest.param(*row[1:], id=row[0],
+                 marks=pytest.mark.skipif(_HAS_TF and row[0] in _NEEDS_NO_TF, reason="TensorFlow is installed"))
+    for row in ROWS])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(extra, damage, expected, tmp_path, capfd, request):
     places = {"work": str(tmp_path / "run"), "idx": str(tmp_path / "idx"), "file": str(tmp_path / "a-file")}
     if "{trained}" in " ".join(extra):  # a copy: a row that went wrong must not change the shared run

@@ -38,6 +38,7 @@ def _assert_same_as(reference, workdir, stdout):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(cli_runs.metrics(workdir)) == strip(cli_runs.metrics(reference))
     assert not glob.glob(os.path.join(workdir, "checkpoints", "*tmp*"))
+    assert not glob.glob(os.path.join(workdir, "*.tmp*")), "a temporary file was left behind"
 
 
 # ---------------------------------------------------------------- kill -9
@@ -150,7 +151,7 @@ def test_skip_nonfinite_skips_the_update_and_goes_on(reference, tmp_path):
     proc = cli_runs.train(workdir, "--resume", "--skip-nonfinite", epochs=EPOCHS + 1,
                           VAEJAX_TEST_POISON=_poison_index(EPOCHS + 1, 6))
     last = cli_runs.metrics(workdir)[-1]
-    assert last["epoch"] == EPOCHS + 1 and last["skipped"] == 1.0
+    assert last["epoch"] == EPOCHS + 1 and last["skipped"] == 1
     assert np.isfinite(last["train_loss"]) and np.isfinite(last["test_loss"])
     assert f"epoch {EPOCHS + 1}: skipped 1" in proc.stdout
 

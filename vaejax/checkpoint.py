@@ -30,9 +30,16 @@ class CheckpointDamaged(Exception):
     """A listed checkpoint that cannot be read back as it was written; str(e) is one line."""
 
 
-def manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
-    """The run's checkpoint manager, over <workdir>/checkpoints (created if missing)."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+def manager(workdir: str, max_to_keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+    """The run's checkpoint manager, over <workdir>/checkpoints (created if missing).
+
+    A writing manager removes what interrupted saves left; read_only=True touches nothing
+    (for reading a run that may still be training).
+    """
+    if read_only:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "meta"))
 
 
@@ -68,18 +75,18 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, epoch: int | None = Non
     return state, meta
 
 
-def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None):
+def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None, move_damaged: bool = True):
     """(epoch, state, meta) of the newest checkpoint that reads back intact, or (None, None, None).
 
-    Each damaged one on the way is reported as on_damaged(epoch, reason, moved_to) and moved
-    out of the checkpoint folder, so that training can write that epoch again.
+    Each damaged one on the way is reported as on_damaged(epoch, reason, moved_to) and, with
+    move_damaged, moved out of the checkpoint folder so that training can write that epoch again.
     """
     for epoch in sorted(mngr.all_steps(), reverse=True):
         try:
             state, meta = restore(mngr, abstract_state, epoch)
             return epoch, state, meta
         except Exception as e:  # orbax / tensorstore raise many types for unreadable files
-            moved_to = quarantine(mngr, epoch)
+            moved_to = quarantine(mngr, epoch) if move_damaged else None
             if on_damaged is not None:
                 on_damaged(epoch, one_line(e), moved_to)
     return None, None, None

@@ -454,6 +454,16 @@ def _write_atomic(path: str, text: str, hook_epoch: int | None = None) -> None:
             os.remove(tmp)
 
 
+def _remove_stale_temporaries(workdir: str) -> None:
+    """Temporary files a killed run left (a metrics.jsonl or run.json never renamed into place)."""
+    for name in os.listdir(workdir):
+        if name.startswith((f"{METRICS_FILE}.tmp-", f"{RUN_FILE}.tmp-")):
+            try:
+                os.remove(os.path.join(workdir, name))
+            except OSError:
+                pass
+
+
 def _read_log(path: str, last_epoch: int) -> list[dict]:
     """The records of epochs 1..last_epoch from metrics.jsonl (one per epoch; unreadable lines dropped)."""
     if not os.path.exists(path):
@@ -544,6 +554,8 @@ def _train(args, run, model_cfg, train_cfg, mesh, train_split, test_split) -> in
     # 3. From here on we write: the workdir must take writes and have room for the checkpoints.
     _prepare_workdir(args.workdir, (MAX_TO_KEEP + 1) * state_bytes + 16 * 2**20)
     run_json = json.dumps(dataclasses.asdict(run), indent=1) + "\n"
+    if main_process:
+        _remove_stale_temporaries(args.workdir)
     mngr = checkpoint.manager(args.workdir, max_to_keep=MAX_TO_KEEP)
     start_epoch, state = 0, None
     if args.resume:
@@ -598,7 +610,7 @@ def _train(args, run, model_cfg, train_cfg, mesh, train_split, test_split) -> in
             if "kl" in test_terms:
                 record["test_kl"] = _num(test_terms["kl"])
             if args.skip_nonfinite:
-                record["skipped"] = _num(stats["skipped"])
+                record["skipped"] = _count(stats["skipped"])
             if main_process:
                 records.append(record)
                 _write_log(metrics_path, records)
@@ -606,7 +618,7 @@ def _train(args, run, model_cfg, train_cfg, mesh, train_split, test_split) -> in
                 if args.no_progress:
                     print(json.dumps(record), flush=True)
                 if args.skip_nonfinite and np.any(np.asarray(stats["skipped"]) > 0):
-                    print(f"epoch {epoch}: skipped {_num(stats['skipped'])} non-finite update(s)", flush=True)
+                    print(f"epoch {epoch}: skipped {_count(stats['skipped'])} non-finite update(s)", flush=True)
             saver.save(epoch, state)
             _test_hook("in_save", epoch)
         saver.finish()
@@ -807,6 +819,14 @@ def _test_hook(point: str, epoch) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _count(x):
+    """An int, or a list of ints (one per seed)."""
+    import numpy as np
+
+    x = np.asarray(x)
+    return int(x) if x.ndim == 0 else [int(v) for v in x]
+
+
 def _num(x):
     """A float, or a list of floats (one per seed)."""
     import numpy as np
@@ -863,15 +883,15 @@ def cmd_sample(args) -> int:
         raise UsageError(f"--num must be at least 1, got {args.num}")
     if not _complete_epochs(args.workdir):
         raise UsageError(f"no complete checkpoint in {args.workdir}; train first with `vaejax train --workdir {args.workdir}`")
-    mngr = checkpoint.manager(args.workdir)
+    mngr = checkpoint.manager(args.workdir, read_only=True)  # the run may still be training: touch nothing
     meta = checkpoint.read_meta(mngr)
     model_cfg = config.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
     train_cfg = config.TrainConfig(**meta["train"])
     keys_S = None if meta["seeds"] == 1 else jax.numpy.stack([jax.random.key(i) for i in range(meta["seeds"])])
     abstract = checkpoint.abstract(_state_factory(model_cfg, train_cfg, keys_S), jax.random.key(0))
     epoch, state, _ = checkpoint.restore_good(
-        mngr, abstract, lambda e, why, to: print(f"vaejax: checkpoint of epoch {e} is damaged ({_short(why)}); "
-                                                 f"moved to {to}", file=sys.stderr))
+        mngr, abstract, lambda e, why, _: print(f"vaejax: checkpoint of epoch {e} is damaged ({_short(why)}); "
+                                                "using the one before", file=sys.stderr), move_damaged=False)
     if state is None:
         raise UsageError(f"no intact checkpoint in {args.workdir}; train again")
     params = state.params if keys_S is None else jax.tree_util.tree_map(lambda a: a[0], state.params)
