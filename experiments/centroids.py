@@ -121,7 +121,7 @@ def _figures(run, figure, k, train) -> list[str]:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    v, reason = common.compare_verdict(m, "vae", "ae", "VAE near-centroid decodes", "AE near-centroid decodes")
+    v, reason = common.compare_verdict(m, "vae", "ae", "the VAE's near-centroid decodes", "the AE's")
     match = (f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
              f"VAE {common.cell(m['vae'], 'centroid_class_match', '.2f')}.")
     return v, reason + match

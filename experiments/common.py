@@ -100,7 +100,7 @@ SCALES: dict[str, Scale] = {
                    classifier_train=1000, classifier_epochs=4),
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
-                   classifier_train=None, classifier_epochs=2),
+                   classifier_train=30000, classifier_epochs=2),
     # headline numbers: the seed's conv models on the whole training split, ~14k steps each.
     "full": Scale("full", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
                   classifier_train=None, classifier_epochs=8),
@@ -207,7 +207,8 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
     x_N = jnp.asarray(x_N, jnp.float32)
     target = None if target_N is None else jnp.asarray(target_N, jnp.float32)
     init_keys, run_keys = jax.random.split(jax.random.key(seed))
-    states = train.init_many(jax.random.split(init_keys, seeds), model_cfg, train_cfg)
+    init = jax.jit(lambda k: train.init_many(k, model_cfg, train_cfg))  # one compile, not one per layer
+    states = init(jax.random.split(init_keys, seeds))
     keys = jax.random.split(run_keys, seeds)
     many = train.make_train_many(model_cfg, train_cfg)
     args = (states, x_N, keys) if target is None else (states, x_N, keys, target)
@@ -537,14 +538,21 @@ def score_row(ref, images_S) -> dict:
 
 def compare_verdict(m: dict, a: str, b: str, label_a: str, label_b: str) -> tuple[str, str]:
     """'holds' if m[a] beats m[b] clearly (by more than the summed seed spreads) on both
-    plausibility and Frechet distance, 'does not hold' if on neither, 'mixed' otherwise."""
+    plausibility and Frechet distance, 'does not hold' if on neither, 'mixed' otherwise.
+    Labels are plural nouns ("VAE interpolants")."""
     wins = [better(m, a, b, s) for s in ("plausibility", "frechet")]
-    numbers = (f"plausibility {cell(m[a], 'plausibility')} vs {cell(m[b], 'plausibility')}, "
-               f"Frechet {cell(m[a], 'frechet')} vs {cell(m[b], 'frechet')} ({label_a} vs {label_b})")
+    sa, sb = a.split("_")[0].upper(), b.split("_")[0].upper()
+    numbers = (f"plausibility {sa} {cell(m[a], 'plausibility')} vs {sb} {cell(m[b], 'plausibility')}, "
+               f"Frechet distance {sa} {cell(m[a], 'frechet')} vs {sb} {cell(m[b], 'frechet')}")
     if wins == [1, 1]:
-        return "holds", f"{label_a} is clearly better on both scores: {numbers}."
+        return "holds", f"{_cap(label_a)} score clearly better than {label_b} on both scores: {numbers}."
     if all(w == -1 for w in wins):
-        return "does not hold", f"{label_b} is clearly better on both scores: {numbers}."
+        return "does not hold", f"{_cap(label_b)} score clearly better than {label_a} on both scores: {numbers}."
     if all(w <= 0 for w in wins):
-        return "does not hold", f"{label_a} is not clearly better on either score: {numbers}."
-    return "mixed", f"{label_a} is clearly better on one score only: {numbers}."
+        return "does not hold", f"{_cap(label_a)} do not score clearly better than {label_b} on either score: {numbers}."
+    which = "plausibility" if wins[0] == 1 else "Frechet distance"
+    return "mixed", f"{_cap(label_a)} score clearly better than {label_b} on {which} only: {numbers}."
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -90,7 +90,7 @@ def _figures(run, strips, x1, x2, y1, y2, result_alpha, anchors) -> list[str]:
     row_labels = [f"{names[a]}→{names[b]}" if names else f"{a}→{b}" for a, b in zip(y1[:k], y2[:k])]
     col_labels = ["x1"] + [f"{a:.2f}" for a in ALPHAS[::-1]] + ["x2"]
     figs = [plots.save_image_panels(panels, run.path("interpolation_strips.png"), ncol=len(ALPHAS) + 2,
-                                    row_labels=row_labels, col_labels=col_labels,
+                                    row_labels=row_labels, col_labels=col_labels, vertical=True,
                                     title=f"Decoded e = α·e1 + (1-α)·e2, α from 1 to 0 ({run.dataset}, seed 0)")]
     series = {label: (ALPHAS, np.mean(result_alpha[key], 0))
               for key, label in (("ae", "AE linear"), ("vae", "VAE linear"), ("vae_slerp", "VAE spherical"))}
@@ -103,7 +103,7 @@ def _figures(run, strips, x1, x2, y1, y2, result_alpha, anchors) -> list[str]:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    return common.compare_verdict(m, "vae", "ae", "VAE interior interpolants", "AE interior interpolants")
+    return common.compare_verdict(m, "vae", "ae", "the VAE's interior interpolants", "the AE's")
 
 
 def report(m: dict) -> str:

@@ -19,40 +19,41 @@ from vaejax.config import ModelConfig
 # ---------------------------------------------------------------------------- embed / decode
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _embed_jit(cfg, params, x_N, chunk):
-    def one(x_B):
-        code = models.encode(cfg, params, x_B)
-        return code[0] if cfg.kind == "vae" else code  # a VAE's embedding is its mean
-
-    return _map_chunks(one, x_N, chunk)
+@functools.partial(jax.jit, static_argnums=0)
+def _embed_chunk(cfg, params, x_B):
+    code = models.encode(cfg, params, x_B)
+    return code[0] if cfg.kind == "vae" else code  # a VAE's embedding is its mean
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _decode_jit(cfg, params, z_N, chunk):
-    return _map_chunks(lambda z_B: jax.nn.sigmoid(models.decode(cfg, params, z_B)), z_N, chunk)
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_chunk(cfg, params, z_B):
+    return jax.nn.sigmoid(models.decode(cfg, params, z_B))
 
 
-def embed(cfg: ModelConfig, params, x_N, chunk: int = 1000):
+def embed(cfg: ModelConfig, params, x_N, chunk: int = 500):
     """Latent codes (N, D) of images x_N: the AE's z, the VAE's posterior mean mu."""
-    return _embed_jit(cfg, params, jnp.asarray(x_N, jnp.float32), min(chunk, len(x_N)))
+    return _map_chunks(lambda x_B: _embed_chunk(cfg, params, x_B), jnp.asarray(x_N, jnp.float32), chunk)
 
 
-def decode(cfg: ModelConfig, params, z_ND, chunk: int = 1000):
-    """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (sigmoid of the decoder's logits)."""
+def decode(cfg: ModelConfig, params, z_ND, chunk: int = 500):
+    """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (sigmoid of the decoder's logits); any leading dims."""
     z_ND = jnp.asarray(z_ND, jnp.float32)
     flat = z_ND.reshape(-1, z_ND.shape[-1])
-    images = _decode_jit(cfg, params, flat, min(chunk, len(flat)))
+    images = _map_chunks(lambda z_B: _decode_chunk(cfg, params, z_B), flat, chunk)
     return images.reshape(z_ND.shape[:-1] + images.shape[1:])
 
 
 def _map_chunks(fn, x_N, chunk):
-    """fn over fixed-size chunks of x_N (the last padded), concatenated: flat memory for any N."""
+    """fn over chunks of exactly `chunk` rows (the last one padded), concatenated and trimmed to N.
+
+    One compiled shape whatever N is (fewer than `chunk` rows: one chunk of N), and flat memory.
+    """
     n = x_N.shape[0]
+    if n <= chunk:
+        return fn(x_N)
     pad = (-n) % chunk
-    x_CB = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1)).reshape((-1, chunk) + x_N.shape[1:])
-    out = jax.lax.map(fn, x_CB)
-    return out.reshape((-1,) + out.shape[2:])[:n]
+    x = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1))
+    return jnp.concatenate([fn(x[i:i + chunk]) for i in range(0, n + pad, chunk)])[:n]
 
 
 # ---------------------------------------------------------------------------- interpolation

@@ -133,42 +133,73 @@ def make_iwae_nll(cfg: ModelConfig, k: int = 100, chunk: int = 100):
 # ---------------------------------------------------------------------------- classifier training
 
 
-def make_classifier_epoch(batch_size: int = 128, learning_rate: float = 1e-3):
+def structureless_images(key, x_B):
+    """Images with real pixel statistics but no structure, as many as x_B: the first half are
+    x_B with their pixels shuffled (one permutation per image), the rest smooth random fields
+    (uniform 7x7 noise upsampled bilinearly). Outliers for outlier exposure."""
+    n = x_B.shape[0]
+    h, w, c = x_B.shape[1:]
+    k_perm, k_field = jax.random.split(key)
+    flat = x_B.reshape(n, -1)
+    perm = jax.vmap(lambda k, v: jax.random.permutation(k, v))(jax.random.split(k_perm, n), flat).reshape(x_B.shape)
+    low = jax.random.uniform(k_field, (n, 7, 7, c))
+    field = jax.image.resize(low, (n, h, w, c), "bilinear")
+    return jnp.concatenate([perm[: n - n // 2], field[: n // 2]])
+
+
+def make_classifier_epoch(batch_size: int = 128, learning_rate: float = 1e-3, outlier_exposure: float = 0.0):
     """Jitted epoch(params, opt_state, x_N, y_N, key) -> (params, opt_state, per-step losses).
 
     Cross-entropy, Adam; shuffles with the key and scans over len(x_N) // batch_size batches.
+    outlier_exposure > 0 adds that weight times the cross-entropy between the uniform
+    distribution and the softmax on structureless images (Hendrycks et al. 2019), so that
+    max-softmax stays low off the data manifold instead of being arbitrarily confident.
     """
     tx = optax.adam(learning_rate)
 
-    def loss_fn(params, x_B, y_B):
-        logits = models.classifier_apply(params, x_B)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+    def loss_fn(params, x_B, y_B, key):
+        if outlier_exposure <= 0:
+            logits = models.classifier_apply(params, x_B)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+        # One pass over real and outlier images together: a smaller program than two passes.
+        logits = models.classifier_apply(params, jnp.concatenate([x_B, structureless_images(key, x_B)]))
+        real, outliers = logits[: x_B.shape[0]], logits[x_B.shape[0]:]
+        loss = optax.softmax_cross_entropy_with_integer_labels(real, y_B).mean()
+        return loss + outlier_exposure * -jnp.mean(jax.nn.log_softmax(outliers))
 
     def epoch(params, opt_state, x_N, y_N, key):
         steps = x_N.shape[0] // batch_size
         if steps == 0:
             raise ValueError(f"batch_size {batch_size} is larger than the {x_N.shape[0]} training images")
-        order = jax.random.permutation(key, x_N.shape[0])[: steps * batch_size].reshape(steps, batch_size)
+        shuffle_key, outlier_key = jax.random.split(key)
+        order = jax.random.permutation(shuffle_key, x_N.shape[0])[: steps * batch_size].reshape(steps, batch_size)
 
-        def body(carry, idx_B):
+        def body(carry, step_idx_B):
             params, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(params, x_N[idx_B], y_N[idx_B])
+            step, idx_B = step_idx_B
+            loss, grads = jax.value_and_grad(loss_fn)(params, x_N[idx_B], y_N[idx_B],
+                                                      jax.random.fold_in(outlier_key, step))
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        (params, opt_state), losses_T = jax.lax.scan(body, (params, opt_state), order)
+        (params, opt_state), losses_T = jax.lax.scan(body, (params, opt_state), (jnp.arange(steps), order))
         return params, opt_state, losses_T
 
     return jax.jit(epoch), tx
 
 
 def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: int = 128,
-                     learning_rate: float = 1e-3, channels=(32, 64), width: int = 64):
-    """Parameters of a models.Classifier trained from scratch on images x_N (float NHWC) and labels y_N."""
+                     learning_rate: float = 1e-3, channels=(32, 64), width: int = 64,
+                     outlier_exposure: float = 0.0):
+    """Parameters of a models.Classifier trained from scratch on images x_N (float NHWC) and labels y_N.
+
+    outlier_exposure: see make_classifier_epoch (0: plain cross-entropy).
+    """
     init_key, shuffle_key = jax.random.split(key)
     x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
-    params = models.classifier_init(init_key, x_N.shape[1:], num_classes, channels, width)
-    epoch, tx = make_classifier_epoch(min(batch_size, x_N.shape[0]), learning_rate)
+    init = jax.jit(models.classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
+    params = init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width)
+    epoch, tx = make_classifier_epoch(min(batch_size, x_N.shape[0]), learning_rate, outlier_exposure)
     opt_state = tx.init(params)
     for e in range(epochs):
         params, opt_state, _ = epoch(params, opt_state, x_N, y_N, jax.random.fold_in(shuffle_key, e))
@@ -178,20 +209,20 @@ def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: i
 _apply_features = jax.jit(lambda params, x: models.classifier_apply(params, x, features=True))
 
 
-def classifier_outputs(params, images, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def classifier_outputs(params, images, chunk: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(softmax probabilities (N, K), penultimate features (N, F)) for images (float in [0, 1] or uint8)."""
     x = _as_float(images)
     probs, feats = [], []
     for start in range(0, len(x), chunk):
         part = x[start:start + chunk]
-        pad = chunk - len(part) if len(x) > chunk else 0  # one compiled shape per chunk size
+        pad = chunk - len(part)  # every call has one shape: one compile
         logits, f = _apply_features(params, jnp.pad(part, [(0, pad)] + [(0, 0)] * 3))
         probs.append(np.asarray(jax.nn.softmax(logits))[: len(part)])
         feats.append(np.asarray(f)[: len(part)])
     return np.concatenate(probs), np.concatenate(feats)
 
 
-def classifier_accuracy(params, images, labels, chunk: int = 1000) -> float:
+def classifier_accuracy(params, images, labels, chunk: int = 500) -> float:
     """Fraction of images whose most probable class is their label."""
     probs, _ = classifier_outputs(params, images, chunk)
     return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
@@ -249,14 +280,21 @@ def real_holdout(dataset: str) -> data.Split:
 
 
 def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, seed: int = 0,
-                  cache_dir: str | None = None, batch_size: int = 128) -> ReferenceClassifier:
+                  cache_dir: str | None = None, batch_size: int = 128,
+                  outlier_exposure: float = 0.5) -> ReferenceClassifier:
     """The reference classifier of `dataset`, trained on n_train real training images (None: all).
+
+    With outlier exposure (default 0.5, see make_classifier_epoch) on pixel-shuffled images and
+    smooth random fields: without it a ReLU classifier is often more confident on uniform noise
+    than on real images, and max-softmax is no plausibility scale. Uniform noise itself is not
+    among the training outliers, so the noise anchor stays an independent check.
 
     Read from `cache_dir` when a copy trained with the same settings is there; else trained
     and written there (atomically). No cache_dir: always trained.
     """
     settings = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "seed": seed,
-                "batch_size": batch_size, "arch": "patchconv32-64-dense64-v1"}
+                "batch_size": batch_size, "outlier_exposure": outlier_exposure,
+                "arch": "patchconv32-64-dense64-v2"}
     tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = os.path.join(cache_dir, f"classifier-{dataset}-{tag}.npz") if cache_dir else None
     if path and os.path.exists(path):
@@ -269,7 +307,7 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
         per_class = max(1, n_train // data.NUM_CLASSES[dataset])
         train = data.subset_per_class(train, per_class, seed)
     params = train_classifier(jax.random.key(seed), data.to_float(train.images), train.labels,
-                              data.NUM_CLASSES[dataset], epochs, batch_size)
+                              data.NUM_CLASSES[dataset], epochs, batch_size, outlier_exposure=outlier_exposure)
     test = data.load(dataset, "test")
     probs, feats = classifier_outputs(params, test.images)
     real_mu, real_cov = gaussian_stats(feats[0::2])

@@ -74,35 +74,48 @@ def _save(fig, path: str) -> str:
 
 
 def save_image_panels(panels: dict, path: str, ncol: int, row_labels: list[str] | None = None,
-                      col_labels: list[str] | None = None, title: str | None = None) -> str:
-    """Several image grids side by side, each titled (e.g. {"AE": images, "VAE": images}); returns path.
+                      col_labels: list[str] | None = None, title: str | None = None,
+                      vertical: bool = False, zoom: float = 2.6) -> str:
+    """Several image grids, each titled (e.g. {"AE": images, "VAE": images}); returns path.
 
-    Each panel's images are laid out row-major with ncol columns; row_labels name the rows
-    (left of the first panel), col_labels the columns (under every panel).
+    Each panel's images are laid out row-major with ncol columns. Side by side by default;
+    vertical=True stacks the panels (better for wide strips). row_labels name the rows,
+    col_labels the columns; zoom is screen pixels per image pixel.
     """
     canvases = {name: tile(images, ncol) for name, images in panels.items()}
-    height = max(c.shape[0] for c in canvases.values())
-    width = sum(c.shape[1] for c in canvases.values())
-    fig, axes = plt.subplots(1, len(canvases), dpi=100, squeeze=False,
-                             figsize=(max(3.0, width / 38 + 1.2), max(2.2, height / 38 + 0.9)))
-    for i, (ax, (name, canvas)) in enumerate(zip(axes[0], canvases.items())):
+    heights = [c.shape[0] for c in canvases.values()]
+    widths = [c.shape[1] for c in canvases.values()]
+    per_inch = 100 / zoom
+    label_w = 1.3 if row_labels else 0.3
+    if vertical:
+        fig_w, fig_h = max(widths) / per_inch + label_w, sum(heights) / per_inch + 0.55 * len(canvases) + 0.5
+        fig, axes = plt.subplots(len(canvases), 1, dpi=100, squeeze=False, figsize=(fig_w, fig_h),
+                                 gridspec_kw={"height_ratios": heights})
+        axes = axes[:, 0]
+    else:
+        fig_w, fig_h = sum(widths) / per_inch + label_w * len(canvases), max(heights) / per_inch + 1.0
+        fig, axes = plt.subplots(1, len(canvases), dpi=100, squeeze=False, figsize=(fig_w, fig_h),
+                                 gridspec_kw={"width_ratios": widths})
+        axes = axes[0]
+    for i, (ax, (name, canvas)) in enumerate(zip(axes, canvases.items())):
         ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
-        ax.set_title(name)
+        if name:
+            ax.set_title(name, fontsize=10)
         rows = math.ceil(len(panels[name]) / ncol)
         cell_h, cell_w = (canvas.shape[0] - 1) / rows, (canvas.shape[1] - 1) / ncol
-        if row_labels and i == 0:
+        if row_labels and (vertical or i == 0):
             ax.set_yticks([cell_h * (r + 0.5) for r in range(len(row_labels))], row_labels, fontsize=8)
         else:
             ax.set_yticks([])
-        if col_labels:
+        if col_labels and (not vertical or i == len(canvases) - 1):
             ax.set_xticks([cell_w * (c + 0.5) for c in range(len(col_labels))], col_labels, fontsize=7,
                           rotation=90 if max(len(s) for s in col_labels) > 4 else 0)
         else:
             ax.set_xticks([])
     if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+        fig.suptitle(title, fontsize=11)
+    return _save_tight(fig, path)
 
 
 def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None = None,
@@ -123,7 +136,18 @@ def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None =
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=4, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save_tight(fig, path)
+
+
+def _save_tight(fig, path: str) -> str:
+    """Like _save, but the saved area is grown to hold every label and title (none clipped)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, bbox_inches="tight", pad_inches=0.1)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: str = "loss",

@@ -1,0 +1,172 @@
+"""End-to-end: `python -m experiments.run_all --scale smoke` writes REPORT.md and every metrics.json
+with the keys the issue names; the harness's helpers; verdicts follow the numbers."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import common, run_all
+
+# What each experiment's metrics.json must hold (issue 3, "How it will be checked").
+PAIRED = {  # metrics[model][score]
+    "random_latent": (("ae", "vae"), ("plausibility", "frechet")),
+    "interpolation": (("ae", "vae", "vae_slerp"), ("plausibility", "frechet")),
+    "centroids": (("ae", "vae"), ("plausibility", "frechet")),
+}
+ANYWHERE = {  # keys that must appear somewhere in metrics.json
+    "pretrain_classify": ("labels_per_class", "scratch", "ae_frozen", "vae_frozen", "ae_finetune", "vae_finetune",
+                          "scratch_std", "ae_frozen_std", "vae_frozen_std", "ae_finetune_std", "vae_finetune_std"),
+    "transform": ("test_mse", "mean_image_mse", "identity_mse"),
+    "overfit_ood": ("train_loss", "test_loss", "ood_loss"),
+    "denoise": ("psnr_noisy", "psnr_denoised", "psnr_blur"),
+    "anomaly": ("auroc",),
+}
+
+
+def _keys(obj) -> set:
+    if isinstance(obj, dict):
+        return set(obj) | set().union(*(_keys(v) for v in obj.values()))
+    if isinstance(obj, list):
+        return set().union(*(_keys(v) for v in obj)) if obj else set()
+    return set()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("results"))
+    code = run_all.main(["--scale", "smoke", "--out", out])
+    return out, code
+
+
+def present():
+    return [n for n in common.EXPERIMENTS + common.SECTIONS if common.load_experiment(n) is not None]
+
+
+def test_run_all_smoke_succeeds_and_writes_the_report(smoke):
+    out, code = smoke
+    assert code == 0
+    report = open(os.path.join(out, "REPORT.md")).read()
+    assert "## Reference classifier" in report and "## Timing" in report
+    for name in present():
+        m = common.read_metrics(out, name)
+        assert m is not None, name
+        module = common.load_experiment(name)
+        assert module.report(m) in report
+        v, reason = module.verdict(m)
+        assert v in common.VERDICTS and reason
+        assert f"{v}.**" in report
+        for fig in m["figures"]:
+            assert os.path.getsize(os.path.join(out, name, fig)) > 1000
+            assert f"({name}/{fig})" in report  # relative link from REPORT.md
+    for name in common.EXPERIMENTS:
+        if name not in present():
+            assert f"`{name}`: not written yet" in report
+
+
+@pytest.mark.parametrize("name", list(common.EXPERIMENTS + common.SECTIONS))
+def test_metrics_json_has_the_required_keys(smoke, name):
+    out, _ = smoke
+    if common.load_experiment(name) is None:
+        pytest.skip(f"experiments/{name}.py not written yet")
+    m = common.read_metrics(out, name)
+    assert isinstance(m["seconds"], float) and m["seconds"] > 0
+    assert m["device"] and m["scale"] == "smoke" and m["seeds"] >= 2
+    if name in PAIRED:
+        models, scores = PAIRED[name]
+        for model in models:
+            for score in scores:
+                assert math.isfinite(m[model][score]), (name, model, score)
+                assert len(m[model][f"{score}_seeds"]) == m["seeds"]
+    for key in ANYWHERE.get(name, ()):
+        assert key in _keys(m), (name, key)
+
+
+def test_experiment_cli_on_mnist_5k(tmp_path):
+    """Each experiment also runs on mnist_5k, from its command line."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.run([sys.executable, "-m", "experiments.random_latent", "--scale", "smoke", "--dataset",
+                           "mnist_5k", "--seeds", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "verdict:" in proc.stdout
+    m = json.load(open(tmp_path / "random_latent" / "metrics.json"))
+    assert m["dataset"] == "mnist_5k" and m["seeds"] == 2
+
+
+@pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"]])
+def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.run_all", "--out", str(tmp_path)] + argv,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "REPORT.md")
+
+
+def test_usage_error_is_one_line_exit_2(capsys):
+    def main(scale, dataset, seeds, out):
+        raise common.UsageError("transform runs on sample_patches, cifar10; pass --dataset sample_patches")
+
+    main.__module__ = __name__
+    with pytest.raises(SystemExit) as e:
+        common.cli(main, ["--scale", "smoke"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: transform runs on") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------- harness helpers
+
+
+def test_statistics_helpers():
+    assert common.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert common.mean_std([5.0]) == (5.0, 0.0)
+    s = common.summarize([{"a": 1.0}, {"a": 3.0}])
+    assert s["a"] == 2.0 and s["a_std"] == pytest.approx(math.sqrt(2)) and s["a_seeds"] == [1.0, 3.0]
+    assert common.clearly(1.0, 0.1, 0.5, 0.1) == 1
+    assert common.clearly(1.0, 0.3, 0.5, 0.3) == 0
+    assert common.clearly(1.0, 0.1, 0.5, 0.1, higher_is_better=False) == -1
+    assert common.pm(1.23456, 0.01) == "1.23 ± 0.01"
+
+
+def test_write_json_is_strict_and_atomic(tmp_path):
+    path = tmp_path / "m.json"
+    common.write_json(str(path), {"x": np.float32(1.5), "nan": float("nan"), "arr": np.arange(3), "n": np.int64(2)})
+    assert json.loads(path.read_text()) == {"x": 1.5, "nan": None, "arr": [0, 1, 2], "n": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_scales():
+    quick = common.get_scale("quick")
+    assert quick.seeds >= 3
+    assert quick.epochs_for(20000) * (20000 // 128) == pytest.approx(quick.steps, rel=0.1)
+    assert quick.train_config(4000).epochs > quick.train_config(20000).epochs  # same steps, fewer images
+    assert common.get_scale("smoke").pick(smoke=1, quick=2, full=3) == 1
+    with pytest.raises(common.UsageError):
+        common.get_scale("huge")
+    ae, vae = common.model_pair(quick, "sample_patches")
+    assert ae.image_shape == vae.image_shape == (32, 32, 3) and ae.kind == "ae" and vae.kind == "vae"
+
+
+def _row(p, f, sp=0.01, sf=1.0):
+    return {"plausibility": p, "plausibility_std": sp, "frechet": f, "frechet_std": sf}
+
+
+@pytest.mark.parametrize("vae,ae,expected", [
+    (_row(0.9, 10.0), _row(0.5, 50.0), "holds"),
+    (_row(0.5, 50.0), _row(0.9, 10.0), "does not hold"),
+    (_row(0.70, 30.0), _row(0.70, 30.5), "does not hold"),  # within the spread: not clearly better
+    (_row(0.9, 50.0), _row(0.5, 10.0), "mixed"),
+])
+def test_verdicts_follow_the_numbers(vae, ae, expected):
+    from experiments import centroids, interpolation, random_latent
+
+    m = {"vae": vae, "ae": ae, "vae_slerp": vae, "ae_box": ae, "ae_normal": ae}
+    assert interpolation.verdict(m)[0] == expected
+    assert random_latent.verdict(m)[0] == expected
+    m.update({k: dict(m[k], centroid_class_match=1.0, centroid_class_match_std=0.0) for k in ("ae", "vae")})
+    assert centroids.verdict(m)[0] == expected
