@@ -1,0 +1,273 @@
+"""Experiments pretrain_classify, transform, overfit_ood, denoise, anomaly: their helpers, verdicts
+that follow the numbers, and a smoke-scale run of each that writes metrics.json with the keys of issue 3."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import anomaly, common, denoise, overfit_ood, pretrain_classify, transform
+from vaejax import data
+
+# ---------------------------------------------------------------------------- transform: T and its baselines
+
+
+def test_transform_is_grayscale_rotate_rescale():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 4, 6, 3)).astype(np.float32)
+    t = np.asarray(transform.transform(jnp.asarray(x)))
+    gray = x @ np.array(transform.LUMA, np.float32)  # (2, 4, 6)
+    rotated = np.rot90(gray, k=1, axes=(1, 2))  # counter-clockwise: (2, 6, 4)
+    expected = rotated.reshape(2, 3, 2, 2, 2).mean(axis=(2, 4))[..., None]
+    assert t.shape == (2, 3, 2, 1)
+    np.testing.assert_allclose(t, expected, rtol=1e-6)
+    # Counter-clockwise: the top-right pixel of the input ends up top-left.
+    one = np.zeros((1, 2, 2, 1), np.float32)
+    one[0, 0, 1, 0] = 1.0
+    assert np.asarray(transform.rotate_90(jnp.asarray(one)))[0, 0, 0, 0] == 1.0
+
+
+def test_identity_resized_and_grayscale_of_gray():
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1) / 16
+    np.testing.assert_array_equal(np.asarray(transform.grayscale(jnp.asarray(x))), x)
+    r = np.asarray(transform.identity_resized(jnp.asarray(np.repeat(x, 3, axis=-1))))
+    np.testing.assert_allclose(r[0, :, :, 0], x[0, :, :, 0].reshape(2, 2, 2, 2).mean(axis=(1, 3)), rtol=1e-6)
+
+
+def test_transform_model_maps_input_shape_to_output_shape():
+    from vaejax import models
+
+    cfg = transform.model_config((32, 32, 3))
+    assert cfg.image_shape == (16, 16, 1) and cfg.likelihood == "mse"
+    params = transform.init_params(jax.random.key(0), cfg, (32, 32, 3))
+    logits, _ = models.apply(cfg, params, jnp.zeros((5, 32, 32, 3)))
+    assert logits.shape == (5, 16, 16, 1)
+
+
+def test_measure_reports_time_and_memory():
+    m = transform.measure(lambda x: x * 2.0, jnp.ones((8, 4, 4, 1)), windows=3, window_seconds=0.001)
+    assert m["seconds_per_batch"] > 0 and m["windows"] == 3
+    assert m["peak_bytes"] >= m["argument_bytes"] >= 8 * 16 * 4
+
+
+# ---------------------------------------------------------------------------- denoise
+
+
+def test_gaussian_blur_and_best_sigma():
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (4, 16, 1))[..., None]  # smooth ramps
+    np.testing.assert_array_equal(denoise.gaussian_blur(clean, 0.0), clean)
+    noisy = np.clip(clean + 0.3 * rng.normal(size=clean.shape).astype(np.float32), 0, 1)
+    sigma, scores = denoise.best_blur_sigma(clean, noisy)
+    assert sigma > 0 and scores[int(np.argmax(scores))] > scores[0]  # blurring helps smooth images
+    assert float(jnp.max(denoise.add_noise(jax.random.key(0), jnp.asarray(clean), 5.0))) <= 1.0
+
+
+# ---------------------------------------------------------------------------- anomaly
+
+
+def test_leave_one_out_orders_never_use_the_held_out_class():
+    labels = np.repeat(np.arange(3), 20)
+    idx = anomaly.leave_one_out_indices(labels, 3)
+    assert idx.shape == (3, 40)
+    for k in range(3):
+        assert not np.any(labels[idx[k]] == k)
+    orders = np.asarray(anomaly.batch_orders(jax.random.split(jax.random.key(0), 3), idx, steps=7, batch=8))
+    assert orders.shape == (3, 7, 8)
+    for k in range(3):
+        assert not np.any(labels[orders[k]] == k)
+        assert len(np.unique(orders[k][:5])) == 40  # one epoch (5 batches of 8) is a permutation
+
+
+# ---------------------------------------------------------------------------- pretrain_classify
+
+
+def test_label_counts_cap_at_the_smallest_class():
+    split = data.Split(np.zeros((50, 1, 1, 1), np.uint8), np.repeat(np.arange(2), 25).astype(np.int32))
+    assert pretrain_classify.label_counts(split, (1, 10, 100)) == [1, 10, 25]
+    assert pretrain_classify.label_counts(split, (1, 10)) == [1, 10]
+
+
+def test_labelled_subsets_are_balanced_padded_and_differ_by_seed():
+    labels = np.repeat(np.arange(3), 10).astype(np.int32)
+    split = data.Split(np.arange(30, dtype=np.uint8).reshape(30, 1, 1, 1), labels)
+    x, y = pretrain_classify.labelled_subsets(split, 2, seeds=2, pad_to=9)
+    assert x.shape == (2, 9, 1, 1, 1) and y.shape == (2, 9)
+    for s in range(2):
+        assert sorted(y[s, :6].tolist()) == [0, 0, 1, 1, 2, 2]
+        assert np.all(x[s, 6:] == 0)
+    assert not np.array_equal(x[0, :6], x[1, :6])
+
+
+def test_make_fit_learns_a_separable_problem_using_only_the_first_n():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 40, 2)).astype(np.float32)
+    y = (x[..., 0] > 0).astype(np.int32)
+    y[:, 30:] = 1 - y[:, 30:]  # padding rows with wrong labels must be ignored
+    predict = lambda p, h: pretrain_classify.head_apply(p, h)  # noqa: E731
+    p0 = jax.vmap(lambda k: pretrain_classify.head_init(k, (2, 2)))(jax.random.split(jax.random.key(0), 2))
+    fit = pretrain_classify.make_fit(predict, steps=200, batch=16, learning_rate=0.05)
+    p = fit(p0, jnp.asarray(x), jnp.asarray(y), jnp.array([30, 30]), jax.random.split(jax.random.key(1), 2))
+    accuracy = jax.vmap(lambda p, h, t: jnp.mean(jnp.argmax(predict(p, h), -1) == t))
+    acc = accuracy(p, jnp.asarray(x[:, :30]), jnp.asarray(y[:, :30]))
+    assert np.all(np.asarray(acc) > 0.9)
+
+
+# ---------------------------------------------------------------------------- verdicts follow the numbers
+
+
+def _pretrain_metrics(scratch, pretrained, std=0.01):
+    m = {"labels_per_class": [1, 10, 100]}
+    m["scratch"], m["scratch_std"] = scratch, [std] * 3
+    for key in pretrain_classify.MAIN:
+        m[key], m[f"{key}_std"] = pretrained, [std] * 3
+    return m
+
+
+@pytest.mark.parametrize("scratch,pretrained,expected", [
+    ([0.3, 0.5, 0.8], [0.5, 0.7, 0.8], "holds"),
+    ([0.3, 0.5, 0.8], [0.3, 0.5, 0.8], "does not hold"),
+    ([0.3, 0.5, 0.8], [0.5, 0.5, 0.8], "mixed"),
+])
+def test_pretrain_verdict(scratch, pretrained, expected):
+    assert pretrain_classify.verdict(_pretrain_metrics(scratch, pretrained))[0] == expected
+
+
+def _transform_metrics(test_mse, r2):
+    return {"test_mse": test_mse, "test_mse_std": 0.001, "r2": r2, "r2_std": 0.01, "mean_image_mse": 0.1,
+            "identity_mse": 0.05, "compute": {"batch": 8, "time_ratio": 10.0, "memory_ratio": 5.0,
+                                               "direct": {"seconds_per_image": 1e-6, "peak_bytes": 1000},
+                                               "autoencoder": {"seconds_per_image": 1e-5, "peak_bytes": 5000}}}
+
+
+@pytest.mark.parametrize("test_mse,r2,expected", [(0.005, 0.95, "holds"), (0.03, 0.7, "mixed"), (0.08, 0.2, "does not hold")])
+def test_transform_verdict(test_mse, r2, expected):
+    assert transform.verdict(_transform_metrics(test_mse, r2))[0] == expected
+
+
+def _denoise_metrics(denoised, blur):
+    return {"noise_levels": [0.1, 0.5], "psnr_noisy": [20.0, 8.0], "psnr_noisy_std": [0.01, 0.01],
+            "psnr_denoised": denoised, "psnr_denoised_std": [0.1, 0.1], "psnr_blur": blur, "psnr_blur_std": [0.01, 0.01]}
+
+
+@pytest.mark.parametrize("denoised,blur,expected", [
+    ([22.0, 16.0], [21.0, 14.0], "holds"),
+    ([19.0, 16.0], [21.0, 14.0], "mixed"),
+    ([19.0, 7.0], [21.0, 14.0], "does not hold"),
+])
+def test_denoise_verdict(denoised, blur, expected):
+    assert denoise.verdict(_denoise_metrics(denoised, blur))[0] == expected
+
+
+def _anomaly_metrics(ae, vae, std=0.01):
+    names = ["a", "b", "c"]
+    m = {"class_names": names, "auroc": {"ae": ae, "vae": vae}, "auroc_std": {"ae": [std] * 3, "vae": [std] * 3}}
+    m["mean_auroc"] = {k: {"auroc": float(np.mean(v)), "auroc_std": std} for k, v in m["auroc"].items()}
+    return m
+
+
+@pytest.mark.parametrize("ae,vae,expected", [
+    ([0.9, 0.8, 0.7], [0.9, 0.8, 0.6], "holds"),
+    ([0.9, 0.3, 0.8], [0.9, 0.8, 0.6], "mixed"),
+    ([0.5, 0.4, 0.55], [0.45, 0.5, 0.5], "does not hold"),
+])
+def test_anomaly_verdict(ae, vae, expected):
+    assert anomaly.verdict(_anomaly_metrics(ae, vae))[0] == expected
+
+
+def _ood_metrics(small_gap, ratio_ok):
+    def ood(mse, ref):
+        return {"mse": mse, "mse_std": 0.001, "reference_mse": ref, "reference_mse_std": 0.001, "mse_ratio": mse / ref,
+                "mse_ratio_std": 0.1}
+    bad = 0.02 if ratio_ok else 0.0101
+    settings = {"small": {"gap": small_gap, "gap_std": 1.0, "dataset": "f"},
+                "full": {"gap": 5.0, "gap_std": 1.0, "dataset": "f", "ood": {"other_test": ood(0.05, 0.01),
+                                                                           "noise": ood(bad, 0.01)}},
+                "reverse": {"gap": 5.0, "gap_std": 1.0, "dataset": "m", "ood": {"primary_test": ood(0.05, 0.01)}}}
+    return {"settings": settings, "set_labels": {"primary_test": "f test", "other_test": "m test", "noise": "noise"}}
+
+
+@pytest.mark.parametrize("gap,ratio_ok,expected", [(30.0, True, "holds"), (30.0, False, "mixed"), (5.0, True, "mixed")])
+def test_overfit_ood_verdict(gap, ratio_ok, expected):
+    assert overfit_ood.verdict(_ood_metrics(gap, ratio_ok))[0] == expected
+
+
+# ---------------------------------------------------------------------------- smoke runs
+
+
+REQUIRED = {
+    "pretrain_classify": ("labels_per_class", "scratch", "ae_frozen", "vae_frozen", "ae_finetune", "vae_finetune",
+                          "scratch_std", "ae_frozen_std", "vae_frozen_std", "ae_finetune_std", "vae_finetune_std",
+                          "ae_frozen_mlp", "vae_frozen_mlp"),
+    "transform": ("test_mse", "mean_image_mse", "identity_mse", "compute"),
+    "overfit_ood": ("train_loss", "test_loss", "ood_loss"),
+    "denoise": ("psnr_noisy", "psnr_denoised", "psnr_blur"),
+    "anomaly": ("auroc",),
+}
+MODULES = {"pretrain_classify": pretrain_classify, "transform": transform, "overfit_ood": overfit_ood,
+           "denoise": denoise, "anomaly": anomaly}
+RUNS = [("pretrain_classify", "fashion_mnist"), ("transform", "sample_patches"), ("transform", "mnist_5k"),
+        ("overfit_ood", "mnist_5k"), ("denoise", "mnist_5k"), ("anomaly", "fashion_mnist")]
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("results_b"))
+
+
+@pytest.mark.parametrize("name,dataset", RUNS)
+def test_smoke_run_writes_metrics_and_figures(results_dir, name, dataset):
+    module = MODULES[name]
+    out = os.path.join(results_dir, dataset)
+    m = module.main(scale="smoke", dataset=dataset, seeds=2, out=out)
+    on_disk = json.load(open(os.path.join(out, name, "metrics.json")))
+    assert on_disk["dataset"] == dataset and on_disk["seeds"] == 2 and on_disk["scale"] == "smoke"
+    assert isinstance(on_disk["seconds"], float) and on_disk["device"]
+    for key in REQUIRED[name]:
+        assert key in on_disk, key
+    assert on_disk["figures"]
+    for fig in on_disk["figures"]:
+        assert os.path.getsize(os.path.join(out, name, fig)) > 1000
+    v, reason = module.verdict(on_disk)
+    assert v in common.VERDICTS and reason
+    text = module.report(on_disk)
+    assert text.count("|") > 8 and "±" in text
+    _check_shapes(name, on_disk)
+    assert module.verdict(m)[0] == v
+
+
+def _check_shapes(name, m):
+    if name == "pretrain_classify":
+        n = len(m["labels_per_class"])
+        for key, _ in pretrain_classify.METHODS:
+            assert len(m[key]) == len(m[f"{key}_std"]) == n
+            assert all(0.0 <= a <= 1.0 for a in m[key])
+    elif name == "transform":
+        assert m["test_mse"] > 0 and m["mean_image_mse"] > 0 and m["identity_mse"] > 0
+        for path in ("direct", "autoencoder"):
+            assert m["compute"][path]["seconds_per_image"] > 0 and m["compute"][path]["peak_bytes"] > 0
+    elif name == "overfit_ood":
+        assert set(m["train_loss"]) == set(m["test_loss"]) == set(m["ood_loss"]) == {"small", "full", "reverse"}
+        assert set(m["ood_loss"]["full"]) == {"other_test", "noise"}
+        assert all(math.isfinite(v) for v in m["train_loss"].values())
+    elif name == "denoise":
+        n = len(m["noise_levels"])
+        assert len(m["psnr_noisy"]) == len(m["psnr_denoised"]) == len(m["psnr_blur"]) == n
+        assert all(len(v) == m["seeds"] for v in m["psnr_denoised_seeds"])
+    elif name == "anomaly":
+        k = len(m["class_names"])
+        for kind in ("ae", "vae"):
+            assert len(m["auroc"][kind]) == len(m["auroc_std"][kind]) == k
+            assert all(0.0 <= a <= 1.0 for a in m["auroc"][kind])
+
+
+def test_unsupported_dataset_is_a_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        common.cli(overfit_ood.main, ["--scale", "smoke", "--dataset", "sample_patches", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: overfit_ood runs on") and err.count("\n") == 1
