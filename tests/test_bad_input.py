@@ -91,8 +91,8 @@ ROWS = [
      "vaejax: error: --data-dir {work}-data is not a folder; pass the folder that holds the data"),
     ("data-dir-without-idx-files", ["--dataset", "mnist", "--data-dir", "{idx}"], "empty -",
      "vaejax: error: mnist (train) not found: no IDX files in {idx}/mnist, {idx}, no prepared TFDS copy in {idx} and "
-     "TensorFlow is not installed, so TFDS cannot download it; to get it, put the four IDX files in $VAEJAX_DATA_DIR "
-     "or pass data_dir, or `pip install vaejax[tfds]` and load it once with internet"),
+     "TensorFlow is not installed, so TFDS cannot download it; to get it, put the four IDX files in a folder named by "
+     "--data-dir (data_dir=) or $VAEJAX_DATA_DIR, or `pip install -e .[tfds]` and load it once with internet"),
     ("idx-file-missing", ["--dataset", "mnist", "--data-dir", "{idx}"], "remove t10k-labels-idx1-ubyte",
      "vaejax: error: IDX files in {idx} are incomplete: t10k-labels-idx1-ubyte missing (raw or .gz); "
      "put all four mnist IDX files there"),

@@ -267,11 +267,11 @@ def _stack_examples(examples: list[dict]) -> Split:
 
 def _missing_message(name: str, split: str, data_dir: str | None, tfds_dir: str, why: str) -> str:
     looked = f"no prepared TFDS copy in {tfds_dir} and {why}"
-    fixes = ["`pip install vaejax[tfds]` and load it once with internet"]
+    fixes = ["`pip install -e .[tfds]` and load it once with internet"]
     if name in ("fashion_mnist", "mnist"):
-        folders = ", ".join(_idx_folders(name, data_dir)) or "no folder (neither data_dir nor $VAEJAX_DATA_DIR given)"
+        folders = ", ".join(_idx_folders(name, data_dir)) or "no folder (neither --data-dir nor $VAEJAX_DATA_DIR given)"
         looked = f"no IDX files in {folders}, {looked}"
-        fixes.insert(0, "put the four IDX files in $VAEJAX_DATA_DIR or pass data_dir")
+        fixes.insert(0, "put the four IDX files in a folder named by --data-dir (data_dir=) or $VAEJAX_DATA_DIR")
     if name in _DEBIAN_DIRS:
         fixes.insert(0, "install the Debian package dataset-fashion-mnist")
     return f"{name} ({split}) not found: {looked}; to get it, {', or '.join(fixes)}"
