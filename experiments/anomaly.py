@@ -142,8 +142,10 @@ def verdict(m: dict) -> tuple[str, str]:
     for kind in ("ae", "vae"):
         mean = m["mean_auroc"][kind]
         missed = [names[c] for c, ok in enumerate(_detected(m, kind)) if not ok]
+        below = [names[c] for c, (a, sd) in enumerate(zip(m["auroc"][kind], m["auroc_std"][kind])) if a + sd < 0.5]
         parts.append(f"{kind.upper()} mean AUROC {common.cell(mean, 'auroc', '.3f')}, not above chance for: "
-                     f"{', '.join(missed) or 'none'}")
+                     f"{', '.join(missed) or 'none'}" + (f" (scored as *more* normal than the training classes: "
+                                                         f"{', '.join(below)})" if below else ""))
     nums = "; ".join(parts)
     if all(all(_detected(m, kind)) for kind in ("ae", "vae")):
         return "holds", f"every held-out class is detected above chance by both models ({nums})."
