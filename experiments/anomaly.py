@@ -148,10 +148,10 @@ def verdict(m: dict) -> tuple[str, str]:
                                                          f"{', '.join(below)})" if below else ""))
     nums = "; ".join(parts)
     if all(all(_detected(m, kind)) for kind in ("ae", "vae")):
-        return "holds", f"every held-out class is detected above chance by both models ({nums})."
+        return "holds", f"Every held-out class is detected above chance by both models ({nums})."
     if not any(m["mean_auroc"][kind]["auroc"] - m["mean_auroc"][kind]["auroc_std"] > 0.5 for kind in ("ae", "vae")):
-        return "does not hold", f"neither model detects held-out classes above chance on average ({nums})."
-    return "mixed", f"detection works for some held-out classes only ({nums})."
+        return "does not hold", f"Neither model detects held-out classes above chance on average ({nums})."
+    return "mixed", f"Detection works for some held-out classes only ({nums})."
 
 
 def report(m: dict) -> str:

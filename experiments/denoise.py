@@ -148,12 +148,12 @@ def verdict(m: dict) -> tuple[str, str]:
                      f"{common.pm(m['psnr_blur'][i], m['psnr_blur_std'][i], '.2f')}"
                      for i, s in enumerate(m["noise_levels"]))
     if all(v == 1 for v in vs_noisy + vs_blur):
-        return "holds", f"the autoencoder beats the noisy input and the best blur at every noise level ({nums})."
+        return "holds", f"The autoencoder beats the noisy input and the best blur at every noise level ({nums})."
     if not any(v == 1 for v in vs_noisy):
-        return "does not hold", f"the autoencoder's output is not clearly better than the noisy input at any level ({nums})."
+        return "does not hold", f"The autoencoder's output is not clearly better than the noisy input at any level ({nums})."
     beats_noisy = [s for s, v in zip(m["noise_levels"], vs_noisy) if v == 1]
     beats_blur = [s for s, v in zip(m["noise_levels"], vs_blur) if v == 1]
-    return "mixed", (f"the autoencoder beats the noisy input at σ in {beats_noisy} and the best blur at σ in "
+    return "mixed", (f"The autoencoder beats the noisy input at σ in {beats_noisy} and the best blur at σ in "
                      f"{beats_blur or 'none'} ({nums}).")
 
 

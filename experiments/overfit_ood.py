@@ -166,11 +166,11 @@ def verdict(m: dict) -> tuple[str, str]:
     ood_ok = all(v == 1 for v in ood.values())
     ood_any = any(v == 1 for v in ood.values())
     if overfit == 1 and ood_ok:
-        return "holds", (f"the small-subset model overfits ({gap}) and every OOD set is reconstructed clearly worse "
+        return "holds", (f"The small-subset model overfits ({gap}) and every OOD set is reconstructed clearly worse "
                           f"({ood_text}).")
     if overfit != 1 and not ood_any:
-        return "does not hold", f"no clear overfitting ({gap}) and no OOD set is clearly worse ({ood_text})."
-    what = ("overfitting shows" if overfit == 1 else "overfitting does not clearly show") + f" ({gap}); " + \
+        return "does not hold", f"No clear overfitting ({gap}) and no OOD set is clearly worse ({ood_text})."
+    what = ("Overfitting shows" if overfit == 1 else "Overfitting does not clearly show") + f" ({gap}); " + \
            ("every" if ood_ok else "not every") + f" OOD set is reconstructed clearly worse ({ood_text})"
     return "mixed", what + "."
 

@@ -280,11 +280,11 @@ def verdict(m: dict) -> tuple[str, str]:
                 f"({best}) {common.pm(m[best][i], m[f'{best}_std'][i], '.3f')}")
     nums = "; ".join(at(i) for i in range(len(m["labels_per_class"])))
     if all(w == 1 for ws in wins.values() for w in ws):
-        return "holds", f"every pretrained variant clearly beats scratch with <= 10 labels per class ({nums})."
+        return "holds", f"Every pretrained variant clearly beats scratch with <= 10 labels per class ({nums})."
     if not any(w == 1 for ws in wins.values() for w in ws):
-        return "does not hold", f"no pretrained variant clearly beats scratch with <= 10 labels per class ({nums})."
+        return "does not hold", f"No pretrained variant clearly beats scratch with <= 10 labels per class ({nums})."
     winners = [key for key, ws in wins.items() if all(w == 1 for w in ws)]
-    return "mixed", (f"with <= 10 labels per class only {', '.join(winners) or 'some variants at some counts'} clearly "
+    return "mixed", (f"With <= 10 labels per class only {', '.join(winners) or 'some variants at some counts'} clearly "
                      f"beat scratch ({nums}).")
 
 

@@ -258,11 +258,11 @@ def verdict(m: dict) -> tuple[str, str]:
                f"{c['autoencoder']['seconds_per_image'] * 1e6:.3g} µs per image ({c['time_ratio']:.3g}x) and "
                f"{_mib(c['autoencoder']['peak_bytes'])} ({c['memory_ratio']:.3g}x).")
     if all(beats) and m["r2"] >= R2_BAR:
-        return "holds", f"the autoencoder learns T: {nums}." + compute
+        return "holds", f"The autoencoder learns T: {nums}." + compute
     if all(beats):
-        return "mixed", (f"the autoencoder beats both baselines but explains less than {R2_BAR} of T's variance: "
+        return "mixed", (f"The autoencoder beats both baselines but explains less than {R2_BAR} of T's variance: "
                          f"{nums}." + compute)
-    return "does not hold", f"the autoencoder does not clearly beat both baselines: {nums}." + compute
+    return "does not hold", f"The autoencoder does not clearly beat both baselines: {nums}." + compute
 
 
 def _mib(b) -> str:
