@@ -62,7 +62,8 @@ class Scale:
     (None: the whole split; class-balanced subset otherwise); steps: optimizer steps per model
     (epochs follow from the training-set size, see epochs_for); n_eval: images in every scored
     set (so Frechet distances are comparable across experiments; Frechet distance is biased
-    upwards at small n); arch: "mlp" or "conv" presets; classifier_*: the reference classifier.
+    upwards at small n); arch: "mlp" or "conv" presets; classifier_train / classifier_steps: the
+    reference classifier's training images (None: all) and about how many updates it gets.
     """
 
     name: str
@@ -73,7 +74,7 @@ class Scale:
     n_eval: int
     arch: str
     classifier_train: int | None
-    classifier_epochs: int
+    classifier_steps: int
     learning_rate: float = 1e-3
 
     def pick(self, smoke=None, quick=None, full=None):
@@ -97,13 +98,13 @@ class Scale:
 SCALES: dict[str, Scale] = {
     # seconds: tiny subsets, one short epoch; checks the plumbing, not the claims.
     "smoke": Scale("smoke", seeds=2, n_train=500, steps=8, batch_size=64, n_eval=200, arch="mlp",
-                   classifier_train=1000, classifier_epochs=4),
+                   classifier_train=1000, classifier_steps=60),
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
-                   classifier_train=30000, classifier_epochs=2),
+                   classifier_train=30000, classifier_steps=470),
     # headline numbers: the seed's conv models on the whole training split, ~14k steps each.
     "full": Scale("full", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
-                  classifier_train=None, classifier_epochs=8),
+                  classifier_train=None, classifier_steps=3750),
 }
 
 
@@ -264,7 +265,10 @@ def shared_pair(scale: Scale, dataset: str, seeds: int, log=None) -> tuple[Train
 @functools.lru_cache(maxsize=8)
 def reference(scale: Scale, dataset: str, out: str) -> metrics.ReferenceClassifier:
     """The dataset's reference classifier at this scale, cached under <out>/.cache."""
-    return metrics.fit_reference(dataset, n_train=scale.classifier_train, epochs=scale.classifier_epochs,
+    available = len(data.load(dataset, "train").labels)
+    n = available if scale.classifier_train is None else min(scale.classifier_train, available)
+    epochs = max(1, round(scale.classifier_steps / max(1, n // 128)))  # about classifier_steps updates of 128
+    return metrics.fit_reference(dataset, n_train=scale.classifier_train, epochs=epochs, batch_size=128,
                                  cache_dir=os.path.join(out, ".cache"))
 
 

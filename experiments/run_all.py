@@ -61,7 +61,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
 
 def render_report(scale, modules, results, notes, total_seconds, out, full_dir=None) -> str:
     ran = {n: m for n, m in results.items() if m}
-    datasets = sorted({m["dataset"] for m in ran.values()})
+    datasets = sorted({m["dataset"] for m in ran.values() if "anchors" in m})  # those judged by the classifier
     device = common.device_string()
     lines = [
         "# vaejax: results",
@@ -79,13 +79,12 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         if name not in modules and not any(name in n for n in notes):
             continue
         m = results.get(name)
-        if name in common.SECTIONS:
-            rows.append([name, "figure", "", _secs(m)])
-        elif m is None:
+        if m is None:
             rows.append([name, "not run", "", ""])
         else:
             v, _ = modules[name].verdict(m)
-            rows.append([f"[{name}](#{_anchor(name)})", f"**{v}**", m["dataset"], _secs(m)])
+            link = _anchor(name) if name in common.EXPERIMENTS else "latent-space"
+            rows.append([f"[{name}](#{link})", f"**{v}**", m["dataset"], _secs(m)])
     lines += [common.table(["experiment", "verdict", "dataset", "seconds"], rows), ""]
 
     if datasets:
@@ -94,7 +93,14 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                   "*plausibility* is its mean max-softmax probability (1/K for nothing recognisable, near 1 "
                   "for clear images), *frechet* the squared Frechet distance between its penultimate features "
                   "of a set of images and of real test images (like FID; lower is closer; biased upwards for "
-                  "small sets, so every scored set here has the same size). The two ends of the scale:", ""]
+                  "small sets, so every scored set here has the same size). The classifier is trained with "
+                  "outlier exposure: on pixel-shuffled images and smooth random fields its softmax is pushed "
+                  "towards uniform, because without it max-softmax rated uniform noise as more plausible than "
+                  "real images (about 0.97 vs 0.89 on fashion_mnist in development). Uniform noise is not among "
+                  "those outliers, so the noise row below is an independent check. Plausibility still has blind "
+                  "spots (on fashion_mnist an all-black image, or a faint blob, is called a sandal with probability "
+                  "about 0.8); the Frechet distance, "
+                  "which also sees a lack of variety, is the more robust of the two. The two ends of the scale:", ""]
         rows = []
         for ds in datasets:
             a = common.reference_anchors(scale, ds, out)
@@ -104,12 +110,9 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                          f"{a['noise']['plausibility']:.3f}", f"{a['noise']['frechet']:.3g}"])
         lines += [common.table(["dataset", "classifier test accuracy", "images", "plausibility", "frechet"], rows), ""]
 
-    number = 0
-    for name in common.EXPERIMENTS:
-        if name not in modules:
-            continue
-        number += 1
-        lines += _section(f"{number}. {name}", name, modules[name], results.get(name), out, full_dir)
+    for number, name in enumerate(common.EXPERIMENTS, 1):  # numbered as in the issue, also with --only
+        if name in modules:
+            lines += _section(f"{number}. {name}", name, modules[name], results.get(name), out, full_dir)
     for name in common.SECTIONS:
         if name in modules:
             lines += _section("Latent space", name, modules[name], results.get(name), out, full_dir)
