@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test setup data clean
 
+# The eight experiments of the seeds at quick scale; writes results/REPORT.md.
 demo: setup
-	$(VENV)/bin/vaejax train --preset mlp_vae --dataset fashion_mnist --epochs 5 --workdir results/demo
+	$(PY) -m experiments.run_all --scale quick
 
 test: setup
 	$(PY) -m pytest
