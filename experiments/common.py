@@ -318,11 +318,6 @@ def better(m: dict, a: str, b: str, score: str) -> int:
                    higher_is_better=(score != "frechet"))
 
 
-def normalized(value: float, real: float, noise: float) -> float:
-    """Where a score lies between uniform noise (0) and real images (1)."""
-    return float((value - noise) / (real - noise)) if real != noise else float("nan")
-
-
 # ---------------------------------------------------------------------------- markdown
 
 
@@ -533,11 +528,6 @@ def training_summary(trained: Trained) -> dict:
            "seconds": round(trained.seconds, 2), "compile_seconds": round(trained.compile_seconds, 2)}
     out.update(stat("final_loss", trained.final("loss")))
     return out
-
-
-def score_row(ref, images_S) -> dict:
-    """Reference scores of one image set per seed (list over seeds) -> {score: mean, score_std, score_seeds}."""
-    return summarize([ref.scores(np.asarray(images)) for images in images_S])
 
 
 def compare_verdict(m: dict, a: str, b: str, label_a: str, label_b: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments import common
-from vaejax import latent, metrics, plots
+from vaejax import latent, plots
 
 CLAIM = ("Decoding e = alpha e1 + (1 - alpha) e2 between the embeddings of two images gives new in-between "
          "images, and a VAE, whose latent space is made smooth, gives more plausible interpolants than a plain "
@@ -55,7 +55,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
             feats = feats.reshape(len(ALPHAS), n_pairs, -1)
             inner_f = feats[1:-1].reshape(-1, feats.shape[-1])[: run.scale.n_eval]
             rows[name].append({"plausibility": float(probs[1:-1].max(-1).mean()),
-                               "frechet": _frechet(ref, inner_f)})
+                               "frechet": ref.frechet_of_features(inner_f)})
             per_alpha[name].append(probs.max(-1).mean(-1))
             if s == 0:
                 strips[name] = images_APHWC[:, :STRIP_PAIRS]
@@ -73,10 +73,6 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                          anchors=common.reference_anchors(run.scale, run.dataset, out)),
     )
     return common.finish(run, result)
-
-
-def _frechet(ref, feats) -> float:
-    return metrics.frechet_distance(*metrics.gaussian_stats(feats), ref.real_mu, ref.real_cov)
 
 
 def _figures(run, strips, x1, x2, y1, y2, result_alpha, anchors) -> list[str]:

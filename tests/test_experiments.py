@@ -168,5 +168,6 @@ def test_verdicts_follow_the_numbers(vae, ae, expected):
     m = {"vae": vae, "ae": ae, "vae_slerp": vae, "ae_box": ae, "ae_normal": ae}
     assert interpolation.verdict(m)[0] == expected
     assert random_latent.verdict(m)[0] == expected
-    m.update({k: dict(m[k], centroid_class_match=1.0, centroid_class_match_std=0.0) for k in ("ae", "vae")})
+    m.update({k: dict(m[k], centroid_class_match=1.0, centroid_class_match_std=0.0, bridge_plausibility=0.5,
+                      bridge_plausibility_std=0.0, bridge_frechet=9.0, bridge_frechet_std=0.0) for k in ("ae", "vae")})
     assert centroids.verdict(m)[0] == expected

@@ -113,3 +113,11 @@ def test_reference_classifier_scores_and_cache(tmp_path):
     assert again.test_accuracy == pytest.approx(ref.test_accuracy)
     assert again.frechet(holdout) == pytest.approx(real["frechet"], rel=1e-5)
     assert len(list(tmp_path.glob("classifier-mnist_5k-*.npz"))) == 1
+
+
+def test_reference_halves_are_class_balanced_and_disjoint():
+    labels = np.tile(np.arange(10), 7)  # interleaved by class, like mnist_5k's test split
+    ref, held = metrics.reference_halves(labels)
+    assert len(set(ref) & set(held)) == 0 and len(ref) + len(held) == len(labels)
+    assert np.bincount(labels[ref]).tolist() == [4] * 10
+    assert np.bincount(labels[held]).tolist() == [3] * 10
