@@ -208,8 +208,7 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
     x_N = jnp.asarray(x_N, jnp.float32)
     target = None if target_N is None else jnp.asarray(target_N, jnp.float32)
     init_keys, run_keys = jax.random.split(jax.random.key(seed))
-    init = jax.jit(lambda k: train.init_many(k, model_cfg, train_cfg))  # one compile, not one per layer
-    states = init(jax.random.split(init_keys, seeds))
+    states = train.init_many(jax.random.split(init_keys, seeds), model_cfg, train_cfg)
     keys = jax.random.split(run_keys, seeds)
     many = train.make_train_many(model_cfg, train_cfg)
     args = (states, x_N, keys) if target is None else (states, x_N, keys, target)

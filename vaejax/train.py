@@ -173,8 +173,8 @@ def make_train_epoch(model_cfg: ModelConfig, train_cfg: TrainConfig, *, mesh=Non
 
 
 def init_many(keys_S, model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainState:
-    """S fresh states stacked on a leading axis, one per key."""
-    return jax.vmap(lambda k: init_state(k, model_cfg, train_cfg))(keys_S)
+    """S fresh states stacked on a leading axis, one per key (one compiled program, not one per layer)."""
+    return jax.jit(jax.vmap(lambda k: init_state(k, model_cfg, train_cfg)))(keys_S)
 
 
 def make_train_many(model_cfg: ModelConfig, train_cfg: TrainConfig):
