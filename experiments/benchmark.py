@@ -47,10 +47,23 @@ class Runner(NamedTuple):
 
 
 def _base_record(preset, mode, batch, seeds, framework):
-    dev = jax.devices()[0]
     return {"framework": framework, "preset": preset, "mode": mode, "batch": batch,
             "devices": 1, "seeds": seeds, "backend": jax.default_backend(),
-            "device": getattr(dev, "device_kind", str(dev)), "jax": jax.__version__}
+            "device": _device_name(), "jax": jax.__version__}
+
+
+def _device_name() -> str:
+    if jax.default_backend() == "cpu":  # jax calls every CPU "cpu"
+        return f"{_cpu_model()}, {os.cpu_count()} cores"
+    return jax.devices()[0].device_kind
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "cpu"
 
 
 def step_runner(preset: str, batch: int, x_N: np.ndarray, steps: int) -> Runner:
@@ -128,7 +141,8 @@ def torch_runner(preset: str, batch: int, x_N: np.ndarray, steps: int, compiled:
     gen = torch.Generator().manual_seed(0)
     box = {"batches": [], "step": None}
     record = _base_record(preset, "step", batch, 1, "torch.compile" if compiled else "torch eager")
-    record.update(backend="cpu", device=f"cpu ({torch.get_num_threads()} threads)", jax=None, torch=torch.__version__)
+    record.update(backend="cpu", device=f"{_cpu_model()}, {torch.get_num_threads()} threads", jax=None,
+                  torch=torch.__version__)
 
     def next_batch():
         if not box["batches"]:
@@ -183,6 +197,7 @@ def run_interleaved(runners: list[Runner], windows: int, log=print) -> list[dict
         if rec["seeds"] > 1:
             rec["images_per_s_per_model"] = rec["images_per_s"] / rec["seeds"]
         rec["peak_memory_bytes"] = _peak_memory() if rec["framework"] == "vaejax" else None
+        rec["load_average_1min"] = os.getloadavg()[0]  # other processes' load on a shared machine
     return records
 
 
@@ -317,7 +332,7 @@ def main(argv=None) -> list[dict]:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     print(f"vaejax benchmark: jax {jax.__version__}, backend {jax.default_backend()}, "
-          f"device {jax.devices()[0].device_kind}, {os.cpu_count()} CPU cores, batch {args.batch}, "
+          f"device {_device_name()}, batch {args.batch}, "
           f"{DATASET} train ({len(x_train)} images), {args.windows} windows per row")
     print(f"settings: XLA_FLAGS={os.environ.get('XLA_FLAGS') or '(none)'}; "
           f"VAEJAX_CONV_PATH={os.environ.get('VAEJAX_CONV_PATH') or '(by backend)'}")
