@@ -10,7 +10,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from vaejax import models
 from vaejax.config import ModelConfig
@@ -19,8 +18,11 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def bernoulli_nll(logits, x):
-    """-log p(x | logits) summed over pixels; x may be intensities in [0, 1] (binary cross-entropy)."""
-    return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x))
+    """-log p(x | logits) summed over pixels; x may be intensities in [0, 1] (binary cross-entropy).
+
+    -[x log s(l) + (1 - x) log(1 - s(l))] = softplus(l) - x l: one transcendental per pixel, stable.
+    """
+    return jnp.sum(jax.nn.softplus(logits) - x * logits)
 
 
 def gaussian_nll(logits, x, sigma):
