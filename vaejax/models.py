@@ -53,9 +53,8 @@ def conv_plan(cfg: ModelConfig):
     h = cfg.image_shape[0]
     h1 = conv_output_size(h, 2, 3, 1)
     h2 = conv_output_size(h1, 2, 3, 1)
+    # A stride-2 conv maps sizes 2n and 2n-1 both to n; output padding 1 picks the even one back.
     ops = tuple(target - conv_transpose_output_size(src, 2, 3, 1, 0) for src, target in ((h2, h1), (h1, h)))
-    assert all(op in (0, 1) for op in ops), (h, ops)
-    assert conv_transpose_output_size(1, 1, h2, 0, 0) == h2
     return (h, h1, h2), h2, ops
 
 
