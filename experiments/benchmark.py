@@ -19,6 +19,7 @@ them alike. images/s is the median over the windows, with min and max.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -28,10 +29,10 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from vaejax import config, data, train
+from vaejax import config, data, parallel, train
 
 PRESETS = ("mlp_vae", "conv_ae", "conv_vae")
-MODES = ("step", "epoch", "seeds")
+MODES = ("step", "epoch", "seeds", "devices")
 DATASET = "fashion_mnist"
 
 
@@ -91,24 +92,29 @@ def step_runner(preset: str, batch: int, x_N: np.ndarray, steps: int) -> Runner:
     return Runner(_base_record(preset, "step", batch, 1, "vaejax"), compile_, window)
 
 
-def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0) -> Runner:
+def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0, devices: bool = False) -> Runner:
     """One compiled epoch (lax.scan over on-device data) per window; seeds > 0 vmaps that many models.
 
     With S seeds a window is one epoch over the first N/S images (rounded to whole batches), so
-    that it does one full epoch's work; images/s counts every model's images.
+    that it does one full epoch's work; images/s counts every model's images. devices=True
+    shards each batch over a mesh of all local devices (data parallel, state replicated).
     """
     mc, tc = config.preset(preset), config.TrainConfig(batch_size=batch)
     if seeds:
         x_N = x_N[: max(len(x_N) // seeds // batch, 1) * batch]
-    x_dev = jax.device_put(x_N)
+    mesh = parallel.data_mesh() if devices else None
+    if mesh is not None:
+        parallel.check_batch(batch, mesh)
+    x_dev = jax.device_put(x_N) if mesh is None else parallel.put_replicated(x_N, mesh)
     if seeds:
         keys = jax.random.split(jax.random.key(0), seeds)
         box = {"state": train.init_many(keys, mc, tc)}
         make, key = train.make_train_many, keys
     else:
         key = jax.random.key(0)
-        box = {"state": train.init_state(key, mc, tc)}
-        make = train.make_train_epoch
+        state = train.init_state(key, mc, tc)
+        box = {"state": state if mesh is None else parallel.put_replicated(state, mesh)}
+        make = train.make_train_epoch if mesh is None else functools.partial(train.make_train_epoch, mesh=mesh)
     fn = {}
 
     def compile_():
@@ -122,8 +128,10 @@ def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0) -> Ru
         box["state"] = jax.block_until_ready(fn["epoch"](box["state"], x_dev, key)[0])
         return (len(x_N) // batch) * batch * max(seeds, 1)
 
-    mode = "seeds" if seeds else "epoch"
-    return Runner(_base_record(preset, mode, batch, max(seeds, 1), "vaejax"), compile_, window)
+    mode = "seeds" if seeds else "devices" if devices else "epoch"
+    record = _base_record(preset, mode, batch, max(seeds, 1), "vaejax")
+    record["devices"] = 1 if mesh is None else mesh.size
+    return Runner(record, compile_, window)
 
 
 # ---------------------------------------------------------------------------- PyTorch runners
@@ -272,7 +280,8 @@ def format_table(records: list[dict]) -> str:
         ips = f"{r['images_per_s']:,.0f}"
         if r["seeds"] > 1:
             ips += f" ({r['images_per_s_per_model']:,.0f}/model)"
-        row = [r["framework"], r["preset"], r["mode"], str(r["seeds"]), ips,
+        mode = f"devices x{r['devices']}" if r["mode"] == "devices" else r["mode"]
+        row = [r["framework"], r["preset"], mode, str(r["seeds"]), ips,
                f"[{r['images_per_s_min']:,.0f}, {r['images_per_s_max']:,.0f}]", f"{r['images_per_cpu_s']:,.0f}",
                "-" if r.get("compile_s") is None else f"{r['compile_s']:.2f}"]
         for p in peers:
@@ -346,6 +355,8 @@ def main(argv=None) -> list[dict]:
             runners.append(epoch_runner(preset, args.batch, x_train))
         if "seeds" in args.modes:
             runners.append(epoch_runner(preset, args.batch, x_train, seeds=args.seeds))
+        if "devices" in args.modes:
+            runners.append(epoch_runner(preset, args.batch, x_train, devices=True))
         if args.peer:
             runners.append(torch_runner(preset, args.batch, x_train, args.steps, compiled=False))
             if not args.no_torch_compile:
