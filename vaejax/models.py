@@ -266,6 +266,20 @@ class ConvTranspose(nn.Module):
         return conv_transpose2d(x, kernel, self.stride, self.padding, conv_path(self.path)) + bias
 
 
+def _dense(features: int, fan_in: int) -> nn.Dense:
+    """nn.Dense initialised as torch.nn.Linear is: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    The MLP presets reproduce the PyTorch examples VAE, and its 10-epoch test loss depends on
+    this initialization (flax's lecun-normal weights with zero biases end about 0.5 nats higher).
+    """
+    bound = 1.0 / fan_in**0.5
+
+    def uniform(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return nn.Dense(features, kernel_init=uniform, bias_init=uniform)
+
+
 def _flatten_image(x):
     return x.reshape(x.shape[:-3] + (-1,))
 
@@ -278,8 +292,8 @@ class MLPEncoder(nn.Module):
     def __call__(self, x):
         h = _flatten_image(x)
         for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
-        return nn.Dense(self.out_dim)(h)
+            h = nn.relu(_dense(width, h.shape[-1])(h))
+        return _dense(self.out_dim, h.shape[-1])(h)
 
 
 class MLPDecoder(nn.Module):
@@ -290,8 +304,8 @@ class MLPDecoder(nn.Module):
     def __call__(self, z):
         h = z
         for width in reversed(self.hidden):
-            h = nn.relu(nn.Dense(width)(h))
-        logits = nn.Dense(self.image_shape[0] * self.image_shape[1] * self.image_shape[2])(h)
+            h = nn.relu(_dense(width, h.shape[-1])(h))
+        logits = _dense(self.image_shape[0] * self.image_shape[1] * self.image_shape[2], h.shape[-1])(h)
         return logits.reshape(z.shape[:-1] + tuple(self.image_shape))
 
 
