@@ -276,7 +276,9 @@ def _check_dataset_fits(args, model_cfg) -> None:
 
 
 def _shape_mismatch(args, shape, model_cfg) -> str:
-    fits = [n for n, c in _presets().items() if tuple(c.image_shape) == shape]
+    from vaejax import config
+
+    fits = [n for n, c in config.PRESETS.items() if tuple(c.image_shape) == shape]
     return (f"{args.dataset} images are {shape} but preset {args.preset} takes {tuple(model_cfg.image_shape)}; "
             f"use a preset for {shape}: {', '.join(fits)}")
 
@@ -324,12 +326,6 @@ def _load_data(args, model_cfg, train_cfg):
     if len(test_split.images) == 0:
         raise UsageError(f"the test split of {args.dataset} is empty; restore the dataset's test files")
     return train_split, test_split
-
-
-def _presets():
-    from vaejax import config
-
-    return config.PRESETS
 
 
 # ---------------------------------------------------------------- workdir

@@ -224,8 +224,3 @@ def make_evaluate(model_cfg: ModelConfig, beta: float = 1.0, chunk: int = 500):
         return {name: float(jnp.mean(v)) for name, v in scores(params, x_N, key, target_N).items()}
 
     return evaluate
-
-
-def mean_metrics(metrics) -> dict[str, float]:
-    """Per-step metrics of an epoch -> their means, as Python floats."""
-    return {name: float(jnp.mean(v)) for name, v in metrics.items()}
