@@ -114,9 +114,8 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(reference, tmp_path, d
     workdir = cli_runs.copy_run(reference, tmp_path / "run")
     damage(os.path.join(workdir, "checkpoints", str(EPOCHS)))
     proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
-    # Only vaejax's own lines: orbax's reader threads can also log the failed read (their paths hold "damaged").
-    notes = [line for line in proc.stderr.splitlines() if line.startswith("vaejax:") and "damaged" in line]
-    assert len(notes) == 1, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1, proc.stderr  # one line: no stray tracebacks from orbax's abandoned reads
     assert f"checkpoint of epoch {EPOCHS} is damaged" in notes[0] and "falling back" in notes[0]
     assert f"after epoch {EPOCHS - 1}" in proc.stdout
     assert os.listdir(os.path.join(workdir, "damaged_checkpoints"))[0].startswith(f"{EPOCHS}-")

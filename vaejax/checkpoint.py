@@ -14,9 +14,12 @@ coordinates the rename itself; every process must call save / restore alike.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
+import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -86,10 +89,39 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None, m
             state, meta = restore(mngr, abstract_state, epoch)
             return epoch, state, meta
         except Exception as e:  # orbax / tensorstore raise many types for unreadable files
+            _silence_abandoned_reads()
             moved_to = quarantine(mngr, epoch) if move_damaged else None
             if on_damaged is not None:
                 on_damaged(epoch, one_line(e), moved_to)
     return None, None, None
+
+
+def _silence_abandoned_reads() -> None:
+    """Drop the noise of orbax's other reads of a damaged checkpoint.
+
+    When one array fails to read, orbax gives up on the others and closes its event loop while
+    they are still in flight. Each then reports its own failure as a stray traceback on stderr:
+    an unawaited coroutine, a callback into the closed loop, or asyncio's "Task exception was
+    never retrieved". They repeat the one line that on_damaged reports, so they are dropped;
+    everything else still reaches the previous hook and the asyncio logger.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_vaejax_filter", False):
+        return
+
+    def hook(unraisable):
+        obj, exc = unraisable.object, unraisable.exc_value
+        if isinstance(obj, types.CoroutineType) and "orbax" in obj.cr_code.co_filename:
+            return
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._vaejax_filter = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(
+        lambda record: not (record.getMessage().startswith("Task exception was never retrieved")
+                            and "orbax" in record.getMessage()))
 
 
 def quarantine(mngr: ocp.CheckpointManager, epoch: int) -> str:
