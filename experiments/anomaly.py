@@ -85,7 +85,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         pick = np.asarray(jax.random.permutation(jax.random.key(4321), len(test.y)))[:n_score]
         test = common.Images(test.x[pick], test.y[pick])
     idx_KL = leave_one_out_indices(train_set.y, k)
-    steps = sc.pick(smoke=sc.steps, quick=200, full=6000)
+    steps = sc.pick(smoke=sc.steps, quick=200, full=1000)
     batch = sc.pick(smoke=sc.batch_size, quick=64, full=128)
     tc = sc.train_config(idx_KL.shape[1], batch_size=batch)
     names = common.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]

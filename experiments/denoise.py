@@ -77,7 +77,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     test = common.eval_images(sc, run.dataset).x
     held_out = common.eval_images(sc, run.dataset, split="train").x  # for choosing the blur's sigma only
     levels = sc.pick(smoke=(0.1, 0.5), quick=LEVELS, full=LEVELS)
-    steps = sc.pick(smoke=sc.steps, quick=625, full=8000)
+    steps = sc.pick(smoke=sc.steps, quick=625, full=3000)
     batch = min(sc.batch_size, len(x))
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
     epoch = train.make_train_many(cfg, tc)

@@ -33,7 +33,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     primary, other = run.dataset, COUNTERPART[run.dataset]
     cfg, _ = common.model_pair(sc, primary)
     n_small = sc.pick(smoke=100, quick=500, full=500)
-    steps = sc.pick(smoke=sc.steps, quick=600, full=8000)
+    steps = sc.pick(smoke=sc.steps, quick=600, full=3000)
     n = sc.n_eval
     sets = {  # name -> (images, label)
         "primary_test": common.eval_images(sc, primary).x,

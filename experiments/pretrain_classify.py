@@ -141,7 +141,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     x_test, y_test = (test.x[:n_test], test.y[:n_test]) if n_test else (test.x, test.y)
     counts = label_counts(full_train, sc.pick(smoke=(1, 10), quick=LABELS_PER_CLASS, full=LABELS_PER_CLASS))
     k = data.NUM_CLASSES[run.dataset]
-    steps = sc.pick(smoke=10, quick=300, full=2000)
+    steps = sc.pick(smoke=10, quick=300, full=1000)
     probe_steps = sc.pick(smoke=20, quick=500, full=2000)
     batch = 128
     run.log(f"labels per class {counts}, {steps} steps (probes {probe_steps}), {len(y_test)} test images, {S} seeds")

@@ -176,7 +176,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     t_train, t_test = np.asarray(transform(jnp.asarray(train_x))), np.asarray(transform(jnp.asarray(test_x)))
     cfg = model_config(train_x.shape[1:])
     batch = min(sc.pick(smoke=64, quick=64, full=128), len(train_x))
-    steps = sc.pick(smoke=sc.steps, quick=500, full=8000)
+    steps = sc.pick(smoke=sc.steps, quick=500, full=3000)
     tc = sc.train_config(len(train_x), batch_size=batch, epochs=max(1, round(steps / (len(train_x) // batch))))
     run.log(f"{len(train_x)} train / {len(test_x)} test images {train_x.shape[1:]} -> T {t_train.shape[1:]}; "
             f"{cfg.arch} AE hidden {cfg.hidden} latent {cfg.latent_dim}; {tc.epochs} epochs of batch {batch}, {S} seeds")
