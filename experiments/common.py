@@ -430,8 +430,13 @@ def write_text(path: str, text: str) -> None:
 
 def read_metrics(out: str, name: str) -> dict | None:
     """<out>/<name>/metrics.json, or None when absent or unreadable."""
+    return read_json(os.path.join(out, name, "metrics.json"))
+
+
+def read_json(path: str) -> dict | None:
+    """A JSON file's content, or None when absent or unreadable."""
     try:
-        with open(os.path.join(out, name, "metrics.json")) as f:
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None

@@ -1,11 +1,14 @@
 """Run every experiment and write <out>/REPORT.md.
 
     python -m experiments.run_all --scale quick|smoke|full [--only a b] [--dataset NAME] [--seeds S] [--out results]
+    python -m experiments.run_all --report-only [--out results]     # rewrite REPORT.md, no training
 
 Experiments are imported lazily by name; one whose module does not exist yet is skipped with
 a note in the report. One that fails is reported as failed and the others still run (exit 1).
 When the scale is not full and <out>/full/<name>/metrics.json exists (from
-`--scale full --out <out>/full`), each section also states the full-scale verdict.
+`--scale full --out <out>/full`), each section also states the full-scale verdict; --report-only
+writes the report again from the metrics.json files already in <out>, for instance to add
+full-scale verdicts that arrived later.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import time
 import traceback
 
 from experiments import common
+
+RUN_FILE = "run_all.json"  # the last run's scale, total seconds and notes, for --report-only
 
 
 def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", full_results=None) -> dict:
@@ -49,11 +54,39 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             results[name] = None
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     total = time.perf_counter() - started
+    common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "seconds": round(total, 1), "notes": notes})
+    write_report(scale, modules, results, notes, total, out, full_results)
+    return results
+
+
+def report_only(out="results", full_results=None) -> dict:
+    """Write <out>/REPORT.md again from the metrics.json files there (no training); returns {name: metrics}."""
+    modules, results = {}, {}
+    for name in common.EXPERIMENTS + common.SECTIONS:
+        m = common.read_metrics(out, name)
+        if m is not None:
+            modules[name], results[name] = common.load_experiment(name), m
+    if not results:
+        raise common.UsageError(f"no results in {out!r}; run `python -m experiments.run_all --out {out}` first")
+    scales = sorted({m["scale"] for m in results.values()})
+    if len(scales) > 1:
+        raise common.UsageError(f"{out!r} mixes scales {', '.join(scales)}; rerun the experiments at one scale")
+    scale = common.get_scale(scales[0])
+    last = common.read_json(os.path.join(out, RUN_FILE)) or {}
+    if last.get("scale") == scale.name:
+        total, notes = last["seconds"], last.get("notes", [])
+    else:  # no record of the run: render_report sums the experiments' own times
+        total, notes = None, []
+    write_report(scale, modules, results, notes, total, out, full_results)
+    return results
+
+
+def write_report(scale, modules, results, notes, total, out, full_results=None) -> None:
+    """Render and write <out>/REPORT.md; total: run_all's seconds (None: unknown, the experiments' sum is shown)."""
     full_dir = full_results or (os.path.join(out, "full") if scale.name != "full" else None)
     text = render_report(scale, modules, results, notes, total, out, full_dir)
     common.write_text(os.path.join(out, "REPORT.md"), text)
-    print(f"[run_all] wrote {os.path.join(out, 'REPORT.md')} in {total:.1f}s", flush=True)
-    return results
+    print(f"[run_all] wrote {os.path.join(out, 'REPORT.md')}", flush=True)
 
 
 # ---------------------------------------------------------------------------- the report
@@ -63,11 +96,14 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
     ran = {n: m for n, m in results.items() if m}
     datasets = sorted({m["dataset"] for m in ran.values() if "anchors" in m})  # those judged by the classifier
     device = common.device_string()
+    summed = total_seconds is None
+    if summed:
+        total_seconds = sum(m["seconds"] for m in ran.values())
     lines = [
         "# vaejax: results",
         "",
         f"Scale **{scale.name}** ({_scale_words(scale)}), on **{device}**; all experiments together took "
-        f"**{total_seconds:.0f} s** (generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}). "
+        f"**{total_seconds:.0f} s**{' (the sum of their own times)' if summed else ''} (generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}). "
         f"Every number is mean ± std over seeds (sample std). Reproduce with "
         f"`python -m experiments.run_all --scale {scale.name}`.",
         "",
@@ -103,7 +139,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                   "which also sees a lack of variety, is the more robust of the two. The two ends of the scale:", ""]
         rows = []
         for ds in datasets:
-            a = common.reference_anchors(scale, ds, out)
+            a = next(m["anchors"] for m in ran.values() if m["dataset"] == ds and "anchors" in m)
             rows.append([ds, f"{a['test_accuracy']:.3f}", f"real held-out test images (n={a['n_real']})",
                          f"{a['real']['plausibility']:.3f}", f"{a['real']['frechet']:.3g}"])
             rows.append([ds, "", f"uniform noise (n={a['n_noise']})",
@@ -119,7 +155,8 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
 
     lines += ["## Timing", "", f"Device: {device}. Scale: {scale.name}.", ""]
     rows = [[n, m["dataset"], m["seeds"], f"{m['seconds']:.1f}"] for n, m in ran.items()]
-    rows.append(["**total** (run_all, including the reference classifier and data loading)", "", "", f"{total_seconds:.1f}"])
+    total_label = "sum of the above" if summed else "run_all, including the reference classifier and data loading"
+    rows.append([f"**total** ({total_label})", "", "", f"{total_seconds:.1f}"])
     lines += [common.table(["experiment", "dataset", "seeds", "seconds"], rows), ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -146,7 +183,8 @@ def _section(title, name, module, m, out, full_dir) -> list[str]:
                 lines += [f"**At full scale ({full['device']}, {full['seconds']:.0f} s): {fv}.** {freason}", ""]
             else:
                 lines += [f"At full scale: not run here; `python -m experiments.run_all --scale full --out "
-                          f"{os.path.join(out, 'full')}` then regenerate this report to add it.", ""]
+                          f"{os.path.join(out, 'full')}`, then `python -m experiments.run_all --report-only --out "
+                          f"{out}` adds it to this report.", ""]
     lines += [f"*{m['seeds']} seeds, {m['dataset']}, {m['seconds']:.1f} s on {m['device']}.*", ""]
     return lines
 
@@ -172,8 +210,13 @@ def main(argv=None) -> int:
                         choices=list(common.EXPERIMENTS + common.SECTIONS), help="run just these")
     parser.add_argument("--full-results", default=None,
                         help="folder of full-scale results to compare with (default: <out>/full)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write REPORT.md again from the results in --out; trains nothing")
     args = parser.parse_args(argv)
     try:
+        if args.report_only:
+            report_only(args.out, args.full_results)
+            return 0
         results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results)
     except common.user_errors() as e:
         print(f"error: {e}", file=sys.stderr)

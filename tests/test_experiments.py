@@ -4,6 +4,8 @@ with the keys the issue names; the harness's helpers; verdicts follow the number
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -98,7 +100,31 @@ def test_experiment_cli_on_mnist_5k(tmp_path):
     assert m["dataset"] == "mnist_5k" and m["seeds"] == 2
 
 
-@pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"]])
+def _undated(text: str) -> str:
+    return re.sub(r"generated [0-9: -]+", "generated <time>", text)
+
+
+def test_report_only_writes_the_same_report_and_adds_full_scale_verdicts(smoke, tmp_path):
+    out, _ = smoke
+    copy = str(tmp_path / "results")
+    shutil.copytree(out, copy)
+    os.remove(os.path.join(copy, "REPORT.md"))
+    assert run_all.main(["--report-only", "--out", copy]) == 0
+    original = _undated(open(os.path.join(out, "REPORT.md")).read()).replace(out, copy)
+    assert _undated(open(os.path.join(copy, "REPORT.md")).read()) == original
+
+    # A full-scale metrics.json in <out>/full gives each section its full-scale verdict.
+    for name in present():
+        m = common.read_metrics(copy, name)
+        common.write_json(os.path.join(copy, "full", name, "metrics.json"), dict(m, scale="full"))
+    assert run_all.main(["--report-only", "--out", copy]) == 0
+    report = open(os.path.join(copy, "REPORT.md")).read()
+    assert "At full scale: not run here" not in report
+    judged = [n for n in present() if hasattr(common.load_experiment(n), "verdict")]
+    assert report.count("**At full scale (") == len(judged)
+
+
+@pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"], ["--report-only"]])
 def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "experiments.run_all", "--out", str(tmp_path)] + argv,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=120)
