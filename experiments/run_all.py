@@ -54,7 +54,8 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             results[name] = None
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     total = time.perf_counter() - started
-    common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "seconds": round(total, 1), "notes": notes})
+    common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
+                                                    "seconds": round(total, 1), "notes": notes})
     write_report(scale, modules, results, notes, total, out, full_results)
     return results
 
@@ -73,7 +74,7 @@ def report_only(out="results", full_results=None) -> dict:
         raise common.UsageError(f"{out!r} mixes scales {', '.join(scales)}; rerun the experiments at one scale")
     scale = common.get_scale(scales[0])
     last = common.read_json(os.path.join(out, RUN_FILE)) or {}
-    if last.get("scale") == scale.name:
+    if last.get("scale") == scale.name and last.get("experiments") == sorted(results):
         total, notes = last["seconds"], last.get("notes", [])
     else:  # no record of the run: render_report sums the experiments' own times
         total, notes = None, []
