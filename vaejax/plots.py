@@ -86,14 +86,15 @@ def save_image_panels(panels: dict, path: str, ncol: int, row_labels: list[str] 
     heights = [c.shape[0] for c in canvases.values()]
     widths = [c.shape[1] for c in canvases.values()]
     per_inch = 100 / zoom
-    label_w = 1.3 if row_labels else 0.3
+    label_w = _text_inches(row_labels or [], fontsize=8) + 0.3  # room for the row labels, so images keep their size
     if vertical:
         fig_w, fig_h = max(widths) / per_inch + label_w, sum(heights) / per_inch + 0.55 * len(canvases) + 0.5
         fig, axes = plt.subplots(len(canvases), 1, dpi=100, squeeze=False, figsize=(fig_w, fig_h),
                                  gridspec_kw={"height_ratios": heights})
         axes = axes[:, 0]
     else:
-        fig_w, fig_h = sum(widths) / per_inch + label_w * len(canvases), max(heights) / per_inch + 1.0
+        fig_w = sum(widths) / per_inch + label_w + 0.3 * len(canvases)
+        fig_h = max(heights) / per_inch + 1.0 + (0.6 if col_labels else 0.0)
         fig, axes = plt.subplots(1, len(canvases), dpi=100, squeeze=False, figsize=(fig_w, fig_h),
                                  gridspec_kw={"width_ratios": widths})
         axes = axes[0]
@@ -116,6 +117,12 @@ def save_image_panels(panels: dict, path: str, ncol: int, row_labels: list[str] 
     if title:
         fig.suptitle(title, fontsize=11)
     return _save_tight(fig, path)
+
+
+def _text_inches(labels: list[str], fontsize: float) -> float:
+    """About how wide the longest line of the labels renders, in inches (0.6 em per character)."""
+    longest = max((len(line) for label in labels for line in label.split("\n")), default=0)
+    return longest * 0.6 * fontsize / 72
 
 
 def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None = None,
