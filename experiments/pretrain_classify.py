@@ -276,7 +276,7 @@ def verdict(m: dict) -> tuple[str, str]:
     def at(i):
         n = m["labels_per_class"][i]
         best = max(MAIN, key=lambda key: m[key][i])
-        return (f"{n}/class: scratch {common.pm(m['scratch'][i], m['scratch_std'][i], '.3f')}, best pretrained "
+        return (f"{n}/class: scratch {common.pm(m['scratch'][i], m['scratch_std'][i], '.3f')}, best main variant "
                 f"({best}) {common.pm(m[best][i], m[f'{best}_std'][i], '.3f')}")
     nums = "; ".join(at(i) for i in range(len(m["labels_per_class"])))
     if all(w == 1 for ws in wins.values() for w in ws):
