@@ -159,10 +159,13 @@ def verdict(m: dict) -> tuple[str, str]:
     s = m["settings"]
     gap = (f"test-minus-train loss gap {common.cell(s['small'], 'gap')} nats (small) vs "
            f"{common.cell(s['full'], 'gap')} (full)")
-    ood_text = "; ".join(
-        f"{m['settings'][name]['dataset']} model on {m['set_labels'][o]}: MSE {common.cell(s[name]['ood'][o], 'mse', '.3g')}"
-        f" vs {common.cell(s[name]['ood'][o], 'reference_mse', '.3g')} in distribution "
-        f"(x{common.cell(s[name]['ood'][o], 'mse_ratio', '.3g')})" for (name, o) in ood)
+    def against(name, o):
+        r = s[name]["ood"][o]
+        whose = "on its own test images" if r["reference"] == "this model's own test images" else \
+            "for the same images under their own dataset's model"
+        return (f"{s[name]['dataset']} model on {m['set_labels'][o]}: MSE {common.cell(r, 'mse', '.3g')} vs "
+                f"{common.cell(r, 'reference_mse', '.3g')} {whose} (x{common.cell(r, 'mse_ratio', '.3g')})")
+    ood_text = "; ".join(against(name, o) for (name, o) in ood)
     ood_ok = all(v == 1 for v in ood.values())
     ood_any = any(v == 1 for v in ood.values())
     if overfit == 1 and ood_ok:
