@@ -118,11 +118,16 @@ def get_scale(scale: str | Scale) -> Scale:
 
 
 def model_pair(scale: Scale, dataset: str, arch: str | None = None) -> tuple[ModelConfig, ModelConfig]:
-    """(AE config, VAE config) of the scale's architecture, shaped for the dataset's images."""
+    """(AE config, VAE config) of the scale's architecture, shaped for the dataset's images.
+
+    The VAE's latent is as wide as the AE's code, so that the two differ in their objective
+    only (the conv_vae preset alone has a narrower latent than the conv AE's 64 channels).
+    """
     arch = arch or scale.arch
     shape = data.SHAPES[dataset]
     suffix = "_rgb" if shape[-1] == 3 else ""
     ae, vae = config.preset(f"{arch}_ae{suffix}"), config.preset(f"{arch}_vae{suffix}")
+    vae = config.replace(vae, latent_dim=ae.latent_dim)
     if tuple(ae.image_shape) != shape:
         ae, vae = config.replace(ae, image_shape=shape), config.replace(vae, image_shape=shape)
     return ae, vae
