@@ -176,6 +176,10 @@ def test_scales():
         common.get_scale("huge")
     ae, vae = common.model_pair(quick, "sample_patches")
     assert ae.image_shape == vae.image_shape == (32, 32, 3) and ae.kind == "ae" and vae.kind == "vae"
+    for scale in ("quick", "full"):  # AE and VAE differ in their objective only, not in the latent width
+        for dataset in ("fashion_mnist", "sample_patches"):
+            ae, vae = common.model_pair(common.get_scale(scale), dataset)
+            assert ae.arch == vae.arch == common.get_scale(scale).arch and ae.latent_dim == vae.latent_dim
 
 
 def _row(p, f, sp=0.01, sf=1.0):
