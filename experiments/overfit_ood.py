@@ -161,8 +161,7 @@ def verdict(m: dict) -> tuple[str, str]:
            f"{common.cell(s['full'], 'gap')} (full)")
     def against(name, o):
         r = s[name]["ood"][o]
-        whose = "on its own test images" if r["reference"] == "this model's own test images" else \
-            "for the same images under their own dataset's model"
+        whose = "on its own test images" if o == "noise" else "for the same images under their own dataset's model"
         return (f"{s[name]['dataset']} model on {m['set_labels'][o]}: MSE {common.cell(r, 'mse', '.3g')} vs "
                 f"{common.cell(r, 'reference_mse', '.3g')} {whose} (x{common.cell(r, 'mse_ratio', '.3g')})")
     ood_text = "; ".join(against(name, o) for (name, o) in ood)
