@@ -96,7 +96,8 @@ def write_report(scale, modules, results, notes, total, out, full_results=None) 
 def render_report(scale, modules, results, notes, total_seconds, out, full_dir=None) -> str:
     ran = {n: m for n, m in results.items() if m}
     datasets = sorted({m["dataset"] for m in ran.values() if "anchors" in m})  # those judged by the classifier
-    device = common.device_string()
+    # Where the results were measured (a report can be rewritten elsewhere with --report-only).
+    device = ", ".join(sorted({m["device"] for m in ran.values()})) or common.device_string()
     summed = total_seconds is None
     if summed:
         total_seconds = sum(m["seconds"] for m in ran.values())
