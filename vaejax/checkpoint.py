@@ -89,21 +89,22 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None, m
             state, meta = restore(mngr, abstract_state, epoch)
             return epoch, state, meta
         except Exception as e:  # orbax / tensorstore raise many types for unreadable files
-            _silence_abandoned_reads()
+            silence_abandoned_io()
             moved_to = quarantine(mngr, epoch) if move_damaged else None
             if on_damaged is not None:
                 on_damaged(epoch, one_line(e), moved_to)
     return None, None, None
 
 
-def _silence_abandoned_reads() -> None:
-    """Drop the noise of orbax's other reads of a damaged checkpoint.
+def silence_abandoned_io() -> None:
+    """Drop the noise of orbax's other reads or writes once one of them has failed.
 
-    When one array fails to read, orbax gives up on the others and closes its event loop while
-    they are still in flight. Each then reports its own failure as a stray traceback on stderr:
-    an unawaited coroutine, a callback into the closed loop, or asyncio's "Task exception was
-    never retrieved". They repeat the one line that on_damaged reports, so they are dropped;
-    everything else still reaches the previous hook and the asyncio logger.
+    When one array fails to read (a damaged checkpoint) or to write (a full disk), orbax gives up
+    on the others and closes its event loop while they are still in flight. Each then reports its
+    own failure as a stray traceback on stderr: an unawaited coroutine, a callback into the closed
+    loop, or asyncio's "Task exception was never retrieved". They repeat the one line vaejax
+    reports, so they are dropped; everything else still reaches the previous hook and the asyncio
+    logger.
     """
     previous = sys.unraisablehook
     if getattr(previous, "_vaejax_filter", False):
@@ -119,9 +120,12 @@ def _silence_abandoned_reads() -> None:
 
     hook._vaejax_filter = True
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(
-        lambda record: not (record.getMessage().startswith("Task exception was never retrieved")
-                            and "orbax" in record.getMessage()))
+    logging.getLogger("asyncio").addFilter(_not_an_orbax_task)  # added once: addFilter skips a repeat
+
+
+def _not_an_orbax_task(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
 
 
 def quarantine(mngr: ocp.CheckpointManager, epoch: int) -> str:
