@@ -230,14 +230,9 @@ def conv_transpose2d(x_BHWC, kernel_HWIO, stride: int, padding, path: str = "lax
     return _batched(conv_transpose_fast, x_BHWC, kernel_HWIO, stride, padding)
 
 
-def _conv_params(module: nn.Module, k: int, c_in: int, features: int):
-    """nn.Conv's and nn.ConvTranspose's parameters: kernel (k, k, c_in, features), lecun-normal; bias zeros."""
-    kernel = module.param("kernel", nn.initializers.lecun_normal(), (k, k, c_in, features), jnp.float32)
-    return kernel, module.param("bias", nn.initializers.zeros_init(), (features,), jnp.float32)
-
-
-class Conv(nn.Module):
-    """nn.Conv with a square kernel and explicit padding: the same parameters (kernel HWIO, bias), either path."""
+class _ConvLayer(nn.Module):
+    """A square-kernel conv with explicit padding and nn.Conv's parameters (kernel HWIO, lecun-normal;
+    bias zeros); subclasses name the op. The class name is the parameters' name, as in flax."""
 
     features: int
     kernel_size: int
@@ -247,23 +242,22 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel, bias = _conv_params(self, self.kernel_size, x.shape[-1], self.features)
-        return conv2d(x, kernel, self.stride, self.padding, conv_path(self.path)) + bias
+        shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        return self.op(x, kernel, self.stride, self.padding, conv_path(self.path)) + bias
 
 
-class ConvTranspose(nn.Module):
+class Conv(_ConvLayer):
+    """nn.Conv with a square kernel and explicit padding: the same parameters, either path."""
+
+    op = staticmethod(conv2d)
+
+
+class ConvTranspose(_ConvLayer):
     """nn.ConvTranspose with a square kernel and explicit padding: the same parameters, either path."""
 
-    features: int
-    kernel_size: int
-    stride: int = 1
-    padding: tuple = ((0, 0), (0, 0))
-    path: str | None = None  # None: conv_path()
-
-    @nn.compact
-    def __call__(self, x):
-        kernel, bias = _conv_params(self, self.kernel_size, x.shape[-1], self.features)
-        return conv_transpose2d(x, kernel, self.stride, self.padding, conv_path(self.path)) + bias
+    op = staticmethod(conv_transpose2d)
 
 
 def _dense(features: int, fan_in: int) -> nn.Dense:
