@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
+from experiments import common
 from vaejax import config, data, parallel, train
 
 PRESETS = ("mlp_vae", "conv_ae", "conv_vae")
@@ -221,8 +221,13 @@ def add_ratios(records: list[dict]) -> None:
             continue
         for peer in records:
             if peer["preset"] == rec["preset"] and peer["framework"].startswith("torch"):
-                key = "x_" + peer["framework"].replace(" ", "_").replace(".", "_")
-                rec[key] = rec["images_per_s"] / peer["images_per_s"] if "images_per_s" in peer else None
+                rec[_ratio_key(peer["framework"])] = \
+                    rec["images_per_s"] / peer["images_per_s"] if "images_per_s" in peer else None
+
+
+def _ratio_key(framework: str) -> str:
+    """The record key of the ratio to a peer: "torch eager" -> "x_torch_eager"."""
+    return "x_" + framework.replace(" ", "_").replace(".", "_")
 
 
 # ---------------------------------------------------------------------------- time to quality
@@ -285,7 +290,7 @@ def format_table(records: list[dict]) -> str:
                f"[{r['images_per_s_min']:,.0f}, {r['images_per_s_max']:,.0f}]", f"{r['images_per_cpu_s']:,.0f}",
                "-" if r.get("compile_s") is None else f"{r['compile_s']:.2f}"]
         for p in peers:
-            ratio = r.get("x_" + p.replace(" ", "_").replace(".", "_"))
+            ratio = r.get(_ratio_key(p))
             row.append("" if ratio is None else f"{ratio:.2f}x")
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -377,7 +382,7 @@ def main(argv=None) -> list[dict]:
               f"({ttq['vaejax_seconds']:.1f} s vs {ttq['peer_seconds']:.1f} s)")
         records.append({"mode": "time_to_quality", **ttq})
     if args.json:
-        _write_json(args.json, records)
+        common.write_json(args.json, records)
         print(f"\nwrote {len(records)} records to {args.json}")
     return records
 
@@ -402,15 +407,6 @@ def _print_notes(records):
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _write_json(path, records):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(records, f, indent=1)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
