@@ -123,6 +123,14 @@ def test_report_only_writes_the_same_report_and_adds_full_scale_verdicts(smoke, 
     judged = [n for n in present() if hasattr(common.load_experiment(n), "verdict")]
     assert report.count("**At full scale (") == len(judged)
 
+    # Rewritten elsewhere, the report still names the device the results were measured on.
+    for name in present():
+        m = common.read_metrics(copy, name)
+        common.write_json(os.path.join(copy, name, "metrics.json"), dict(m, device="gpu (H100) x8"))
+    assert run_all.main(["--report-only", "--out", copy]) == 0
+    report = open(os.path.join(copy, "REPORT.md")).read()
+    assert "on **gpu (H100) x8**" in report and "Device: gpu (H100) x8." in report
+
 
 @pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"], ["--report-only"]])
 def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
