@@ -55,7 +55,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     total = time.perf_counter() - started
     common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
-                                                    "seconds": round(total, 1), "notes": notes})
+                                                    "seconds": total, "notes": notes})
     write_report(scale, modules, results, notes, total, out, full_results)
     return results
 
