@@ -276,12 +276,12 @@ def test_failed_save_is_reported_with_its_epoch(tmp_path, capfd, monkeypatch):
     assert [r["epoch"] for r in cli_runs.metrics(tmp_path / "run")] == [1]
 
 
-def test_silence_abandoned_io_drops_only_orbax_leftovers(monkeypatch):
+def test_silence_abandoned_io_drops_only_orbax_leftovers(monkeypatch, tmp_path):
     """Deterministic: the damaged-checkpoint and full-disk tests above see these leftovers only sometimes."""
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    checkpoint.silence_abandoned_io()
-    checkpoint.silence_abandoned_io()  # a second failure does not stack a second filter
+    checkpoint.silence_abandoned_io(str(tmp_path / "checkpoints"))
+    checkpoint.silence_abandoned_io(str(tmp_path / "checkpoints"))  # a second manager does not stack a second filter
     namespace = {}
     exec(compile("async def read(): pass", "/site-packages/orbax/checkpoint/fake.py", "exec"), namespace)
     orbax_read = namespace["read"]()
@@ -299,7 +299,38 @@ def test_silence_abandoned_io_drops_only_orbax_leftovers(monkeypatch):
     other.close()
     assert [str(u.exc_value) for u in seen] == ["a real problem", "something else"]
 
-    asyncio_log = logging.getLogger("asyncio")
-    record = lambda msg: logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)  # noqa: E731
-    assert not asyncio_log.filter(record("Task exception was never retrieved\nfuture: <Task coro=<orbax read>>"))
-    assert asyncio_log.filter(record("Task exception was never retrieved\nfuture: <Task coro=<my_task>>"))
+    def raised_in(filename):
+        namespace = {}
+        exec(compile("def fail(): raise ValueError('read failed')", filename, "exec"), namespace)
+        try:
+            namespace["fail"]()
+        except ValueError as e:
+            return e
+
+    in_orbax = raised_in("/site-packages/orbax/checkpoint/fake.py")
+    try:
+        raise RuntimeError("wrapped") from in_orbax
+    except RuntimeError as e:
+        wrapping_orbax = e
+    in_tensorstore = ValueError(f"OUT_OF_RANGE: Error reading in local file {tmp_path}/checkpoints/4/state/")
+    assert not _passes("Task exception was never retrieved\nfuture: <Task>", in_orbax)
+    assert not _passes("_GatheringFuture exception was never retrieved", wrapping_orbax)
+    assert not _passes("Future exception was never retrieved", in_tensorstore)  # no traceback, names the folder
+    assert _passes("Task exception was never retrieved\nfuture: <Task>", raised_in("/site-packages/mylib/io.py"))
+    assert _passes("Future exception was never retrieved", ValueError(f"Error reading {tmp_path}/data.npz"))
+    assert _passes("Exception in callback", in_orbax)
+
+
+def test_opening_a_manager_installs_the_filter_before_any_read(monkeypatch, tmp_path):
+    """A leftover can be reported while orbax still unwinds a failed restore, before vaejax sees the error."""
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)
+    checkpoint.manager(str(tmp_path / "run")).close()
+    assert getattr(sys.unraisablehook, "_vaejax_filter", False)
+    leftover = ValueError(f"DATA_LOSS: Error reading local file {tmp_path}/run/checkpoints/2/state/d/0")
+    assert not _passes("Future exception was never retrieved", leftover)
+
+
+def _passes(message, exc):
+    """Whether the asyncio logger lets a record of `message` about `exc` through its filters."""
+    record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, (type(exc), exc, exc.__traceback__))
+    return bool(logging.getLogger("asyncio").filter(record))

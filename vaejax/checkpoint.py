@@ -39,6 +39,7 @@ def manager(workdir: str, max_to_keep: int = 3, read_only: bool = False) -> ocp.
     A writing manager removes what interrupted saves left; read_only=True touches nothing
     (for reading a run that may still be training).
     """
+    silence_abandoned_io(checkpoint_dir(workdir))
     if read_only:
         options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
     else:
@@ -89,23 +90,28 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None, m
             state, meta = restore(mngr, abstract_state, epoch)
             return epoch, state, meta
         except Exception as e:  # orbax / tensorstore raise many types for unreadable files
-            silence_abandoned_io()
             moved_to = quarantine(mngr, epoch) if move_damaged else None
             if on_damaged is not None:
                 on_damaged(epoch, one_line(e), moved_to)
     return None, None, None
 
 
-def silence_abandoned_io() -> None:
-    """Drop the noise of orbax's other reads or writes once one of them has failed.
+_QUIET_DIRS: set[str] = set()  # checkpoint folders whose failed reads and writes are reported by vaejax
+
+
+def silence_abandoned_io(directory: str) -> None:
+    """Drop the noise orbax leaves when one of its reads or writes fails; `directory`: a checkpoint folder.
 
     When one array fails to read (a damaged checkpoint) or to write (a full disk), orbax gives up
     on the others and closes its event loop while they are still in flight. Each then reports its
     own failure as a stray traceback on stderr: an unawaited coroutine, a callback into the closed
-    loop, or asyncio's "Task exception was never retrieved". They repeat the one line vaejax
-    reports, so they are dropped; everything else still reaches the previous hook and the asyncio
-    logger.
+    loop, or asyncio's "<Task, Future or _GatheringFuture> exception was never retrieved". They
+    repeat the one line vaejax reports, so they are dropped; everything else still reaches the
+    previous hook and the asyncio logger. Installed when a manager opens, since a leftover can be
+    reported while orbax is still unwinding, before its error reaches vaejax.
     """
+    _QUIET_DIRS.add(directory)
+    logging.getLogger("asyncio").addFilter(_not_an_orbax_leftover)  # addFilter skips a repeat
     previous = sys.unraisablehook
     if getattr(previous, "_vaejax_filter", False):
         return
@@ -120,12 +126,33 @@ def silence_abandoned_io() -> None:
 
     hook._vaejax_filter = True
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(_not_an_orbax_task)  # added once: addFilter skips a repeat
 
 
-def _not_an_orbax_task(record: logging.LogRecord) -> bool:
+def _not_an_orbax_leftover(record: logging.LogRecord) -> bool:
+    """False for "... exception was never retrieved" about an error raised in orbax or naming a checkpoint folder.
+
+    The second test catches tensorstore's own futures, whose errors carry no Python traceback.
+    """
     message = record.getMessage()
-    return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+    if "exception was never retrieved" not in message:
+        return True
+    exc = record.exc_info[1] if record.exc_info else None
+    text = message + str(exc)
+    return not (_raised_in_orbax(exc) or any(d in text for d in _QUIET_DIRS))
+
+
+def _raised_in_orbax(exc: BaseException | None) -> bool:
+    """Whether orbax's code is on the traceback of exc or of the exceptions it was raised from."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def quarantine(mngr: ocp.CheckpointManager, epoch: int) -> str:

@@ -676,7 +676,6 @@ class _Saver:
     def _failed(self, e):
         from vaejax import checkpoint
 
-        checkpoint.silence_abandoned_io()
         epoch, self.pending = self.pending, None
         checkpoint.remove_partial(self.mngr, epoch)
         self.mngr.reload()
