@@ -5,8 +5,11 @@ posterior mean), (b) encoder fine-tuned with a linear head, (c) the same archite
 linear head) trained from scratch. Every variant trains for the same number of Adam steps on the
 same labelled images; seed s uses pretrained model s, its own labelled subset and its own head init.
 
-Codes enter every head standardized by their mean and std over the unlabelled training images
-(no labels needed for that), so the heads see inputs of one scale whatever the encoder.
+Codes enter every head centred by their mean over the unlabelled training images and divided by
+one number per encoder, their root-mean-square spread (no labels needed for either), so the heads
+see inputs of one scale whatever the encoder. One number, not a std per dimension: a VAE leaves
+some dimensions inactive (posterior mean nearly constant), and dividing those by their own tiny
+std would turn them into unit-variance noise that a probe with few labels fits.
 """
 
 from __future__ import annotations
@@ -150,11 +153,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     scratch_params = jax.vmap(lambda key: models.init(key, ae.model_cfg))(jax.random.split(jax.random.key(77), S))
     encoders = {"scratch": (ae.model_cfg, scratch_params), "ae": (ae.model_cfg, ae.params),
                 "vae": (vae.model_cfg, vae.params)}
-    # Standardization of each encoder's code, from the unlabelled images: (S, D) means and stds.
-    stats = {}
-    for name, (cfg, params) in encoders.items():
-        c = codes(cfg, params, unlabelled[:5000])
-        stats[name] = (jnp.mean(c, 1), jnp.std(c, 1) + 1e-6)
+    stats = {name: code_scaling(codes(cfg, params, unlabelled[:5000])) for name, (cfg, params) in encoders.items()}
 
     def net_predict(cfg):
         code = code_fn(cfg)
@@ -228,8 +227,13 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     return common.finish(run, result)
 
 
+def code_scaling(c_SND: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(S, D) means and (S, 1) root-mean-square spreads of S encoders' codes of N images: h -> (h - mu) / sd."""
+    return jnp.mean(c_SND, 1), jnp.sqrt(jnp.mean(jnp.var(c_SND, 1), -1, keepdims=True)) + 1e-6
+
+
 def _frozen_stats(predict):
-    """predict with the standardization constants held fixed (no gradient into mu, sd)."""
+    """predict with the scaling constants held fixed (no gradient into mu, sd)."""
     def wrapped(p, x):
         p = dict(p, mu=jax.lax.stop_gradient(p["mu"]), sd=jax.lax.stop_gradient(p["sd"]))
         return predict(p, x)

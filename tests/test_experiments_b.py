@@ -120,6 +120,20 @@ def test_make_fit_learns_a_separable_problem_using_only_the_first_n():
 # ---------------------------------------------------------------------------- verdicts follow the numbers
 
 
+def test_code_scaling_keeps_inactive_dimensions_quiet():
+    """One spread per encoder: a nearly constant code dimension (an inactive VAE unit) stays near zero."""
+    key_active, key_inactive = jax.random.split(jax.random.key(0))
+    active = 3.0 * jax.random.normal(key_active, (2, 5000, 3)) + 1.0
+    inactive = 1e-3 * jax.random.normal(key_inactive, (2, 5000, 1))
+    c = jnp.concatenate([active, inactive], -1)
+    mu, sd = pretrain_classify.code_scaling(c)
+    assert mu.shape == (2, 4) and sd.shape == (2, 1)
+    h = (c - mu[:, None]) / sd[:, None]
+    np.testing.assert_allclose(jnp.mean(h ** 2, (1, 2)), 1.0, rtol=1e-3)  # one scale for the whole code
+    assert float(jnp.max(jnp.std(h[..., 3], 1))) < 0.01  # not blown up to unit variance
+    np.testing.assert_allclose(jnp.std(h[..., :3], 1), np.sqrt(4 / 3), rtol=0.05)  # 3 of 4 dims carry the variance
+
+
 def _pretrain_metrics(scratch, pretrained, std=0.01):
     m = {"labels_per_class": [1, 10, 100]}
     m["scratch"], m["scratch_std"] = scratch, [std] * 3
