@@ -118,7 +118,7 @@ def silence_abandoned_io(directory: str) -> None:
 
     def hook(unraisable):
         obj, exc = unraisable.object, unraisable.exc_value
-        if isinstance(obj, types.CoroutineType) and "orbax" in obj.cr_code.co_filename:
+        if isinstance(obj, types.CoroutineType) and _is_orbax_file(obj.cr_code.co_filename):
             return
         if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
             return
@@ -148,11 +148,15 @@ def _raised_in_orbax(exc: BaseException | None) -> bool:
         seen.add(id(exc))
         tb = exc.__traceback__
         while tb is not None:
-            if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+            if _is_orbax_file(tb.tb_frame.f_code.co_filename):
                 return True
             tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _is_orbax_file(filename: str) -> bool:
+    return f"{os.sep}orbax{os.sep}" in filename
 
 
 def quarantine(mngr: ocp.CheckpointManager, epoch: int) -> str:
