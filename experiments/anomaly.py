@@ -4,7 +4,7 @@ image) and by negative ELBO (VAE, averaged over a few posterior samples); AUROC 
 held-out class (positive) from the rest (negative) by a high score.
 
 All K x S models of one kind (K held-out classes, S seeds) train in one compiled program:
-train.make_train_steps(seeds=True) maps over a leading model axis, each model with its own batch
+engine.make_steps(models="vmap") maps over a leading model axis, each model with its own batch
 order drawn from the indices of its training classes (the data is shared, not copied). The
 training subsets are class-balanced, so every model sees the same number of images.
 """
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from vaejax import data, metrics, plots, train
+from vaejax import data, engine, metrics, plots, recipe
 
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "
          "higher reconstruction error (AE) or negative ELBO (VAE), so the score detects them (AUROC above chance).")
@@ -52,10 +52,11 @@ def train_leave_one_out(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int 
     k = idx_KL.shape[0]
     m = k * seeds
     init_key, order_key, run_key = jax.random.split(jax.random.key(seed), 3)
-    states = train.init_many(jax.random.split(init_key, m), cfg, tc)
+    r = recipe.build(cfg, tc)
+    states = engine.init_many(r.init_params, jax.random.split(init_key, m), r.optimizer)
     orders = batch_orders(jax.random.split(order_key, m), np.repeat(idx_KL, seeds, axis=0), steps, tc.batch_size)
     keys = jax.random.split(run_key, m)
-    fn = train.make_train_steps(cfg, tc, seeds=True)
+    fn = engine.make_steps(r.objective, r.optimizer, models="vmap")
     x_N = jnp.asarray(x_N, jnp.float32)
     bounds = np.linspace(0, steps, min(chunks, steps) + 1).astype(int)
     for a, b in zip(bounds[:-1], bounds[1:]):  # equal-sized pieces compile once (a remainder piece once more)
@@ -67,7 +68,7 @@ def train_leave_one_out(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int 
 
 def score_all(cfg, params_M, x_N, samples: int) -> np.ndarray:
     """(M, N) anomaly scores: each model's per-image loss (AE: reconstruction; VAE: negative ELBO, mean of `samples`)."""
-    scores = train.make_scores(cfg)
+    scores = engine.make_scores(recipe.objective(cfg))
     fn = jax.jit(jax.vmap(lambda p, x, key: scores(p, x, key)["loss"], in_axes=(0, None, None)))
     x = jnp.asarray(x_N, jnp.float32)
     reps = samples if cfg.kind == "vae" else 1

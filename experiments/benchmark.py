@@ -1,14 +1,20 @@
 """Training throughput of vaejax (and optionally a PyTorch peer) on the local accelerator.
 
     python -m experiments.benchmark [--preset mlp_vae conv_ae conv_vae] [--batch 128]
-        [--modes step epoch seeds] [--seeds 8] [--windows 5] [--json out.json]
+        [--modes step epoch seeds seeds_map devices] [--seeds 8] [--windows 5] [--json out.json]
         [--peer torch] [--time-to-quality]
 
 Modes (vaejax): step = a Python loop over the jitted train step, fed host batches (what most
 users write); epoch = a whole epoch in one compiled lax.scan over on-device data; seeds = S
-models trained at once with vmap (aggregate and per-model images/s). The PyTorch peer runs the
-same architecture, batch, optimizer (Adam 1e-3), loss and fashion_mnist data, eagerly and with
-torch.compile where that works.
+models trained at once with vmap (aggregate and per-model images/s); seeds_map = the same S
+models one after another inside one program (lax.map), the engine's other model axis.
+
+Every runner times anything the engine trains: a `recipe.Recipe`, or any object with an
+`objective`, an `optimizer` and `init_params(key)`, so a model of one's own is benchmarked by
+passing it to step_runner / epoch_runner with a name; the presets are the default rows.
+
+The PyTorch peer runs the same architecture, batch, optimizer (Adam 1e-3), loss and
+fashion_mnist data, eagerly and with torch.compile where that works, on the GPU when there is one.
 
 Following shared/DESIGN.md "Measuring speed": every runner is compiled before timing
 (compile seconds reported apart), each timed window blocks once at its end, and the runners
@@ -26,13 +32,14 @@ import time
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from vaejax import config, data, parallel, train
+from vaejax import config, data, engine, parallel, recipe
 
 PRESETS = ("mlp_vae", "conv_ae", "conv_vae")
-MODES = ("step", "epoch", "seeds", "devices")
+MODES = ("step", "epoch", "seeds", "seeds_map", "devices")
 DATASET = "fashion_mnist"
 
 
@@ -67,16 +74,22 @@ def _cpu_model() -> str:
         return "cpu"
 
 
-def step_runner(preset: str, batch: int, x_N: np.ndarray, steps: int) -> Runner:
+def preset_trainee(preset: str, batch: int) -> recipe.Recipe:
+    """A preset with the benchmark's optimizer (Adam 1e-3) and its ELBO or reconstruction objective."""
+    return recipe.build(config.preset(preset), config.TrainConfig(batch_size=batch))
+
+
+def step_runner(name: str, trainee, batch: int, x_N: np.ndarray, steps: int) -> Runner:
     """A Python loop over the jitted step, each batch a host array sliced from a shuffled epoch."""
-    mc, tc = config.preset(preset), config.TrainConfig(batch_size=batch)
     key = jax.random.key(0)
-    box = {"state": train.init_state(key, mc, tc), "order": np.random.default_rng(0).permutation(len(x_N)), "i": 0}
+    box = {"state": engine.init(trainee.init_params(key), trainee.optimizer),
+           "order": np.random.default_rng(0).permutation(len(x_N)), "i": 0}
     fn = {}
 
     def compile_():
         t = time.perf_counter()
-        fn["step"] = train.make_train_step(mc, tc).lower(box["state"], x_N[:batch], key).compile()
+        step = engine.make_step(trainee.objective, trainee.optimizer)
+        fn["step"] = step.lower(box["state"], x_N[:batch], key).compile()
         box["state"] = jax.block_until_ready(fn["step"](box["state"], x_N[:batch], key)[0])
         return time.perf_counter() - t
 
@@ -89,17 +102,18 @@ def step_runner(preset: str, batch: int, x_N: np.ndarray, steps: int) -> Runner:
         box["state"] = jax.block_until_ready(state)
         return steps * batch
 
-    return Runner(_base_record(preset, "step", batch, 1, "vaejax"), compile_, window)
+    return Runner(_base_record(name, "step", batch, 1, "vaejax"), compile_, window)
 
 
-def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0, devices: bool = False) -> Runner:
-    """One compiled epoch (lax.scan over on-device data) per window; seeds > 0 vmaps that many models.
+def epoch_runner(name: str, trainee, batch: int, x_N: np.ndarray, seeds: int = 0, devices: bool = False,
+                 model_axis: str = "vmap") -> Runner:
+    """One compiled epoch (lax.scan over on-device data) per window; seeds > 0 trains that many models.
 
-    With S seeds a window is one epoch over the first N/S images (rounded to whole batches), so
-    that it does one full epoch's work; images/s counts every model's images. devices=True
-    shards each batch over a mesh of all local devices (data parallel, state replicated).
+    With S seeds (mapped over by model_axis, "vmap" or "map") a window is one epoch over the first
+    N/S images (rounded to whole batches), so that it does one full epoch's work; images/s counts
+    every model's images. devices=True shards each batch over a mesh of all local devices (data
+    parallel, state replicated).
     """
-    mc, tc = config.preset(preset), config.TrainConfig(batch_size=batch)
     if seeds:
         x_N = x_N[: max(len(x_N) // seeds // batch, 1) * batch]
     mesh = parallel.data_mesh() if devices else None
@@ -107,19 +121,19 @@ def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0, devic
         parallel.check_batch(batch, mesh)
     x_dev = jax.device_put(x_N) if mesh is None else parallel.put_replicated(x_N, mesh)
     if seeds:
-        keys = jax.random.split(jax.random.key(0), seeds)
-        box = {"state": train.init_many(keys, mc, tc)}
-        make, key = train.make_train_many, keys
+        key = jax.random.split(jax.random.key(0), seeds)
+        box = {"state": engine.init_many(trainee.init_params, key, trainee.optimizer)}
     else:
         key = jax.random.key(0)
-        state = train.init_state(key, mc, tc)
+        state = engine.init(trainee.init_params(key), trainee.optimizer)
         box = {"state": state if mesh is None else parallel.put_replicated(state, mesh)}
-        make = train.make_train_epoch if mesh is None else functools.partial(train.make_train_epoch, mesh=mesh)
+    make = functools.partial(engine.make_epoch, trainee.objective, trainee.optimizer, batch,
+                             models=model_axis if seeds else None, mesh=mesh)
     fn = {}
 
     def compile_():
         t = time.perf_counter()
-        fn["epoch"] = make(mc, tc).lower(box["state"], x_dev, key).compile()
+        fn["epoch"] = make().lower(box["state"], x_dev, key).compile()
         seconds = time.perf_counter() - t
         box["state"] = jax.block_until_ready(fn["epoch"](box["state"], x_dev, key)[0])  # warm-up, untimed
         return seconds
@@ -128,8 +142,8 @@ def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0, devic
         box["state"] = jax.block_until_ready(fn["epoch"](box["state"], x_dev, key)[0])
         return (len(x_N) // batch) * batch * max(seeds, 1)
 
-    mode = "seeds" if seeds else "devices" if devices else "epoch"
-    record = _base_record(preset, mode, batch, max(seeds, 1), "vaejax")
+    mode = ("seeds" if model_axis == "vmap" else "seeds_map") if seeds else "devices" if devices else "epoch"
+    record = _base_record(name, mode, batch, max(seeds, 1), "vaejax")
     record["devices"] = 1 if mesh is None else mesh.size
     return Runner(record, compile_, window)
 
@@ -138,19 +152,23 @@ def epoch_runner(preset: str, batch: int, x_N: np.ndarray, seeds: int = 0, devic
 
 
 def torch_runner(preset: str, batch: int, x_N: np.ndarray, steps: int, compiled: bool) -> Runner:
-    """The PyTorch peer's training loop: eager, or with torch.compile (compiled on the first step)."""
+    """The PyTorch peer's training loop on its GPU if it has one, else the CPU: eager, or with
+    torch.compile (compiled on the first steps)."""
     import torch
     from experiments import torch_peer
 
     mc = config.preset(preset)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
     torch.manual_seed(0)
-    net = torch_peer.model(mc)
-    x_t = torch_peer.to_torch(mc, x_N)
+    net = torch_peer.model(mc).to(device)
+    x_t = torch_peer.to_torch(mc, x_N).to(device)
     gen = torch.Generator().manual_seed(0)
     box = {"batches": [], "step": None}
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     record = _base_record(preset, "step", batch, 1, "torch.compile" if compiled else "torch eager")
-    record.update(backend="cpu", device=f"{_cpu_model()}, {torch.get_num_threads()} threads", jax=None,
-                  torch=torch.__version__)
+    record.update(backend="gpu" if cuda else "cpu", jax=None, torch=torch.__version__,
+                  device=torch.cuda.get_device_name() if cuda else f"{_cpu_model()}, {torch.get_num_threads()} threads")
 
     def next_batch():
         if not box["batches"]:
@@ -162,11 +180,13 @@ def torch_runner(preset: str, batch: int, x_N: np.ndarray, steps: int, compiled:
         box["step"] = torch_peer.make_step(net, compile=compiled)
         for _ in range(3 if compiled else 1):  # torch.compile traces forward and backward on first calls
             box["step"](next_batch())
+        sync()
         return time.perf_counter() - t
 
     def window():
         for _ in range(steps):
             box["step"](next_batch())
+        sync()
         return steps * batch
 
     return Runner(record, compile_, window)
@@ -249,9 +269,10 @@ def time_to_quality(x_train, x_test, batch: int, epochs: int = 10, max_epochs: i
     key = jax.random.key(0)
     t0 = time.perf_counter()
     x_dev, x_test_dev = jax.device_put(x_train), jax.device_put(x_test)
-    state = train.init_state(key, mc, tc)
-    epoch = train.make_train_epoch(mc, tc).lower(state, x_dev, key).compile()
-    evaluate = train.make_evaluate(mc)
+    r = recipe.build(mc, tc)
+    state = r.init_state(key)
+    epoch = engine.make_epoch(r.objective, r.optimizer, batch).lower(state, x_dev, key).compile()
+    scores = engine.make_scores(r.objective)
     train_s, eval_s, loss, n = time.perf_counter() - t0, 0.0, float("inf"), 0
     while loss > peer_loss and n < max_epochs:
         t = time.perf_counter()
@@ -260,7 +281,7 @@ def time_to_quality(x_train, x_test, batch: int, epochs: int = 10, max_epochs: i
         train_s += time.perf_counter() - t
         n += 1
         t = time.perf_counter()
-        loss = evaluate(state.params, x_test_dev, jax.random.fold_in(key, 10_000 + n))["loss"]
+        loss = float(jnp.mean(scores(state.params, x_test_dev, jax.random.fold_in(key, 10_000 + n))["loss"]))
         eval_s += time.perf_counter() - t
     log(f"  vaejax mlp_vae: {n} epochs in {train_s:.1f} s (+{eval_s:.1f} s of test evaluations), test loss {loss:.2f}")
     return {"preset": "mlp_vae", "batch": batch, "peer": "torch eager", "peer_epochs": epochs,
@@ -353,15 +374,17 @@ def main(argv=None) -> list[dict]:
     print(f"load average at start: {_load()} (other processes share these cores)")
     records = []
     for preset in args.preset:
-        runners = []
+        runners, trainee = [], preset_trainee(preset, args.batch)
         if "step" in args.modes:
-            runners.append(step_runner(preset, args.batch, x_train, args.steps))
+            runners.append(step_runner(preset, trainee, args.batch, x_train, args.steps))
         if "epoch" in args.modes:
-            runners.append(epoch_runner(preset, args.batch, x_train))
+            runners.append(epoch_runner(preset, trainee, args.batch, x_train))
         if "seeds" in args.modes:
-            runners.append(epoch_runner(preset, args.batch, x_train, seeds=args.seeds))
+            runners.append(epoch_runner(preset, trainee, args.batch, x_train, seeds=args.seeds))
+        if "seeds_map" in args.modes:
+            runners.append(epoch_runner(preset, trainee, args.batch, x_train, seeds=args.seeds, model_axis="map"))
         if "devices" in args.modes:
-            runners.append(epoch_runner(preset, args.batch, x_train, devices=True))
+            runners.append(epoch_runner(preset, trainee, args.batch, x_train, devices=True))
         if args.peer:
             runners.append(torch_runner(preset, args.batch, x_train, args.steps, compiled=False))
             if not args.no_torch_compile:
@@ -390,7 +413,7 @@ def main(argv=None) -> list[dict]:
 def _add_seed_speedup(records):
     """Seeds rows: aggregate images/s over the single-model epoch row of the same preset."""
     for r in records:
-        if r["mode"] == "seeds" and "images_per_s" in r:
+        if r["mode"] in ("seeds", "seeds_map") and "images_per_s" in r:
             single = [e for e in records if e["preset"] == r["preset"] and e["mode"] == "epoch" and "images_per_s" in e]
             if single:
                 r["x_single_model_epoch"] = r["images_per_s"] / single[0]["images_per_s"]
@@ -399,7 +422,7 @@ def _add_seed_speedup(records):
 def _print_notes(records):
     for r in records:
         if "x_single_model_epoch" in r:
-            print(f"{r['preset']} seeds S={r['seeds']}: aggregate {r['x_single_model_epoch']:.2f}x the single-model epoch")
+            print(f"{r['preset']} {r['mode']} S={r['seeds']}: aggregate {r['x_single_model_epoch']:.2f}x the single-model epoch")
     for r in records:
         if r["preset"] == "mlp_vae" and r["mode"] == "epoch" and r.get("compile_s") is not None:
             print(f"mlp_vae epoch compile: {r['compile_s']:.2f} s")

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -36,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import config, data, metrics, train
+from vaejax import config, data, engine, files, metrics, recipe
+from vaejax.cli import UsageError
 from vaejax.config import ModelConfig, TrainConfig
 
 # The eight experiments of the report, in its order, then sections that are figures only.
@@ -45,10 +45,6 @@ EXPERIMENTS = ("interpolation", "random_latent", "centroids", "pretrain_classify
 SECTIONS = ("latent_space",)
 VERDICTS = ("holds", "does not hold", "mixed")
 DEFAULT_DATASET = "fashion_mnist"
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (bad flag, unsupported dataset); str(e) is one line naming the fix."""
 
 
 # ---------------------------------------------------------------------------- scales
@@ -204,7 +200,7 @@ class Trained:
 
 def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int, seed: int = 0,
                 target_N=None, eval_sets: dict | None = None, log: Callable[[str], None] | None = None) -> Trained:
-    """Train `seeds` models of model_cfg on x_N at once (train.make_train_many: seeds are a vmapped axis).
+    """Train `seeds` models of model_cfg on x_N at once (engine.make_epoch, seeds a vmapped model axis).
 
     Model i starts from init key i and trains with its own shuffle/noise key, both derived from
     `seed`. target_N: what the decoder should output (default x_N). eval_sets: name -> images;
@@ -212,27 +208,28 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
     """
     start = time.perf_counter()
     x_N = jnp.asarray(x_N, jnp.float32)
-    target = None if target_N is None else jnp.asarray(target_N, jnp.float32)
+    train_data = x_N if target_N is None else (x_N, jnp.asarray(target_N, jnp.float32))
     init_keys, run_keys = jax.random.split(jax.random.key(seed))
-    states = train.init_many(jax.random.split(init_keys, seeds), model_cfg, train_cfg)
+    r = recipe.build(model_cfg, train_cfg)
+    states = engine.init_many(r.init_params, jax.random.split(init_keys, seeds), r.optimizer)
     keys = jax.random.split(run_keys, seeds)
-    many = train.make_train_many(model_cfg, train_cfg)
-    args = (states, x_N, keys) if target is None else (states, x_N, keys, target)
+    many = engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, models="vmap")
     t0 = time.perf_counter()
-    epoch = many.lower(*args).compile()
+    epoch = many.lower(states, train_data, keys).compile()
     compile_seconds = time.perf_counter() - t0
     eval_fns = {}
     if eval_sets:
-        scores = train.make_scores(model_cfg, train_cfg.beta)
-        many_scores = jax.jit(jax.vmap(lambda p, x, k: {n: jnp.mean(v) for n, v in scores(p, x, k).items()},
-                                       in_axes=(0, None, None)))
+        scores = engine.make_scores(r.objective)
+        many_scores = jax.jit(jax.vmap(lambda p, x, k: {n: jnp.mean(v) for n, v in scores(p, x, k).items()
+                                                         if v.ndim == 1}, in_axes=(0, None, None)))
         eval_fns = {name: (many_scores, jnp.asarray(x, jnp.float32)) for name, x in eval_sets.items()}
     curves: dict[str, list] = {}
     eval_curves: dict[str, dict[str, list]] = {name: {} for name in eval_fns}
     for e in range(train_cfg.epochs):
-        states, step_metrics = epoch(states, x_N, keys) if target is None else epoch(states, x_N, keys, target)
+        states, step_metrics = epoch(states, train_data, keys)
         for name, v in step_metrics.items():
-            curves.setdefault(name, []).append(np.asarray(jnp.mean(v, axis=1)))
+            if v.ndim == 2:  # (seeds, steps): the scalar metrics
+                curves.setdefault(name, []).append(np.asarray(jnp.mean(v, axis=1)))
         for name, (fn, x_eval) in eval_fns.items():
             for term, v in fn(states.params, x_eval, jax.random.fold_in(run_keys, e)).items():
                 eval_curves[name].setdefault(term, []).append(np.asarray(v))
@@ -406,31 +403,12 @@ def finish(run: Run, result: dict) -> dict:
 
 def write_json(path: str, obj) -> None:
     """JSON (NaN/inf as null, numpy as Python) written to a temp file, then renamed: complete or absent."""
-    text = json.dumps(_plain(obj), indent=1, allow_nan=False)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_atomic(path, json.dumps(_plain(obj), indent=1, allow_nan=False) + "\n")
 
 
 def write_text(path: str, text: str) -> None:
     """A text file written atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_atomic(path, text)
 
 
 def read_metrics(out: str, name: str) -> dict | None:
@@ -438,13 +416,7 @@ def read_metrics(out: str, name: str) -> dict | None:
     return read_json(os.path.join(out, name, "metrics.json"))
 
 
-def read_json(path: str) -> dict | None:
-    """A JSON file's content, or None when absent or unreadable."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+read_json = files.read_json
 
 
 def _plain(obj):

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from experiments import common
-from vaejax import latent, metrics, plots, train
+from vaejax import engine, latent, metrics, plots, recipe
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "
          "than the noisy inputs and than a classical Gaussian-blur denoiser.")
@@ -46,22 +46,29 @@ def best_blur_sigma(clean, noisy, sigmas=BLUR_SIGMAS) -> tuple[float, list[float
     return float(sigmas[int(np.argmax(scores))]), scores
 
 
+def denoiser_epoch(cfg, tc):
+    """The jitted epoch of S denoisers (seeds vmapped) over (noisy, clean) pairs."""
+    r = recipe.build(cfg, tc)
+    return engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="vmap")
+
+
 def train_denoisers(epoch, cfg, tc, x_N, sigma: float, seeds: int, seed: int = 0, log=None):
     """S autoencoders (seeds vmapped) trained on clip(x + sigma eps) -> x, fresh noise each epoch.
 
-    epoch: train.make_train_many(cfg, tc), passed in so that every level reuses one compile.
+    epoch: denoiser_epoch(cfg, tc), passed in so that every level reuses one compile.
     Returns (params_S, per-epoch mean training loss (S, E), seconds).
     """
     start = time.perf_counter()
     init_keys, run_keys = jax.random.split(jax.random.key(seed))
-    states = train.init_many(jax.random.split(init_keys, seeds), cfg, tc)
+    r = recipe.build(cfg, tc)
+    states = engine.init_many(r.init_params, jax.random.split(init_keys, seeds), r.optimizer)
     keys = jax.random.split(run_keys, seeds)
     noise_key = jax.random.fold_in(run_keys, 1)
     x_N = jnp.asarray(x_N, jnp.float32)
     curve = []
     for e in range(tc.epochs):
         noisy = add_noise(jax.random.fold_in(noise_key, e), x_N, sigma)
-        states, m = epoch(states, noisy, keys, x_N)
+        states, m = epoch(states, (noisy, x_N), keys)
         curve.append(np.asarray(m["loss"].mean(axis=1)))
     if log:
         log(f"  sigma {sigma}: {tc.epochs} epochs, final loss {float(np.mean(curve[-1])):.2f} (mean over {seeds} seeds)")
@@ -80,7 +87,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     steps = sc.pick(smoke=sc.steps, quick=625, full=3000)
     batch = min(sc.batch_size, len(x))
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
-    epoch = train.make_train_many(cfg, tc)
+    epoch = denoiser_epoch(cfg, tc)
     run.log(f"{cfg.arch} AE latent {cfg.latent_dim}, {len(x)} images, {tc.epochs} epochs of batch {tc.batch_size}, "
             f"noise levels {list(levels)}, {S} seeds")
     rows = {"psnr_noisy": [], "psnr_denoised": [], "psnr_blur": []}

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from vaejax import data, latent, metrics, plots, train
+from vaejax import data, engine, latent, metrics, plots, recipe
 
 CLAIM = ("An autoencoder overfits a small training set (train loss falls while test loss stays high), and it "
          "reconstructs images unlike its training data (another dataset, noise) poorly.")
@@ -49,7 +49,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                     "other_test", ("primary_test", "noise")),
     }
     set_labels = {"primary_test": f"{primary} test", "other_test": f"{other} test", "noise": "uniform noise"}
-    scores = train.make_scores(cfg)
+    scores = engine.make_scores(recipe.objective(cfg))
     mse_of = _mse_fn(cfg)
     trained, per_image = {}, {}
     for name, (x, batch, desc, test_set, _) in settings.items():

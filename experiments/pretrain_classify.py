@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from experiments import common
-from vaejax import data, models, plots
+from vaejax import data, engine, models, objectives, plots
 
 CLAIM = ("An encoder pretrained as an autoencoder (or VAE) on unlabelled images lets a classifier reach a given "
          "accuracy with far fewer labelled images than the same network trained from scratch.")
@@ -73,28 +73,24 @@ def code_fn(cfg):
 
 
 def make_fit(predict, steps: int, batch: int, learning_rate: float = 1e-3):
-    """Jitted fit(params_S, x_SN, y_SN, n_S, keys_S) -> params_S: `steps` Adam steps of cross-entropy, vmapped over S.
+    """Jitted fit(params_S, x_SN, y_SN, n_S, keys_S) -> params_S: `steps` Adam steps of cross-entropy, S models.
 
-    predict(params, x_B) -> logits. Only the first n of the N (padded) examples are used: each step
-    draws `batch` of them with replacement, so one compiled program serves every labelled-set size.
+    predict(params, x_B) -> logits. Model s trains on the first n_s of its N (padded) examples, each
+    step drawing `batch` of them with replacement, so one compiled program serves every labelled-set
+    size. The S labelled sets become one dataset and each model's batches index its own rows.
     """
-    tx = optax.adam(learning_rate)
+    optimizer = optax.adam(learning_rate)
+    train_steps = engine.make_steps(objectives.classification(predict), optimizer, models="vmap")
 
-    def loss_fn(params, x_B, y_B):
-        return optax.softmax_cross_entropy_with_integer_labels(predict(params, x_B), y_B).mean()
+    def fit(params_S, x_SN, y_SN, n_S, keys_S):
+        s, n = y_SN.shape
+        draws_SKB = jax.vmap(lambda key, n_s: jax.random.randint(key, (steps, batch), 0, n_s))(keys_S, n_S)
+        order_SKB = draws_SKB + (n * jnp.arange(s))[:, None, None]
+        states = jax.vmap(lambda p: engine.init(p, optimizer))(params_S)
+        data = (x_SN.reshape((s * n,) + x_SN.shape[2:]), y_SN.reshape(-1))
+        return train_steps(states, data, order_SKB, keys_S)[0].params
 
-    def fit(params, x_N, y_N, n, key):
-        def body(carry, k):
-            params, opt_state = carry
-            idx = jax.random.randint(k, (batch,), 0, n)
-            grads = jax.grad(loss_fn)(params, x_N[idx], y_N[idx])
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        (params, _), _ = jax.lax.scan(body, (params, tx.init(params)), jax.random.split(key, steps))
-        return params
-
-    return jax.jit(jax.vmap(fit))
+    return jax.jit(fit)  # one program: the caller's params are not donated to the steps inside
 
 
 def make_accuracy(predict, chunk: int = 1000):

@@ -114,7 +114,7 @@ def _fwd(forward, x_B):
 
 def epoch_batches(x_N: torch.Tensor, batch: int, generator: torch.Generator):
     """Shuffled fixed-size batches of one epoch (the remainder dropped, as vaejax does)."""
-    order = torch.randperm(len(x_N), generator=generator)
+    order = torch.randperm(len(x_N), generator=generator).to(x_N.device)
     steps = len(x_N) // batch
     return [x_N[order[i * batch:(i + 1) * batch]] for i in range(steps)]
 

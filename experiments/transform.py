@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from vaejax import config, models, plots, train
+from vaejax import config, engine, models, plots, recipe
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
          "transformations, T = rescale 50% (rotate 90° (grayscale(x))): on test images it predicts T(x) far better "
@@ -82,7 +82,7 @@ def init_params(key, cfg: config.ModelConfig, in_shape):
 
 
 def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, log=None):
-    """S autoencoders trained at once (make_train_many, seeds vmapped) to map x_N to t_N.
+    """S autoencoders trained at once (engine.make_epoch, seeds vmapped) to map x_N to t_N.
 
     Returns (params_S, train loss per epoch (S, E), test MSE per pixel per epoch (S, E), seconds).
     """
@@ -90,21 +90,19 @@ def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, 
     in_shape = x_N.shape[1:]
     init_keys, run_keys = jax.random.split(jax.random.key(seed))
 
-    def init_state(key):
-        params = init_params(key, cfg, in_shape)
-        return train.TrainState(jnp.zeros((), jnp.int32), params, train.optimizer(tc).init(params))
-
-    states = jax.vmap(init_state)(jax.random.split(init_keys, seeds))
+    r = recipe.build(cfg, tc)
+    states = engine.init_many(lambda key: init_params(key, cfg, in_shape), jax.random.split(init_keys, seeds),
+                              r.optimizer)
     keys = jax.random.split(run_keys, seeds)
     x_N, t_N = jnp.asarray(x_N), jnp.asarray(t_N)
-    epoch = train.make_train_many(cfg, tc)
-    scores = train.make_scores(cfg)
-    test_mse = jax.jit(jax.vmap(lambda p, x, t: jnp.mean(scores(p, x, jax.random.key(0), t)["recon"]),
+    epoch = engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="vmap")
+    scores = engine.make_scores(r.objective)
+    test_mse = jax.jit(jax.vmap(lambda p, x, t: jnp.mean(scores(p, (x, t), jax.random.key(0))["recon"]),
                                 in_axes=(0, None, None)))
     pixels = cfg.num_pixels
     losses, tests = [], []
     for e in range(tc.epochs):
-        states, metrics = epoch(states, x_N, keys, t_N)
+        states, metrics = epoch(states, (x_N, t_N), keys)
         losses.append(np.asarray(metrics["loss"].mean(axis=1)))
         tests.append(np.asarray(test_mse(states.params, x_test, t_test)) / pixels)
         if log and (e + 1 == tc.epochs or (e + 1) % max(1, tc.epochs // 4) == 0):

@@ -36,7 +36,7 @@ def env(**extra) -> dict:
         "VAEJAX_CACHE_DIR": os.environ.get("VAEJAX_CACHE_DIR", os.path.join(_SHARED, "data-cache")),
         "PYTHONUNBUFFERED": "1",
     })
-    for k in [k for k in e if k.startswith(("VAEJAX_TEST_", "JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS_ID"))]:
+    for k in [k for k in e if k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS_ID"))]:
         del e[k]
     e.update({k: str(v) for k, v in extra.items()})
     return e
@@ -46,10 +46,19 @@ def command(*args) -> list[str]:
     return [sys.executable, "-m", "vaejax.cli", *map(str, args)]
 
 
-def train(workdir, *args, epochs: int, timeout: float = 180, check: bool = True, **env_extra):
-    """Run `vaejax train` on the tiny settings; returns the CompletedProcess."""
-    proc = subprocess.run(command("train", *TINY, "--epochs", epochs, "--workdir", workdir, *args),
-                          env=env(**env_extra), capture_output=True, text=True, timeout=timeout)
+def train(workdir, *args, epochs: int, timeout: float = 180, check: bool = True, kill_at: str | None = None,
+          term_at: int | None = None, poison: int | None = None, **env_extra):
+    """Run `vaejax train` on the tiny settings; returns the CompletedProcess.
+
+    kill_at ("point:epoch"), term_at (an epoch) and poison (an image index) run it through
+    tests/fault_run.py instead, which injects that fault.
+    """
+    cmd = command("train", *TINY, "--epochs", epochs, "--workdir", workdir, *args)
+    faults = {"--kill-at": kill_at, "--term-at": term_at, "--poison": poison}
+    faults = [str(a) for flag, value in faults.items() if value is not None for a in (flag, value)]
+    if faults:
+        cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "fault_run.py"), *faults, "--", *cmd[3:]]
+    proc = subprocess.run(cmd, env=env(**env_extra), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"vaejax train failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -80,14 +89,19 @@ def done_digest(stdout: str) -> str:
     return found[-1]
 
 
+def checkpoint_name(epoch: int) -> str:
+    """The checkpoint folder of the state after `epoch` (checkpoints are named by update count)."""
+    return str(epoch * STEPS_PER_EPOCH)
+
+
 def state_digest(workdir, epoch: int) -> str:
-    """The SHA-256 of the whole train state (params and optimizer) saved with checkpoint `epoch`."""
-    with open(os.path.join(workdir, "checkpoints", str(epoch), "meta", "metadata")) as f:
+    """The SHA-256 of the whole train state (params and optimizer) saved after `epoch`."""
+    with open(os.path.join(workdir, "checkpoints", checkpoint_name(epoch), "meta", "metadata")) as f:
         return json.load(f)["state_sha256"]
 
 
-def checkpoint_epochs(workdir) -> list[str]:
-    return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+def checkpoint_names(workdir) -> list[str]:
+    return sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=lambda n: (len(n), n))
 
 
 def metrics(workdir) -> list[dict]:

@@ -109,7 +109,7 @@ ROWS = [
      "vaejax: error: --set 'hidden': expected KEY=VALUE, e.g. --set hidden=512,256"),
     ("set-unknown-key", ["--set", "hiden=512"], None,
      "vaejax: error: --set hiden=512: unknown key 'hiden'; choose one of: kind, arch, image_shape, hidden, channels, "
-     "latent_dim, likelihood, obs_sigma, learning_rate, batch_size, epochs, beta, binarize"),
+     "latent_dim, likelihood, obs_sigma, learning_rate, batch_size, epochs, beta, binarize, warmup_steps, free_bits, iwae_k"),
     ("set-bad-tuple", ["--set", "hidden=512;256"], None,
      "vaejax: error: --set hidden=512;256: expected comma-separated integers, e.g. --set hidden=512,256"),
     ("set-bad-float", ["--set", "obs_sigma=small"], None,
@@ -117,7 +117,7 @@ ROWS = [
     ("set-out-of-range", ["--set", "obs_sigma=-0.2"], None,
      "vaejax: error: obs_sigma must be > 0, got -0.2; change --set obs_sigma=..."),
     ("set-bad-choice", ["--set", "likelihood=poisson"], None,
-     "vaejax: error: likelihood must be one of ('bernoulli', 'gaussian', 'mse'), got 'poisson'; "
+     "vaejax: error: likelihood must be one of ('bernoulli', 'gaussian', 'gaussian_optimal', 'gaussian_learned', 'continuous_bernoulli', 'mse'), got 'poisson'; "
      "change --set likelihood=..."),
     ("set-wrong-length", ["--set", "image_shape=28,28"], None,
      "vaejax: error: --set image_shape=28,28: expected 3 comma-separated integers, e.g. --set image_shape=28,28,1"),

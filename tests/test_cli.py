@@ -1,6 +1,5 @@
 """`vaejax train | sample | presets` end to end, resume bitwise, checkpoint round trip, --set parsing."""
 
-import functools
 import os
 import subprocess
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 import cli_runs
-from vaejax import checkpoint, cli, config, parallel, train
+from vaejax import checkpoint, cli, config, parallel, recipe
 
 TINY_MODEL = config.replace(config.preset("mlp_vae"), hidden=(32,), latent_dim=4)
 TINY_TRAIN = config.TrainConfig(batch_size=200)
@@ -19,8 +18,8 @@ TINY_TRAIN = config.TrainConfig(batch_size=200)
 def _restore_state(workdir, epoch):
     """The TrainState saved after `epoch` by a tiny run."""
     mngr = checkpoint.manager(workdir)
-    make = functools.partial(train.init_state, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN)
-    state, _ = checkpoint.restore(mngr, checkpoint.abstract(make, jax.random.key(0)), epoch)
+    make = recipe.build(TINY_MODEL, TINY_TRAIN).init_state
+    state, _ = checkpoint.restore(mngr, checkpoint.abstract(make, jax.random.key(0)), epoch * cli_runs.STEPS_PER_EPOCH)
     mngr.close()
     return state
 
@@ -35,7 +34,7 @@ def test_train_smoke_writes_metrics_checkpoints_and_figures(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     assert {"train_loss", "test_loss", "test_kl", "seconds"} <= set(records[0])
     assert records[1]["train_loss"] < records[0]["train_loss"]
-    assert cli_runs.checkpoint_epochs(workdir) == ["1", "2"]
+    assert cli_runs.checkpoint_names(workdir) == [cli_runs.checkpoint_name(1), cli_runs.checkpoint_name(2)]
     for name in ("run.json", "reconstructions.png", "samples.png", "loss_curve.png"):
         assert (workdir / name).stat().st_size > 0, name
     assert not [n for n in os.listdir(workdir) if ".tmp" in n or n.startswith(".write-probe")]
@@ -65,13 +64,13 @@ def test_resume_after_epoch_k_is_bitwise_equal(tmp_path_factory, tmp_path):
 
 
 def test_checkpoint_round_trip_and_digest(tmp_path):
-    state = train.init_state(jax.random.key(3), TINY_MODEL, TINY_TRAIN)
+    state = recipe.build(TINY_MODEL, TINY_TRAIN).init_state(jax.random.key(3))
     state = state._replace(step=jnp.asarray(7, jnp.int32))
     mngr = checkpoint.manager(tmp_path)
     checkpoint.save(mngr, 1, state, {"note": "x"})
     mngr.wait_until_finished()
-    assert checkpoint.latest_epoch(mngr) == 1
-    make = functools.partial(train.init_state, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN)
+    assert mngr.latest_step() == 1
+    make = recipe.build(TINY_MODEL, TINY_TRAIN).init_state
     restored, meta = checkpoint.restore(mngr, checkpoint.abstract(make, jax.random.key(0)))
     assert meta["note"] == "x" and meta[checkpoint.DIGEST_KEY] == checkpoint.state_digest(state)
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(restored)):

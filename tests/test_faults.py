@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cli_runs
-from vaejax import checkpoint, cli, config, train
+from vaejax import checkpoint, cli, config, engine, fit, recipe
 
 EPOCHS = 4
 
@@ -41,7 +41,8 @@ def _assert_same_as(reference, workdir, stdout):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(cli_runs.metrics(workdir)) == strip(cli_runs.metrics(reference))
     assert not glob.glob(os.path.join(workdir, "checkpoints", "*tmp*"))
-    assert not glob.glob(os.path.join(workdir, "*.tmp*")), "a temporary file was left behind"
+    assert not glob.glob(os.path.join(workdir, "*.tmp*")) and not glob.glob(os.path.join(workdir, ".*.tmp")), \
+        "a temporary file was left behind"
 
 
 # ---------------------------------------------------------------- kill -9
@@ -52,12 +53,12 @@ def test_sigkill_at_each_critical_point_then_resume_is_bitwise(reference, tmp_pa
     (checkpoint not yet saved), and while orbax is writing a checkpoint; each time --resume goes on."""
     workdir = str(tmp_path / "run")
     for kill_at in ("mid_epoch:2", "in_log_write:2", "log_written:3", "in_save:4"):  # one command line throughout
-        proc = cli_runs.train(workdir, "--auto-resume", epochs=EPOCHS, check=False, VAEJAX_TEST_KILL_AT=kill_at)
+        proc = cli_runs.train(workdir, "--auto-resume", epochs=EPOCHS, check=False, kill_at=kill_at)
         assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stderr)
         for line in open(os.path.join(workdir, "metrics.jsonl")):
             json.loads(line)  # never a torn line
     # The kill came while orbax was writing epoch 4: its folder is there, unfinished, and is not taken.
-    assert f"{EPOCHS}.orbax-checkpoint-tmp" in cli_runs.checkpoint_epochs(workdir)
+    assert f"{cli_runs.checkpoint_name(EPOCHS)}.orbax-checkpoint-tmp" in cli_runs.checkpoint_names(workdir)
     proc = cli_runs.train(workdir, "--auto-resume", epochs=EPOCHS)
     assert f"resuming {workdir} after epoch {EPOCHS - 1}" in proc.stdout
     _assert_same_as(reference, workdir, proc.stdout)
@@ -70,7 +71,7 @@ def test_sigkill_from_outside_mid_run_then_resume_is_bitwise(reference, tmp_path
                                 env=cli_runs.env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not os.path.exists(
-                os.path.join(workdir, "checkpoints", "1")):
+                os.path.join(workdir, "checkpoints", cli_runs.checkpoint_name(1))):
             time.sleep(0.01)
         time.sleep(random.uniform(0.0, 0.05))  # somewhere in epoch 2: training, logging or saving
         proc.send_signal(signal.SIGKILL)
@@ -81,10 +82,25 @@ def test_sigkill_from_outside_mid_run_then_resume_is_bitwise(reference, tmp_path
     _assert_same_as(reference, workdir, done.stdout)
 
 
+def test_sigterm_saves_mid_epoch_exits_143_and_resume_is_bitwise(reference, tmp_path):
+    """A preempted VM gets SIGTERM: the state is saved at the next piece boundary, inside the epoch."""
+    workdir = str(tmp_path / "run")
+    proc = cli_runs.train(workdir, epochs=EPOCHS, check=False, term_at=2)
+    assert proc.returncode == cli.EXIT_PREEMPTED == 143, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "stopped by SIGTERM at epoch 2, step 2 of 20" in lines[0], proc.stderr
+    assert "rerun with --resume" in lines[0]
+    assert str(cli_runs.STEPS_PER_EPOCH + 2) in cli_runs.checkpoint_names(workdir)
+    assert [r["epoch"] for r in cli_runs.metrics(workdir)] == [1]
+    proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
+    assert f"resuming {workdir} after epoch 2, step 2 of 20" in proc.stdout
+    _assert_same_as(reference, workdir, proc.stdout)
+
+
 def test_resume_after_kill_before_first_checkpoint(reference, tmp_path):
     """Killed before its first checkpoint: --resume starts over (run.json says what to run) and ends bitwise equal."""
     workdir = str(tmp_path / "run")
-    proc = cli_runs.train(workdir, epochs=EPOCHS, check=False, VAEJAX_TEST_KILL_AT="mid_epoch:1")
+    proc = cli_runs.train(workdir, epochs=EPOCHS, check=False, kill_at="mid_epoch:1")
     assert proc.returncode == -signal.SIGKILL
     proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
     assert "no complete checkpoint" in proc.stdout
@@ -115,13 +131,13 @@ def _remove_state(ckpt):
 @pytest.mark.parametrize("damage", [_truncate_arrays, _flip_bytes, _remove_state], ids=["truncated", "flipped", "missing"])
 def test_damaged_latest_checkpoint_falls_back_to_previous(reference, tmp_path, damage):
     workdir = cli_runs.copy_run(reference, tmp_path / "run")
-    damage(os.path.join(workdir, "checkpoints", str(EPOCHS)))
+    damage(os.path.join(workdir, "checkpoints", cli_runs.checkpoint_name(EPOCHS)))
     proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS)
     notes = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(notes) == 1, proc.stderr  # one line: no stray tracebacks from orbax's abandoned reads
     assert f"checkpoint of epoch {EPOCHS} is damaged" in notes[0] and "falling back" in notes[0]
     assert f"after epoch {EPOCHS - 1}" in proc.stdout
-    assert os.listdir(os.path.join(workdir, "damaged_checkpoints"))[0].startswith(f"{EPOCHS}-")
+    assert os.listdir(os.path.join(workdir, "damaged_checkpoints"))[0].startswith(f"{cli_runs.checkpoint_name(EPOCHS)}-")
     _assert_same_as(reference, workdir, proc.stdout)
 
 
@@ -130,7 +146,7 @@ def test_damaged_latest_checkpoint_falls_back_to_previous(reference, tmp_path, d
 
 def _poison_index(epoch, step):
     """A training image that lands in batch `step` (1-based) of `epoch` of the tiny run."""
-    order = train.epoch_order(jax.random.key(0), (epoch - 1) * cli_runs.STEPS_PER_EPOCH, 4000, 200)
+    order = engine.epoch_order(jax.random.key(0), (epoch - 1) * cli_runs.STEPS_PER_EPOCH, 4000, 200)
     return int(order[step - 1, 7])
 
 
@@ -138,7 +154,7 @@ def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_checkpoint(referen
     workdir = cli_runs.copy_run(reference, tmp_path / "run")
     before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
     proc = cli_runs.train(workdir, "--resume", epochs=EPOCHS + 1, check=False,
-                          VAEJAX_TEST_POISON=_poison_index(EPOCHS + 1, 6))
+                          poison=_poison_index(EPOCHS + 1, 6))
     assert proc.returncode == cli.EXIT_NONFINITE, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -152,7 +168,7 @@ def test_nonfinite_loss_stops_naming_epoch_and_step_and_keeps_checkpoint(referen
 def test_skip_nonfinite_skips_the_update_and_goes_on(reference, tmp_path):
     workdir = cli_runs.copy_run(reference, tmp_path / "run")
     proc = cli_runs.train(workdir, "--resume", "--skip-nonfinite", epochs=EPOCHS + 1,
-                          VAEJAX_TEST_POISON=_poison_index(EPOCHS + 1, 6))
+                          poison=_poison_index(EPOCHS + 1, 6))
     last = cli_runs.metrics(workdir)[-1]
     assert last["epoch"] == EPOCHS + 1 and last["skipped"] == 1
     assert np.isfinite(last["train_loss"]) and np.isfinite(last["test_loss"])
@@ -162,10 +178,11 @@ def test_skip_nonfinite_skips_the_update_and_goes_on(reference, tmp_path):
 def test_skip_nonfinite_step_keeps_params_and_opt_state_bitwise():
     model = config.replace(config.preset("mlp_vae"), hidden=(8,), latent_dim=2)
     tc = config.TrainConfig(batch_size=4)
-    step = train.make_train_step(model, tc, skip_nonfinite=True)
+    r = recipe.build(model, tc)
+    step = engine.make_step(r.objective, r.optimizer, skip_nonfinite=True)
     key = jax.random.key(0)
     x = np.full((4, 28, 28, 1), 0.5, np.float32)
-    state, m = step(train.init_state(key, model, tc), x, key)
+    state, m = step(r.init_state(key), x, key)
     assert float(m["skipped"]) == 0.0
     kept = jax.tree_util.tree_map(np.asarray, state)
     x[2, 3, 4, 0] = np.inf
@@ -237,7 +254,7 @@ def test_read_only_mount_is_refused_before_training(tmp_path, capfd):
 
 
 def test_too_little_free_space_is_refused_before_training(tmp_path, capfd, monkeypatch):
-    monkeypatch.setattr(cli, "_free_bytes", lambda path: 10 * 2**20)
+    monkeypatch.setattr(fit, "free_bytes", lambda path: 10 * 2**20)
     line = _one_error_line(capfd, 2, cli.main(_tiny_argv(tmp_path / "run")))
     assert "MiB free but checkpoints and figures need about" in line and "free some space" in line
     assert not (tmp_path / "run").exists()
@@ -248,7 +265,7 @@ def test_disk_full_at_save_fails_cleanly(tmp_path, capfd, monkeypatch):
     mnt = tmp_path / "small"
     _mount_tmpfs(mnt, "size=600k")
     try:
-        monkeypatch.setattr(cli, "_free_bytes", lambda path: 2**40)  # get past the check, as if others filled it later
+        monkeypatch.setattr(fit, "free_bytes", lambda path: 2**40)  # get past the check, as if others filled it later
         line = _one_error_line(capfd, 1, cli.main(_tiny_argv(mnt / "run", 1)))
         assert "cannot write the checkpoint of epoch 1" in line and "no space left on device" in line
         assert "rerun with --resume" in line
@@ -263,16 +280,16 @@ def test_failed_save_is_reported_with_its_epoch(tmp_path, capfd, monkeypatch):
     """The same path without a mount: the checkpoint write raises ENOSPC."""
     real_save = checkpoint.save
 
-    def save(mngr, epoch, state, meta):
-        if epoch == 2:
+    def save(mngr, step, state, meta):
+        if step == 2 * cli_runs.STEPS_PER_EPOCH:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(mngr, epoch, state, meta)
+        return real_save(mngr, step, state, meta)
 
     monkeypatch.setattr(checkpoint, "save", save)
     line = _one_error_line(capfd, 1, cli.main(_tiny_argv(tmp_path / "run", 3)))
     assert "cannot write the checkpoint of epoch 2" in line and "no space left on device" in line
     assert "last complete checkpoint: epoch 1" in line
-    assert os.listdir(tmp_path / "run" / "checkpoints") == ["1"]
+    assert os.listdir(tmp_path / "run" / "checkpoints") == [cli_runs.checkpoint_name(1)]
     assert [r["epoch"] for r in cli_runs.metrics(tmp_path / "run")] == [1]
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import config, models
+from vaejax import config, models, objectives
 from conftest import TINY_CONV_AE, TINY_CONV_VAE, TINY_MLP_AE, TINY_MLP_VAE, fake_params
 
 KEY = jax.random.key(0)
@@ -170,22 +170,22 @@ LOGVAR = jnp.array([0.0, -2.0, 1.0], jnp.float32)
 
 
 def test_reparameterize_same_key_same_z():
-    z1 = models.reparameterize(jax.random.key(7), MU, LOGVAR)
-    z2 = models.reparameterize(jax.random.key(7), MU, LOGVAR)
+    z1 = objectives.reparameterize(jax.random.key(7), MU, LOGVAR)
+    z2 = objectives.reparameterize(jax.random.key(7), MU, LOGVAR)
     assert z1.shape == MU.shape and z1.dtype == MU.dtype
     np.testing.assert_array_equal(np.asarray(z1), np.asarray(z2))
 
 
 def test_reparameterize_different_keys_different_z():
-    z1 = models.reparameterize(jax.random.key(7), MU, LOGVAR)
-    z2 = models.reparameterize(jax.random.key(8), MU, LOGVAR)
+    z1 = objectives.reparameterize(jax.random.key(7), MU, LOGVAR)
+    z2 = objectives.reparameterize(jax.random.key(8), MU, LOGVAR)
     assert np.all(np.asarray(z1) != np.asarray(z2))
 
 
 def test_reparameterize_moments():
     n = 20_000
     keys = jax.random.split(jax.random.key(3), n)
-    z = np.asarray(jax.jit(jax.vmap(models.reparameterize, in_axes=(0, None, None)))(keys, MU, LOGVAR), np.float64)
+    z = np.asarray(jax.jit(jax.vmap(objectives.reparameterize, in_axes=(0, None, None)))(keys, MU, LOGVAR), np.float64)
     sigma = np.exp(0.5 * np.asarray(LOGVAR, np.float64))
     # 5 standard errors: the mean's is sigma / sqrt(n), the standard deviation's about sigma / sqrt(2n)
     np.testing.assert_array_less(np.abs(z.mean(0) - np.asarray(MU)), 5 * sigma / np.sqrt(n))
@@ -197,11 +197,11 @@ def test_reparameterize_moments():
 
 def test_reparameterize_gradients():
     key = jax.random.key(11)
-    z = models.reparameterize(key, MU, LOGVAR)
+    z = objectives.reparameterize(key, MU, LOGVAR)
     sigma = jnp.exp(0.5 * LOGVAR)
     eps = (z - MU) / sigma  # the standard-normal draw behind z
     # each z_i depends only on (mu_i, logvar_i): the Jacobians are diagonal
-    jac_mu, jac_logvar = jax.jit(jax.jacobian(models.reparameterize, argnums=(1, 2)))(key, MU, LOGVAR)
+    jac_mu, jac_logvar = jax.jit(jax.jacobian(objectives.reparameterize, argnums=(1, 2)))(key, MU, LOGVAR)
     np.testing.assert_allclose(np.asarray(jac_mu), np.eye(3), rtol=0, atol=0)
     np.testing.assert_allclose(np.asarray(jac_logvar), np.diag(np.asarray(0.5 * sigma * eps)), rtol=1e-6, atol=1e-7)
     assert np.all(np.abs(np.diag(np.asarray(jac_logvar))) > 0)

@@ -4,7 +4,6 @@ XLA_FLAGS must be set before jax starts, so the multi-device runs are subprocess
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,15 +19,16 @@ EPOCHS = 3
 # Runs inside a subprocess with 4 virtual CPU devices: the same tiny run on 1 and on 4 of them,
 # the one-line error for a batch that does not split, and the compiled step's all-reduce.
 _FOUR_DEVICES = textwrap.dedent("""
-    import contextlib, functools, io, json, sys
+    import contextlib, io, json, sys
     import jax, numpy as np
-    from vaejax import checkpoint, cli, config, parallel, train
+    from vaejax import checkpoint, cli, config, engine, parallel, recipe
 
     root, tiny, epochs = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     out = {"devices": len(jax.devices()), "metrics": {}, "params": {}}
     model = config.replace(config.preset("mlp_vae"), hidden=(32,), latent_dim=4)
     tc = config.TrainConfig(batch_size=200)
-    make = functools.partial(train.init_state, model_cfg=model, train_cfg=tc)
+    r = recipe.build(model, tc)
+    make = r.init_state
     for n in ("1", "4"):
         workdir = f"{root}/devices-{n}"
         assert cli.main(["train", *tiny, "--epochs", epochs, "--workdir", workdir, "--devices", n]) == 0
@@ -42,7 +42,7 @@ _FOUR_DEVICES = textwrap.dedent("""
                                      "--devices", "3"])
     out["uneven_err"] = err.getvalue()
     mesh = parallel.data_mesh()
-    steps = train.make_train_steps(model, tc, mesh=mesh)
+    steps = engine.make_steps(r.objective, r.optimizer, mesh=mesh)
     x = parallel.put_replicated(np.zeros((4000, 28, 28, 1), np.float32), mesh)
     order = parallel.put_sharded(np.arange(400).reshape(2, 200), mesh, axis=1)
     state = parallel.put_replicated(make(jax.random.key(0)), mesh)
@@ -114,7 +114,7 @@ def test_two_processes_train_together_and_agree(one_vs_four, tmp_path):
     # Process 0 alone wrote the log (one record per epoch); orbax wrote the checkpoints.
     assert [r["epoch"] for r in cli_runs.metrics(workdir)] == list(range(1, EPOCHS + 1))
     assert not [line for line in outs[1][0].splitlines() if line.startswith("{")]
-    assert cli_runs.checkpoint_epochs(workdir) == [str(e) for e in range(1, EPOCHS + 1)]
+    assert cli_runs.checkpoint_names(workdir) == [cli_runs.checkpoint_name(e) for e in range(1, EPOCHS + 1)]
     # The same global batch over two processes: the loss curve of one device.
     np.testing.assert_allclose(_losses(cli_runs.metrics(workdir)), _losses(one_vs_four["metrics"]["1"]),
                                rtol=1e-5, atol=2e-4)

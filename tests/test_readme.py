@@ -1,26 +1,65 @@
-"""The README's library example runs as written and trains."""
+"""Every Python block of the README runs as written, each in a fresh namespace, and trains."""
 
 import os
 import re
 
+import numpy as np
 import pytest
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
 
-def test_library_example_trains(capsys):
+def _blocks() -> list[str]:
+    with open(README) as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_fashion_mnist():
     from vaejax import data
 
     try:
         data.load("fashion_mnist", "train")
     except data.DatasetError:
         pytest.skip("fashion_mnist is not available offline here")
-    with open(README) as f:
-        code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
+
+
+def _run(*blocks: int) -> dict:
+    """The blocks in order in one namespace (a block that continues another runs after it)."""
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    state, metrics = namespace["state"], namespace["metrics"]
-    assert int(state.step) == 50
+    for i in blocks:
+        exec(compile(_blocks()[i], f"README.md block {i}", "exec"), namespace)
+    return namespace
+
+
+def test_the_readme_has_the_blocks_these_tests_run():
+    assert len(_blocks()) == 3
+
+
+def test_library_example_trains(capsys):
+    ns = _run(0)
+    assert int(ns["state"].step) == 50
     # An untrained mlp_vae scores about 543 nats (784 * log 2); 50 Adam steps take it well below.
-    assert float(metrics["loss"]) < 400
+    assert float(ns["metrics"]["loss"]) < 400
     assert "loss after 50 steps" in capsys.readouterr().out
+
+
+def test_bring_your_own_model_example_trains(capsys):
+    ns = _run(1)
+    assert int(ns["state"].step) == 8 + 16  # eight steps, then one epoch of 2048 / 128 batches
+    kl = np.asarray(ns["metrics"]["kl"])
+    loss = np.asarray(ns["metrics"]["loss"])
+    assert kl.shape == loss.shape == (4, 16) and np.all(np.isfinite(loss))
+    assert np.all(loss[:, -1] < 0.9 * 543)  # below an untrained model's 784 log 2 nats
+    assert "KL by beta:" in capsys.readouterr().out
+
+
+def test_fit_and_load_example_trains_resumes_and_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the example writes runs/my_vae
+    ns = _run(1, 2)
+    result = ns["result"]
+    assert result.resumed_from == 2 * 16 and [r["epoch"] for r in result.records] == [1, 2, 3]
+    assert (tmp_path / "runs" / "my_vae" / "metrics.jsonl").exists()
+    out = capsys.readouterr().out
+    nll = float(out.split("IWAE NLL, k=100:")[1].split()[0])
+    assert 0 < nll < 543  # below an untrained model's 784 log 2 nats

@@ -1,1 +1,29 @@
-"""vaejax: pure-functional autoencoders and VAEs in JAX."""
+"""vaejax: autoencoders and VAEs in JAX, and a training engine that takes any model, objective and optimizer.
+
+    import vaejax
+    run = vaejax.load("runs/x")                  # a trained run back: configs, model, params
+    vaejax.engine.make_epoch(objective, optimizer, batch_size=128)
+    vaejax.fit.fit(objective, optimizer, init_params, x_train, "runs/mine", epochs=10, ...)
+
+Submodules load on first use, so `import vaejax` stays light.
+"""
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("vaejax")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+SUBMODULES = ("checkpoint", "cli", "config", "data", "engine", "files", "fit", "latent", "metrics", "models",
+              "objectives", "parallel", "plots", "recipe", "run")
+__all__ = ["load", "__version__", *SUBMODULES]
+
+
+def __getattr__(name):
+    if name == "load":  # a trained run back in Python in one call
+        return import_module("vaejax.run").load
+    if name in SUBMODULES:
+        return import_module(f"vaejax.{name}")
+    raise AttributeError(f"module 'vaejax' has no attribute {name!r}")

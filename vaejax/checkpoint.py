@@ -1,6 +1,6 @@
-"""Checkpoints of a TrainState (orbax CheckpointManager): save each epoch, keep the last few, resume.
+"""Checkpoints of a TrainState (orbax CheckpointManager): save, keep the last few, resume.
 
-A checkpoint is a folder per epoch holding the state (StandardSave) and a small JSON of
+A checkpoint is a folder per save, named by the state's update count, holding the state (StandardSave) and a small JSON of
 metadata (the run's configuration and a SHA-256 of the state's bytes). Orbax writes into a
 temporary folder and renames it when complete, so a save cut short (a kill, a full disk) is
 never listed as a checkpoint; the manager removes such leftovers when it opens. A listed
@@ -51,48 +51,50 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
-    """Save the state after `epoch` (asynchronously; call mngr.wait_until_finished() before exit).
+def has_checkpoints(workdir: str) -> bool:
+    """Whether the workdir lists a finished checkpoint (a save cut short leaves only a *.orbax-checkpoint-tmp* folder)."""
+    root = checkpoint_dir(workdir)
+    return os.path.isdir(root) and any(n.isdigit() and os.path.isdir(os.path.join(root, n)) for n in os.listdir(root))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+    """Save the state as checkpoint `step` (asynchronously; call mngr.wait_until_finished() before exit).
 
     The metadata gains the state's SHA-256, checked again on restore.
     """
     meta = dict(meta, **{DIGEST_KEY: state_digest(state)})
-    mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
 
-def latest_epoch(mngr: ocp.CheckpointManager) -> int | None:
-    return mngr.latest_step()
-
-
-def restore(mngr: ocp.CheckpointManager, abstract_state, epoch: int | None = None):
-    """(state, meta) of `epoch` (default: the latest); abstract_state comes from jax.eval_shape.
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
+    """(state, meta) of `step` (default: the latest); abstract_state comes from jax.eval_shape.
 
     Raises CheckpointDamaged when the restored bytes do not match the SHA-256 saved with them.
     """
-    epoch = mngr.latest_step() if epoch is None else epoch
-    restored = mngr.restore(epoch, args=ocp.args.Composite(
+    step = mngr.latest_step() if step is None else step
+    restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     state, meta = restored.state, restored.meta
     saved = (meta or {}).get(DIGEST_KEY)
     if saved is not None and saved != state_digest(state):
-        raise CheckpointDamaged(f"its arrays do not match the SHA-256 saved with them")
+        raise CheckpointDamaged("its arrays do not match the SHA-256 saved with them")
     return state, meta
 
 
 def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None, move_damaged: bool = True):
-    """(epoch, state, meta) of the newest checkpoint that reads back intact, or (None, None, None).
+    """(step, state, meta) of the newest checkpoint that reads back intact, or (None, None, None).
 
-    Each damaged one on the way is reported as on_damaged(epoch, reason, moved_to) and, with
-    move_damaged, moved out of the checkpoint folder so that training can write that epoch again.
+    Each damaged one on the way is reported as on_damaged(step, reason, moved_to) and, with
+    move_damaged, moved out of the checkpoint folder so that training can write that step again.
     """
-    for epoch in sorted(mngr.all_steps(), reverse=True):
+    for step in sorted(mngr.all_steps(), reverse=True):
         try:
-            state, meta = restore(mngr, abstract_state, epoch)
-            return epoch, state, meta
+            state, meta = restore(mngr, abstract_state, step)
+            return step, state, meta
         except Exception as e:  # orbax / tensorstore raise many types for unreadable files
-            moved_to = quarantine(mngr, epoch) if move_damaged else None
+            moved_to = quarantine(mngr, step) if move_damaged else None
             if on_damaged is not None:
-                on_damaged(epoch, one_line(e), moved_to)
+                on_damaged(step, one_line(e), moved_to)
     return None, None, None
 
 
@@ -159,25 +161,25 @@ def _is_orbax_file(filename: str) -> bool:
     return f"{os.sep}orbax{os.sep}" in filename
 
 
-def quarantine(mngr: ocp.CheckpointManager, epoch: int) -> str:
-    """Move checkpoint `epoch` to <workdir>/damaged_checkpoints/ (process 0) and forget it; returns where."""
-    src = os.path.join(str(mngr.directory), str(epoch))
+def quarantine(mngr: ocp.CheckpointManager, step: int) -> str:
+    """Move checkpoint `step` to <workdir>/damaged_checkpoints/ (process 0) and forget it; returns where."""
+    src = os.path.join(str(mngr.directory), str(step))
     dest_dir = os.path.join(os.path.dirname(str(mngr.directory)), DAMAGED_DIR)
-    dest = os.path.join(dest_dir, f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dest = os.path.join(dest_dir, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
     if jax.process_index() == 0 and os.path.exists(src):
         os.makedirs(dest_dir, exist_ok=True)
         while os.path.exists(dest):
             dest += "x"
         shutil.move(src, dest)
-    _sync(f"vaejax_quarantine_{epoch}")
+    _sync(f"vaejax_quarantine_{step}")
     mngr.reload()
     return dest
 
 
-def read_meta(mngr: ocp.CheckpointManager, epoch: int | None = None) -> dict:
+def read_meta(mngr: ocp.CheckpointManager, step: int | None = None) -> dict:
     """The metadata of a checkpoint without reading its arrays."""
-    epoch = mngr.latest_step() if epoch is None else epoch
-    return mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    step = mngr.latest_step() if step is None else step
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
 def abstract(fn, *args, sharding=None):
@@ -200,13 +202,13 @@ def state_digest(state) -> str:
     return h.hexdigest()
 
 
-def remove_partial(mngr: ocp.CheckpointManager, epoch: int) -> None:
-    """Delete what an unfinished save of `epoch` left (its temporary folder), on process 0."""
+def remove_partial(mngr: ocp.CheckpointManager, step: int) -> None:
+    """Delete what an unfinished save of `step` left (its temporary folder), on process 0."""
     root = str(mngr.directory)
     if jax.process_index() != 0 or not os.path.isdir(root):
         return
     for name in os.listdir(root):
-        if name == str(epoch) and epoch not in mngr.all_steps() or name.startswith(f"{epoch}.orbax-checkpoint-tmp"):
+        if name == str(step) and step not in mngr.all_steps() or name.startswith(f"{step}.orbax-checkpoint-tmp"):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 

@@ -1,44 +1,33 @@
-"""Command line: `vaejax train | sample | presets`.
+"""Command line: `vaejax train | sample | presets`, a thin client of vaejax.fit.
 
 Every mistake a user can make ends in one line naming the fix and exit code 2, before
 anything is written. Exit codes: 0 done; 1 a write failed during training (disk full, ...);
-2 bad input; 3 training stopped at a non-finite loss; 130 interrupted.
+2 bad input; 3 training stopped at a non-finite loss; 130 interrupted; 143 stopped by SIGTERM
+with the state saved (rerun with --resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import logging
 import os
-import signal
 import sys
-import time
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
+EXIT_PREEMPTED = 143
 
-MAX_TO_KEEP = 3
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-
-# Test hooks (environment variables, for tests/test_faults.py; not part of the interface):
-#   VAEJAX_TEST_POISON=i          training image i becomes NaN (a poisoned dataset)
-#   VAEJAX_TEST_KILL_AT=point:E   SIGKILL this process at `point` of epoch E
-#                                 (point: mid_epoch, log_written, in_log_write, in_save)
-_POISON_ENV = "VAEJAX_TEST_POISON"
-_KILL_ENV = "VAEJAX_TEST_KILL_AT"
 
 
 class UsageError(Exception):
-    """A mistake in the command line or its inputs; the message is one line naming the fix."""
+    """A mistake the user can fix (a bad flag, a missing dataset); str(e) is one line naming the fix."""
 
 
 class RunFailed(Exception):
-    """Training could not go on (a write failed, the loss diverged); str(e) is one line; .code the exit code."""
+    """Training could not go on; str(e) is one line, .code the exit code."""
 
     def __init__(self, message: str, code: int = EXIT_FAILED):
         super().__init__(message)
@@ -53,7 +42,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from vaejax import config, data
 
+    import vaejax
+
     parser = _Parser(prog="vaejax", description="Train and sample autoencoders and VAEs in JAX.")
+    parser.add_argument("--version", action="version", version=f"vaejax {vaejax.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = commands.add_parser(
@@ -61,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a preset on a dataset. Writes <workdir>/run.json (the run's settings), "
                     "<workdir>/metrics.jsonl (one JSON object per epoch), <workdir>/checkpoints/ (one per epoch, "
-                    f"the last {MAX_TO_KEEP} kept), and reconstructions.png, samples.png and loss_curve.png at the end.",
+                    "named by update count, the last 3 kept), and reconstructions.png, samples.png and "
+                    "loss_curve.png at the end.",
         epilog="data parallelism:\n"
                "  The batch is split over a mesh of --devices devices (all local ones by default); parameters\n"
                "  are replicated. Several hosts: start one process per host with --coordinator host:port\n"
@@ -72,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  Kill it at any moment and rerun with --resume: it continues from the last complete\n"
                "  checkpoint and ends with bitwise the same parameters. A damaged checkpoint is moved to\n"
                "  <workdir>/damaged_checkpoints/ and the one before is used. A NaN/Inf loss stops training\n"
-               "  (exit 3) unless --skip-nonfinite.\n"
-               "exit codes: 0 done, 1 a write failed, 2 bad input, 3 non-finite loss, 130 interrupted.")
+               "  (exit 3) unless --skip-nonfinite. SIGTERM (a preempted VM) saves the state at the next\n"
+               "  progress update and exits 143; --resume goes on from exactly there.\n"
+               "exit codes: 0 done, 1 a write failed, 2 bad input, 3 non-finite loss, 130 interrupted,\n"
+               "  143 stopped by SIGTERM with the state saved.")
     t.add_argument("--preset", default="mlp_vae", help=f"model preset: {', '.join(config.PRESETS)} (default mlp_vae)")
     t.add_argument("--dataset", default="fashion_mnist", help=f"dataset: {', '.join(data.DATASETS)} (default fashion_mnist)")
     t.add_argument("--epochs", type=int, default=10, help="epochs to train in total (default 10)")
@@ -111,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress-bar updates per epoch; each costs one host sync (default 10)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (a JSON line per epoch instead)")
     t.add_argument("--no-figures", action="store_true", help="skip the PNG figures at the end")
+    t.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write each epoch's numbers as TensorBoard events to DIR (needs tensorboardX)")
     t.add_argument("--verbose", action="store_true", help="show the log messages of JAX, orbax and TFDS")
 
     s = commands.add_parser("sample", help="decode random latents of a trained run into a PNG grid",
@@ -127,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        _quiet_libraries(getattr(args, "verbose", False))
+        _route_logs(getattr(args, "verbose", False))
         return {"train": cmd_train, "sample": cmd_sample, "presets": cmd_presets}[args.command](args)
     except UsageError as e:
         print(f"vaejax: error: {e}", file=sys.stderr)
@@ -140,10 +137,23 @@ def main(argv=None) -> int:
         return 130
 
 
-def _quiet_libraries(verbose: bool) -> None:
-    """Library log lines (absl: orbax, TFDS) only with --verbose: our own messages say what matters."""
+def _route_logs(verbose: bool) -> None:
+    """vaejax's notices: information on stdout, warnings on stderr as one "vaejax: ..." line each.
+    Library log lines (absl: orbax, TFDS) only with --verbose: our own messages say what matters."""
     if not verbose:
         logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logger = logging.getLogger("vaejax")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    warning = logging.StreamHandler(sys.stderr)
+    warning.setLevel(logging.WARNING)
+    warning.setFormatter(logging.Formatter("vaejax: %(message)s"))
+    logger.addHandler(info)
+    logger.addHandler(warning)
 
 
 def cmd_presets(args) -> int:
@@ -155,18 +165,6 @@ def cmd_presets(args) -> int:
 
 
 # ---------------------------------------------------------------- configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """Everything that defines a training run; stored in run.json and with every checkpoint."""
-
-    preset: str
-    dataset: str
-    model: dict
-    train: dict
-    seed: int
-    seeds: int
 
 
 def _config_fields() -> list[str]:
@@ -331,45 +329,30 @@ def _load_data(args, model_cfg, train_cfg):
 # ---------------------------------------------------------------- workdir
 
 
-def _read_json(path: str):
-    """A JSON file's content, or None if it is missing or unreadable."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _complete_epochs(workdir: str) -> list[int]:
-    """Epochs with a finished checkpoint folder (a save cut short leaves only a *.orbax-checkpoint-tmp* folder)."""
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        return []
-    return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit() and os.path.isdir(os.path.join(ckpt_dir, n)))
-
-
-def _check_workdir(args, run: Run) -> None:
+def _check_workdir(args, spec) -> None:
     """Before anything runs: is --workdir usable for this run (new, or --resume of the same settings)?"""
+    from vaejax import checkpoint, run
+
     workdir = args.workdir
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UsageError(f"--workdir {workdir} is a file; choose a folder")
-    saved = _read_json(os.path.join(workdir, RUN_FILE)) if os.path.isdir(workdir) else None
-    epochs = _complete_epochs(workdir)
+    saved = run.read_spec(workdir) if os.path.isdir(workdir) else None
+    trained = checkpoint.has_checkpoints(workdir)
     if args.auto_resume:
-        args.resume = saved is not None or bool(epochs)
+        args.resume = saved is not None or trained
     if not args.resume:
-        if epochs:
+        if trained:
             raise UsageError(f"{workdir} already holds checkpoints; add --resume to continue or choose a new --workdir")
         return
-    if saved is None and not epochs:
+    if saved is None and not trained:
         raise UsageError(f"--resume: no checkpoint in {workdir}; drop --resume to start a new run")
     if saved is not None:
-        _check_same_run(workdir, saved, run)
+        _check_same_run(workdir, dataclasses.asdict(saved), spec)
 
 
-def _check_same_run(workdir: str, saved: dict, run: Run) -> None:
+def _check_same_run(workdir: str, saved: dict, spec) -> None:
     """--resume must repeat the settings the checkpoint was trained with (the number of epochs may grow)."""
-    mine = json.loads(json.dumps(dataclasses.asdict(run)))  # tuples become lists, as in the saved JSON
+    mine = json.loads(json.dumps(dataclasses.asdict(spec)))  # tuples become lists, as in the saved JSON
     diffs = []
     for k in ("preset", "dataset", "seed", "seeds"):
         if saved.get(k) != mine[k]:
@@ -388,104 +371,11 @@ def _fmt(v):
     return ",".join(map(str, v)) if isinstance(v, list) else v
 
 
-def _prepare_workdir(workdir: str, need_bytes: int) -> None:
-    """Create --workdir and prove it takes writes and has room; on failure remove what was created."""
-    from vaejax import parallel
-
-    created = []
-    path = os.path.abspath(workdir)
-    while not os.path.exists(path):
-        created.append(path)
-        path = os.path.dirname(path)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-probe-{os.getpid()}-{parallel.process_index()}")
-        try:
-            with open(probe, "wb") as f:
-                f.write(b"\0" * 65536)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            if os.path.exists(probe):
-                os.remove(probe)
-        free = _free_bytes(workdir)
-        if free < need_bytes:
-            raise UsageError(f"{workdir} has {free / 2**20:.1f} MiB free but checkpoints and figures need about "
-                             f"{need_bytes / 2**20:.1f} MiB; free some space or choose another --workdir")
-    except OSError as e:
-        _remove_created(created)
-        raise UsageError(f"cannot write to --workdir {workdir} ({e.strerror or e}); choose a writable folder") from None
-    except UsageError:
-        _remove_created(created)
-        raise
-
-
-def _free_bytes(path: str) -> int:
-    import shutil
-
-    return shutil.disk_usage(path).free
-
-
-def _remove_created(created: list[str]) -> None:
-    for path in created:  # deepest first
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
-
-
-def _write_atomic(path: str, text: str, hook_epoch: int | None = None) -> None:
-    """Write a whole file or nothing: a temporary file, fsync, rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            if hook_epoch is not None:
-                _test_hook("in_log_write", hook_epoch)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _remove_stale_temporaries(workdir: str) -> None:
-    """Temporary files a killed run left (a metrics.jsonl or run.json never renamed into place)."""
-    for name in os.listdir(workdir):
-        if name.startswith((f"{METRICS_FILE}.tmp-", f"{RUN_FILE}.tmp-")):
-            try:
-                os.remove(os.path.join(workdir, name))
-            except OSError:
-                pass
-
-
-def _read_log(path: str, last_epoch: int) -> list[dict]:
-    """The records of epochs 1..last_epoch from metrics.jsonl (one per epoch; unreadable lines dropped)."""
-    if not os.path.exists(path):
-        return []
-    by_epoch = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                epoch = int(record["epoch"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if 1 <= epoch <= last_epoch:
-                by_epoch[epoch] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def _write_log(path: str, records: list[dict]) -> None:
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records), records[-1]["epoch"] if records else None)
-
-
 # ---------------------------------------------------------------- train
 
 
 def cmd_train(args) -> int:
-    from vaejax import parallel
+    from vaejax import parallel, run
 
     # 1. Everything that needs neither devices nor writes: a mistake here leaves no trace.
     model_cfg, train_cfg = _configs(args)
@@ -496,8 +386,10 @@ def cmd_train(args) -> int:
         dist = parallel.distributed_settings(args.coordinator, args.num_processes, args.process_id)
     except parallel.ParallelError as e:
         raise UsageError(str(e)) from None
-    run = Run(args.preset, args.dataset, dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg), args.seed, args.seeds)
-    _check_workdir(args, run)
+    spec = run.RunSpec(args.preset, args.dataset, dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg),
+                       args.seed, args.seeds)
+    _check_workdir(args, spec)
+    callbacks = _callbacks(args, train_cfg)
 
     # 2. The runtime: join the other processes, build the mesh.
     try:
@@ -514,7 +406,19 @@ def cmd_train(args) -> int:
         raise UsageError(str(e)) from None
     _check_model_builds(model_cfg)
     train_split, test_split = _load_data(args, model_cfg, train_cfg)
-    return _train(args, run, model_cfg, train_cfg, mesh, train_split, test_split)
+    return _train(args, spec, mesh, train_split, test_split, callbacks)
+
+
+def _callbacks(args, train_cfg) -> list:
+    from vaejax import fit
+
+    callbacks = [fit.JsonLines() if args.no_progress else fit.Progress(train_cfg.epochs)]
+    if args.tensorboard:
+        try:
+            callbacks.append(fit.TensorBoard(args.tensorboard))
+        except ImportError as e:
+            raise UsageError(f"--tensorboard: {e}") from None
+    return callbacks
 
 
 def _check_model_builds(model_cfg) -> None:
@@ -531,369 +435,88 @@ def _check_model_builds(model_cfg) -> None:
                          "change the --set values or choose another preset") from None
 
 
-def _train(args, run, model_cfg, train_cfg, mesh, train_split, test_split) -> int:
+def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
-    from vaejax import checkpoint, data, parallel, train
+    from vaejax import checkpoint, data, fit, parallel, recipe, run
 
+    model_cfg, train_cfg = spec.configs()
+    r = recipe.build(model_cfg, train_cfg)
     main_process = parallel.is_main_process()
-    many = args.seeds > 1
-    key = jax.random.key(args.seed)
-    keys_S = jnp.stack([jax.random.key(args.seed + i) for i in range(args.seeds)]) if many else None
-    make_state = _state_factory(model_cfg, train_cfg, keys_S)
-    replicated = parallel.replicated(mesh)
-    abstract = checkpoint.abstract(make_state, key, sharding=replicated)
-    state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(abstract))
-
-    # 3. From here on we write: the workdir must take writes and have room for the checkpoints.
-    _prepare_workdir(args.workdir, (MAX_TO_KEEP + 1) * state_bytes + 16 * 2**20)
-    run_json = json.dumps(dataclasses.asdict(run), indent=1) + "\n"
-    if main_process:
-        _remove_stale_temporaries(args.workdir)
-    mngr = checkpoint.manager(args.workdir, max_to_keep=MAX_TO_KEEP)
-    start_epoch, state = 0, None
-    if args.resume:
-        if _read_json(os.path.join(args.workdir, RUN_FILE)) is None and mngr.latest_step() is not None:
-            _check_same_run(args.workdir, checkpoint.read_meta(mngr), run)  # a workdir from before run.json
-
-        def damaged(epoch, reason, moved_to):
-            if main_process:
-                print(f"vaejax: checkpoint of epoch {epoch} is damaged ({_short(reason)}); moved to {moved_to}, "
-                      f"falling back to the one before", file=sys.stderr, flush=True)
-
-        start_epoch, state, _ = checkpoint.restore_good(mngr, abstract, damaged)
-        if start_epoch is None:
-            start_epoch = 0
-            if main_process:
-                print(f"no complete checkpoint in {args.workdir} yet; starting from epoch 1", flush=True)
-        elif main_process:
-            print(f"resuming {args.workdir} after epoch {start_epoch}", flush=True)
-    if state is None:
-        state = parallel.put_replicated(make_state(key), mesh)
-    if main_process and _read_json(os.path.join(args.workdir, RUN_FILE)) != json.loads(run_json):
-        _write_atomic(os.path.join(args.workdir, RUN_FILE), run_json)
-
-    x_host = data.to_float(train_split.images)
-    if os.environ.get(_POISON_ENV):
-        x_host = x_host.copy()
-        x_host[int(os.environ[_POISON_ENV])] = np.nan
-    x_N = parallel.put_replicated(x_host, mesh)
-    x_test = parallel.put_replicated(data.to_float(test_split.images), mesh)
-    steps = train.make_train_steps(model_cfg, train_cfg, seeds=many, mesh=mesh, skip_nonfinite=args.skip_nonfinite)
-    evaluate = _evaluator(model_cfg, train_cfg, many, replicated)
-    finite = jax.jit(train.all_finite, out_shardings=replicated)
-
-    metrics_path = os.path.join(args.workdir, METRICS_FILE)
-    records = _read_log(metrics_path, start_epoch) if main_process else []
-    if main_process:
-        _write_log(metrics_path, records)  # drops what came after the checkpoint (and any torn last line)
-    saver = _Saver(mngr, args.workdir, dataclasses.asdict(run))
-
+    if args.resume and run.read_spec(args.workdir) is None and checkpoint.has_checkpoints(args.workdir):
+        _check_same_run(args.workdir, checkpoint.read_meta(checkpoint.manager(args.workdir, read_only=True)), spec)
     try:
-        for epoch in range(start_epoch + 1, train_cfg.epochs + 1):
-            t0 = time.perf_counter()
-            state, stats = _train_one_epoch(state, steps, x_N, key, keys_S, train_cfg, epoch, args, mesh, main_process)
-            if stats["nonfinite_at"] is not None or not bool(parallel.to_host(finite(state.params))):
-                saver.finish()
-                raise RunFailed(_nonfinite_message(args, epoch, stats, train_cfg, mngr.latest_step()), EXIT_NONFINITE)
-            eval_key = jax.random.fold_in(jax.random.key(args.seed), 10**6 + epoch)
-            test_terms = parallel.to_host(evaluate(state.params, x_test, eval_key if not many
-                                                   else jax.random.split(eval_key, args.seeds)))
-            record = {"epoch": epoch, "train_loss": _num(stats["train_loss"]), "test_loss": _num(test_terms["loss"]),
-                      "seconds": round(time.perf_counter() - t0, 3)}
-            if "kl" in test_terms:
-                record["test_kl"] = _num(test_terms["kl"])
-            if args.skip_nonfinite:
-                record["skipped"] = _count(stats["skipped"])
-            if main_process:
-                records.append(record)
-                _write_log(metrics_path, records)
-                _test_hook("log_written", epoch)
-                if args.no_progress:
-                    print(json.dumps(record), flush=True)
-                if args.skip_nonfinite and np.any(np.asarray(stats["skipped"]) > 0):
-                    print(f"epoch {epoch}: skipped {_count(stats['skipped'])} non-finite update(s)", flush=True)
-            saver.save(epoch, state)
-            _test_hook("in_save", epoch)
-        saver.finish()
-    except RunFailed:
-        raise
-    except BaseException:
-        saver.abandon()
-        raise
+        result = fit.fit(r.objective, r.optimizer, r.init_params, data.to_float(train_split.images), args.workdir,
+                         epochs=train_cfg.epochs, batch_size=train_cfg.batch_size, key=run.run_keys(spec),
+                         models="vmap" if spec.seeds > 1 else None, test_data=data.to_float(test_split.images),
+                         mesh=mesh, skip_nonfinite=args.skip_nonfinite, resume=args.resume,
+                         meta=dataclasses.asdict(spec), callbacks=callbacks, pieces=args.progress_updates)
+    except fit.WorkdirError as e:
+        raise UsageError(str(e).replace("workdir", "--workdir", 1)) from None
+    except fit.NonFinite as e:
+        raise RunFailed(f"{e} in {args.workdir}/checkpoints; lower --lr (now {train_cfg.learning_rate:g}) or check the "
+                        "data, or rerun with --resume --skip-nonfinite to skip such updates", EXIT_NONFINITE) from None
+    except fit.Preempted as e:
+        raise RunFailed(str(e).replace("resume to go on", "rerun with --resume to go on"), EXIT_PREEMPTED) from None
+    except fit.WriteFailed as e:
+        raise RunFailed(str(e).replace("then resume", "then rerun with --resume")) from None
 
-    digest = checkpoint.state_digest(state.params)[:16]
-    if main_process:
-        if not args.no_figures:
-            _final_figures(args.workdir, model_cfg, parallel.to_host(state.params),
-                           data.to_float(test_split.images[:16]), many, args.seed, metrics_path)
+    digest = checkpoint.state_digest(result.state.params)[:16]
+    if main_process and not args.no_figures:
+        _final_figures(args.workdir, spec, parallel.to_host(result.state.params),
+                       data.to_float(test_split.images[:16]), result.records)
     if main_process or jax.process_count() > 1:
         who = f"process {jax.process_index()}: " if jax.process_count() > 1 else ""
-        print(f"{who}done: {args.workdir} after epoch {max(start_epoch, train_cfg.epochs)} (params sha256 {digest}; "
-              f"{mesh.devices.size} device(s), {jax.process_count()} process(es))", flush=True)
+        print(f"{who}done: {args.workdir} after epoch {max(len(result.records), train_cfg.epochs)} "
+              f"(params sha256 {digest}; {mesh.devices.size} device(s), {jax.process_count()} process(es))", flush=True)
     return 0
 
 
-class _Saver:
-    """Asynchronous checkpoint saves; a failed write (full disk, read-only) names its epoch and removes its remains."""
-
-    def __init__(self, mngr, workdir, meta):
-        self.mngr, self.workdir, self.meta = mngr, workdir, meta
-        self.pending = None  # epoch whose save may still be in flight
-
-    def save(self, epoch, state):
-        from vaejax import checkpoint
-
-        self._wait()
-        self.pending = epoch
-        try:
-            checkpoint.save(self.mngr, epoch, state, self.meta)
-        except Exception as e:  # noqa: BLE001 - orbax raises many types for a failed write
-            self._failed(e)
-
-    def finish(self):
-        self._wait()
-        self.pending = None
-
-    def abandon(self):
-        """On an unexpected error: let a save in flight finish, silently."""
-        try:
-            self.mngr.wait_until_finished()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def _wait(self):
-        if self.pending is None:
-            return
-        try:
-            self.mngr.wait_until_finished()
-            self.mngr.check_for_errors()
-        except Exception as e:  # noqa: BLE001
-            self._failed(e)
-
-    def _failed(self, e):
-        from vaejax import checkpoint
-
-        epoch, self.pending = self.pending, None
-        checkpoint.remove_partial(self.mngr, epoch)
-        self.mngr.reload()
-        last = self.mngr.latest_step()
-        metrics_path = os.path.join(self.workdir, METRICS_FILE)
-        from vaejax import parallel
-
-        if parallel.is_main_process() and os.path.exists(metrics_path):
-            try:
-                _write_log(metrics_path, _read_log(metrics_path, last or 0))
-            except OSError:
-                pass
-        raise RunFailed(f"cannot write the checkpoint of epoch {epoch} to {self.workdir}/checkpoints "
-                        f"({_short(checkpoint.one_line(e))}); free space or fix permissions, then rerun with --resume "
-                        f"(last complete checkpoint: {'epoch ' + str(last) if last else 'none'})") from None
-
-
-def _short(reason: str, limit: int = 160) -> str:
-    """An exception's line, trimmed; the usual I/O failures in plain words."""
-    for marker, plain in (("RESOURCE_EXHAUSTED", "no space left on device"), ("No space left", "no space left on device"),
-                          ("Read-only file system", "read-only file system"), ("PERMISSION_DENIED", "permission denied"),
-                          ("Permission denied", "permission denied")):
-        if marker in reason:
-            return plain
-    reason = reason.split(" See full", 1)[0].split(" [tensorstore_spec", 1)[0]
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
-def _nonfinite_message(args, epoch, stats, train_cfg, last_saved) -> str:
-    where = (f"at epoch {epoch}, step {stats['nonfinite_at'] + 1} of {stats['num_steps']}"
-             if stats["nonfinite_at"] is not None else f"in the parameters after epoch {epoch}")
-    kept = f"the last good checkpoint is epoch {last_saved}" if last_saved else "no checkpoint was saved"
-    return (f"non-finite loss ({stats['nonfinite_value']}) {where}; stopped, {kept} in {args.workdir}/checkpoints; "
-            f"lower --lr (now {train_cfg.learning_rate:g}) or check the data, or rerun with --resume --skip-nonfinite "
-            "to skip such updates")
-
-
-def _evaluator(model_cfg, train_cfg, many: bool, replicated):
-    """Jitted (params, x_test, key) -> mean test loss terms (per seed when many), replicated on every device."""
-    import jax
-    import jax.numpy as jnp
-
-    from vaejax import train
-
-    scores = train.make_scores(model_cfg, train_cfg.beta)
-    if many:
-        scores = jax.vmap(scores, in_axes=(0, None, 0))
-    return jax.jit(lambda p, x, k: jax.tree_util.tree_map(lambda v: jnp.mean(v, axis=-1), scores(p, x, k)),
-                   out_shardings=replicated)
-
-
-def _state_factory(model_cfg, train_cfg, keys_S):
-    """key -> fresh state (or S stacked states, one per seed key, when keys_S is given)."""
-    from vaejax import train
-
-    if keys_S is None:
-        return functools.partial(train.init_state, model_cfg=model_cfg, train_cfg=train_cfg)
-    return lambda _key: train.init_many(keys_S, model_cfg, train_cfg)
-
-
-def _train_one_epoch(state, steps, x_N, key, keys_S, train_cfg, epoch, args, mesh, show):
-    """One epoch in a few compiled pieces, updating a progress bar between them.
-
-    Every process knows the epoch's whole order (a few KB); each hands its devices only their
-    columns of every batch. Returns (state, stats): mean train loss, skipped updates, and the
-    first non-finite step (stopping at the end of its piece unless --skip-nonfinite).
-    """
+def _final_figures(workdir, spec, params_host, originals, records):
+    """Reconstructions, prior samples (of the first seed) and the loss curves."""
     import jax
     import numpy as np
-    from tqdm import tqdm
 
-    from vaejax import parallel, train
+    from vaejax import latent, plots
 
-    n = x_N.shape[0]
-    step = parallel.to_host(state.step)
-    if keys_S is None:
-        order = np.asarray(train.epoch_order(key, step, n, train_cfg.batch_size))
-    else:
-        order = np.asarray(jax.vmap(train.epoch_order, in_axes=(0, 0, None, None))(keys_S, step, n, train_cfg.batch_size))
-    num_steps = order.shape[-2]
-    pieces = np.array_split(np.arange(num_steps), max(1, min(args.progress_updates, num_steps)))
-    losses, skipped = [], []
-    stats = {"nonfinite_at": None, "nonfinite_value": None, "num_steps": num_steps}
-    bar = tqdm(total=num_steps, desc=f"epoch {epoch}/{train_cfg.epochs}", unit="step",
-               disable=args.no_progress or not show, leave=True, dynamic_ncols=True)
-    for i, piece in enumerate(pieces):
-        order_piece = parallel.put_sharded(order[..., piece[0]:piece[-1] + 1, :], mesh, axis=order.ndim - 1)
-        state, metrics = steps(state, x_N, order_piece, key if keys_S is None else keys_S)
-        metrics = parallel.to_host(metrics)
-        loss = np.asarray(metrics["loss"])  # (K,) or (S, K)
-        losses.append(loss)
-        if "skipped" in metrics:
-            skipped.append(np.asarray(metrics["skipped"]))
-        bar.update(len(piece))
-        bad_K = ~np.isfinite(loss.reshape(-1, len(piece))).all(axis=0)
-        if not args.skip_nonfinite and bad_K.any():
-            first = int(np.argmax(bad_K))
-            values = loss[..., first].reshape(-1)
-            stats["nonfinite_at"] = int(piece[first])
-            stats["nonfinite_value"] = float(values[~np.isfinite(values)][0])
-            break
-        bar.set_postfix(loss=f"{_nanmean(np.concatenate(losses, axis=-1)):.2f}")
-        if i == 0:
-            _test_hook("mid_epoch", epoch)
-    bar.close()
-    all_losses = np.concatenate(losses, axis=-1)
-    if skipped:
-        all_skipped = np.concatenate(skipped, axis=-1)
-        stats["skipped"] = all_skipped.sum(axis=-1)
-        kept = np.where(all_skipped > 0, np.nan, all_losses)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                stats["train_loss"] = np.nanmean(kept, axis=-1)
-    else:
-        stats["train_loss"] = all_losses.mean(axis=-1)
-    return state, stats
-
-
-def _nanmean(x) -> float:
-    import numpy as np
-
-    x = np.asarray(x, np.float64)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
-
-
-def _test_hook(point: str, epoch) -> None:
-    """Kill this process at a named point when VAEJAX_TEST_KILL_AT says so (fault-injection tests only)."""
-    target = os.environ.get(_KILL_ENV)
-    if not target:
-        return
-    name, _, at = target.partition(":")
-    if name == point and (not at or int(at) == epoch):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _count(x):
-    """An int, or a list of ints (one per seed)."""
-    import numpy as np
-
-    x = np.asarray(x)
-    return int(x) if x.ndim == 0 else [int(v) for v in x]
-
-
-def _num(x):
-    """A float, or a list of floats (one per seed)."""
-    import numpy as np
-
-    x = np.asarray(x, np.float64)
-    return round(float(x), 4) if x.ndim == 0 else [round(float(v), 4) for v in x]
-
-
-def _final_figures(workdir, model_cfg, params, originals, many: bool, seed: int, metrics_path: str):
-    """Reconstructions, prior samples (of the first seed) and the loss curves, from host copies of the params."""
-    import jax
-
-    from vaejax import plots
-
-    params = jax.tree_util.tree_map(lambda a: a[0], params) if many else params
-    plots.save_image_grid(_reconstruct(model_cfg, params, originals, seed), os.path.join(workdir, "reconstructions.png"),
-                          ncol=16, title="test images (top) and reconstructions (bottom)")
-    plots.save_image_grid(_prior_samples(model_cfg, params, 64, seed), os.path.join(workdir, "samples.png"),
+    model_cfg, _ = spec.configs()
+    params = jax.tree_util.tree_map(lambda a: a[0], params_host) if spec.seeds > 1 else params_host
+    reconstructions = latent.decode(model_cfg, params, latent.embed(model_cfg, params, originals))
+    plots.save_image_grid(np.concatenate([originals, np.asarray(reconstructions)]),
+                          os.path.join(workdir, "reconstructions.png"), ncol=16,
+                          title="test images (top) and reconstructions (bottom)")
+    plots.save_image_grid(_prior_samples(model_cfg, params, 64, spec.seed), os.path.join(workdir, "samples.png"),
                           ncol=8, title=f"decoded z ~ N(0, I) ({model_cfg.kind})")
-    records = _read_log(metrics_path, 10**9)
     mean = lambda v: sum(v) / len(v) if isinstance(v, list) else v  # noqa: E731
-    plots.save_curves({"train": [mean(r["train_loss"]) for r in records], "test": [mean(r["test_loss"]) for r in records]},
+    plots.save_curves({"train": [mean(r["train_loss"]) for r in records],
+                       "test": [mean(r["test_loss"]) for r in records]},
                       os.path.join(workdir, "loss_curve.png"), ylabel="loss (nats / image)")
-
-
-def _reconstruct(model_cfg, params, x, seed):
-    import jax
-    import jax.numpy as jnp
-
-    from vaejax import models
-
-    logits, _ = models.apply(model_cfg, params, x, jax.random.key(seed))
-    return jnp.concatenate([x, jax.nn.sigmoid(logits)])
 
 
 def _prior_samples(model_cfg, params, num, seed):
     import jax
 
-    from vaejax import models
+    from vaejax import latent
 
-    z = jax.random.normal(jax.random.key(seed), (num, model_cfg.latent_dim))
-    return jax.nn.sigmoid(models.decode(model_cfg, params, z))
+    return latent.decode(model_cfg, params, latent.prior_samples(jax.random.key(seed), num, model_cfg.latent_dim))
 
 
 # ---------------------------------------------------------------- sample
 
 
 def cmd_sample(args) -> int:
-    import jax
 
-    from vaejax import checkpoint, config, plots
+    from vaejax import plots, run
 
     if args.num < 1:
         raise UsageError(f"--num must be at least 1, got {args.num}")
-    if not _complete_epochs(args.workdir):
-        raise UsageError(f"no complete checkpoint in {args.workdir}; train first with `vaejax train --workdir {args.workdir}`")
-    mngr = checkpoint.manager(args.workdir, read_only=True)  # the run may still be training: touch nothing
-    meta = checkpoint.read_meta(mngr)
-    model_cfg = config.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
-    train_cfg = config.TrainConfig(**meta["train"])
-    keys_S = None if meta["seeds"] == 1 else jax.numpy.stack([jax.random.key(i) for i in range(meta["seeds"])])
-    abstract = checkpoint.abstract(_state_factory(model_cfg, train_cfg, keys_S), jax.random.key(0))
-    epoch, state, _ = checkpoint.restore_good(
-        mngr, abstract, lambda e, why, _: print(f"vaejax: checkpoint of epoch {e} is damaged ({_short(why)}); "
-                                                "using the one before", file=sys.stderr), move_damaged=False)
-    if state is None:
-        raise UsageError(f"no intact checkpoint in {args.workdir}; train again")
-    params = state.params if keys_S is None else jax.tree_util.tree_map(lambda a: a[0], state.params)
+    try:
+        trained = run.load(args.workdir)
+    except run.RunNotFound as e:
+        raise UsageError(str(e)) from None
     out = args.out or os.path.join(args.workdir, "samples.png")
-    plots.save_image_grid(_prior_samples(model_cfg, params, args.num, args.seed), out,
-                          title=f"decoded z ~ N(0, I) ({meta['preset']})")
+    plots.save_image_grid(_prior_samples(trained.model_cfg, trained.params, args.num, args.seed), out,
+                          title=f"decoded z ~ N(0, I) ({trained.meta.get('preset')})")
     print(out)
     return 0
 

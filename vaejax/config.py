@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 KINDS = ("ae", "vae")
 ARCHS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "mse")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_optimal", "gaussian_learned", "continuous_bernoulli", "mse")
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,10 @@ class ModelConfig:
     arch: "mlp" (flatten -> hidden ReLU layers -> latent) or "conv" (the seed's conv stack).
     latent_dim: size of z. For a conv AE the code is the 1x1xC map, so latent_dim == channels[-1].
     channels: conv widths; the last conv's kernel covers the whole remaining feature map.
-    likelihood: how reconstructions are scored from the decoder's logits
-      ("bernoulli": BCE in nats, "gaussian": N(sigmoid(logits), obs_sigma^2), "mse": squared error).
+    likelihood: how reconstructions are scored from the decoder's logits (objectives.py):
+      "bernoulli" (BCE in nats), "gaussian" (N(sigmoid(logits), obs_sigma^2)), "gaussian_optimal"
+      (each image's maximum-likelihood sigma), "gaussian_learned" (one learned sigma, a parameter
+      of the decoder), "continuous_bernoulli", "mse" (squared error).
     """
 
     kind: str = "vae"
@@ -52,13 +54,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the network is trained. beta weights the KL term (1.0 gives the ELBO)."""
+    """How the network is trained: Adam, and the objective of objectives.elbo / iwae.
+
+    beta weights the KL term (1.0 gives the ELBO); warmup_steps ramps it up linearly from 0;
+    free_bits (nats) is each latent dimension's KL allowance; iwae_k > 0 trains a VAE on the
+    IWAE bound with that many samples instead.
+    """
 
     learning_rate: float = 1e-3
     batch_size: int = 128
     epochs: int = 10
     beta: float = 1.0
     binarize: str = "none"  # "none" | "dynamic" (a fresh Bernoulli draw of each batch)
+    warmup_steps: int = 0
+    free_bits: float = 0.0
+    iwae_k: int = 0
 
     def __post_init__(self):
         _check(0 < self.learning_rate <= 1.0, f"learning_rate must be in (0, 1], got {self.learning_rate}")
@@ -66,6 +76,9 @@ class TrainConfig:
         _check(0 <= self.epochs <= 100000, f"epochs must be in [0, 100000], got {self.epochs}")
         _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
         _check(self.binarize in ("none", "dynamic"), f"binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        _check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.free_bits >= 0, f"free_bits must be >= 0, got {self.free_bits}")
+        _check(0 <= self.iwae_k <= 4096, f"iwae_k must be in [0, 4096], got {self.iwae_k}")
 
 
 def _check(ok: bool, message: str):

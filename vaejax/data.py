@@ -32,13 +32,14 @@ import gzip
 import importlib.util
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
+
+from vaejax import files
 
 DATASETS = ("fashion_mnist", "mnist", "mnist_5k", "cifar10", "sample_patches")
 SHAPES = {
@@ -355,16 +356,7 @@ def _read_cache(name: str, path: str) -> Split | None:
 
 def _write_cache(path: str, data: Split) -> None:
     """Write atomically (temp file + rename); skip silently if the folder is not writable."""
-    tmp = None
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=data.images, labels=data.labels)
-        os.replace(tmp, path)
-        tmp = None
+        files.write_atomic(path, lambda f: np.savez(f, images=data.images, labels=data.labels))
     except OSError:
         pass  # a cache is an optimisation: an unwritable one just means no cache
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import models
+from vaejax import models, recipe
 from vaejax.config import ModelConfig
 
 
@@ -27,7 +27,7 @@ def _embed_chunk(cfg, params, x_B):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode_chunk(cfg, params, z_B):
-    return jax.nn.sigmoid(models.decode(cfg, params, z_B))
+    return recipe.likelihood(cfg).mean(models.decode(cfg, params, z_B))
 
 
 def embed(cfg: ModelConfig, params, x_N, chunk: int = 500):
@@ -36,7 +36,7 @@ def embed(cfg: ModelConfig, params, x_N, chunk: int = 500):
 
 
 def decode(cfg: ModelConfig, params, z_ND, chunk: int = 500):
-    """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (sigmoid of the decoder's logits); any leading dims."""
+    """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (the likelihood's mean); any leading dims."""
     z_ND = jnp.asarray(z_ND, jnp.float32)
     flat = z_ND.reshape(-1, z_ND.shape[-1])
     images = _map_chunks(lambda z_B: _decode_chunk(cfg, params, z_B), flat, chunk)

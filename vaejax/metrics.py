@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, losses, models
+from vaejax import data, engine, files, models, objectives, recipe
 from vaejax.config import ModelConfig
 
 # ---------------------------------------------------------------------------- array metrics
@@ -111,17 +110,8 @@ def make_iwae_bound(cfg: ModelConfig, k: int, chunk: int = 500):
     """Jitted bound(params, x_N, key) -> (N,) k-sample importance-weighted bound of log p(x) per image."""
     if cfg.kind != "vae":
         raise ValueError("likelihood bounds need a VAE (kind='vae')")
-    one = lambda params, x, key: losses.iwae_bound(cfg, params, x, key, k)  # noqa: E731
-
-    def bound(params, x_N, key):
-        n = x_N.shape[0]
-        pad = (-n) % chunk
-        x_CB = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1)).reshape((-1, chunk) + x_N.shape[1:])
-        keys_CB = jax.random.split(key, n + pad).reshape(-1, chunk)
-        out = jax.lax.map(lambda a: jax.vmap(one, in_axes=(None, 0, 0))(params, *a), (x_CB, keys_CB))
-        return out.reshape(-1)[:n]
-
-    return jax.jit(bound)
+    scores = engine.make_scores(objectives.iwae(models.module(cfg), recipe.likelihood(cfg), k), chunk)
+    return jax.jit(lambda params, x_N, key: scores(params, x_N, key)["iwae"])
 
 
 def make_iwae_nll(cfg: ModelConfig, k: int = 100, chunk: int = 100):
@@ -133,77 +123,52 @@ def make_iwae_nll(cfg: ModelConfig, k: int = 100, chunk: int = 100):
 # ---------------------------------------------------------------------------- classifier training
 
 
-def structureless_images(key, x_B):
-    """Images with real pixel statistics but no structure, as many as x_B: the first half are
-    x_B with their pixels shuffled (one permutation per image), the rest smooth random fields
-    (uniform 7x7 noise upsampled bilinearly). Outliers for outlier exposure."""
-    n = x_B.shape[0]
-    h, w, c = x_B.shape[1:]
-    k_perm, k_field = jax.random.split(key)
-    flat = x_B.reshape(n, -1)
-    perm = jax.vmap(lambda k, v: jax.random.permutation(k, v))(jax.random.split(k_perm, n), flat).reshape(x_B.shape)
-    low = jax.random.uniform(k_field, (n, 7, 7, c))
-    field = jax.image.resize(low, (n, h, w, c), "bilinear")
-    return jnp.concatenate([perm[: n - n // 2], field[: n // 2]])
+def structureless_image(key, x):
+    """An image with x's pixel statistics but no structure: with even odds, x with its pixels
+    shuffled, or a smooth random field (uniform 7x7 noise upsampled bilinearly). An outlier
+    for outlier exposure."""
+    k_coin, k_perm, k_field = jax.random.split(key, 3)
+    shuffled = jax.random.permutation(k_perm, x.reshape(-1)).reshape(x.shape)
+    field = jax.image.resize(jax.random.uniform(k_field, (7, 7, x.shape[-1])), x.shape, "bilinear")
+    return jnp.where(jax.random.bernoulli(k_coin), shuffled, field)
 
 
-def make_classifier_epoch(batch_size: int = 128, learning_rate: float = 1e-3, outlier_exposure: float = 0.0):
-    """Jitted epoch(params, opt_state, x_N, y_N, key) -> (params, opt_state, per-step losses).
+def classifier_objective(outlier_exposure: float = 0.0):
+    """Cross-entropy of models.Classifier on one (image, label) pair, for the engine.
 
-    Cross-entropy, Adam; shuffles with the key and scans over len(x_N) // batch_size batches.
     outlier_exposure > 0 adds that weight times the cross-entropy between the uniform
-    distribution and the softmax on structureless images (Hendrycks et al. 2019), so that
+    distribution and the softmax on a structureless image (Hendrycks et al. 2019), so that
     max-softmax stays low off the data manifold instead of being arbitrarily confident.
     """
-    tx = optax.adam(learning_rate)
-
-    def loss_fn(params, x_B, y_B, key):
+    def objective(params, example, key, step, hparams):
+        x, label = example
         if outlier_exposure <= 0:
-            logits = models.classifier_apply(params, x_B)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
-        # One pass over real and outlier images together: a smaller program than two passes.
-        logits = models.classifier_apply(params, jnp.concatenate([x_B, structureless_images(key, x_B)]))
-        real, outliers = logits[: x_B.shape[0]], logits[x_B.shape[0]:]
-        loss = optax.softmax_cross_entropy_with_integer_labels(real, y_B).mean()
-        return loss + outlier_exposure * -jnp.mean(jax.nn.log_softmax(outliers))
+            logits = models.classifier_apply(params, x[None])[0]
+            return jax.nn.logsumexp(logits) - logits[label], {}
+        # the image and its outlier in one pass: a smaller program than two
+        logits, outlier = models.classifier_apply(params, jnp.stack([x, structureless_image(key, x)]))
+        return (jax.nn.logsumexp(logits) - logits[label]
+                - outlier_exposure * jnp.mean(jax.nn.log_softmax(outlier))), {}
 
-    def epoch(params, opt_state, x_N, y_N, key):
-        steps = x_N.shape[0] // batch_size
-        if steps == 0:
-            raise ValueError(f"batch_size {batch_size} is larger than the {x_N.shape[0]} training images")
-        shuffle_key, outlier_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, x_N.shape[0])[: steps * batch_size].reshape(steps, batch_size)
-
-        def body(carry, step_idx_B):
-            params, opt_state = carry
-            step, idx_B = step_idx_B
-            loss, grads = jax.value_and_grad(loss_fn)(params, x_N[idx_B], y_N[idx_B],
-                                                      jax.random.fold_in(outlier_key, step))
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (params, opt_state), losses_T = jax.lax.scan(body, (params, opt_state), (jnp.arange(steps), order))
-        return params, opt_state, losses_T
-
-    return jax.jit(epoch), tx
+    return objective
 
 
 def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: int = 128,
                      learning_rate: float = 1e-3, channels=(32, 64), width: int = 64,
                      outlier_exposure: float = 0.0):
-    """Parameters of a models.Classifier trained from scratch on images x_N (float NHWC) and labels y_N.
+    """Parameters of a models.Classifier trained from scratch (Adam) on images x_N (float NHWC) and labels y_N.
 
-    outlier_exposure: see make_classifier_epoch (0: plain cross-entropy).
+    outlier_exposure: see classifier_objective (0: plain cross-entropy).
     """
-    init_key, shuffle_key = jax.random.split(key)
+    init_key, run_key = jax.random.split(key)
     x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
     init = jax.jit(models.classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
-    params = init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width)
-    epoch, tx = make_classifier_epoch(min(batch_size, x_N.shape[0]), learning_rate, outlier_exposure)
-    opt_state = tx.init(params)
-    for e in range(epochs):
-        params, opt_state, _ = epoch(params, opt_state, x_N, y_N, jax.random.fold_in(shuffle_key, e))
-    return params
+    optimizer = optax.adam(learning_rate)
+    state = engine.init(init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width), optimizer)
+    epoch = engine.make_epoch(classifier_objective(outlier_exposure), optimizer, min(batch_size, x_N.shape[0]))
+    for _ in range(epochs):
+        state, _ = epoch(state, (x_N, y_N), run_key)
+    return state.params
 
 
 _apply_features = jax.jit(lambda params, x: models.classifier_apply(params, x, features=True))
@@ -304,7 +269,7 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
                   outlier_exposure: float = 0.5) -> ReferenceClassifier:
     """The reference classifier of `dataset`, trained on n_train real training images (None: all).
 
-    With outlier exposure (default 0.5, see make_classifier_epoch) on pixel-shuffled images and
+    With outlier exposure (default 0.5, see classifier_objective) on pixel-shuffled images and
     smooth random fields: without it a ReLU classifier is often more confident on uniform noise
     than on real images, and max-softmax is no plausibility scale. Uniform noise itself is not
     among the training outliers, so the noise anchor stays an independent check.
@@ -314,7 +279,7 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
     """
     settings = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "seed": seed,
                 "batch_size": batch_size, "outlier_exposure": outlier_exposure,
-                "arch": "patchconv32-64-dense64-v3"}
+                "arch": "patchconv32-64-dense64-v4"}
     tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = os.path.join(cache_dir, f"classifier-{dataset}-{tag}.npz") if cache_dir else None
     if path and os.path.exists(path):
@@ -340,16 +305,9 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
 
 def _write_reference(path: str, ref: ReferenceClassifier) -> None:
     flat = {"/".join(k): np.asarray(v) for k, v in _flatten(ref.params).items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{f"params/{k}": v for k, v in flat.items()}, real_mu=ref.real_mu, real_cov=ref.real_cov,
-                     test_accuracy=np.float64(ref.test_accuracy), settings=json.dumps(ref.settings, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_atomic(path, lambda f: np.savez(
+        f, **{f"params/{k}": v for k, v in flat.items()}, real_mu=ref.real_mu, real_cov=ref.real_cov,
+        test_accuracy=np.float64(ref.test_accuracy), settings=json.dumps(ref.settings, sort_keys=True)))
 
 
 def _read_reference(path: str, dataset: str, settings: dict) -> ReferenceClassifier:

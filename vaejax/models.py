@@ -1,7 +1,9 @@
-"""Encoders, decoders, AE and VAE as pure functions of (params, inputs, key).
+"""Encoders, decoders, AE and VAE as Flax modules, and pure functions of (params, inputs, key).
 
 The only module that imports flax. Images are NHWC floats in [0, 1] (any leading batch
-dims, or none); decoders return per-pixel logits (sigmoid gives intensities).
+dims, or none); decoders return per-pixel logits (sigmoid gives intensities), with a learned
+log sigma beside them for the "gaussian_learned" likelihood. The AE and VAE follow the model
+interface of objectives.py.
 """
 
 from __future__ import annotations
@@ -16,12 +18,7 @@ import flax.linen as nn
 from jax import lax
 
 from vaejax.config import ModelConfig
-
-
-def reparameterize(key, mu, logvar):
-    """z = mu + sigma * eps, eps ~ N(0, I): a sample of N(mu, diag(exp(logvar))) that gradients flow through."""
-    eps = jax.random.normal(key, jnp.shape(mu), jnp.result_type(mu))
-    return mu + jnp.exp(0.5 * logvar) * eps
+from vaejax.objectives import reparameterize
 
 
 def conv_output_size(i: int, s: int, k: int, p: int) -> int:
@@ -354,20 +351,33 @@ def _decoder(cfg: ModelConfig) -> nn.Module:
     return ConvDecoder(cfg)
 
 
+def _log_sigma(module: nn.Module):
+    """The learned log sigma of the "gaussian_learned" likelihood (a scalar parameter), else None."""
+    if module.cfg.likelihood != "gaussian_learned":
+        return None
+    return module.param("log_sigma", nn.initializers.zeros_init(), (), jnp.float32)
+
+
+def _with_log_sigma(log_sigma, logits):
+    """(logits, log_sigma broadcast to them) when sigma is learned, else the logits."""
+    return logits if log_sigma is None else (logits, jnp.broadcast_to(log_sigma, logits.shape))
+
+
 class AE(nn.Module):
-    """x -> z -> logits. __call__ returns (logits, {"z": z}); the key is unused."""
+    """x -> z -> logits. __call__ returns (decoder output, {"z": z}); the key is unused."""
 
     cfg: ModelConfig
 
     def setup(self):
         self.encoder = _encoder(self.cfg, self.cfg.latent_dim)
         self.decoder = _decoder(self.cfg)
+        self.log_sigma = _log_sigma(self)
 
     def encode(self, x):
         return self.encoder(x)
 
     def decode(self, z):
-        return self.decoder(z)
+        return _with_log_sigma(self.log_sigma, self.decoder(z))
 
     def __call__(self, x, key=None):
         z = self.encode(x)
@@ -386,6 +396,7 @@ class VAE(nn.Module):
         self.heads = nn.Dense(2 * self.cfg.latent_dim) if conv else None
         self.to_code = nn.Dense(self.cfg.channels[-1]) if conv else None
         self.decoder = _decoder(self.cfg)
+        self.log_sigma = _log_sigma(self)
 
     def encode(self, x):
         h = self.encoder(x)
@@ -395,7 +406,7 @@ class VAE(nn.Module):
         return mu, logvar
 
     def decode(self, z):
-        return self.decoder(self.to_code(z) if self.to_code is not None else z)
+        return _with_log_sigma(self.log_sigma, self.decoder(self.to_code(z) if self.to_code is not None else z))
 
     def __call__(self, x, key):
         mu, logvar = self.encode(x)

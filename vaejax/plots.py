@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from vaejax import files  # noqa: E402
 
 
 def tile(images_NHWC, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -64,12 +65,9 @@ def save_curves(series: dict[str, list[float]], path: str, xlabel: str = "epoch"
 
 
 def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
+    files.write_atomic(path, lambda f: fig.savefig(f, format="png"))  # a figure is either complete or absent
     plt.close(fig)
-    os.replace(tmp, path)  # a figure is either complete or absent
     return path
 
 
@@ -148,12 +146,9 @@ def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None =
 
 def _save_tight(fig, path: str) -> str:
     """Like _save, but the saved area is grown to hold every label and title (none clipped)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, bbox_inches="tight", pad_inches=0.1)
+    files.write_atomic(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight", pad_inches=0.1))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -1,5 +1,5 @@
-"""Tests for vaejax.losses: per-example terms against hand formulas and Monte Carlo estimates,
-the IWAE bound, and the batched objective."""
+"""Tests for vaejax.objectives: likelihoods and terms against reference formulas, quadrature and
+Monte Carlo estimates, the IWAE bound, and the preset objectives batched by the engine."""
 
 import functools
 import math
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vaejax import config, losses, models
+from vaejax import config, engine, models, objectives, recipe
 from conftest import TINY_MLP_AE, TINY_MLP_VAE, fake_params, structured_images
 
 RNG = np.random.default_rng(0)
@@ -31,7 +31,7 @@ def test_bernoulli_nll_hand_formula_on_intensities():
     logits, x = _logits_and_intensities()
     p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     expected = -np.sum(x * np.log(p) + (1 - x) * np.log(1 - p))
-    got = float(losses.bernoulli_nll(jnp.asarray(logits), jnp.asarray(x)))
+    got = float(objectives.bernoulli_nll(jnp.asarray(logits), jnp.asarray(x)))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -39,7 +39,7 @@ def test_bernoulli_nll_is_stable_for_large_logits():
     logits = jnp.array([60.0, -60.0, 60.0, -60.0])
     x = jnp.array([1.0, 0.0, 0.0, 1.0])
     # -log sigmoid(60) ~ 0 twice, then 60 nats twice (a naive log(sigmoid) gives inf here)
-    np.testing.assert_allclose(float(losses.bernoulli_nll(logits, x)), 120.0, rtol=1e-6)
+    np.testing.assert_allclose(float(objectives.bernoulli_nll(logits, x)), 120.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("sigma", [0.1, 1.0])
@@ -48,29 +48,79 @@ def test_gaussian_nll_hand_formula(sigma):
     mean = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     by_hand = np.sum(0.5 * ((x - mean) / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi))
     by_scipy = -np.sum(stats.norm.logpdf(x, loc=mean, scale=sigma))
-    got = float(losses.gaussian_nll(jnp.asarray(logits), jnp.asarray(x), sigma))
+    got = float(objectives.gaussian(sigma).nll(jnp.asarray(logits), jnp.asarray(x)))
     np.testing.assert_allclose(by_hand, by_scipy, rtol=1e-10)
     np.testing.assert_allclose(got, by_hand, rtol=1e-5)
 
 
 def test_reconstruction_follows_the_likelihood():
     logits, x = map(jnp.asarray, _logits_and_intensities(scale=1.0, seed=2))
-    bern = losses.reconstruction(config.replace(TINY_MLP_VAE, likelihood="bernoulli"))(logits, x)
-    gauss = losses.reconstruction(config.replace(TINY_MLP_VAE, likelihood="gaussian", obs_sigma=0.3))(logits, x)
-    mse = losses.reconstruction(config.replace(TINY_MLP_VAE, likelihood="mse"))(logits, x)
-    np.testing.assert_allclose(float(bern), float(losses.bernoulli_nll(logits, x)), rtol=1e-6)
-    np.testing.assert_allclose(float(gauss), float(losses.gaussian_nll(logits, x, 0.3)), rtol=1e-6)
+    bern = recipe.likelihood(config.replace(TINY_MLP_VAE, likelihood="bernoulli")).nll(logits, x)
+    gauss = recipe.likelihood(config.replace(TINY_MLP_VAE, likelihood="gaussian", obs_sigma=0.3)).nll(logits, x)
+    mse = recipe.likelihood(config.replace(TINY_MLP_VAE, likelihood="mse")).nll(logits, x)
+    np.testing.assert_allclose(float(bern), float(objectives.bernoulli_nll(logits, x)), rtol=1e-6)
+    np.testing.assert_allclose(float(gauss), float(objectives.gaussian_nll(jax.nn.sigmoid(logits), x, np.log(0.3))), rtol=1e-6)
     mean = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
     np.testing.assert_allclose(float(mse), np.sum((np.asarray(x) - mean) ** 2), rtol=1e-5)
+
+
+def test_continuous_bernoulli_matches_its_definition_and_integrates_to_one():
+    """-log p(x) = -[x log lam + (1 - x) log(1 - lam) + log C(lam)], C = 2 artanh(1 - 2 lam) / (1 - 2 lam)."""
+    logits = np.array([-8.0, -2.0, -0.3, -1e-4, 0.0, 1e-3, 0.7, 3.0, 9.0])
+    lam = 1.0 / (1.0 + np.exp(-logits))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.where(np.abs(1 - 2 * lam) < 1e-12, 2.0, 2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
+    grid = np.linspace(0.0, 1.0, 2001)
+    cb = objectives.continuous_bernoulli
+    nll = jax.jit(jax.vmap(jax.vmap(cb.nll, in_axes=(None, 0)), in_axes=(0, None)))  # (logits, x grid) -> nats
+    got = np.asarray(nll(jnp.asarray(logits, jnp.float32), jnp.asarray(grid, jnp.float32)), np.float64)
+    expected = -(grid[None] * np.log(lam)[:, None] + (1 - grid[None]) * np.log1p(-lam)[:, None] + np.log(c)[:, None])
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+    density = np.exp(-got)
+    np.testing.assert_allclose(np.trapezoid(density, grid, axis=1), 1.0, rtol=1e-4)  # a density on [0, 1]
+    mean_by_quadrature = np.trapezoid(density * grid, grid, axis=1)
+    np.testing.assert_allclose(np.asarray(cb.mean(jnp.asarray(logits, jnp.float32))), mean_by_quadrature, atol=2e-5)
+    grads = jax.grad(lambda l: cb.nll(l, jnp.full_like(l, 0.3)))(jnp.asarray([0.0, 1e-3, 5.0]))
+    assert np.all(np.isfinite(np.asarray(grads)))  # no NaN from the branch at 0
+
+
+def test_gaussian_optimal_sigma_is_the_best_fixed_sigma_per_image():
+    logits, x = map(jnp.asarray, _logits_and_intensities(scale=1.0, seed=3))
+    got = float(objectives.gaussian_optimal().nll(logits, x))
+    sigmas = np.exp(np.linspace(-4, 1, 4001))
+    by_grid = min(float(objectives.gaussian(s).nll(logits, x)) for s in sigmas[::40])
+    mean = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    mse = np.mean((np.asarray(x) - mean) ** 2)
+    closed = 0.5 * x.size * (np.log(2 * np.pi * mse) + 1.0)
+    np.testing.assert_allclose(got, closed, rtol=1e-5)
+    assert got <= by_grid + 1e-3 and by_grid - got < 0.5  # the grid's best sigma is no better
+    # a perfect reconstruction is held at min_sigma instead of an infinite likelihood
+    floor = float(objectives.gaussian_optimal(min_sigma=0.01).nll(jnp.full((4,), 10.0), jax.nn.sigmoid(jnp.full((4,), 10.0))))
+    np.testing.assert_allclose(floor, 4 * (np.log(0.01) + 0.5 * np.log(2 * np.pi)), rtol=1e-5)
+
+
+def test_gaussian_learned_sigma_is_a_decoder_parameter_with_zero_gradient_at_the_mle():
+    cfg = config.replace(TINY_MLP_VAE, likelihood="gaussian_learned")
+    params = models.init(jax.random.key(0), cfg)
+    assert params["log_sigma"].shape == ()
+    logits, log_sigma = models.decode(cfg, params, jnp.zeros((2, cfg.latent_dim)))
+    assert log_sigma.shape == logits.shape == (2, 28, 28, 1)
+    x = jnp.asarray(structured_images(1, 1)[0])
+    lik = objectives.gaussian_learned
+    out = (logits[0], log_sigma[0])
+    np.testing.assert_allclose(float(lik.nll(out, x)), float(objectives.gaussian_nll(jax.nn.sigmoid(logits[0]), x, 0.0)), rtol=1e-6)
+    mse = jnp.mean(jnp.square(x - lik.mean(out)))
+    at_mle = jax.grad(lambda s: lik.nll((logits[0], jnp.full_like(logits[0], s)), x))(0.5 * jnp.log(mse))
+    assert abs(float(at_mle)) < 1e-2
 
 
 # ------------------------------------------------------------------ KL
 
 
 def test_kl_is_zero_at_the_prior():
-    assert float(losses.kl_diag_gaussian(jnp.zeros(7), jnp.zeros(7))) == 0.0
-    assert float(losses.kl_diag_gaussian(jnp.array([0.1, 0.0]), jnp.zeros(2))) > 0
-    assert float(losses.kl_diag_gaussian(jnp.zeros(2), jnp.array([0.0, -0.5]))) > 0
+    assert float(objectives.kl_diag_gaussian(jnp.zeros(7), jnp.zeros(7))) == 0.0
+    assert float(objectives.kl_diag_gaussian(jnp.array([0.1, 0.0]), jnp.zeros(2))) > 0
+    assert float(objectives.kl_diag_gaussian(jnp.zeros(2), jnp.array([0.0, -0.5]))) > 0
 
 
 def test_kl_matches_monte_carlo():
@@ -83,7 +133,7 @@ def test_kl_matches_monte_carlo():
     log_p = stats.norm.logpdf(z).sum(1)
     samples = log_q - log_p
     mc, se = samples.mean(), samples.std() / np.sqrt(n)
-    kl = float(losses.kl_diag_gaussian(jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32)))
+    kl = float(objectives.kl_diag_gaussian(jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32)))
     assert abs(kl - mc) < 5 * se, (kl, mc, se)
     # and the closed form, term by term
     closed = 0.5 * np.sum(sigma**2 + mu**2 - 1 - logvar)
@@ -93,13 +143,14 @@ def test_kl_matches_monte_carlo():
 def test_log_normal_matches_scipy():
     z, mu, logvar = RNG.normal(size=(3, 5))
     expected = stats.norm.logpdf(z, mu, np.exp(0.5 * logvar)).sum()
-    got = float(losses.log_normal(jnp.asarray(z, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32)))
+    got = float(objectives.log_normal(jnp.asarray(z, jnp.float32), jnp.asarray(mu, jnp.float32), jnp.asarray(logvar, jnp.float32)))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ IWAE
 
 CFG = TINY_MLP_VAE
+MODEL = models.module(CFG)
 PARAMS = fake_params(CFG, seed=3)
 X_N = jnp.asarray(structured_images(0, 4))
 
@@ -124,13 +175,13 @@ def k1_samples():
     One compiled program, shared by the tests below."""
     image = np.arange(N_K1) % len(X_N)
     keys = jax.random.split(jax.random.key(5), N_K1)
-    per_example = losses.objective(CFG, beta=1.0)
+    per_example = recipe.objective(CFG)
 
     @jax.jit
     def run(params, x_n, keys):
         def one(x, key):
-            terms = per_example(params, x, key)[1]
-            return losses.iwae_bound(CFG, params, x, key, 1), _one_sample_elbo_by_hand(params, x, key), terms["recon"], terms["kl"]
+            terms = per_example(params, x, key, 0, None)[1]
+            return objectives.iwae_bound(MODEL, objectives.bernoulli, params, x, key, 1), _one_sample_elbo_by_hand(params, x, key), terms["recon"], terms["kl"]
         return jax.vmap(one)(x_n, keys)
 
     out = run(PARAMS, X_N[image], keys)
@@ -165,7 +216,7 @@ def test_iwae_grows_with_k():
     def bounds(params, x_N, keys):
         """(images, keys) bounds for k = 10 and 100, in one compiled program."""
         def per_image(x):
-            return [jax.vmap(lambda key: losses.iwae_bound(CFG, params, x, key, k))(keys) for k in (10, 100)]
+            return [jax.vmap(lambda key: objectives.iwae_bound(MODEL, objectives.bernoulli, params, x, key, k))(keys) for k in (10, 100)]
         return jax.vmap(per_image)(x_N)
 
     b10_all, b100_all = (np.asarray(b, np.float64) for b in bounds(PARAMS, X_N, keys))
@@ -187,14 +238,15 @@ def test_iwae_grows_with_k():
 def _ae_objectives(params, x_N, key):
     """An AE's objectives, all in one compiled program (an AE needs no key, so any key will do)."""
     cfg = TINY_MLP_AE
-    per_example = losses.objective(cfg)
-    loss_B, terms_B = jax.vmap(per_example, in_axes=(None, 0, 0))(params, x_N, jax.random.split(key, len(x_N)))
-    loss, terms = losses.batch_objective(cfg)(params, x_N, key)
+    per_example = recipe.objective(cfg)
+    loss_B, terms_B = jax.vmap(per_example, in_axes=(None, 0, 0, None, None))(params, x_N, jax.random.split(key, len(x_N)), 0, None)
+    terms_B = dict(terms_B, loss=loss_B)
+    loss, terms = engine.mean_objective(per_example)(params, x_N, key, 0, None)
     logits_N, _ = models.apply(cfg, params, x_N)
-    nll_N = jax.vmap(losses.bernoulli_nll)(logits_N, x_N)
+    nll_N = jax.vmap(objectives.bernoulli_nll)(logits_N, x_N)
     target_N = x_N[::-1]
-    loss_target, _ = losses.batch_objective(cfg)(params, x_N, key, target_N)
-    nll_target_N = jax.vmap(losses.bernoulli_nll)(logits_N, target_N)
+    loss_target, _ = engine.mean_objective(per_example)(params, (x_N, target_N), key, 0, None)
+    nll_target_N = jax.vmap(objectives.bernoulli_nll)(logits_N, target_N)
     return loss_B, terms_B, loss, terms, nll_N, loss_target, nll_target_N
 
 
@@ -208,7 +260,7 @@ def test_ae_objective_and_batch_objective():
     # batched: the mean of the vmapped per-example objective
     np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(loss_B, np.float64))), rtol=1e-6)
     for name in terms:
-        np.testing.assert_allclose(float(terms[name]), float(np.mean(np.asarray(terms_B[name], np.float64))), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(terms[name]), np.mean(np.asarray(terms_B[name], np.float64), axis=0), rtol=1e-6)
     # a target replaces the input as what the decoder is scored against
     np.testing.assert_allclose(float(loss_target), float(np.mean(np.asarray(nll_target_N, np.float64))), rtol=1e-6)
     assert float(loss_target) != float(loss)
@@ -217,23 +269,24 @@ def test_ae_objective_and_batch_objective():
 @jax.jit
 def _vae_objectives(params, x_N, key):
     """The VAE's objectives, in one compiled program."""
-    per_example = losses.objective(CFG, beta=0.7)
-    loss_B, terms_B = jax.vmap(per_example, in_axes=(None, 0, 0))(params, x_N, jax.random.split(key, len(x_N)))
-    batch = losses.batch_objective(CFG, beta=0.7)(params, x_N, key)
+    per_example = recipe.objective(CFG, config.TrainConfig(beta=0.7))
+    loss_B, terms_B = jax.vmap(per_example, in_axes=(None, 0, 0, None, None))(params, x_N, jax.random.split(key, len(x_N)), 0, None)
+    terms_B = dict(terms_B, loss=loss_B)
+    batch = engine.mean_objective(per_example)(params, x_N, key, 0, None)
     x, k = x_N[1], jax.random.key(4)
-    by_beta = {beta: losses.objective(CFG, beta=beta)(params, x, k) for beta in (0.0, 1.0, 3.0)}
+    by_beta = {beta: recipe.objective(CFG, config.TrainConfig(beta=beta))(params, x, k, 0, None) for beta in (0.0, 1.0, 3.0)}
     logits, _ = models.apply(CFG, params, x, k)
     mu, logvar = models.encode(CFG, params, x)
-    return (loss_B, terms_B), batch, by_beta, losses.bernoulli_nll(logits, x), losses.kl_diag_gaussian(mu, logvar)
+    return (loss_B, terms_B), batch, by_beta, objectives.bernoulli_nll(logits, x), objectives.kl_diag_gaussian(mu, logvar)
 
 
 def test_vae_objective_and_batch_objective():
     (loss_B, terms_B), (loss, terms), by_beta, nll, kl = _vae_objectives(PARAMS, X_N, jax.random.key(3))
     # batched: the mean of the per-example objective vmapped with the keys jax.random.split(key, B)
     np.testing.assert_allclose(float(loss), float(np.mean(np.asarray(loss_B, np.float64))), rtol=1e-6)
-    assert set(terms) == set(terms_B) == {"loss", "recon", "kl"}
+    assert set(terms) == set(terms_B) == {"loss", "recon", "kl", "nelbo", "beta", "kl_per_dim"}
     for name in terms:
-        np.testing.assert_allclose(float(terms[name]), float(np.mean(np.asarray(terms_B[name], np.float64))), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(terms[name]), np.mean(np.asarray(terms_B[name], np.float64), axis=0), rtol=1e-6)
     np.testing.assert_allclose(float(terms["loss"]), float(terms["recon"] + 0.7 * terms["kl"]), rtol=1e-6)
 
     (loss0, terms0), (loss1, terms1), (loss3, _) = by_beta[0.0], by_beta[1.0], by_beta[3.0]

@@ -1,6 +1,7 @@
-"""Tests for vaejax.train: the step learns, runs are reproducible bit for bit, the scanned epoch
-and the vmapped seeds equal their unrolled counterparts, donation, scoring in chunks,
-dynamic binarization, and a helpful error for an oversized batch."""
+"""Tests for vaejax.engine on the presets: the step learns, runs are reproducible bit for bit, the
+scanned epoch and the vmapped (or mapped) seeds equal their unrolled counterparts, donation,
+scoring in chunks, dynamic binarization, and a helpful error for an oversized batch. Models,
+objectives and optimizers of one's own: tests/test_bring_your_own.py."""
 
 import functools
 
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import config, data, losses, models, train
+from vaejax import config, data, engine, models, objectives, recipe
 from conftest import TINY_MLP_AE, TINY_MLP_VAE, fake_params, structured_images
 
 # Most tests share one tiny VAE and one train config (with dynamic binarization, so that the
@@ -20,18 +21,29 @@ TC = config.TrainConfig(batch_size=64, learning_rate=3e-3, binarize="dynamic")
 X_N = jnp.asarray(structured_images(0, 200))  # 200 = 3 batches of 64 and 8 left over
 STEPS = 200 // 64
 
-# One compiled initializer per config (configs are hashable and reach it statically).
-init_state = jax.jit(train.init_state, static_argnums=(1, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _init(model_cfg, train_cfg):
+    r = recipe.build(model_cfg, train_cfg)
+    return jax.jit(lambda key: engine.init(r.init_params(key), r.optimizer))
+
+
+def init_state(key, model_cfg=VAE, train_cfg=TC):
+    """One compiled initializer per config (configs are hashable)."""
+    return _init(model_cfg, train_cfg)(key)
 
 
 @functools.lru_cache(maxsize=None)
 def make_step(model_cfg=VAE, train_cfg=TC):
-    return train.make_train_step(model_cfg, train_cfg)
+    r = recipe.build(model_cfg, train_cfg)
+    return engine.make_step(r.objective, r.optimizer)
 
 
 @functools.lru_cache(maxsize=None)
-def make_epoch(model_cfg=VAE, train_cfg=TC):
-    return train.make_train_epoch(model_cfg, train_cfg)
+def make_epoch(model_cfg=VAE, train_cfg=TC, models=None):
+    r = recipe.build(model_cfg, train_cfg)
+    return engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, models=models)
 
 
 def leaves(tree):
@@ -66,7 +78,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(model_cfg, mnist_256):
         step, state = make_step(), init_state(jax.random.key(0), VAE, TC)
     else:  # parameters of the right shapes without compiling the initializer
         step, params = make_step(model_cfg, TC), fake_params(model_cfg)
-        state = train.TrainState(jnp.zeros((), jnp.int32), params, train.optimizer(TC).init(params))
+        state = engine.init(params, recipe.optimizer(TC))
     key = jax.random.key(1)
     history = []
     for _ in range(20):
@@ -134,7 +146,7 @@ def test_train_epoch_equals_the_same_train_steps():
     for ep in range(2):  # the second epoch checks that the shuffle moves on with the step count
         state_e, metrics_e = epoch(state_e, X_N, key)
         # the epoch's batches, as the epoch draws them: distinct indices, the remainder dropped
-        order = np.asarray(train.epoch_order(key, state_s.step, n, b))
+        order = np.asarray(engine.epoch_order(key, state_s.step, n, b))
         assert order.shape == (steps, b) and len(np.unique(order)) == steps * b and order.max() < n
         orders.append(order)
         metrics_s = []
@@ -150,15 +162,16 @@ def test_train_epoch_equals_the_same_train_steps():
     print(f"epoch vs steps bitwise equal: {exact}")
 
 
-def test_train_many_equals_separate_runs():
+@pytest.mark.parametrize("how", engine.MODEL_AXES)
+def test_models_axis_equals_separate_runs(how):
     model_cfg, train_cfg = VAE, TC
     s = 3
     init_keys = jax.random.split(jax.random.key(20), s)
     run_keys = jax.random.split(jax.random.key(21), s)
 
-    # S fresh states stacked on a leading axis (what train.init_many builds, without compiling it again)
+    # S fresh states stacked on a leading axis (what engine.init_many builds, without compiling it again)
     states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[init_state(k, model_cfg, train_cfg) for k in init_keys])
-    many = train.make_train_many(model_cfg, train_cfg)
+    many = make_epoch(models=how)
     states, metrics = many(states, X_N, run_keys)
     assert jax.tree_util.tree_leaves(states.params)[0].shape[0] == s
     assert metrics["loss"].shape == (s, X_N.shape[0] // train_cfg.batch_size)
@@ -174,7 +187,7 @@ def test_train_many_equals_separate_runs():
     # the seeds really are different models
     p = leaves(states.params)[0]
     assert not np.array_equal(p[0], p[1]) and not np.array_equal(p[1], p[2])
-    print(f"train_many vs separate runs bitwise equal: {exact}")
+    print(f"models={how} vs separate runs bitwise equal: {exact}")
 
 
 # ------------------------------------------------------------------ donation
@@ -212,8 +225,9 @@ def test_donation_and_reuse_of_the_returned_state():
 def _direct_ae_terms(params, x_N):
     """Reference values for an AE (no randomness) computed without make_scores: per-example losses
     of the vmapped objective, and the batch objective's mean terms."""
-    per_example = jax.vmap(lambda x: losses.objective(TINY_MLP_AE)(params, x, None)[0])(x_N)
-    return per_example, losses.batch_objective(TINY_MLP_AE)(params, x_N, jax.random.key(0))[1]
+    objective = recipe.objective(TINY_MLP_AE)
+    per_example = jax.vmap(lambda x: objective(params, x, None, 0, None)[0])(x_N)
+    return per_example, engine.mean_objective(objective)(params, x_N, jax.random.key(0), 0, None)[1]
 
 
 def test_scores_per_example_for_n_not_divisible_by_chunk_ae():
@@ -221,7 +235,7 @@ def test_scores_per_example_for_n_not_divisible_by_chunk_ae():
     model_cfg = TINY_MLP_AE
     params = fake_params(model_cfg, seed=1)
     x_N = X_N[:37]
-    terms = train.make_scores(model_cfg, chunk=chunk)(params, x_N, jax.random.key(0))
+    terms = engine.make_scores(recipe.objective(model_cfg), chunk=chunk)(params, x_N, jax.random.key(0))
     assert set(terms) == {"loss", "recon"}
     for v in terms.values():
         assert v.shape == (37,)
@@ -236,13 +250,14 @@ def test_scores_and_evaluate_vae():
     model_cfg, beta = TINY_MLP_VAE, 0.5
     params = fake_params(model_cfg, seed=2)
     x_N = X_N[:37]
-    scores = train.make_scores(model_cfg, beta=beta, chunk=16)
+    scores = engine.make_scores(recipe.objective(model_cfg, config.TrainConfig(beta=beta)), chunk=16)
     terms = scores(params, x_N, jax.random.key(0))
-    assert set(terms) == {"loss", "recon", "kl"}
-    for v in terms.values():
-        assert v.shape == (37,)
-    # the KL is analytic: exactly the per-example KL of the encoder's (mu, logvar)
-    kl = jax.jit(lambda p, x: jax.vmap(losses.kl_diag_gaussian)(*models.encode(model_cfg, p, x)))(params, x_N)
+    assert set(terms) == {"loss", "recon", "kl", "nelbo", "beta", "kl_per_dim"}
+    for name, v in terms.items():
+        assert v.shape == ((37, model_cfg.latent_dim) if name == "kl_per_dim" else (37,))
+    # the KL is analytic: exactly the per-example KL of the encoder's (mu, logvar), the sum of its dimensions
+    kl = jax.jit(lambda p, x: jax.vmap(objectives.kl_diag_gaussian)(*models.encode(model_cfg, p, x)))(params, x_N)
+    np.testing.assert_allclose(np.asarray(terms["kl_per_dim"]).sum(axis=1), np.asarray(kl), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(terms["kl"]), np.asarray(kl), rtol=1e-5)
     loss, recon, kl = (np.asarray(terms[k], np.float64) for k in ("loss", "recon", "kl"))
     np.testing.assert_allclose(loss, recon + beta * kl, rtol=1e-5)
@@ -250,11 +265,15 @@ def test_scores_and_evaluate_vae():
     # deterministic given the key; another key, other samples
     np.testing.assert_array_equal(np.asarray(scores(params, x_N, jax.random.key(0))["recon"]), recon.astype(np.float32))
     assert not np.array_equal(np.asarray(scores(params, x_N, jax.random.key(5))["recon"]), recon.astype(np.float32))
-    evaluated = train.make_evaluate(model_cfg, beta=beta, chunk=16)(params, x_N, jax.random.key(0))
-    assert set(evaluated) == set(terms)
-    for name in terms:
-        assert isinstance(evaluated[name], float)
-        np.testing.assert_allclose(evaluated[name], float(jnp.mean(terms[name])), rtol=1e-6)
+    # over a models axis: the same numbers for each model's own params and key
+    params_S = jax.tree_util.tree_map(lambda a: jnp.stack([a, a * 0.5]), params)
+    keys_S = jnp.stack([jax.random.key(0), jax.random.key(5)])
+    many = engine.make_scores(recipe.objective(model_cfg, config.TrainConfig(beta=beta)), chunk=16, models="vmap")
+    terms_S = many(params_S, x_N, keys_S)
+    assert terms_S["loss"].shape == (2, 37)
+    np.testing.assert_allclose(np.asarray(terms_S["loss"][0]), loss, rtol=1e-5)
+    second = scores(jax.tree_util.tree_map(lambda a: a[1], params_S), x_N, jax.random.key(5))
+    np.testing.assert_allclose(np.asarray(terms_S["loss"][1]), np.asarray(second["loss"]), rtol=1e-5)
 
 
 # ------------------------------------------------------------------ dynamic binarization
@@ -279,7 +298,7 @@ def test_dynamic_binarization_draws_differ_between_steps():
 
     def loss_at(step_number, x):
         fresh = jax.tree_util.tree_map(jnp.array, params)  # the step donates what it is given
-        state = train.TrainState(jnp.asarray(step_number, jnp.int32), fresh, train.optimizer(TC).init(fresh))
+        state = engine.init(fresh, recipe.optimizer(TC))._replace(step=jnp.asarray(step_number, jnp.int32))
         return float(step(state, x, key)[1]["loss"])
 
     # binary images are their own binarization: the same loss at every step (the model is deterministic) ...
@@ -298,9 +317,9 @@ def test_batch_larger_than_dataset_raises_helpful_error():
     big = config.replace(TC, batch_size=512)
     state = init_state(jax.random.key(0), VAE, TC)  # the batch size plays no part in the state
     with pytest.raises(ValueError, match=r"batch.size") as info:
-        train.make_train_epoch(VAE, big)(state, X_N, jax.random.key(0))
+        make_epoch(VAE, big)(state, X_N, jax.random.key(0))
     message = str(info.value)
     assert "512" in message and "200" in message and "\n" not in message, message  # both numbers, one line
     states = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), state)
     with pytest.raises(ValueError, match=r"batch.size"):
-        train.make_train_many(VAE, big)(states, X_N, jax.random.split(jax.random.key(1), 2))
+        make_epoch(VAE, big, models="vmap")(states, X_N, jax.random.split(jax.random.key(1), 2))

@@ -1,0 +1,172 @@
+"""vaejax.fit as a library: one's own objective trained in a workdir with callbacks and resumed
+bitwise, several models at once, TensorBoard events; and vaejax.load of a `vaejax train` run."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import cli_runs
+import flax.linen as nn
+
+import vaejax
+from vaejax import data, fit, objectives, run
+from conftest import structured_images
+
+X_N = structured_images(0, 256, shape=(8, 8, 1))  # 8 batches of 32
+OPTIMIZER = optax.adam(1e-2)
+
+
+def objective(params, x, key, step, hparams):
+    """A linear AE on one image, its code jittered by the example's key (so that keys matter)."""
+    z = x.reshape(-1) @ params["enc"] + 0.01 * jax.random.normal(key, (4,))
+    loss = jnp.sum(jnp.square(z @ params["dec"] - x.reshape(-1)))
+    return loss, {"code_norm": jnp.linalg.norm(z)}
+
+
+def init_params(key):
+    k1, k2 = jax.random.split(key)
+    return {"enc": 0.1 * jax.random.normal(k1, (64, 4)), "dec": 0.1 * jax.random.normal(k2, (4, 64))}
+
+
+class Recorder(fit.Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_epoch_begin(self, epoch, num_steps):
+        self.calls.append(("begin", epoch, num_steps))
+
+    def on_steps(self, epoch, done, num_steps, mean_loss):
+        self.calls.append(("steps", epoch, done))
+
+    def on_epoch_end(self, epoch, record, state):
+        self.calls.append(("end", epoch, int(state.step)))
+
+    def on_train_end(self, state, records):
+        self.calls.append(("train_end", len(records)))
+
+
+def _fit(workdir, epochs, **kw):
+    return fit.fit(objective, OPTIMIZER, init_params, X_N, str(workdir), epochs=epochs, batch_size=32,
+                   key=jax.random.key(0), test_data=X_N[:64], pieces=4, **kw)
+
+
+def _without_seconds(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_fit_in_a_workdir_with_callbacks_then_resume_is_bitwise(tmp_path):
+    recorder = Recorder()
+    straight = _fit(tmp_path / "a", 3, meta={"model": "linear AE"}, callbacks=[recorder])
+    assert [r["epoch"] for r in straight.records] == [1, 2, 3] and straight.resumed_from == 0
+    assert {"train_loss", "test_loss", "test_code_norm", "seconds"} <= set(straight.records[0])
+    assert straight.records[2]["train_loss"] < straight.records[0]["train_loss"]
+    assert recorder.calls[:6] == [("begin", 1, 8), ("steps", 1, 2), ("steps", 1, 4), ("steps", 1, 6),
+                                  ("steps", 1, 8), ("end", 1, 8)]
+    assert recorder.calls[-1] == ("train_end", 3)
+    assert json.load(open(tmp_path / "a" / "run.json")) == {"model": "linear AE"}
+    assert [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")] == straight.records
+
+    _fit(tmp_path / "b", 2)
+    resumed = _fit(tmp_path / "b", 3, resume=True)
+    assert resumed.resumed_from == 2 * 8
+    for a, b in zip(jax.tree_util.tree_leaves(straight.state), jax.tree_util.tree_leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert _without_seconds(resumed.records) == _without_seconds(straight.records)
+
+
+def test_fit_trains_several_models_at_once(tmp_path):
+    result = fit.fit(objective, OPTIMIZER, init_params, X_N, str(tmp_path / "run"), epochs=2, batch_size=32,
+                     key=jax.random.split(jax.random.key(1), 3), models="vmap", test_data=X_N[:64])
+    first = result.records[0]
+    assert len(first["train_loss"]) == len(first["test_loss"]) == 3 and len(set(first["train_loss"])) == 3
+    assert result.state.params["enc"].shape == (3, 64, 4)
+
+
+def test_a_nonfinite_loss_raises_naming_the_epoch_and_step(tmp_path):
+    poisoned = X_N.copy()
+    poisoned[5] = np.nan
+    with pytest.raises(fit.NonFinite) as info:
+        fit.fit(objective, OPTIMIZER, init_params, poisoned, str(tmp_path / "run"), epochs=2, batch_size=32,
+                key=jax.random.key(0))
+    assert info.value.epoch == 1 and info.value.num_steps == 8 and "\n" not in str(info.value)
+
+
+def test_tensorboard_callback_writes_events(tmp_path):
+    pytest.importorskip("tensorboardX")
+    logdir = tmp_path / "tb"
+    _fit(tmp_path / "run", 2, callbacks=[fit.TensorBoard(str(logdir))])
+    events = [p for p in os.listdir(logdir) if p.startswith("events.out.tfevents")]
+    assert len(events) == 1
+    blob = open(logdir / events[0], "rb").read()
+    assert b"train_loss" in blob and b"test_loss" in blob
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return cli_runs.reference(tmp_path_factory.getbasetemp(), 4)
+
+
+def test_load_a_trained_run_in_one_call(trained):
+    loaded = vaejax.load(trained)
+    assert loaded.meta["preset"] == "mlp_vae" and loaded.model_cfg.latent_dim == 4
+    assert loaded.updates == 4 * cli_runs.STEPS_PER_EPOCH
+    x = data.to_float(data.load("mnist_5k", "test").images[:8])
+    z = np.asarray(loaded.encode(x))
+    assert z.shape == (8, 4)
+    images = np.asarray(loaded.decode(z))
+    assert images.shape == (8, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
+    np.testing.assert_allclose(np.asarray(loaded.reconstruct(x)), images, rtol=1e-6)
+    assert np.asarray(loaded.sample(jax.random.key(0), 5)).shape == (5, 28, 28, 1)
+    path = np.asarray(loaded.interpolate(x[0], x[1], 5))
+    assert path.shape == (5, 28, 28, 1)
+    np.testing.assert_allclose(path[[0, -1]], images[:2], rtol=1e-5, atol=1e-6)  # the ends are the two images
+    elbo = np.asarray(loaded.elbo(x, jax.random.key(1)))
+    nll = np.asarray(loaded.iwae_nll(x, jax.random.key(2), k=50))
+    assert elbo.shape == nll.shape == (8,) and np.all(np.isfinite(nll))
+    assert nll.mean() <= -elbo.mean() + 1.0  # the 50-sample bound is at least as tight as the ELBO
+
+
+class SmallVAE(nn.Module):
+    """A model of one's own: dense encoder and decoder on 8x8 images."""
+
+    def setup(self):
+        self.enc, self.dec = nn.Dense(2 * 3), nn.Dense(64)
+
+    def encode(self, x_B):
+        return jnp.split(self.enc(x_B.reshape(x_B.shape[0], -1)), 2, axis=-1)
+
+    def decode(self, z_B):
+        return self.dec(z_B).reshape(-1, 8, 8, 1)
+
+    def __call__(self, x_B, key):
+        return self.decode(objectives.reparameterize(key, *self.encode(x_B)))
+
+
+def test_load_a_run_of_ones_own_model_fit_with_several_seeds(tmp_path):
+    model = SmallVAE()
+    init = lambda key: model.init(key, X_N[:1], key)["params"]  # noqa: E731
+    fit.fit(objectives.elbo(model), OPTIMIZER, init, X_N, str(tmp_path / "run"), epochs=2, batch_size=32,
+            key=jax.random.split(jax.random.key(3), 2), models="vmap", meta={"note": "small VAE"})
+    with pytest.raises(run.RunNotFound, match="model="):
+        vaejax.load(str(tmp_path / "run"))  # no preset to rebuild it from
+    loaded = vaejax.load(str(tmp_path / "run"), 1, model=model, init_params=init, optimizer=OPTIMIZER)
+    assert loaded.meta == {"note": "small VAE"} and loaded.updates == 16 and loaded.model_cfg is None
+    assert loaded.params["enc"]["kernel"].shape == (64, 6)
+    np.testing.assert_array_equal(np.asarray(loaded.params["enc"]["kernel"]),
+                                  np.asarray(loaded.state.params["enc"]["kernel"][1]))
+    assert np.asarray(loaded.sample(jax.random.key(0), 3, latent_dim=3)).shape == (3, 8, 8, 1)
+    nll = np.asarray(loaded.iwae_nll(X_N[:10], jax.random.key(1), k=20))
+    elbo = np.asarray(loaded.elbo(X_N[:10], jax.random.key(1)))
+    assert nll.shape == elbo.shape == (10,) and np.all(np.isfinite(nll))
+    assert nll.mean() <= -elbo.mean() + 1.0
+
+
+def test_load_without_a_run_says_what_to_do(tmp_path):
+    with pytest.raises(run.RunNotFound, match="train first") as info:
+        vaejax.load(str(tmp_path))
+    assert "\n" not in str(info.value)

@@ -1,0 +1,248 @@
+"""The compiled core: train any model, with any per-example objective, with any optax optimizer.
+
+An objective is a pure function of ONE example:
+
+    objective(params, example, key, step, hparams) -> (loss, metrics)
+
+`example` is one item of the dataset pytree (an image, or an (input, target) pair), `key` its
+own PRNG key, `step` the number of updates taken so far (for warm-ups and schedules), and
+`hparams` a pytree of traced hyperparameters (or None). `metrics` is a dict of scalars. The
+engine vmaps the objective over a batch and averages, so the model inside it may be anything:
+a Flax module's `apply`, or a plain function of params. Nothing here knows about presets.
+
+    make_step   one jitted update on a batch: step(state, batch, key, hparams=None)
+    make_steps  K updates in one lax.scan over given batch indices (an epoch cut in pieces)
+    make_epoch  a whole epoch in one program: shuffle on device, scan over fixed-size batches
+    models=     "vmap" or "map": the same functions over a leading axis of S models, each with
+                its own state, key and hyperparameters; the data is shared
+    make_scores per-example metrics over a whole dataset, in fixed-size chunks
+
+Randomness: a run has one key. Update t draws from fold_in(noise_key, t) and the epoch that
+starts at update t shuffles with fold_in(shuffle_key, t), so a run resumed from a saved state
+draws exactly the numbers an uninterrupted run would. Hyperparameters are traced inputs: a
+schedule or a sweep over their values never recompiles.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vaejax.parallel import DATA
+
+Objective = Callable[..., tuple[jax.Array, dict]]
+MODEL_AXES = ("vmap", "map")
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: updates taken so far
+    params: Any
+    opt_state: Any
+
+
+def init(params, optimizer: optax.GradientTransformation) -> TrainState:
+    """A fresh state: step 0, the given parameters, the optimizer's initial state."""
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+def init_many(init_params: Callable, keys_S, optimizer: optax.GradientTransformation) -> TrainState:
+    """S fresh states stacked on a leading axis, init_params(key) -> params for each key, in one program."""
+    return jax.jit(jax.vmap(lambda key: init(init_params(key), optimizer)))(keys_S)
+
+
+def run_keys(key):
+    """(shuffle_key, noise_key): the two streams a run's key is split into."""
+    shuffle_key, noise_key = jax.random.split(key)
+    return shuffle_key, noise_key
+
+
+def batch_size_of(batch) -> int:
+    return jax.tree_util.tree_leaves(batch)[0].shape[0]
+
+
+def take(data, idx):
+    """Rows idx of every leaf of a dataset pytree."""
+    return jax.tree_util.tree_map(lambda a: a[idx], data)
+
+
+def mean_objective(objective: Objective):
+    """(params, batch, key, step, hparams) -> (mean loss, mean metrics): the objective vmapped over a batch.
+
+    Every example gets its own key, split from `key`. Each metric is averaged over the batch
+    axis (a per-dimension metric keeps its other axes); metrics["loss"] is the mean loss.
+    """
+    def loss(params, batch, key, step, hparams):
+        keys_B = jax.random.split(key, batch_size_of(batch))
+        loss_B, metrics_B = jax.vmap(objective, in_axes=(None, 0, 0, None, None))(params, batch, keys_B, step, hparams)
+        metrics = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), metrics_B)
+        return jnp.mean(loss_B), dict(metrics, loss=jnp.mean(loss_B))
+
+    return loss
+
+
+def all_finite(tree) -> jax.Array:
+    """A bool scalar: every element of every leaf is finite."""
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_update(objective: Objective, optimizer: optax.GradientTransformation, *, mesh=None,
+                skip_nonfinite: bool = False):
+    """The pure update (state, batch, key, hparams=None) -> (state, metrics), before jit.
+
+    With a mesh, the batch is constrained to a split over its `data` axis; XLA adds the
+    gradient all-reduce. With skip_nonfinite, an update whose loss or gradients are not finite
+    leaves params and optimizer state as they were (a select, no host sync) and reports
+    metrics["skipped"] = 1; the step counter still advances.
+    """
+    loss_fn = jax.value_and_grad(mean_objective(objective), has_aux=True)
+    batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA))
+
+    def update(state: TrainState, batch, key, hparams=None):
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        step_key = jax.random.fold_in(run_keys(key)[1], state.step)
+        (loss, metrics), grads = loss_fn(state.params, batch, step_key, state.step, hparams)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if skip_nonfinite:
+            ok = jnp.isfinite(loss) & all_finite(grads)
+            params, opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old),
+                                                       (params, opt_state), (state.params, state.opt_state))
+            metrics = dict(metrics, skipped=jnp.where(ok, 0.0, 1.0))
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return update
+
+
+def epoch_order(key, step, num_examples: int, batch_size: int):
+    """An epoch's batches as indices, shape (num_examples // batch_size, batch_size).
+
+    A permutation drawn from fold_in(shuffle_key, step); the remainder is dropped so that every
+    batch has one shape and the update compiles once.
+    """
+    steps = num_examples // batch_size
+    if steps == 0:
+        raise ValueError(f"batch size {batch_size} is larger than the {num_examples} training examples; "
+                         f"use a batch size of at most {num_examples}")
+    order = jax.random.permutation(jax.random.fold_in(run_keys(key)[0], step), num_examples)
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def over_models(fn, shared: tuple[int, ...], how: str = "vmap"):
+    """fn mapped over a leading model axis of every argument except those at positions `shared`.
+
+    how="vmap" batches the S models into one program (the fast choice on accelerators);
+    how="map" runs them one after another inside one program (lax.map), with the same results.
+    """
+    if how not in MODEL_AXES:
+        raise ValueError(f"models must be one of {MODEL_AXES}, got {how!r}")
+
+    def mapped(*args):
+        in_axes = tuple(None if i in shared else 0 for i in range(len(args)))
+        if how == "vmap":
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+        per_model = tuple(a for i, a in enumerate(args) if i not in shared)
+
+        def one(xs):
+            it = iter(xs)
+            return fn(*(args[i] if i in shared else next(it) for i in range(len(args))))
+
+        return jax.lax.map(one, per_model)
+
+    return mapped
+
+
+def _steps_fn(update):
+    """(state, data, order_KB, key, hparams) -> (state, metrics_K): K updates in one lax.scan."""
+    def steps(state, data, order_KB, key, hparams=None):
+        def body(state, idx_B):
+            return update(state, take(data, idx_B), key, hparams)
+
+        return jax.lax.scan(body, state, order_KB)
+
+    return steps
+
+
+def _compile(fn, mesh):
+    """jit donating the state; with a mesh every output (state, metrics) comes back replicated."""
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=0)
+    return jax.jit(fn, donate_argnums=0, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def make_step(objective: Objective, optimizer, *, mesh=None, skip_nonfinite: bool = False):
+    """Jitted step(state, batch, key, hparams=None) -> (state, metrics); the state's buffers are donated.
+
+    Pass the run's key every step: the step number is folded in. With a mesh, the batch is split
+    over its `data` axis and the state is replicated (put it there with parallel.put_replicated).
+    """
+    return _compile(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite), mesh)
+
+
+def make_steps(objective: Objective, optimizer, *, models: str | None = None, mesh=None,
+               skip_nonfinite: bool = False):
+    """Jitted steps(state, data, order_KB, key, hparams=None) -> (state, metrics_K): a slice of an epoch.
+
+    order_KB holds K batches of indices into `data` (from epoch_order, cut in pieces), so a caller
+    can report progress at one host sync per piece. With models="vmap" | "map", state, order, key
+    and hparams carry a leading model axis (each model its own batches); data is shared.
+    """
+    steps = _steps_fn(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite))
+    if models is not None:
+        steps = over_models(steps, shared=(1,), how=models)
+    return _compile(steps, mesh)
+
+
+def make_epoch(objective: Objective, optimizer, batch_size: int, *, models: str | None = None, mesh=None,
+               skip_nonfinite: bool = False):
+    """Jitted epoch(state, data, key, hparams=None) -> (state, per-step metrics) over on-device data.
+
+    Shuffles with the key, then scans over len(data) // batch_size batches; donates the state.
+    With models="vmap" | "map", state, key and hparams carry a leading model axis: S models,
+    each with its own shuffle, noise and hyperparameters, in one program.
+    """
+    steps = _steps_fn(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite))
+
+    def epoch(state, data, key, hparams=None):
+        order_KB = epoch_order(key, state.step, batch_size_of(data), batch_size)
+        return steps(state, data, order_KB, key, hparams)
+
+    if models is not None:
+        epoch = over_models(epoch, shared=(1,), how=models)
+    return _compile(epoch, mesh)
+
+
+def make_scores(objective: Objective, chunk: int = 500, *, models: str | None = None):
+    """Jitted scores(params, data, key, hparams=None, step=0) -> per-example metrics, each of shape (N,).
+
+    Runs in fixed-size chunks (the last one padded) so memory stays flat for any N. metrics["loss"]
+    is the objective's loss; a metric with more axes keeps them after N. With models=..., params, key and hparams carry a leading model axis
+    and every metric gains it: (S, N).
+    """
+    def scores(params, data, key, hparams=None, step=0):
+        n = batch_size_of(data)
+        pad = (-n) % chunk
+        data_CB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
+        keys_CB = jax.random.split(key, n + pad).reshape(-1, chunk)
+
+        def one_chunk(args):
+            batch, keys_B = args
+            loss_B, metrics_B = jax.vmap(objective, in_axes=(None, 0, 0, None, None))(params, batch, keys_B, step, hparams)
+            return dict(metrics_B, loss=loss_B)
+
+        metrics = jax.lax.map(one_chunk, (data_CB, keys_CB))
+        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], metrics)
+
+    if models is not None:
+        scores = over_models(scores, shared=(1, 4), how=models)
+    return jax.jit(scores)
+
+
+def _chunks(x_N, pad, chunk):
+    x = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1))
+    return x.reshape((-1, chunk) + x_N.shape[1:])

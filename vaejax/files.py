@@ -1,0 +1,49 @@
+"""Whole-file writes and tolerant reads: the one atomic write and the one JSON reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def write_atomic(path: str, content) -> None:
+    """Write a whole file or nothing: a temporary file beside it, fsync, rename over it.
+
+    content: a str, bytes, or a function that writes to the open binary file.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_json(path: str):
+    """A JSON file's content, or None if it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_temporaries(folder: str, name: str) -> None:
+    """Temporary files a killed write_atomic of <folder>/<name> left behind."""
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass

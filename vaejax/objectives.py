@@ -1,0 +1,255 @@
+"""Likelihoods and objectives: pure functions of ONE example, in nats; the engine batches them with vmap.
+
+An objective has the engine's signature
+
+    objective(params, example, key, step, hparams) -> (loss, metrics)
+
+where `example` is an image x (the target is x itself) or a pair (x, target). The builders
+here read their hyperparameters (beta, warmup_steps, free_bits) from `hparams` when it is a
+dict holding that name, as traced values, and otherwise use the default given to the builder:
+one compiled program then serves every value, a schedule never recompiles, and a sweep is a
+vmapped axis.
+
+The model interface (the one place it is written down). vaejax's objectives take a Flax Linen
+module with two methods, each called on a batch:
+
+    encode(x_B...) -> z_BD                 an AE's code
+                   -> (mu_BD, logvar_BD)   a VAE's diagonal Gaussian posterior q(z | x)
+    decode(z_BD)   -> the parameters of p(target | z) the likelihood reads: logits of the
+                      target's shape, or (logits, log_sigma) for `gaussian_learned`
+
+and `__call__(x_B, key)` for `init` (returning (decoder output, aux) by convention). The
+objectives run a module on one example as a batch of one, so modules written for batches
+(GroupNorm, nn.Conv) work unchanged. Anything else trains through the engine by writing its
+own objective.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ---------------------------------------------------------------------------- likelihoods
+
+
+class Likelihood(NamedTuple):
+    """p(x | decoder output): nll(out, x) = -log p(x | out) summed over pixels; mean(out) = E[x | out]."""
+
+    nll: Callable
+    mean: Callable
+
+
+def bernoulli_nll(logits, x):
+    """-sum log Bernoulli(x; sigmoid(logits)); x may be intensities in [0, 1] (binary cross-entropy).
+
+    -[x log s(l) + (1 - x) log(1 - s(l))] = softplus(l) - x l: one transcendental per pixel, stable.
+    """
+    return jnp.sum(jax.nn.softplus(logits) - x * logits)
+
+
+def gaussian_nll(mean, x, log_sigma):
+    """-sum log N(x; mean, sigma^2), log_sigma a scalar or per pixel."""
+    return jnp.sum(0.5 * jnp.square((x - mean) * jnp.exp(-log_sigma)) + log_sigma + 0.5 * LOG_2PI)
+
+
+def continuous_bernoulli_log_norm(logits):
+    """log C(lambda) of the continuous Bernoulli (Loaiza-Ganem and Cunningham 2019), lambda = sigmoid(l).
+
+    C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2) in logits: even in l, 2 at l = 0
+    (the series 2 + l^2 / 6 there), |l| far from it.
+    """
+    small = jnp.abs(logits) < 1e-2
+    safe = jnp.where(small, 1.0, logits)  # keeps the other branch's gradient finite
+    exact = jnp.log(jnp.abs(safe)) - jnp.log(jnp.abs(jnp.tanh(safe / 2)))
+    return jnp.where(small, jnp.log(2.0 + jnp.square(logits) / 6.0), exact)
+
+
+def continuous_bernoulli_mean(logits):
+    """E[x] under the continuous Bernoulli: sigmoid(l) / tanh(l / 2) - 1 / l (1/2 + l / 12 near 0)."""
+    small = jnp.abs(logits) < 1e-2
+    safe = jnp.where(small, 1.0, logits)
+    exact = jax.nn.sigmoid(safe) / jnp.tanh(safe / 2) - 1.0 / safe
+    return jnp.where(small, 0.5 + logits / 12.0, exact)
+
+
+bernoulli = Likelihood(bernoulli_nll, jax.nn.sigmoid)
+
+continuous_bernoulli = Likelihood(
+    lambda logits, x: bernoulli_nll(logits, x) - jnp.sum(continuous_bernoulli_log_norm(logits)),
+    continuous_bernoulli_mean)
+
+squared_error = Likelihood(lambda logits, x: jnp.sum(jnp.square(x - jax.nn.sigmoid(logits))), jax.nn.sigmoid)
+"""Not a likelihood: the sum of squared errors of sigmoid(logits), for plain AEs trained on MSE."""
+
+
+def gaussian(sigma: float) -> Likelihood:
+    """N(x; sigmoid(logits), sigma^2 I) with a fixed sigma."""
+    log_sigma = math.log(sigma)
+    return Likelihood(lambda logits, x: gaussian_nll(jax.nn.sigmoid(logits), x, log_sigma), jax.nn.sigmoid)
+
+
+def gaussian_optimal(min_sigma: float = 1e-3) -> Likelihood:
+    """N(x; sigmoid(logits), sigma*^2 I) with sigma* the maximum-likelihood sigma of each image.
+
+    The optimal sigma-VAE of Rybkin et al. (2021), per image: sigma*^2 = max(MSE, min_sigma^2),
+    which gives nll = D/2 (log(2 pi sigma*^2) + MSE / sigma*^2).
+    """
+    def nll(logits, x):
+        mean = jax.nn.sigmoid(logits)
+        mse = jnp.mean(jnp.square(x - mean))
+        return gaussian_nll(mean, x, 0.5 * jnp.log(jnp.maximum(mse, min_sigma**2)))
+
+    return Likelihood(nll, jax.nn.sigmoid)
+
+
+gaussian_learned = Likelihood(
+    lambda out, x: gaussian_nll(jax.nn.sigmoid(out[0]), x, out[1]),
+    lambda out: jax.nn.sigmoid(out[0]))
+"""N(x; sigmoid(logits), sigma^2 I) with log sigma learned: the decoder returns (logits, log_sigma)."""
+
+
+# ---------------------------------------------------------------------------- terms
+
+
+def kl_per_dim(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, 1)) of each latent dimension, analytic."""
+    return -0.5 * (1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))
+
+
+def kl_diag_gaussian(mu, logvar):
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over dimensions."""
+    return jnp.sum(kl_per_dim(mu, logvar))
+
+
+def log_normal(z, mu, logvar):
+    """log N(z; mu, diag(exp(logvar))), summed over dimensions."""
+    return -0.5 * jnp.sum(LOG_2PI + logvar + jnp.square(z - mu) * jnp.exp(-logvar))
+
+
+def reparameterize(key, mu, logvar):
+    """z = mu + sigma * eps, eps ~ N(0, I): a sample of N(mu, diag(exp(logvar))) that gradients flow through."""
+    eps = jax.random.normal(key, jnp.shape(mu), jnp.result_type(mu))
+    return mu + jnp.exp(0.5 * logvar) * eps
+
+
+def hparam(hparams, name: str, default):
+    """hparams[name] when hparams is a dict holding it (a traced value), else the default."""
+    if isinstance(hparams, dict) and name in hparams:
+        return hparams[name]
+    return default
+
+
+def warmup_factor(step, warmup_steps):
+    """min(1, step / warmup_steps): a linear KL warm-up; 1 throughout when warmup_steps is 0."""
+    steps = jnp.asarray(warmup_steps, jnp.float32)
+    return jnp.where(steps > 0, jnp.minimum(1.0, step / jnp.maximum(steps, 1.0)), 1.0)
+
+
+def split_example(example):
+    """(input, target): a pair as it is, an image as its own target."""
+    if isinstance(example, (tuple, list)):
+        x, target = example
+        return x, target
+    return example, example
+
+
+def encode(model, params, x):
+    """model.encode on one example (run as a batch of one)."""
+    out = model.apply({"params": params}, x[None], method="encode")
+    return jax.tree_util.tree_map(lambda a: a[0], out)
+
+
+def decode(model, params, z):
+    """model.decode on one latent (run as a batch of one)."""
+    out = model.apply({"params": params}, z[None], method="decode")
+    return jax.tree_util.tree_map(lambda a: a[0], out)
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+def reconstruction(model, likelihood: Likelihood = bernoulli):
+    """An AE's objective: loss = -log p(target | decode(encode(x)))."""
+    def objective(params, example, key, step, hparams):
+        x, target = split_example(example)
+        rec = likelihood.nll(decode(model, params, encode(model, params, x)), target)
+        return rec, {"recon": rec}
+
+    return objective
+
+
+def elbo(model, likelihood: Likelihood = bernoulli, *, beta=1.0, warmup_steps=0, free_bits=0.0):
+    """A VAE's objective: loss = recon + beta_t * sum_d max(KL_d, free_bits), one sample of z.
+
+    With beta = 1 and no free bits it is the negative ELBO. beta_t = beta * min(1, step /
+    warmup_steps) is a linear KL warm-up (none for 0). free_bits > 0 lets each latent dimension
+    keep that many nats of KL per example without penalty (its gradient is zero below it). Each
+    of beta, warmup_steps and free_bits is read from hparams when given there (traced).
+    metrics: recon, kl (unweighted), nelbo = recon + kl, beta (the weight applied), kl_per_dim.
+    """
+    def objective(params, example, key, step, hparams):
+        x, target = split_example(example)
+        mu, logvar = encode(model, params, x)
+        z = reparameterize(key, mu, logvar)
+        rec = likelihood.nll(decode(model, params, z), target)
+        kl_D = kl_per_dim(mu, logvar)
+        weight = hparam(hparams, "beta", beta) * warmup_factor(step, hparam(hparams, "warmup_steps", warmup_steps))
+        penalised = jnp.sum(jnp.maximum(kl_D, hparam(hparams, "free_bits", free_bits)))
+        kl = jnp.sum(kl_D)
+        return rec + weight * penalised, {"recon": rec, "kl": kl, "nelbo": rec + kl, "beta": weight,
+                                          "kl_per_dim": kl_D}
+
+    return objective
+
+
+def iwae_bound(model, likelihood: Likelihood, params, example, key, k: int):
+    """The importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i | x) of one example.
+
+    k = 1 is a one-sample ELBO; the bound tightens towards log p(x) as k grows (Burda et al. 2016).
+    """
+    x, target = split_example(example)
+    mu, logvar = encode(model, params, x)
+    z_K = reparameterize(key, jnp.broadcast_to(mu, (k,) + mu.shape), logvar)
+    out_K = model.apply({"params": params}, z_K, method="decode")
+    log_px_K = -jax.vmap(likelihood.nll, in_axes=(0, None))(out_K, target)
+    log_pz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, 0.0, 0.0)
+    log_qz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, mu, logvar)
+    return jax.nn.logsumexp(log_px_K + log_pz_K - log_qz_K) - math.log(k)
+
+
+def iwae(model, likelihood: Likelihood = bernoulli, k: int = 5):
+    """Training on the IWAE bound with k samples: loss = -iwae_bound (k = 1: the negative ELBO)."""
+    def objective(params, example, key, step, hparams):
+        bound = iwae_bound(model, likelihood, params, example, key, k)
+        return -bound, {"iwae": bound}
+
+    return objective
+
+
+def binarized(objective):
+    """The objective on a fresh Bernoulli draw of x (dynamic binarization); the draw is its target too."""
+    def wrapped(params, example, key, step, hparams):
+        draw_key, key = jax.random.split(key)
+        x, target = split_example(example)
+        x_bin = jax.random.bernoulli(draw_key, x).astype(x.dtype)
+        example = (x_bin, target) if isinstance(example, (tuple, list)) else x_bin
+        return objective(params, example, key, step, hparams)
+
+    return wrapped
+
+
+def classification(apply: Callable):
+    """Softmax cross-entropy of apply(params, x_B) -> logits_B on one (x, label) pair; metrics: accuracy."""
+    def objective(params, example, key, step, hparams):
+        x, label = example
+        logits = apply(params, x[None])[0]
+        loss = jax.nn.logsumexp(logits) - logits[label]
+        return loss, {"accuracy": (jnp.argmax(logits) == label).astype(jnp.float32)}
+
+    return objective
