@@ -4,7 +4,7 @@ image) and by negative ELBO (VAE, averaged over a few posterior samples); AUROC 
 held-out class (positive) from the rest (negative) by a high score.
 
 All K x S models of one kind (K held-out classes, S seeds) train in one compiled program:
-engine.make_steps(models="vmap") maps over a leading model axis, each model with its own batch
+engine.make_steps(models="auto") maps over a leading model axis, each model with its own batch
 order drawn from the indices of its training classes (the data is shared, not copied). The
 training subsets are class-balanced, so every model sees the same number of images.
 """
@@ -56,7 +56,7 @@ def train_leave_one_out(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int 
     states = engine.init_many(r.init_params, jax.random.split(init_key, m), r.optimizer)
     orders = batch_orders(jax.random.split(order_key, m), np.repeat(idx_KL, seeds, axis=0), steps, tc.batch_size)
     keys = jax.random.split(run_key, m)
-    fn = engine.make_steps(r.objective, r.optimizer, models="vmap")
+    fn = engine.make_steps(r.objective, r.optimizer, models="auto")
     x_N = jnp.asarray(x_N, jnp.float32)
     bounds = np.linspace(0, steps, min(chunks, steps) + 1).astype(int)
     for a, b in zip(bounds[:-1], bounds[1:]):  # equal-sized pieces compile once (a remainder piece once more)

@@ -213,7 +213,7 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
     r = recipe.build(model_cfg, train_cfg)
     states = engine.init_many(r.init_params, jax.random.split(init_keys, seeds), r.optimizer)
     keys = jax.random.split(run_keys, seeds)
-    many = engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, models="vmap")
+    many = engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, models="auto")
     t0 = time.perf_counter()
     epoch = many.lower(states, train_data, keys).compile()
     compile_seconds = time.perf_counter() - t0

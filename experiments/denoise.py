@@ -49,7 +49,7 @@ def best_blur_sigma(clean, noisy, sigmas=BLUR_SIGMAS) -> tuple[float, list[float
 def denoiser_epoch(cfg, tc):
     """The jitted epoch of S denoisers (seeds vmapped) over (noisy, clean) pairs."""
     r = recipe.build(cfg, tc)
-    return engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="vmap")
+    return engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="auto")
 
 
 def train_denoisers(epoch, cfg, tc, x_N, sigma: float, seeds: int, seed: int = 0, log=None):

@@ -80,7 +80,7 @@ def make_fit(predict, steps: int, batch: int, learning_rate: float = 1e-3):
     size. The S labelled sets become one dataset and each model's batches index its own rows.
     """
     optimizer = optax.adam(learning_rate)
-    train_steps = engine.make_steps(objectives.classification(predict), optimizer, models="vmap")
+    train_steps = engine.make_steps(objectives.classification(predict), optimizer, models="auto")
 
     def fit(params_S, x_SN, y_SN, n_S, keys_S):
         s, n = y_SN.shape

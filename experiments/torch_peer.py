@@ -36,16 +36,14 @@ class MLPVAE(nn.Module):
 
 
 def _conv_stack(cfg: ModelConfig):
-    """The seed's encoder and decoder, sized as vaejax's conv_plan sizes them."""
-    (c0, c1, c2), c_img = cfg.channels, cfg.image_shape[-1]
-    _, k, (op1, op2) = models.conv_plan(cfg)
-    encoder = nn.Sequential(
-        nn.Conv2d(c_img, c0, 3, 2, 1), nn.ReLU(), nn.Conv2d(c0, c1, 3, 2, 1), nn.ReLU(), nn.Conv2d(c1, c2, k))
-    decoder = nn.Sequential(
-        nn.ConvTranspose2d(c2, c1, k), nn.ReLU(),
-        nn.ConvTranspose2d(c1, c0, 3, 2, 1, int(op1)), nn.ReLU(),
-        nn.ConvTranspose2d(c0, c_img, 3, 2, 1, int(op2)))
-    return encoder, decoder
+    """vaejax's conv encoder (cfg.conv_layers) and its mirror, sized as vaejax's conv_plan sizes them."""
+    _, ops = models.conv_plan(cfg)
+    widths = [cfg.image_shape[-1]] + [c for c, _, _, _ in cfg.conv_layers]
+    encoder, decoder = [], []
+    for i, (c, k, s, p) in enumerate(cfg.conv_layers):
+        encoder += [nn.Conv2d(widths[i], c, k, s, p), nn.ReLU()]
+        decoder = [nn.ConvTranspose2d(c, widths[i], k, s, p, int(ops[i])), nn.ReLU()] + decoder
+    return nn.Sequential(*encoder[:-1]), nn.Sequential(*decoder[:-1])
 
 
 class ConvAE(nn.Module):
@@ -61,13 +59,15 @@ class ConvVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.encoder, self.decoder = _conv_stack(cfg)
-        self.heads = nn.Linear(cfg.channels[-1], 2 * cfg.latent_dim)
-        self.to_code = nn.Linear(cfg.latent_dim, cfg.channels[-1])
+        self.side = models.conv_plan(cfg)[0][-1]
+        self.heads = nn.Linear(cfg.code_size, 2 * cfg.latent_dim)
+        self.to_code = nn.Linear(cfg.latent_dim, cfg.code_size)
 
     def forward(self, x_BCHW):
         mu, logvar = self.heads(self.encoder(x_BCHW).flatten(1)).chunk(2, dim=-1)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.decoder(self.to_code(z)[:, :, None, None]), mu, logvar
+        code = self.to_code(z).reshape(len(z), self.side, self.side, -1).permute(0, 3, 1, 2)  # vaejax's NHWC order
+        return self.decoder(code), mu, logvar
 
 
 def model(cfg: ModelConfig) -> nn.Module:

@@ -95,7 +95,7 @@ def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, 
                               r.optimizer)
     keys = jax.random.split(run_keys, seeds)
     x_N, t_N = jnp.asarray(x_N), jnp.asarray(t_N)
-    epoch = engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="vmap")
+    epoch = engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="auto")
     scores = engine.make_scores(r.objective)
     test_mse = jax.jit(jax.vmap(lambda p, x, t: jnp.mean(scores(p, (x, t), jax.random.key(0))["recon"]),
                                 in_axes=(0, None, None)))

@@ -108,7 +108,7 @@ ROWS = [
     ("set-without-equals", ["--set", "hidden"], None,
      "vaejax: error: --set 'hidden': expected KEY=VALUE, e.g. --set hidden=512,256"),
     ("set-unknown-key", ["--set", "hiden=512"], None,
-     "vaejax: error: --set hiden=512: unknown key 'hiden'; choose one of: kind, arch, image_shape, hidden, channels, "
+     "vaejax: error: --set hiden=512: unknown key 'hiden'; choose one of: kind, arch, image_shape, hidden, conv_layers, "
      "latent_dim, likelihood, obs_sigma, learning_rate, batch_size, epochs, beta, binarize, warmup_steps, free_bits, iwae_k"),
     ("set-bad-tuple", ["--set", "hidden=512;256"], None,
      "vaejax: error: --set hidden=512;256: expected comma-separated integers, e.g. --set hidden=512,256"),

@@ -17,7 +17,10 @@ X_N = jnp.asarray(structured_images(0, 96, shape=(8, 8, 1)))  # 3 batches of 32
 
 
 class GroupNormConvVAE(nn.Module):
-    """A user's model: conv + GroupNorm encoder, dense decoder; only encode and decode matter."""
+    """A user's model: conv + GroupNorm encoder, dense decoder; only encode and decode matter.
+
+    GroupNorm and the reshapes over axis 0 need a batch axis: the objectives get BatchOfOne(MODULE).
+    """
 
     latent: int = 3
 
@@ -39,14 +42,15 @@ class GroupNormConvVAE(nn.Module):
         return self.decode(objectives.reparameterize(key, mu, logvar)), {"mu": mu, "logvar": logvar}
 
 
-MODEL = GroupNormConvVAE()
+MODULE = GroupNormConvVAE()
+MODEL = objectives.BatchOfOne(MODULE)
 OPTIMIZER = optax.chain(optax.clip_by_global_norm(1.0),
                         optax.adamw(optax.cosine_decay_schedule(3e-3, decay_steps=60), weight_decay=1e-4))
 FREE_BITS = objectives.elbo(MODEL, objectives.bernoulli, free_bits=0.1)
 
 
 def init_params(key):
-    return MODEL.init(key, X_N[:1], jax.random.key(0))["params"]
+    return MODULE.init(key, X_N[:1], jax.random.key(0))["params"]
 
 
 def tree_close(a, b, rtol=1e-5, atol=1e-6):
@@ -91,6 +95,12 @@ def test_free_bits_leave_small_kl_dimensions_without_gradient():
     recon_only = jax.grad(lambda p: objectives.elbo(MODEL, beta=0.0)(p, x, jax.random.key(3), 0, None)[0])(params)
     np.testing.assert_allclose(np.asarray(kl_grad(100.0)), np.asarray(recon_only["heads"]["kernel"]), rtol=1e-5, atol=1e-7)
     assert not np.allclose(np.asarray(kl_grad(0.0)), np.asarray(recon_only["heads"]["kernel"]))
+
+
+def test_a_module_that_needs_a_batch_axis_is_named_in_one_message():
+    """Without BatchOfOne, GroupNorm would normalise one image's rows; the shapes give it away."""
+    with pytest.raises(ValueError, match="BatchOfOne"):
+        objectives.elbo(MODULE)(init_params(jax.random.key(0)), X_N[0], jax.random.key(1), 0, None)
 
 
 def test_a_plain_function_model_with_its_own_objective():

@@ -20,8 +20,7 @@ class SeedEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        c0, c1, c2 = self.cfg.channels
-        _, k, _ = models.conv_plan(self.cfg)
+        (c0, _, _, _), (c1, _, _, _), (c2, k, _, _) = self.cfg.conv_layers  # the seed's stack
         pad = ((1, 1), (1, 1))
         h = nn.relu(nn.Conv(c0, (3, 3), strides=(2, 2), padding=pad)(x))
         h = nn.relu(nn.Conv(c1, (3, 3), strides=(2, 2), padding=pad)(h))
@@ -39,8 +38,8 @@ class SeedDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, code):
-        c0, c1, c2 = self.cfg.channels
-        _, k, (op1, op2) = models.conv_plan(self.cfg)
+        (c0, _, _, _), (c1, _, _, _), (c2, k, _, _) = self.cfg.conv_layers
+        _, (op2, op1, _) = models.conv_plan(self.cfg)
         h = code.reshape(code.shape[:-1] + (1, 1, c2))
         h = nn.relu(seed_conv_transpose(c1, k)(h))
         h = nn.relu(seed_conv_transpose(c0, 3, 2, 1, op1)(h))
@@ -71,7 +70,7 @@ def test_encoder_and_decoder_match_flax_layers(name):
     """28x28x1 and 32x32x3 stacks (conv_vae's conv layers are conv_ae's); one compiled program each."""
     cfg = config.preset(name)
     x = jax.random.uniform(jax.random.key(1), (3,) + cfg.image_shape)
-    code = jax.random.normal(jax.random.key(2), (3, cfg.channels[-1]))
+    code = jax.random.normal(jax.random.key(2), (3, cfg.code_size))
     pairs = ((models.ConvEncoder(cfg, "fast"), SeedEncoder(cfg), x),
              (models.ConvDecoder(cfg, "fast"), SeedDecoder(cfg), code))
     inits = jax.jit(lambda k: [(fast.init(k, inp), ref.init(k, inp)) for fast, ref, inp in pairs])(KEY)

@@ -52,7 +52,7 @@ class Recorder(fit.Callback):
 
 def _fit(workdir, epochs, **kw):
     return fit.fit(objective, OPTIMIZER, init_params, X_N, str(workdir), epochs=epochs, batch_size=32,
-                   key=jax.random.key(0), test_data=X_N[:64], pieces=4, **kw)
+                   key=jax.random.key(0), eval_data={"test": X_N[:64]}, pieces=4, **kw)
 
 
 def _without_seconds(records):
@@ -81,7 +81,7 @@ def test_fit_in_a_workdir_with_callbacks_then_resume_is_bitwise(tmp_path):
 
 def test_fit_trains_several_models_at_once(tmp_path):
     result = fit.fit(objective, OPTIMIZER, init_params, X_N, str(tmp_path / "run"), epochs=2, batch_size=32,
-                     key=jax.random.split(jax.random.key(1), 3), models="vmap", test_data=X_N[:64])
+                     key=jax.random.split(jax.random.key(1), 3), models="vmap", eval_data={"test": X_N[:64]})
     first = result.records[0]
     assert len(first["train_loss"]) == len(first["test_loss"]) == 3 and len(set(first["train_loss"])) == 3
     assert result.state.params["enc"].shape == (3, 64, 4)
@@ -132,19 +132,19 @@ def test_load_a_trained_run_in_one_call(trained):
 
 
 class SmallVAE(nn.Module):
-    """A model of one's own: dense encoder and decoder on 8x8 images."""
+    """A model of one's own: dense encoder and decoder on 8x8 images, for any leading axes."""
 
     def setup(self):
         self.enc, self.dec = nn.Dense(2 * 3), nn.Dense(64)
 
-    def encode(self, x_B):
-        return jnp.split(self.enc(x_B.reshape(x_B.shape[0], -1)), 2, axis=-1)
+    def encode(self, x):
+        return jnp.split(self.enc(x.reshape(x.shape[:-3] + (-1,))), 2, axis=-1)
 
-    def decode(self, z_B):
-        return self.dec(z_B).reshape(-1, 8, 8, 1)
+    def decode(self, z):
+        return self.dec(z).reshape(z.shape[:-1] + (8, 8, 1))
 
-    def __call__(self, x_B, key):
-        return self.decode(objectives.reparameterize(key, *self.encode(x_B)))
+    def __call__(self, x, key):
+        return self.decode(objectives.reparameterize(key, *self.encode(x)))
 
 
 def test_load_a_run_of_ones_own_model_fit_with_several_seeds(tmp_path):

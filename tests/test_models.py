@@ -85,12 +85,12 @@ def expected_param_count(cfg):
         enc = [pixels, *cfg.hidden, code]
         dec = [cfg.latent_dim, *reversed(cfg.hidden), pixels]
         return sum(dense(a, b) for a, b in zip(enc[:-1], enc[1:])) + sum(dense(a, b) for a, b in zip(dec[:-1], dec[1:]))
-    c0, c1, c2 = cfg.channels
-    h2 = ((h + 2 - 3) // 2 + 1 + 2 - 3) // 2 + 1  # two stride-2 3x3 convs with padding 1
-    n = conv(3, c, c0) + conv(3, c0, c1) + conv(h2, c1, c2)  # encoder
-    n += conv(h2, c2, c1) + conv(3, c1, c0) + conv(3, c0, c)  # mirrored decoder
-    if cfg.kind == "vae":
-        n += dense(c2, 2 * cfg.latent_dim) + dense(cfg.latent_dim, c2)  # code -> (mu, logvar); z -> code
+    widths = [c] + [layer[0] for layer in cfg.conv_layers]
+    kernels = [layer[1] for layer in cfg.conv_layers]
+    n = sum(conv(k, widths[i], widths[i + 1]) for i, k in enumerate(kernels))  # encoder
+    n += sum(conv(k, widths[i + 1], widths[i]) for i, k in enumerate(kernels))  # mirrored decoder
+    if cfg.kind == "vae":  # code -> (mu, logvar); z -> code
+        n += dense(cfg.code_size, 2 * cfg.latent_dim) + dense(cfg.latent_dim, cfg.code_size)
     return n
 
 
@@ -288,8 +288,11 @@ def test_presets_are_returned_by_name():
         dict(obs_sigma=-1.0),
         dict(image_shape=(28, 28)),
         dict(image_shape=(28, 0, 1)),
-        dict(arch="conv", channels=(16, 32)),
-        dict(kind="ae", arch="conv", channels=(16, 32, 64), latent_dim=20),
+        dict(arch="conv", conv_layers=((16, 3, 2, 1), (32, 30, 1, 0))),  # 14x14 cannot take a 30x30 kernel
+        dict(arch="conv", conv_layers=((16, 0, 2, 1),)),
+        dict(arch="conv", conv_layers=()),
+        dict(arch="conv", image_shape=(28, 32, 1)),
+        dict(kind="ae", arch="conv", latent_dim=20),  # the seed's code is 1x1x64
     ],
 )
 def test_model_config_validation(overrides):
@@ -322,4 +325,18 @@ def test_valid_configs_construct():
     config.ModelConfig()
     config.TrainConfig()
     config.TrainConfig(beta=0.0, epochs=0, batch_size=1, binarize="dynamic")
-    config.replace(config.preset("conv_ae"), channels=(4, 8, 8), latent_dim=8)
+    config.replace(config.preset("conv_ae"), conv_layers=config.seed_conv_stack((4, 8, 8)), latent_dim=8)
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_conv_layers_set_depth_and_kernels(kind):
+    """Four layers, a 5x5 kernel and a 3x3x32 code: the decoder lands on 28x28 again."""
+    layers = ((8, 5, 1, 2), (16, 3, 2, 1), (16, 3, 2, 1), (32, 3, 2, 0))
+    cfg = config.replace(config.preset(f"conv_{kind}"), conv_layers=layers, latent_dim=288 if kind == "ae" else 6)
+    assert models.conv_plan(cfg) == ((28, 28, 14, 7, 3), (0, 1, 1, 0))
+    assert cfg.code_size == 3 * 3 * 32
+    params = abstract_params(cfg)
+    assert count(params) == expected_param_count(cfg)
+    out = jax.eval_shape(lambda p, x: models.apply(cfg, p, x, jax.random.key(0))[0], params,
+                         jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32))
+    assert out.shape == (2, 28, 28, 1)

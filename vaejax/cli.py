@@ -193,7 +193,8 @@ def parse_overrides(items: list[str]) -> tuple[dict, dict]:
 
 
 def _parse_value(key: str, text: str, type_name: str):
-    """Parse one --set value by its dataclass field type (int, float, str, tuple[int, ...], tuple[int, int, int])."""
+    """Parse one --set value by its dataclass field type (int, float, str, tuple[int, ...], tuple[int, int, int],
+    and the conv layers, tuple[tuple[int, int, int, int], ...], written c:k:s:p,c:k:s:p,...)."""
     try:
         if type_name == "int":
             return int(text)
@@ -203,6 +204,11 @@ def _parse_value(key: str, text: str, type_name: str):
             if not text:
                 raise ValueError
             return text
+        if type_name.startswith("tuple[tuple[int"):
+            layers = tuple(tuple(int(v) for v in group.split(":")) for group in text.split(",") if group.strip())
+            if not layers or any(len(layer) != type_name.count("int") for layer in layers):
+                raise ValueError
+            return layers
         if type_name.startswith("tuple[int"):
             parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
             value = tuple(int(p) for p in parts)
@@ -215,6 +221,9 @@ def _parse_value(key: str, text: str, type_name: str):
     else:
         raise UsageError(f"--set {key}: fields of type {type_name} cannot be set from the command line")
     example = {"int": f"{key}=32", "float": f"{key}=0.5", "str": f"{key}=name"}.get(type_name)
+    if type_name.startswith("tuple[tuple[int"):
+        raise UsageError(f"--set {key}={text}: expected layers channels:kernel:stride:padding separated by commas, "
+                         f"e.g. --set {key}=16:3:2:1,32:3:2:1,64:7:1:0")
     if example is None:
         n = type_name.count("int") if "..." not in type_name else None
         example = f"{key}={','.join(['28', '28', '1'][:n])}" if n else f"{key}=512,256"
@@ -448,7 +457,7 @@ def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     try:
         result = fit.fit(r.objective, r.optimizer, r.init_params, data.to_float(train_split.images), args.workdir,
                          epochs=train_cfg.epochs, batch_size=train_cfg.batch_size, key=run.run_keys(spec),
-                         models="vmap" if spec.seeds > 1 else None, test_data=data.to_float(test_split.images),
+                         models="auto" if spec.seeds > 1 else None, eval_data={"test": data.to_float(test_split.images)},
                          mesh=mesh, skip_nonfinite=args.skip_nonfinite, resume=args.resume,
                          meta=dataclasses.asdict(spec), callbacks=callbacks, pieces=args.progress_updates)
     except fit.WorkdirError as e:

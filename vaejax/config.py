@@ -10,14 +10,32 @@ ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_optimal", "gaussian_learned", "continuous_bernoulli", "mse")
 
 
+def seed_conv_stack(widths=(16, 32, 64), image_size: int = 28) -> tuple[tuple[int, int, int, int], ...]:
+    """The seed's encoder as (channels, kernel, stride, padding) layers: two 3x3 stride-2 convs with
+    padding 1, then a valid conv whose kernel covers the map that is left, giving a 1x1 code."""
+    left = conv_sizes(image_size, ((widths[0], 3, 2, 1), (widths[1], 3, 2, 1)))[-1]
+    return (widths[0], 3, 2, 1), (widths[1], 3, 2, 1), (widths[2], left, 1, 0)
+
+
+def conv_sizes(size: int, layers) -> tuple[int, ...]:
+    """The spatial size of a square map before and after each conv layer: floor((i + 2p - k) / s) + 1."""
+    sizes = [size]
+    for _, k, s, p in layers:
+        sizes.append((sizes[-1] + 2 * p - k) // s + 1)
+    return tuple(sizes)
+
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What the network is.
 
     kind: "ae" (deterministic code) or "vae" (the encoder gives mu and logvar).
-    arch: "mlp" (flatten -> hidden ReLU layers -> latent) or "conv" (the seed's conv stack).
-    latent_dim: size of z. For a conv AE the code is the 1x1xC map, so latent_dim == channels[-1].
-    channels: conv widths; the last conv's kernel covers the whole remaining feature map.
+    arch: "mlp" (flatten -> hidden ReLU layers -> latent) or "conv" (conv layers, mirrored by
+      transposed convs that land exactly on the encoder's sizes).
+    latent_dim: size of z. A conv AE's code is its last conv's map, so latent_dim == code_size.
+    conv_layers: the conv encoder as (channels, kernel, stride, padding) per layer, ReLU between;
+      default the seed's stack for 28x28 images (seed_conv_stack builds it for other sizes).
     likelihood: how reconstructions are scored from the decoder's logits (objectives.py):
       "bernoulli" (BCE in nats), "gaussian" (N(sigmoid(logits), obs_sigma^2)), "gaussian_optimal"
       (each image's maximum-likelihood sigma), "gaussian_learned" (one learned sigma, a parameter
@@ -28,7 +46,7 @@ class ModelConfig:
     arch: str = "mlp"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     hidden: tuple[int, ...] = (400,)
-    channels: tuple[int, ...] = (16, 32, 64)
+    conv_layers: tuple[tuple[int, int, int, int], ...] = seed_conv_stack()
     latent_dim: int = 20
     likelihood: str = "bernoulli"
     obs_sigma: float = 0.1
@@ -41,10 +59,25 @@ class ModelConfig:
         _check(len(self.image_shape) == 3 and min(self.image_shape) >= 1, f"image_shape must be (H, W, C), got {self.image_shape}")
         _check(self.obs_sigma > 0, f"obs_sigma must be > 0, got {self.obs_sigma}")
         if self.arch == "conv":
-            _check(len(self.channels) == 3, f"conv models take three channel widths, got {self.channels}")
+            h, w, _ = self.image_shape
+            _check(h == w, f"conv models take square images, got {self.image_shape}")
+            _check(len(self.conv_layers) >= 1 and all(len(layer) == 4 and min(layer) >= 0 and min(layer[:3]) >= 1
+                                                      for layer in self.conv_layers),
+                   f"conv_layers must be (channels, kernel, stride, padding) with positive channels, kernel and "
+                   f"stride, got {self.conv_layers}")
+            sizes = conv_sizes(h, self.conv_layers)
+            _check(min(sizes) >= 1, f"conv_layers {self.conv_layers} shrink {h}x{h} images to nothing "
+                                    f"(sizes {sizes}); use smaller kernels or strides")
             if self.kind == "ae":
-                _check(self.latent_dim == self.channels[-1],
-                       f"a conv AE's code is its last conv's {self.channels[-1]} channels; set latent_dim={self.channels[-1]}")
+                _check(self.latent_dim == self.code_size,
+                       f"a conv AE's code is its last conv's {sizes[-1]}x{sizes[-1]}x{self.conv_layers[-1][0]} map; "
+                       f"set latent_dim={self.code_size}")
+
+    @property
+    def code_size(self) -> int:
+        """Numbers in the conv encoder's output map (its last layer's channels times its area)."""
+        side = conv_sizes(self.image_shape[0], self.conv_layers)[-1]
+        return side * side * self.conv_layers[-1][0]
 
     @property
     def num_pixels(self) -> int:
@@ -102,8 +135,10 @@ PRESETS: dict[str, ModelConfig] = {
     # 32x32 RGB (cifar10, sample_patches): 32 -> 16 -> 8 -> 1x1 code.
     "mlp_ae_rgb": ModelConfig(kind="ae", arch="mlp", image_shape=_RGB32, hidden=(1024,), latent_dim=64),
     "mlp_vae_rgb": ModelConfig(kind="vae", arch="mlp", image_shape=_RGB32, hidden=(1024,), latent_dim=64),
-    "conv_ae_rgb": ModelConfig(kind="ae", arch="conv", image_shape=_RGB32, channels=(32, 64, 128), latent_dim=128),
-    "conv_vae_rgb": ModelConfig(kind="vae", arch="conv", image_shape=_RGB32, channels=(32, 64, 128), latent_dim=64),
+    "conv_ae_rgb": ModelConfig(kind="ae", arch="conv", image_shape=_RGB32, conv_layers=seed_conv_stack((32, 64, 128), 32),
+                               latent_dim=128),
+    "conv_vae_rgb": ModelConfig(kind="vae", arch="conv", image_shape=_RGB32, conv_layers=seed_conv_stack((32, 64, 128), 32),
+                                latent_dim=64),
 }
 
 

@@ -3,11 +3,12 @@ workdir, with evaluation, a checkpoint each epoch, metrics.jsonl and bitwise res
 
     from vaejax import fit
     result = fit.fit(objective, optimizer, init_params, x_train, "runs/mine", epochs=10,
-                     batch_size=128, key=jax.random.key(0), test_data=x_test,
+                     batch_size=128, key=jax.random.key(0), eval_data={"test": x_test},
                      callbacks=[fit.Progress()])
 
-The workdir holds `metrics.jsonl` (one JSON object per epoch: epoch, train_loss, test_<metric>
-for every scalar metric of the objective, seconds, and skipped with skip_nonfinite) and
+The workdir holds `metrics.jsonl` (one JSON object per epoch: epoch, train_<metric> and
+<eval set>_<metric> for every scalar metric of the objective, seconds, and skipped with
+skip_nonfinite) and
 `checkpoints/<update>` (orbax, the state after that many updates, the last few kept). Rerun
 with resume=True after any interruption: training continues from the newest intact checkpoint
 and ends with bitwise the parameters and log of a run never stopped.
@@ -93,18 +94,21 @@ class FitResult(NamedTuple):
     resumed_from: int  # updates taken before this call (0 for a fresh run)
 
 
-def fit(objective, optimizer, init_params, train_data, workdir: str, *, epochs: int, batch_size: int, key,
-        models: str | None = None, test_data=None, hparams=None, mesh=None, skip_nonfinite: bool = False,
-        resume: bool = False, meta: dict | None = None, callbacks=(), pieces: int = 10,
-        max_to_keep: int = MAX_TO_KEEP) -> FitResult:
+def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, epochs: int, batch_size: int, key,
+        models: str | None = None, eval_data: dict | None = None, hparams=None, mesh=None,
+        skip_nonfinite: bool = False, resume: bool = False, meta: dict | None = None, callbacks=(),
+        pieces: int = 10, max_to_keep: int = MAX_TO_KEEP) -> FitResult:
     """Train for `epochs` epochs in total (a resumed run does what is left) and return the final state.
 
-    init_params(key) -> params starts a fresh run; with models="vmap" | "map", `key` is a stack of
-    S keys (one model each) and every metric gains a leading model axis. train_data and test_data
-    are dataset pytrees (arrays with a leading example axis; put on every device). hparams: the
-    objective's traced hyperparameters. mesh: a parallel.data_mesh (default: one device). meta:
-    JSON describing the run, written to <workdir>/run.json and saved with every checkpoint. pieces: compiled pieces per epoch, each
-    one host sync (progress, non-finite checks and preemption are seen at their boundaries).
+    init_params(key) -> params starts a fresh run; with models="vmap" | "map" | "auto", `key` is a stack of
+    S keys (one model each) and every number gains a model axis. train_data and the values of
+    eval_data ({name: data}, each scored after every epoch as <name>_<metric>) are dataset
+    pytrees: arrays with a leading example axis, put on every device. hparams: the objective's
+    traced hyperparameters. mesh: a parallel.data_mesh (default: one device). workdir=None keeps
+    nothing on disk (no checkpoints, log or resume). meta: JSON describing the run, written to
+    <workdir>/run.json and saved with every checkpoint. pieces: compiled pieces per epoch, each one
+    host sync (progress, non-finite checks and SIGTERM are seen at their boundaries). A callback
+    whose on_epoch_end returns True stops training after that epoch (early stopping).
     """
     mesh = mesh or parallel.data_mesh(1)
     replicated = parallel.replicated(mesh)
@@ -112,40 +116,31 @@ def fit(objective, optimizer, init_params, train_data, workdir: str, *, epochs: 
     if num_steps == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {engine.batch_size_of(train_data)} "
                          f"training examples; use a batch size of at most {engine.batch_size_of(train_data)}")
+    if resume and workdir is None:
+        raise ValueError("resume needs a workdir")
 
     def fresh_state(key):
         if models is None:
             return engine.init(init_params(key), optimizer)
         return jax.vmap(lambda k: engine.init(init_params(k), optimizer))(key)
 
-    abstract = checkpoint.abstract(fresh_state, key, sharding=replicated)
-    state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(abstract))
-    prepare_workdir(workdir, (max_to_keep + 1) * state_bytes + 16 * 2**20)
     main = parallel.is_main_process()
-    log_path = os.path.join(workdir, LOG_FILE)
-    if main:
-        files.remove_temporaries(workdir, LOG_FILE)
-    mngr = checkpoint.manager(workdir, max_to_keep=max_to_keep)
-    state, partial = _restore(mngr, abstract, workdir, num_steps, main) if resume else (None, None)
+    store = _Store(workdir, checkpoint.abstract(fresh_state, key, sharding=replicated), num_steps, max_to_keep, main)
+    state, partial = store.restore() if resume else (None, None)
     if state is None:
         state = parallel.put_replicated(jax.jit(fresh_state)(key), mesh)
     resumed_from = updates(state)
-    records = read_log(log_path, resumed_from // num_steps) if main else []
-    if main:
-        write_log(log_path, records)  # drops what came after the checkpoint (and a torn last line)
-        if meta is not None and files.read_json(os.path.join(workdir, RUN_FILE)) != json.loads(json.dumps(meta)):
-            files.write_atomic(os.path.join(workdir, RUN_FILE), json.dumps(meta, indent=1) + "\n")
+    records = store.start(resumed_from // num_steps, meta)
 
     data = parallel.put_replicated(train_data, mesh)
-    test = None if test_data is None else parallel.put_replicated(test_data, mesh)
+    evals = {name: parallel.put_replicated(d, mesh) for name, d in (eval_data or {}).items()}
     steps = engine.make_steps(objective, optimizer, models=models, mesh=mesh, skip_nonfinite=skip_nonfinite)
     evaluate = _evaluator(objective, models, replicated)
     finite = jax.jit(engine.all_finite, out_shardings=replicated)
-    saver = _Saver(mngr, workdir, num_steps)
     callbacks = list(callbacks) if main else []
     meta = dict(meta or {}, num_models=int(jnp.shape(key)[0]) if models else 0)  # what load() needs to know
     try:
-        with _sigterm() as stopping:
+        with _sigterm(enabled=workdir is not None) as stopping:
             for epoch in range(resumed_from // num_steps + 1, epochs + 1):
                 t0 = time.perf_counter()
                 for cb in callbacks:
@@ -154,40 +149,90 @@ def fit(objective, optimizer, init_params, train_data, workdir: str, *, epochs: 
                                           partial, skip_nonfinite, stopping, epoch, callbacks)
                 partial = None
                 if stats["stopped_at"] is not None:
-                    saver.save(state, dict(meta, partial=stats["partial"]))
-                    saver.finish()
+                    store.save(state, dict(meta, partial=stats["partial"]))
+                    store.finish()
                     raise Preempted(f"stopped by SIGTERM at epoch {epoch}, step {stats['stopped_at']} of {num_steps}; "
                                     f"the state is saved in {workdir}/checkpoints, resume to go on")
                 if stats["nonfinite_at"] is not None or not bool(parallel.to_host(finite(state.params))):
-                    saver.finish()
-                    last = mngr.latest_step()
+                    store.finish()
                     raise NonFinite(epoch, stats["nonfinite_at"], num_steps, stats["nonfinite_value"],
-                                    None if last is None else last // num_steps)
-                record = {"epoch": epoch, "train_loss": _num(stats["train_loss"])}
-                if test is not None:
+                                    store.last_epoch())
+                record = {"epoch": epoch, **{f"train_{name}": _num(v) for name, v in stats["train"].items()}}
+                for set_name, d in evals.items():
                     eval_key = _fold(key, 10**6 + epoch)
-                    for name, v in parallel.to_host(evaluate(state.params, test, eval_key, hparams, state.step)).items():
-                        record[f"test_{name}"] = _num(v)
+                    for name, v in parallel.to_host(evaluate(state.params, d, eval_key, hparams, state.step)).items():
+                        record[f"{set_name}_{name}"] = _num(v)
                 record["seconds"] = round(time.perf_counter() - t0, 3)
                 if skip_nonfinite:
                     record["skipped"] = _count(stats["skipped"])
-                if main:
-                    records.append(record)
-                    write_log(log_path, records)
-                    if skip_nonfinite and np.any(np.asarray(stats["skipped"]) > 0):
+                    if main and np.any(np.asarray(stats["skipped"]) > 0):
                         log.info(f"epoch {epoch}: skipped {_count(stats['skipped'])} non-finite update(s)")
-                saver.save(state, meta)
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, record, state)
-            saver.finish()
+                records.append(record)
+                store.log(records)
+                store.save(state, meta)
+                if any([bool(cb.on_epoch_end(epoch, record, state)) for cb in callbacks]):
+                    break
+            store.finish()
     except FitError:
         raise
     except BaseException:
-        saver.abandon()
+        store.abandon()
         raise
     for cb in callbacks:
         cb.on_train_end(state, records)
     return FitResult(state, records, resumed_from)
+
+
+class _Store:
+    """Where a run persists: checkpoints, metrics.jsonl and run.json in the workdir (process 0 writes
+    the files; orbax coordinates the checkpoints). With workdir None nothing persists."""
+
+    def __init__(self, workdir, abstract, num_steps, max_to_keep, main):
+        self.workdir, self.abstract, self.num_steps, self.main = workdir, abstract, num_steps, main
+        self.mngr = self.saver = None
+        if workdir is None:
+            return
+        state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(abstract))
+        prepare_workdir(workdir, (max_to_keep + 1) * state_bytes + 16 * 2**20)
+        if main:
+            files.remove_temporaries(workdir, LOG_FILE)
+        self.mngr = checkpoint.manager(workdir, max_to_keep=max_to_keep)
+        self.saver = _Saver(self.mngr, workdir, num_steps)
+        self.log_path = os.path.join(workdir, LOG_FILE)
+
+    def restore(self):
+        return _restore(self.mngr, self.abstract, self.workdir, self.num_steps, self.main)
+
+    def start(self, done_epochs: int, meta) -> list[dict]:
+        """The records of the epochs done; the log trimmed to them and run.json written."""
+        if self.workdir is None or not self.main:
+            return []
+        records = read_log(self.log_path, done_epochs)
+        write_log(self.log_path, records)  # drops what came after the checkpoint (and a torn last line)
+        run_file = os.path.join(self.workdir, RUN_FILE)
+        if meta is not None and files.read_json(run_file) != json.loads(json.dumps(meta)):
+            files.write_atomic(run_file, json.dumps(meta, indent=1) + "\n")
+        return records
+
+    def log(self, records):
+        if self.workdir is not None and self.main:
+            write_log(self.log_path, records)
+
+    def save(self, state, meta):
+        if self.saver is not None:
+            self.saver.save(state, meta)
+
+    def finish(self):
+        if self.saver is not None:
+            self.saver.finish()
+
+    def abandon(self):
+        if self.saver is not None:
+            self.saver.abandon()
+
+    def last_epoch(self) -> int | None:
+        last = None if self.mngr is None else self.mngr.latest_step()
+        return None if last is None else last // self.num_steps
 
 
 def updates(state) -> int:
@@ -203,7 +248,7 @@ def _fold(key, data):
 
 
 def _restore(mngr, abstract, workdir, num_steps, main):
-    """(state, partial epoch losses or None) of the newest intact checkpoint, or (None, None).
+    """(state, the metrics of a partial epoch or None) of the newest intact checkpoint, or (None, None).
 
     Notices go to the "vaejax" logger, from process 0 only.
     """
@@ -244,8 +289,9 @@ def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, 
     """One epoch (or what is left of it) in a few compiled pieces, reporting between them.
 
     Every process knows the epoch's whole order (a few KB); each hands its devices only their
-    columns of every batch. Returns (state, stats): the mean train loss, skipped updates, the
-    first non-finite step, or where SIGTERM stopped it with the losses so far.
+    columns of every batch. Returns (state, stats): the epoch's mean of each scalar training
+    metric, skipped updates, the first non-finite step, or where SIGTERM stopped it with the
+    metrics of the steps so far.
     """
     n = engine.batch_size_of(data)
     epoch_start = (epoch - 1) * num_steps
@@ -254,8 +300,7 @@ def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, 
         order = np.asarray(engine.epoch_order(key, epoch_start, n, batch_size))
     else:
         order = np.asarray(jax.vmap(engine.epoch_order, in_axes=(0, None, None, None))(key, epoch_start, n, batch_size))
-    losses = [np.asarray(partial["loss"], np.float32)] if partial else []
-    skipped = [np.asarray(partial["skipped"], np.float32)] if partial and "skipped" in partial else []
+    series = {name: [np.asarray(v, np.float32)] for name, v in (partial or {}).items()}  # name -> pieces
     stats = {"nonfinite_at": None, "nonfinite_value": None, "stopped_at": None}
     bounds = np.linspace(0, num_steps, min(pieces, num_steps) + 1).astype(int)
     for a, b in zip(bounds[:-1], bounds[1:]):
@@ -266,9 +311,9 @@ def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, 
         state, metrics = steps(state, data, order_piece, key, hparams)
         metrics = parallel.to_host(metrics)
         loss = np.asarray(metrics["loss"])  # (K,) or (S, K)
-        losses.append(loss)
-        if "skipped" in metrics:
-            skipped.append(np.asarray(metrics["skipped"]))
+        for name, v in metrics.items():
+            if np.ndim(v) == loss.ndim:  # the scalar metrics (not, say, a KL per latent dimension)
+                series.setdefault(name, []).append(np.asarray(v))
         bad_K = ~np.isfinite(loss.reshape(-1, b - a)).all(axis=0)
         if not skip_nonfinite and bad_K.any():
             i = int(np.argmax(bad_K))
@@ -276,31 +321,31 @@ def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, 
             stats.update(nonfinite_at=a + i + 1, nonfinite_value=float(values[~np.isfinite(values)][0]))
             break
         for cb in callbacks:
-            cb.on_steps(epoch, int(b), num_steps, _nanmean(np.concatenate(losses, axis=-1)))
+            cb.on_steps(epoch, int(b), num_steps, _nanmean(np.concatenate(series["loss"], axis=-1)))
         if stopping.is_set() and b < num_steps:
             stats["stopped_at"] = int(b)
-            stats["partial"] = {"loss": np.concatenate(losses, axis=-1).tolist()}
-            if skipped:
-                stats["partial"]["skipped"] = np.concatenate(skipped, axis=-1).tolist()
+            stats["partial"] = {name: np.concatenate(v, axis=-1).tolist() for name, v in series.items()}
             return state, stats
-    all_losses = np.concatenate(losses, axis=-1)
-    if skipped:
-        all_skipped = np.concatenate(skipped, axis=-1)
-        stats["skipped"] = all_skipped.sum(axis=-1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an epoch of skipped updates has no mean
-            stats["train_loss"] = np.nanmean(np.where(all_skipped > 0, np.nan, all_losses), axis=-1)
-    else:
-        stats["train_loss"] = all_losses.mean(axis=-1)
+    per_step = {name: np.concatenate(v, axis=-1) for name, v in series.items()}
+    skipped = per_step.pop("skipped", None)
+    if skipped is not None:
+        stats["skipped"] = skipped.sum(axis=-1)
+        per_step = {name: np.where(skipped > 0, np.nan, v) for name, v in per_step.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an epoch of skipped updates has no mean
+        stats["train"] = {name: np.nanmean(v, axis=-1) for name, v in per_step.items()}
     return state, stats
 
 
 class _sigterm:
     """A threading.Event set by SIGTERM while the block runs (main thread only; elsewhere never set)."""
 
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
     def __enter__(self):
         self.event, self.previous = threading.Event(), None
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
         return self.event
 

@@ -143,7 +143,7 @@ def classifier_objective(outlier_exposure: float = 0.0):
     def objective(params, example, key, step, hparams):
         x, label = example
         if outlier_exposure <= 0:
-            logits = models.classifier_apply(params, x[None])[0]
+            logits = models.classifier_apply(params, x)
             return jax.nn.logsumexp(logits) - logits[label], {}
         # the image and its outlier in one pass: a smaller program than two
         logits, outlier = models.classifier_apply(params, jnp.stack([x, structureless_image(key, x)]))

@@ -17,13 +17,8 @@ import numpy as np
 import flax.linen as nn
 from jax import lax
 
-from vaejax.config import ModelConfig
+from vaejax.config import ModelConfig, conv_sizes
 from vaejax.objectives import reparameterize
-
-
-def conv_output_size(i: int, s: int, k: int, p: int) -> int:
-    """Spatial size after a convolution: floor((i + 2p - k) / s) + 1."""
-    return (i + 2 * p - k) // s + 1
 
 
 def conv_transpose_output_size(i: int, s: int, k: int, p: int, op: int) -> int:
@@ -42,17 +37,14 @@ def conv_transpose(features: int, k: int, s: int = 1, p: int = 0, op: int = 0, n
 
 
 def conv_plan(cfg: ModelConfig):
-    """Spatial sizes of the conv stack: two stride-2 3x3 convs, then a valid conv over what is left.
-
-    Returns (sizes, final_kernel, output_paddings): the decoder's output paddings are
-    chosen so that each transposed conv lands exactly on the encoder's matching size.
+    """(sizes, output_paddings) of the conv stack: the map's side before and after each encoder
+    layer, and for each layer the output padding that makes its transposed conv land exactly on
+    the size that layer was given (a stride-s conv maps s sizes to one; the padding picks it back).
     """
-    h = cfg.image_shape[0]
-    h1 = conv_output_size(h, 2, 3, 1)
-    h2 = conv_output_size(h1, 2, 3, 1)
-    # A stride-2 conv maps sizes 2n and 2n-1 both to n; output padding 1 picks the even one back.
-    ops = tuple(target - conv_transpose_output_size(src, 2, 3, 1, 0) for src, target in ((h2, h1), (h1, h)))
-    return (h, h1, h2), h2, ops
+    sizes = conv_sizes(cfg.image_shape[0], cfg.conv_layers)
+    ops = tuple(sizes[i] - conv_transpose_output_size(sizes[i + 1], s, k, p, 0)
+                for i, (_, k, s, p) in enumerate(cfg.conv_layers))
+    return sizes, ops
 
 
 # ---------------------------------------------------------------------------- convolutions
@@ -301,9 +293,11 @@ class MLPDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """Conv(c0, 3x3, s2, p1) -> ReLU -> Conv(c1, 3x3, s2, p1) -> ReLU -> Conv(c2, valid) -> 1x1xc2 code.
+    """cfg.conv_layers as Conv -> ReLU -> ... -> Conv; the last map, flattened, is the code.
 
-    path: "fast" | "lax" | None (conv_path(): $VAEJAX_CONV_PATH, else by backend); same parameters either way.
+    The seed's stack: Conv(16, 3x3, s2, p1) -> ReLU -> Conv(32, 3x3, s2, p1) -> ReLU -> Conv(64, 7x7),
+    a 1x1x64 code. path: "fast" | "lax" | None (conv_path(): $VAEJAX_CONV_PATH, else by backend);
+    the same parameters either way.
     """
 
     cfg: ModelConfig
@@ -311,18 +305,17 @@ class ConvEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        c0, c1, c2 = self.cfg.channels
-        _, k, _ = conv_plan(self.cfg)
-        pad = ((1, 1), (1, 1))
-        h = nn.relu(Conv(c0, 3, 2, pad, self.path)(x))
-        h = nn.relu(Conv(c1, 3, 2, pad, self.path)(h))
-        h = Conv(c2, k, 1, ((0, 0), (0, 0)), self.path)(h)
-        return h.reshape(h.shape[:-3] + (c2,))
+        h = x
+        for i, (c, k, s, p) in enumerate(self.cfg.conv_layers):
+            h = Conv(c, k, s, ((p, p), (p, p)), self.path)(h)
+            h = nn.relu(h) if i < len(self.cfg.conv_layers) - 1 else h
+        return h.reshape(h.shape[:-3] + (-1,))
 
 
 class ConvDecoder(nn.Module):
-    """The encoder mirrored: ConvT(c1, k) -> ReLU -> ConvT(c0, 3x3, s2) -> ReLU -> ConvT(C, 3x3, s2).
+    """The encoder mirrored by transposed convs, each landing on the size its conv was given.
 
+    The seed's stack: ConvT(32, 7x7) -> ReLU -> ConvT(16, 3x3, s2) -> ReLU -> ConvT(C, 3x3, s2).
     path: as for ConvEncoder.
     """
 
@@ -331,12 +324,15 @@ class ConvDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, code):
-        c0, c1, c2 = self.cfg.channels
-        _, k, (op1, op2) = conv_plan(self.cfg)
-        h = code.reshape(code.shape[:-1] + (1, 1, c2))
-        h = nn.relu(conv_transpose(c1, k, path=self.path)(h))
-        h = nn.relu(conv_transpose(c0, 3, 2, 1, op1, path=self.path)(h))
-        return conv_transpose(self.cfg.image_shape[-1], 3, 2, 1, op2, path=self.path)(h)
+        layers = self.cfg.conv_layers
+        sizes, ops = conv_plan(self.cfg)
+        h = code.reshape(code.shape[:-1] + (sizes[-1], sizes[-1], layers[-1][0]))
+        for i in reversed(range(len(layers))):
+            _, k, s, p = layers[i]
+            out = layers[i - 1][0] if i > 0 else self.cfg.image_shape[-1]
+            h = conv_transpose(out, k, s, p, ops[i], path=self.path)(h)
+            h = nn.relu(h) if i > 0 else h
+        return h
 
 
 def _encoder(cfg: ModelConfig, out_dim: int) -> nn.Module:
@@ -394,7 +390,7 @@ class VAE(nn.Module):
         self.encoder = _encoder(self.cfg, 2 * self.cfg.latent_dim)
         # The conv encoder ends in its code; heads map it to the latent's mean and log-variance.
         self.heads = nn.Dense(2 * self.cfg.latent_dim) if conv else None
-        self.to_code = nn.Dense(self.cfg.channels[-1]) if conv else None
+        self.to_code = nn.Dense(self.cfg.code_size) if conv else None
         self.decoder = _decoder(self.cfg)
         self.log_sigma = _log_sigma(self)
 

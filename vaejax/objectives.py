@@ -11,17 +11,21 @@ one compiled program then serves every value, a schedule never recompiles, and a
 vmapped axis.
 
 The model interface (the one place it is written down). vaejax's objectives take a Flax Linen
-module with two methods, each called on a batch:
+module with two methods:
 
-    encode(x_B...) -> z_BD                 an AE's code
-                   -> (mu_BD, logvar_BD)   a VAE's diagonal Gaussian posterior q(z | x)
-    decode(z_BD)   -> the parameters of p(target | z) the likelihood reads: logits of the
-                      target's shape, or (logits, log_sigma) for `gaussian_learned`
+    encode(x) -> z                 an AE's code, shape (D,)
+              -> (mu, logvar)      a VAE's diagonal Gaussian posterior q(z | x), each (D,)
+    decode(z) -> the parameters of p(target | z) the likelihood reads: logits of the target's
+                 shape, or (logits, log_sigma) for `gaussian_learned`
 
-and `__call__(x_B, key)` for `init` (returning (decoder output, aux) by convention). The
-objectives run a module on one example as a batch of one, so modules written for batches
-(GroupNorm, nn.Conv) work unchanged. Anything else trains through the engine by writing its
-own objective.
+and `__call__(x, key)` for `init` (returning (decoder output, aux) by convention). The
+objectives call them on ONE example, with no batch axis; the engine's vmap adds it, which XLA
+compiles into one batched program. Modules whose layers take any leading axes (nn.Dense,
+nn.Conv, vaejax's own) need nothing more. A module that needs a batch axis of its own (nn.GroupNorm
+normalises over all but the first axis; a reshape(x.shape[0], -1)) goes in as
+`BatchOfOne(module)`, which runs it on a batch of one; the objectives stop with a message naming
+it when the shapes show that this was missing. Anything else trains through the engine by
+writing its own objective.
 """
 
 from __future__ import annotations
@@ -159,16 +163,61 @@ def split_example(example):
     return example, example
 
 
+class BatchOfOne(NamedTuple):
+    """A module that needs a batch axis, run on one example as a batch of one (then vmapped by the engine).
+
+    Slower than a module that takes any leading axes (XLA:CPU runs the resulting rank-3 products
+    less well), so use it for modules that need it: GroupNorm, or a reshape over axis 0.
+    """
+
+    module: object
+
+    def apply(self, variables, x, method):
+        out = self.module.apply(variables, x[None], method=method)
+        return jax.tree_util.tree_map(lambda a: a[0], out)
+
+
+_BATCH_HINT = ("the objectives run modules on one example, without a batch axis: if this module needs one "
+               "(GroupNorm, a reshape over axis 0), pass objectives.BatchOfOne(module) to the objective")
+
+
 def encode(model, params, x):
-    """model.encode on one example (run as a batch of one)."""
-    out = model.apply({"params": params}, x[None], method="encode")
-    return jax.tree_util.tree_map(lambda a: a[0], out)
+    """model.encode on one example."""
+    return _call(model, params, x, "encode")
 
 
 def decode(model, params, z):
-    """model.decode on one latent (run as a batch of one)."""
-    out = model.apply({"params": params}, z[None], method="decode")
-    return jax.tree_util.tree_map(lambda a: a[0], out)
+    """model.decode on one latent."""
+    return _call(model, params, z, "decode")
+
+
+def _call(model, params, x, method):
+    try:
+        return model.apply({"params": params}, x, method=method)
+    except Exception as e:  # raised while tracing, most often by a module that assumes a batch axis
+        if isinstance(model, BatchOfOne):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{method} failed on one example of shape {x.shape} ({type(e).__name__}: {first}); "
+                         f"{_BATCH_HINT}") from e
+
+
+def _posterior(model, params, x):
+    """(mu, logvar) of one example, each (D,); a message naming BatchOfOne when the shapes say it is needed."""
+    mu, logvar = encode(model, params, x)
+    if mu.ndim != 1:
+        raise ValueError(f"encode gave mu of shape {mu.shape} for one example of shape {x.shape}, not (D,); "
+                         f"{_BATCH_HINT}")
+    return mu, logvar
+
+
+def _checked(out, target):
+    """The decoder output, once its shape is the target's (the same message otherwise)."""
+    logits = out[0] if isinstance(out, tuple) else out
+    if logits.shape != target.shape:
+        raise ValueError(f"decode gave shape {logits.shape} for one example whose target is {target.shape}; "
+                         f"{_BATCH_HINT}")
+    return out
 
 
 # ---------------------------------------------------------------------------- objectives
@@ -178,7 +227,7 @@ def reconstruction(model, likelihood: Likelihood = bernoulli):
     """An AE's objective: loss = -log p(target | decode(encode(x)))."""
     def objective(params, example, key, step, hparams):
         x, target = split_example(example)
-        rec = likelihood.nll(decode(model, params, encode(model, params, x)), target)
+        rec = likelihood.nll(_checked(decode(model, params, encode(model, params, x)), target), target)
         return rec, {"recon": rec}
 
     return objective
@@ -195,9 +244,9 @@ def elbo(model, likelihood: Likelihood = bernoulli, *, beta=1.0, warmup_steps=0,
     """
     def objective(params, example, key, step, hparams):
         x, target = split_example(example)
-        mu, logvar = encode(model, params, x)
+        mu, logvar = _posterior(model, params, x)
         z = reparameterize(key, mu, logvar)
-        rec = likelihood.nll(decode(model, params, z), target)
+        rec = likelihood.nll(_checked(decode(model, params, z), target), target)
         kl_D = kl_per_dim(mu, logvar)
         weight = hparam(hparams, "beta", beta) * warmup_factor(step, hparam(hparams, "warmup_steps", warmup_steps))
         penalised = jnp.sum(jnp.maximum(kl_D, hparam(hparams, "free_bits", free_bits)))
@@ -214,9 +263,9 @@ def iwae_bound(model, likelihood: Likelihood, params, example, key, k: int):
     k = 1 is a one-sample ELBO; the bound tightens towards log p(x) as k grows (Burda et al. 2016).
     """
     x, target = split_example(example)
-    mu, logvar = encode(model, params, x)
+    mu, logvar = _posterior(model, params, x)
     z_K = reparameterize(key, jnp.broadcast_to(mu, (k,) + mu.shape), logvar)
-    out_K = model.apply({"params": params}, z_K, method="decode")
+    out_K = jax.vmap(lambda z: _checked(decode(model, params, z), target))(z_K)
     log_px_K = -jax.vmap(likelihood.nll, in_axes=(0, None))(out_K, target)
     log_pz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, 0.0, 0.0)
     log_qz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, mu, logvar)
@@ -245,10 +294,10 @@ def binarized(objective):
 
 
 def classification(apply: Callable):
-    """Softmax cross-entropy of apply(params, x_B) -> logits_B on one (x, label) pair; metrics: accuracy."""
+    """Softmax cross-entropy of apply(params, x) -> logits on one (x, label) pair; metrics: accuracy."""
     def objective(params, example, key, step, hparams):
         x, label = example
-        logits = apply(params, x[None])[0]
+        logits = apply(params, x)
         loss = jax.nn.logsumexp(logits) - logits[label]
         return loss, {"accuracy": (jnp.argmax(logits) == label).astype(jnp.float32)}
 

@@ -38,8 +38,13 @@ class RunSpec:
 
     def configs(self) -> tuple[config.ModelConfig, config.TrainConfig]:
         """The ModelConfig and TrainConfig (hashable: JSON lists become tuples again)."""
-        model = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model.items()}
+        model = {k: _tuples(v) for k, v in self.model.items()}
         return config.ModelConfig(**model), config.TrainConfig(**self.train)
+
+
+def _tuples(value):
+    """JSON lists (nested too) back into the tuples a frozen config holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def read_spec(workdir: str) -> RunSpec | None:
@@ -101,12 +106,17 @@ class TrainedRun:
         scores = _iwae_scores(self.model, self.likelihood, k, chunk)
         return -scores(self.params, jnp.asarray(x_N, jnp.float32), key)["iwae"]
 
+    @property
+    def module(self):
+        """The Flax module itself (a BatchOfOne's inside), called here on whole batches."""
+        return self.model.module if isinstance(self.model, objectives.BatchOfOne) else self.model
+
     def _encode(self, params, x_B):
-        code = self.model.apply({"params": params}, x_B, method="encode")
+        code = self.module.apply({"params": params}, x_B, method="encode")
         return code[0] if isinstance(code, tuple) else code  # a VAE's embedding is its mean
 
     def _decode(self, params, z_B):
-        return self.likelihood.mean(self.model.apply({"params": params}, z_B, method="decode"))
+        return self.likelihood.mean(self.module.apply({"params": params}, z_B, method="decode"))
 
 
 @functools.lru_cache(maxsize=32)
