@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import config, data, engine, files, metrics, recipe
+from vaejax import config, data, files, fit, metrics, recipe
 from vaejax.cli import UsageError
 from vaejax.config import ModelConfig, TrainConfig
 
@@ -173,7 +173,7 @@ class Trained:
 
     params: pytree with a leading seed axis S; curves: per-epoch mean training terms, name ->
     (S, epochs); eval_curves: eval-set name -> term -> (S, epochs); seconds: wall time of the
-    whole call (compile included); compile_seconds: the compile alone.
+    whole call, compilation included.
     """
 
     model_cfg: ModelConfig
@@ -182,7 +182,6 @@ class Trained:
     curves: dict[str, np.ndarray]
     eval_curves: dict[str, dict[str, np.ndarray]]
     seconds: float
-    compile_seconds: float
     n_train: int
 
     @property
@@ -199,48 +198,46 @@ class Trained:
 
 
 def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int, seed: int = 0,
-                target_N=None, eval_sets: dict | None = None, log: Callable[[str], None] | None = None) -> Trained:
-    """Train `seeds` models of model_cfg on x_N at once (engine.make_epoch, seeds a vmapped model axis).
+                target_N=None, eval_sets: dict | None = None, log: Callable[[str], None] | None = None,
+                objective=None, hparams=None, init_params=None) -> Trained:
+    """Train `seeds` models of model_cfg on x_N at once through vaejax.fit (a model axis, nothing on disk).
 
-    Model i starts from init key i and trains with its own shuffle/noise key, both derived from
-    `seed`. target_N: what the decoder should output (default x_N). eval_sets: name -> images;
-    their mean loss terms per seed are recorded after every epoch.
+    Model i starts from and trains with its own key, split from `seed`. target_N: what the decoder
+    should output (default x_N). eval_sets: name -> images (or (input, target) pairs) whose mean
+    metrics per seed are recorded after every epoch. objective, hparams (with a leading model axis) and init_params
+    replace the preset's, for experiments that train something else through the same loop.
     """
     start = time.perf_counter()
+    r = recipe.build(model_cfg, train_cfg)
     x_N = jnp.asarray(x_N, jnp.float32)
     train_data = x_N if target_N is None else (x_N, jnp.asarray(target_N, jnp.float32))
-    init_keys, run_keys = jax.random.split(jax.random.key(seed))
-    r = recipe.build(model_cfg, train_cfg)
-    states = engine.init_many(r.init_params, jax.random.split(init_keys, seeds), r.optimizer)
-    keys = jax.random.split(run_keys, seeds)
-    many = engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, models="auto")
-    t0 = time.perf_counter()
-    epoch = many.lower(states, train_data, keys).compile()
-    compile_seconds = time.perf_counter() - t0
-    eval_fns = {}
-    if eval_sets:
-        scores = engine.make_scores(r.objective)
-        many_scores = jax.jit(jax.vmap(lambda p, x, k: {n: jnp.mean(v) for n, v in scores(p, x, k).items()
-                                                         if v.ndim == 1}, in_axes=(0, None, None)))
-        eval_fns = {name: (many_scores, jnp.asarray(x, jnp.float32)) for name, x in eval_sets.items()}
-    curves: dict[str, list] = {}
-    eval_curves: dict[str, dict[str, list]] = {name: {} for name in eval_fns}
-    for e in range(train_cfg.epochs):
-        states, step_metrics = epoch(states, train_data, keys)
-        for name, v in step_metrics.items():
-            if v.ndim == 2:  # (seeds, steps): the scalar metrics
-                curves.setdefault(name, []).append(np.asarray(jnp.mean(v, axis=1)))
-        for name, (fn, x_eval) in eval_fns.items():
-            for term, v in fn(states.params, x_eval, jax.random.fold_in(run_keys, e)).items():
-                eval_curves[name].setdefault(term, []).append(np.asarray(v))
-        if log and (e + 1 == train_cfg.epochs or (e + 1) % max(1, train_cfg.epochs // 4) == 0):
-            log(f"  {model_cfg.kind} epoch {e + 1}/{train_cfg.epochs}: loss "
-                f"{float(np.mean(curves['loss'][-1])):.2f} (mean over {seeds} seeds)")
-    jax.block_until_ready(states.params)
-    stack = lambda d: {k: np.stack(v, axis=1) for k, v in d.items()}  # noqa: E731
-    return Trained(model_cfg, train_cfg, states.params, stack(curves),
-                   {name: stack(d) for name, d in eval_curves.items()},
-                   time.perf_counter() - start, compile_seconds, int(x_N.shape[0]))
+    result = fit.fit(objective or r.objective, r.optimizer, init_params or r.init_params, train_data, None,
+                     epochs=train_cfg.epochs, batch_size=train_cfg.batch_size,
+                     key=jax.random.split(jax.random.key(seed), seeds), models="auto", hparams=hparams,
+                     eval_data={name: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), d)
+                                for name, d in (eval_sets or {}).items()},
+                     callbacks=[_EpochLog(model_cfg.kind, train_cfg.epochs, seeds, log)] if log else [], pieces=1)
+    jax.block_until_ready(result.state.params)
+
+    def curves(prefix):  # record key <prefix>_<metric> -> metric: (seeds, epochs)
+        names = [k for k in result.records[0] if k.startswith(prefix + "_")]
+        return {k[len(prefix) + 1:]: np.stack([np.asarray(r[k], np.float64) for r in result.records], axis=1)
+                for k in names}
+
+    return Trained(model_cfg, train_cfg, result.state.params, curves("train"),
+                   {name: curves(name) for name in eval_sets or {}}, time.perf_counter() - start, int(x_N.shape[0]))
+
+
+class _EpochLog(fit.Callback):
+    """A log line at each quarter of the epochs: the mean training loss over the seeds."""
+
+    def __init__(self, kind, epochs, seeds, log):
+        self.kind, self.epochs, self.seeds, self.log = kind, epochs, seeds, log
+
+    def on_epoch_end(self, epoch, record, state):
+        if epoch == self.epochs or epoch % max(1, self.epochs // 4) == 0:
+            self.log(f"  {self.kind} epoch {epoch}/{self.epochs}: loss {np.mean(record['train_loss']):.2f} "
+                     f"(mean over {self.seeds} seeds)")
 
 
 _PAIRS: dict = {}
@@ -507,7 +504,7 @@ def training_summary(trained: Trained) -> dict:
     out = {"preset": f"{trained.model_cfg.arch} {trained.model_cfg.kind} latent {trained.model_cfg.latent_dim}",
            "n_train": trained.n_train, "epochs": trained.train_cfg.epochs,
            "steps": trained.train_cfg.epochs * (trained.n_train // trained.train_cfg.batch_size),
-           "seconds": round(trained.seconds, 2), "compile_seconds": round(trained.compile_seconds, 2)}
+           "seconds": round(trained.seconds, 2)}
     out.update(stat("final_loss", trained.final("loss")))
     return out
 

@@ -1,5 +1,6 @@
 """Noise reduction (seed 000): train an autoencoder on x + noise -> x, at several levels of Gaussian
-noise (sigma in intensity units, noisy images clipped to [0, 1]); a fresh noise draw every epoch.
+noise (sigma in intensity units, noisy images clipped to [0, 1]); a fresh noise draw every step
+(objectives.denoising), every level and seed one model of a single program, sigma a traced input.
 On test images (their own noise draw per seed): PSNR of the noisy input, of the autoencoder's output,
 and of a classical baseline, a Gaussian blur whose sigma is chosen per noise level on held-out
 training-split images (never on the test set); sigma 0 (no blur) is among the choices.
@@ -7,15 +8,13 @@ training-split images (never on the test set); sigma 0 (no blur) is among the ch
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
 from experiments import common
-from vaejax import engine, latent, metrics, plots, recipe
+from vaejax import latent, metrics, objectives, plots, recipe
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "
          "than the noisy inputs and than a classical Gaussian-blur denoiser.")
@@ -46,34 +45,17 @@ def best_blur_sigma(clean, noisy, sigmas=BLUR_SIGMAS) -> tuple[float, list[float
     return float(sigmas[int(np.argmax(scores))]), scores
 
 
-def denoiser_epoch(cfg, tc):
-    """The jitted epoch of S denoisers (seeds vmapped) over (noisy, clean) pairs."""
-    r = recipe.build(cfg, tc)
-    return engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="auto")
+def train_denoisers(cfg, tc, x_N, levels, seeds: int, log=None):
+    """len(levels) * seeds autoencoders in one program (level-major: model l * seeds + s), each trained on
+    clip(x + sigma_l eps) -> x with fresh noise every step, sigma a traced hyperparameter.
 
-
-def train_denoisers(epoch, cfg, tc, x_N, sigma: float, seeds: int, seed: int = 0, log=None):
-    """S autoencoders (seeds vmapped) trained on clip(x + sigma eps) -> x, fresh noise each epoch.
-
-    epoch: denoiser_epoch(cfg, tc), passed in so that every level reuses one compile.
-    Returns (params_S, per-epoch mean training loss (S, E), seconds).
+    Returns (params with that leading axis, the per-epoch mean training loss (models, epochs), seconds).
     """
-    start = time.perf_counter()
-    init_keys, run_keys = jax.random.split(jax.random.key(seed))
     r = recipe.build(cfg, tc)
-    states = engine.init_many(r.init_params, jax.random.split(init_keys, seeds), r.optimizer)
-    keys = jax.random.split(run_keys, seeds)
-    noise_key = jax.random.fold_in(run_keys, 1)
-    x_N = jnp.asarray(x_N, jnp.float32)
-    curve = []
-    for e in range(tc.epochs):
-        noisy = add_noise(jax.random.fold_in(noise_key, e), x_N, sigma)
-        states, m = epoch(states, (noisy, x_N), keys)
-        curve.append(np.asarray(m["loss"].mean(axis=1)))
-    if log:
-        log(f"  sigma {sigma}: {tc.epochs} epochs, final loss {float(np.mean(curve[-1])):.2f} (mean over {seeds} seeds)")
-    jax.block_until_ready(states.params)
-    return states.params, np.stack(curve, 1), time.perf_counter() - start
+    sigma_M = jnp.repeat(jnp.asarray(levels, jnp.float32), seeds)
+    trained = common.train_seeds(cfg, tc, x_N, len(levels) * seeds, objective=objectives.denoising(r.objective),
+                                 hparams={"noise_sigma": sigma_M}, log=log)
+    return trained.params, trained.curves["loss"], trained.seconds
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
@@ -87,15 +69,16 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     steps = sc.pick(smoke=sc.steps, quick=625, full=3000)
     batch = min(sc.batch_size, len(x))
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
-    epoch = denoiser_epoch(cfg, tc)
     run.log(f"{cfg.arch} AE latent {cfg.latent_dim}, {len(x)} images, {tc.epochs} epochs of batch {tc.batch_size}, "
             f"noise levels {list(levels)}, {S} seeds")
     rows = {"psnr_noisy": [], "psnr_denoised": [], "psnr_blur": []}
     result = {"noise_levels": list(levels), "blur_sigma": [], "blur_psnr_by_sigma": [], "blur_sigmas": list(BLUR_SIGMAS),
               "train_seconds": [], "final_loss": [], "final_loss_std": []}
     figure = {}
+    params_M, curves_M, seconds = train_denoisers(cfg, tc, x, levels, S, log=run.log)
     for li, sigma in enumerate(levels):
-        params, curve, seconds = train_denoisers(epoch, cfg, tc, x, sigma, S, seed=li, log=run.log)
+        params = jax.tree_util.tree_map(lambda a: a[li * S:(li + 1) * S], params_M)
+        curve = curves_M[li * S:(li + 1) * S]
         noisy_ho = np.asarray(add_noise(jax.random.key(123), jnp.asarray(held_out), sigma))
         blur_sigma, by_sigma = best_blur_sigma(held_out, noisy_ho)
         per_seed = {k: [] for k in rows}
@@ -113,7 +96,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
             rows[k].append(per_seed[k])
         result["blur_sigma"].append(blur_sigma)
         result["blur_psnr_by_sigma"].append(by_sigma)
-        result["train_seconds"].append(round(seconds, 2))
+        result["train_seconds"].append(round(seconds / len(levels), 2))  # one program trained every level
         result["final_loss"].append(float(curve[:, -1].mean()))
         result["final_loss_std"].append(common.mean_std(curve[:, -1])[1])
         run.log(f"sigma {sigma}: PSNR noisy {np.mean(per_seed['psnr_noisy']):.2f}, denoised "

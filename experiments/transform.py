@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from vaejax import config, engine, models, plots, recipe
+from vaejax import config, models, plots
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
          "transformations, T = rescale 50% (rotate 90° (grayscale(x))): on test images it predicts T(x) far better "
@@ -82,33 +82,14 @@ def init_params(key, cfg: config.ModelConfig, in_shape):
 
 
 def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, log=None):
-    """S autoencoders trained at once (engine.make_epoch, seeds vmapped) to map x_N to t_N.
+    """S autoencoders trained at once (common.train_seeds) to map x_N to t_N.
 
     Returns (params_S, train loss per epoch (S, E), test MSE per pixel per epoch (S, E), seconds).
     """
-    start = time.perf_counter()
-    in_shape = x_N.shape[1:]
-    init_keys, run_keys = jax.random.split(jax.random.key(seed))
-
-    r = recipe.build(cfg, tc)
-    states = engine.init_many(lambda key: init_params(key, cfg, in_shape), jax.random.split(init_keys, seeds),
-                              r.optimizer)
-    keys = jax.random.split(run_keys, seeds)
-    x_N, t_N = jnp.asarray(x_N), jnp.asarray(t_N)
-    epoch = engine.make_epoch(r.objective, r.optimizer, tc.batch_size, models="auto")
-    scores = engine.make_scores(r.objective)
-    test_mse = jax.jit(jax.vmap(lambda p, x, t: jnp.mean(scores(p, (x, t), jax.random.key(0))["recon"]),
-                                in_axes=(0, None, None)))
-    pixels = cfg.num_pixels
-    losses, tests = [], []
-    for e in range(tc.epochs):
-        states, metrics = epoch(states, (x_N, t_N), keys)
-        losses.append(np.asarray(metrics["loss"].mean(axis=1)))
-        tests.append(np.asarray(test_mse(states.params, x_test, t_test)) / pixels)
-        if log and (e + 1 == tc.epochs or (e + 1) % max(1, tc.epochs // 4) == 0):
-            log(f"  epoch {e + 1}/{tc.epochs}: test MSE per pixel {float(np.mean(tests[-1])):.5f}")
-    jax.block_until_ready(states.params)
-    return states.params, np.stack(losses, 1), np.stack(tests, 1), time.perf_counter() - start
+    trained = common.train_seeds(cfg, tc, x_N, seeds, seed=seed, target_N=t_N, eval_sets={"test": (x_test, t_test)},
+                                 init_params=lambda key: init_params(key, cfg, x_N.shape[1:]), log=log)
+    test_mse = trained.eval_curves["test"]["recon"] / cfg.num_pixels
+    return trained.params, trained.curves["loss"], test_mse, trained.seconds
 
 
 # ---------------------------------------------------------------------------- compute and memory

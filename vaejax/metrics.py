@@ -1,7 +1,6 @@
 """Numbers that judge models and images.
 
 psnr, auroc, frechet_distance: plain array metrics.
-make_elbo / make_iwae_nll: per-image bounds of a VAE over a dataset, in fixed-size chunks.
 train_classifier / classifier_accuracy: the small CNN of models.Classifier, trained from scratch.
 ReferenceClassifier / fit_reference: a CNN trained on a dataset's real training split that
 judges images without eyes: `plausibility` (mean max-softmax probability) and `frechet`
@@ -22,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, engine, files, models, objectives, recipe
-from vaejax.config import ModelConfig
+from vaejax import data, engine, files, models
 
 # ---------------------------------------------------------------------------- array metrics
 
@@ -96,28 +94,6 @@ def frechet_distance_features(features_a, features_b) -> float:
 def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh((cov + cov.T) / 2)
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-# ---------------------------------------------------------------------------- likelihood bounds
-
-
-def make_elbo(cfg: ModelConfig, chunk: int = 500):
-    """Jitted elbo(params, x_N, key) -> (N,) one-sample ELBO of each image, in nats (higher is better)."""
-    return make_iwae_bound(cfg, k=1, chunk=chunk)
-
-
-def make_iwae_bound(cfg: ModelConfig, k: int, chunk: int = 500):
-    """Jitted bound(params, x_N, key) -> (N,) k-sample importance-weighted bound of log p(x) per image."""
-    if cfg.kind != "vae":
-        raise ValueError("likelihood bounds need a VAE (kind='vae')")
-    scores = engine.make_scores(objectives.iwae(models.module(cfg), recipe.likelihood(cfg), k), chunk)
-    return jax.jit(lambda params, x_N, key: scores(params, x_N, key)["iwae"])
-
-
-def make_iwae_nll(cfg: ModelConfig, k: int = 100, chunk: int = 100):
-    """Jitted nll(params, x_N, key) -> (N,) IWAE estimate of -log p(x) per image (an upper bound), in nats."""
-    bound = make_iwae_bound(cfg, k, chunk)
-    return jax.jit(lambda params, x_N, key: -bound(params, x_N, key))
 
 
 # ---------------------------------------------------------------------------- classifier training
