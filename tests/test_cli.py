@@ -112,3 +112,19 @@ def test_set_overrides_reject_malformed(item):
     with pytest.raises(cli.UsageError) as info:
         cli.parse_overrides([item])
     assert "\n" not in str(info.value)
+
+
+def test_seeds_train_as_one_run_and_load_by_index(tmp_path):
+    """--seeds 2: two models in one run; every number of metrics.jsonl is a pair; load picks either model."""
+    import vaejax
+
+    workdir = tmp_path / "seeds"
+    cli_runs.train(workdir, "--seeds", 2, epochs=2)
+    records = cli_runs.metrics(workdir)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert len(records[-1]["train_loss"]) == len(records[-1]["test_loss"]) == 2
+    assert records[-1]["train_loss"][0] != records[-1]["train_loss"][1]
+    first, second = vaejax.load(str(workdir)), vaejax.load(str(workdir), 1)
+    assert first.updates == second.updates == 2 * cli_runs.STEPS_PER_EPOCH
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    assert not np.allclose(np.asarray(first.encode(x)), np.asarray(second.encode(x)))

@@ -235,8 +235,8 @@ def make_scores(objective: Objective, chunk: int = 500, *, models: str | None = 
     """Jitted scores(params, data, key, hparams=None, step=0) -> per-example metrics, each of shape (N,).
 
     Runs in fixed-size chunks (the last one padded) so memory stays flat for any N. metrics["loss"]
-    is the objective's loss; a metric with more axes keeps them after N. With models=..., params, key and hparams carry a leading model axis
-    and every metric gains it: (S, N).
+    is the objective's loss; a metric with more axes keeps them after N. With models=..., params,
+    key, hparams and step (when given) carry a leading model axis and every metric gains it: (S, N).
     """
     def scores(params, data, key, hparams=None, step=0):
         n = batch_size_of(data)
@@ -253,7 +253,7 @@ def make_scores(objective: Objective, chunk: int = 500, *, models: str | None = 
         return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], metrics)
 
     if models is not None:
-        scores = over_models(scores, shared=(1, 4), how=models)
+        scores = over_models(scores, shared=(1,), how=models)
     return jax.jit(scores)
 
 
