@@ -8,10 +8,9 @@ workdir, with evaluation, a checkpoint each epoch, metrics.jsonl and bitwise res
 
 The workdir holds `metrics.jsonl` (one JSON object per epoch: epoch, train_<metric> and
 <eval set>_<metric> for every scalar metric of the objective, seconds, and skipped with
-skip_nonfinite) and
-`checkpoints/<update>` (orbax, the state after that many updates, the last few kept). Rerun
-with resume=True after any interruption: training continues from the newest intact checkpoint
-and ends with bitwise the parameters and log of a run never stopped.
+skip_nonfinite) and `checkpoints/<update>` (orbax, the state after that many updates, the last
+few kept). Rerun with resume=True after any interruption: training continues from the newest
+intact checkpoint and ends with bitwise the parameters and log of a run never stopped.
 
 Behaviour is added with callbacks (`Callback`; called on process 0 only): `Progress` (a tqdm
 bar), `JsonLines` (a line per epoch on stdout) and `TensorBoard` (event files, no TensorFlow).
@@ -252,18 +251,16 @@ def _restore(mngr, abstract, workdir, num_steps, main):
 
     Notices go to the "vaejax" logger, from process 0 only.
     """
-    notice = log if main else logging.getLogger("vaejax.other_processes")
-
     def damaged(step, reason, moved_to):
-        notice.warning(f"checkpoint of {where(step, num_steps)} is damaged ({short_reason(reason)}); moved to "
-                       f"{moved_to}, falling back to the one before")
+        if main:
+            log.warning(f"checkpoint of {where(step, num_steps)} is damaged ({short_reason(reason)}); moved to "
+                        f"{moved_to}, falling back to the one before")
 
     step, state, meta = checkpoint.restore_good(mngr, abstract, damaged)
-    if state is None:
-        notice.info(f"no complete checkpoint in {workdir} yet; starting from epoch 1")
-        return None, None
-    notice.info(f"resuming {workdir} after {where(step, num_steps)}")
-    return state, (meta or {}).get("partial")
+    if main:
+        log.info(f"no complete checkpoint in {workdir} yet; starting from epoch 1" if state is None
+                 else f"resuming {workdir} after {where(step, num_steps)}")
+    return (None, None) if state is None else (state, (meta or {}).get("partial"))
 
 
 def where(step: int, num_steps: int) -> str:
