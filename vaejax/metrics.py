@@ -33,32 +33,17 @@ def psnr(x_hat, x, max_value: float = 1.0):
 
 
 def auroc(scores, labels) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2.
+    """Area under the ROC curve (scikit-learn's): P(score of a positive > score of a negative), ties 1/2.
 
     scores: (N,) higher means "more positive"; labels: (N,) truthy for positives.
-    Computed from average ranks (the Mann-Whitney U statistic).
     """
-    scores = np.asarray(scores, np.float64).reshape(-1)
+    from sklearn.metrics import roc_auc_score
+
     positive = np.asarray(labels).reshape(-1).astype(bool)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"auroc needs positives and negatives, got {n_pos} and {n_neg}")
-    ranks = _average_ranks(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    first = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(values)]
-    mean_rank = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
-    ranks = np.empty(len(values), np.float64)
-    ranks[order] = mean_rank[group]
-    return ranks
+    return float(roc_auc_score(positive, np.asarray(scores, np.float64).reshape(-1)))
 
 
 def gaussian_stats(features_ND) -> tuple[np.ndarray, np.ndarray]:
