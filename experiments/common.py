@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import config, data, files, fit, metrics, recipe
+from vaejax import config, data, files, fit, metrics, provenance, recipe
 from vaejax.cli import UsageError
 from vaejax.config import ModelConfig, TrainConfig
 
@@ -342,12 +342,6 @@ def table(header: list[str], rows: list[list]) -> str:
 # ---------------------------------------------------------------------------- runs and metrics files
 
 
-def device_string() -> str:
-    """The JAX backend and device kind, e.g. 'cpu (cpu)' or 'gpu (NVIDIA H100 80GB HBM3)'."""
-    d = jax.devices()[0]
-    return f"{jax.default_backend()} ({d.device_kind}) x{jax.device_count()}"
-
-
 @dataclasses.dataclass
 class Run:
     """One experiment run: where its files go and when it started."""
@@ -388,11 +382,13 @@ def start(name: str, scale, dataset: str | None, seeds: int | None, out: str = "
 
 
 def finish(run: Run, result: dict) -> dict:
-    """Add seconds, device, scale, dataset, seeds; write <out>/<name>/metrics.json atomically; return it."""
+    """Add seconds, device, provenance (versions, commit), scale, dataset, seeds; write <out>/<name>/metrics.json
+    atomically; return it."""
     result = dict(result)
     result.setdefault("figures", [])
     result.update(experiment=run.name, scale=run.scale.name, dataset=run.dataset, seeds=run.seeds,
-                  device=device_string(), seconds=round(time.perf_counter() - run.started, 2))
+                  device=provenance.device(), provenance=provenance.provenance(),
+                  seconds=round(time.perf_counter() - run.started, 2))
     write_json(run.path("metrics.json"), result)
     run.log(f"wrote {run.path('metrics.json')} ({result['seconds']:.1f}s)")
     return result

@@ -21,6 +21,7 @@ import time
 import traceback
 
 from experiments import common
+from vaejax import provenance
 
 RUN_FILE = "run_all.json"  # the last run's scale, total seconds and notes, for --report-only
 
@@ -34,7 +35,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
     if unknown:
         raise common.UsageError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(known)}")
     started = time.perf_counter()
-    results, modules, notes = {}, {}, []
+    results, modules, notes, skipped = {}, {}, [], []
     for name in names:
         module = common.load_experiment(name)
         if module is None:
@@ -48,16 +49,29 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             results[name] = module.main(scale=scale, dataset=ds, seeds=seeds, out=out)
         except common.user_errors() as e:
             notes.append(f"`{name}`: skipped: {e}")
+            skipped.append(f"{name} skipped: {e}")
             print(f"[run_all] {name}: skipped: {e}", flush=True)
         except Exception as e:  # one broken experiment must not hide the others' results
             traceback.print_exc()
             results[name] = None
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     total = time.perf_counter() - started
+    command = _command(scale, only, dataset, seeds, out)
     common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
-                                                    "seconds": total, "notes": notes})
-    write_report(scale, modules, results, notes, total, out, full_results)
+                                                    "seconds": total, "notes": notes, "skipped": skipped,
+                                                    "command": command})
+    write_report(scale, modules, results, notes, total, out, full_results, command)
     return results
+
+
+def _command(scale, only, dataset, seeds, out) -> str:
+    """The command line that runs exactly these experiments with these settings."""
+    parts = ["python -m experiments.run_all", f"--scale {scale.name}"]
+    parts += [f"--only {' '.join(only)}"] if only else []
+    parts += [f"--dataset {dataset}"] if dataset else []
+    parts += [f"--seeds {seeds}"] if seeds else []
+    parts += [f"--out {out}"] if out != "results" else []
+    return " ".join(parts)
 
 
 def report_only(out="results", full_results=None) -> dict:
@@ -75,17 +89,18 @@ def report_only(out="results", full_results=None) -> dict:
     scale = common.get_scale(scales[0])
     last = common.read_json(os.path.join(out, RUN_FILE)) or {}
     if last.get("scale") == scale.name and last.get("experiments") == sorted(results):
-        total, notes = last["seconds"], last.get("notes", [])
+        total, notes, command = last["seconds"], last.get("notes", []), last.get("command")
     else:  # no record of the run: render_report sums the experiments' own times
-        total, notes = None, []
-    write_report(scale, modules, results, notes, total, out, full_results)
+        total, notes, command = None, [], None
+    write_report(scale, modules, results, notes, total, out, full_results, command)
     return results
 
 
-def write_report(scale, modules, results, notes, total, out, full_results=None) -> None:
-    """Render and write <out>/REPORT.md; total: run_all's seconds (None: unknown, the experiments' sum is shown)."""
+def write_report(scale, modules, results, notes, total, out, full_results=None, command=None) -> None:
+    """Render and write <out>/REPORT.md; total: run_all's seconds (None: unknown, the experiments' sum is shown);
+    command: what produced the results (None: the plain run of their scale)."""
     full_dir = full_results or (os.path.join(out, "full") if scale.name != "full" else None)
-    text = render_report(scale, modules, results, notes, total, out, full_dir)
+    text = render_report(scale, modules, results, notes, total, out, full_dir, command)
     common.write_text(os.path.join(out, "REPORT.md"), text)
     print(f"[run_all] wrote {os.path.join(out, 'REPORT.md')}", flush=True)
 
@@ -93,11 +108,12 @@ def write_report(scale, modules, results, notes, total, out, full_results=None) 
 # ---------------------------------------------------------------------------- the report
 
 
-def render_report(scale, modules, results, notes, total_seconds, out, full_dir=None) -> str:
+def render_report(scale, modules, results, notes, total_seconds, out, full_dir=None, command=None) -> str:
     ran = {n: m for n, m in results.items() if m}
+    made_by = next((m["provenance"] for m in ran.values() if "provenance" in m), None) or provenance.provenance()
     datasets = sorted({m["dataset"] for m in ran.values() if "anchors" in m})  # those judged by the classifier
     # Where the results were measured (a report can be rewritten elsewhere with --report-only).
-    device = ", ".join(sorted({m["device"] for m in ran.values()})) or common.device_string()
+    device = ", ".join(sorted({m["device"] for m in ran.values()})) or provenance.device()
     summed = total_seconds is None
     if summed:
         total_seconds = sum(m["seconds"] for m in ran.values())
@@ -107,7 +123,9 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         f"Scale **{scale.name}** ({_scale_words(scale)}), on **{device}**; all experiments together took "
         f"**{total_seconds:.0f} s**{' (the sum of their own times)' if summed else ''} (generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}). "
         f"Every number is mean ± std over seeds (sample std). Reproduce with "
-        f"`python -m experiments.run_all --scale {scale.name}`.",
+        f"`{command or f'python -m experiments.run_all --scale {scale.name}'}`.",
+        "",
+        f"Produced by {provenance.summary(made_by)}.",
         "",
         "## Summary",
         "",
@@ -222,6 +240,11 @@ def main(argv=None) -> int:
         results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results)
     except common.user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    skipped = (common.read_json(os.path.join(args.out, RUN_FILE)) or {}).get("skipped", [])
+    if skipped:  # e.g. missing data: the report is there, but it is not the whole run
+        more = f" (and {len(skipped) - 1} more, listed in the report)" if len(skipped) > 1 else ""
+        print(f"error: {skipped[0]}{more}", file=sys.stderr)
         return 2
     return 1 if any(m is None for m in results.values()) else 0
 

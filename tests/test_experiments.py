@@ -54,6 +54,8 @@ def test_run_all_smoke_succeeds_and_writes_the_report(smoke):
     assert code == 0
     report = open(os.path.join(out, "REPORT.md")).read()
     assert "## Reference classifier" in report and "## Timing" in report
+    assert f"Reproduce with `python -m experiments.run_all --scale smoke --out {out}`" in report
+    assert "Produced by vaejax " in report and ", jax 0.1" in report
     for name in present():
         m = common.read_metrics(out, name)
         assert m is not None, name
@@ -78,6 +80,9 @@ def test_metrics_json_has_the_required_keys(smoke, name):
     m = common.read_metrics(out, name)
     assert isinstance(m["seconds"], float) and m["seconds"] > 0
     assert m["device"] and m["scale"] == "smoke" and m["seeds"] >= 2
+    versions = m["provenance"]["versions"]
+    assert versions["jax"] and versions["flax"] and versions["optax"] and versions["orbax-checkpoint"]
+    assert m["provenance"]["device"] == m["device"] and "git_commit" in m["provenance"]
     if name in PAIRED:
         models, scores = PAIRED[name]
         for model in models:
@@ -111,7 +116,8 @@ def test_report_only_writes_the_same_report_and_adds_full_scale_verdicts(smoke, 
     os.remove(os.path.join(copy, "REPORT.md"))
     assert run_all.main(["--report-only", "--out", copy]) == 0
     original = _undated(open(os.path.join(out, "REPORT.md")).read()).replace(out, copy)
-    assert _undated(open(os.path.join(copy, "REPORT.md")).read()) == original
+    # the same text, "Reproduce with" still naming the command that produced the results
+    assert _undated(open(os.path.join(copy, "REPORT.md")).read()).replace(out, copy) == original
 
     # A full-scale metrics.json in <out>/full gives each section its full-scale verdict.
     for name in present():
@@ -139,6 +145,20 @@ def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "REPORT.md")
+
+
+def test_missing_data_makes_run_all_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
+    """The report is written, but a run that skipped an experiment for missing data is not a success."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("VAEJAX_DATA_DIR", str(empty))
+    monkeypatch.setenv("VAEJAX_CACHE_DIR", str(tmp_path / "cache"))
+    code = run_all.main(["--scale", "smoke", "--only", "random_latent", "--dataset", "mnist", "--out",
+                         str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: random_latent skipped: mnist") and "to get it" in err
+    assert os.path.exists(tmp_path / "out" / "REPORT.md")
 
 
 def test_usage_error_is_one_line_exit_2(capsys):

@@ -17,7 +17,7 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 SUBMODULES = ("checkpoint", "cli", "config", "data", "engine", "files", "fit", "latent", "metrics", "models",
-              "objectives", "parallel", "plots", "recipe", "run")
+              "objectives", "parallel", "plots", "provenance", "recipe", "run")
 __all__ = ["load", "__version__", *SUBMODULES]
 
 

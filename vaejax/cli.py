@@ -447,7 +447,7 @@ def _check_model_builds(model_cfg) -> None:
 def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     import jax
 
-    from vaejax import checkpoint, data, fit, parallel, recipe, run
+    from vaejax import checkpoint, data, fit, parallel, provenance, recipe, run
 
     model_cfg, train_cfg = spec.configs()
     r = recipe.build(model_cfg, train_cfg)
@@ -459,7 +459,8 @@ def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
                          epochs=train_cfg.epochs, batch_size=train_cfg.batch_size, key=run.run_keys(spec),
                          models="auto" if spec.seeds > 1 else None, eval_data={"test": data.to_float(test_split.images)},
                          mesh=mesh, skip_nonfinite=args.skip_nonfinite, resume=args.resume,
-                         meta=dataclasses.asdict(spec), callbacks=callbacks, pieces=args.progress_updates)
+                         meta=dict(dataclasses.asdict(spec), provenance=provenance.provenance()),
+                         callbacks=callbacks, pieces=args.progress_updates)
     except fit.WorkdirError as e:
         raise UsageError(str(e).replace("workdir", "--workdir", 1)) from None
     except fit.NonFinite as e:

@@ -50,10 +50,10 @@ def _tuples(value):
 def read_spec(workdir: str) -> RunSpec | None:
     """The workdir's run.json as a RunSpec, or None when it has none (or an unreadable one)."""
     saved = files.read_json(os.path.join(workdir, RUN_FILE))
-    try:
-        return RunSpec(**saved) if isinstance(saved, dict) else None
-    except TypeError:
+    fields = [f.name for f in dataclasses.fields(RunSpec)]
+    if not isinstance(saved, dict) or any(name not in saved for name in fields):
         return None
+    return RunSpec(**{name: saved[name] for name in fields})
 
 
 @dataclasses.dataclass(frozen=True)
