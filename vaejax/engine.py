@@ -137,9 +137,9 @@ def model_axis(how: str = "auto") -> str:
     """"vmap" or "map"; "auto" picks the faster for the backend, as measured.
 
     vmap batches the S models into one program, which fills an accelerator. On XLA:CPU, where one
-    model already keeps every core busy, batching them made each update slower: 8 models trained
-    at 0.78x (conv_ae) and 0.88x (mlp_vae) the images/s of 8 separate runs, while lax.map, one
-    model after another in one program, matched them (1.01x, 1.00x; AMD EPYC, 2 cores).
+    model already keeps every core busy, batching them made each update slower: in
+    `python -m experiments.benchmark --modes epoch seeds seeds_map --seeds 8` (AMD EPYC, 2 cores)
+    8 vmapped models gave 0.80x-0.91x the images/s of one model's epoch, 8 mapped ones 0.98x-1.05x.
     """
     if how == "auto":
         return "map" if jax.default_backend() == "cpu" else "vmap"

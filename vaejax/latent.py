@@ -32,18 +32,18 @@ def _decode_chunk(cfg, params, z_B):
 
 def embed(cfg: ModelConfig, params, x_N, chunk: int = 500):
     """Latent codes (N, D) of images x_N: the AE's z, the VAE's posterior mean mu."""
-    return _map_chunks(lambda x_B: _embed_chunk(cfg, params, x_B), jnp.asarray(x_N, jnp.float32), chunk)
+    return map_chunks(lambda x_B: _embed_chunk(cfg, params, x_B), jnp.asarray(x_N, jnp.float32), chunk)
 
 
 def decode(cfg: ModelConfig, params, z_ND, chunk: int = 500):
     """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (the likelihood's mean); any leading dims."""
     z_ND = jnp.asarray(z_ND, jnp.float32)
     flat = z_ND.reshape(-1, z_ND.shape[-1])
-    images = _map_chunks(lambda z_B: _decode_chunk(cfg, params, z_B), flat, chunk)
+    images = map_chunks(lambda z_B: _decode_chunk(cfg, params, z_B), flat, chunk)
     return images.reshape(z_ND.shape[:-1] + images.shape[1:])
 
 
-def _map_chunks(fn, x_N, chunk):
+def map_chunks(fn, x_N, chunk):
     """fn over chunks of exactly `chunk` rows (the last one padded), concatenated and trimmed to N.
 
     One compiled shape whatever N is (fewer than `chunk` rows: one chunk of N), and flat memory.

@@ -75,11 +75,13 @@ class TrainedRun:
 
     def encode(self, x_N, chunk: int = 500):
         """Codes (N, D): the AE's z, the VAE's posterior mean."""
-        return _chunked(self._encode, self.params, jnp.asarray(x_N, jnp.float32), chunk)
+        return latent.map_chunks(lambda x_B: _encode(self.module, self.params, x_B), jnp.asarray(x_N, jnp.float32),
+                                 chunk)
 
     def decode(self, z_ND, chunk: int = 500):
         """Images decoded from codes: the likelihood's mean, in [0, 1]."""
-        return _chunked(self._decode, self.params, jnp.asarray(z_ND, jnp.float32), chunk)
+        return latent.map_chunks(lambda z_B: _decode(self.module, self.likelihood, self.params, z_B),
+                                 jnp.asarray(z_ND, jnp.float32), chunk)
 
     def reconstruct(self, x_N):
         """decode(encode(x)): through the posterior mean, no sampling."""
@@ -111,12 +113,6 @@ class TrainedRun:
         """The Flax module itself (a BatchOfOne's inside), called here on whole batches."""
         return self.model.module if isinstance(self.model, objectives.BatchOfOne) else self.model
 
-    def _encode(self, params, x_B):
-        code = self.module.apply({"params": params}, x_B, method="encode")
-        return code[0] if isinstance(code, tuple) else code  # a VAE's embedding is its mean
-
-    def _decode(self, params, z_B):
-        return self.likelihood.mean(self.module.apply({"params": params}, z_B, method="decode"))
 
 
 @functools.lru_cache(maxsize=32)
@@ -124,14 +120,15 @@ def _iwae_scores(model, likelihood, k: int, chunk: int):
     return engine.make_scores(objectives.iwae(model, likelihood, k), chunk)
 
 
-def _chunked(fn, params, x_N, chunk):
-    """fn(params, x_B) over fixed-size chunks of x_N (one compiled shape), concatenated."""
-    jitted = jax.jit(fn)
-    n = x_N.shape[0]
-    size = min(chunk, n)
-    pad = (-n) % size
-    x = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1))
-    return jnp.concatenate([jitted(params, x[i:i + size]) for i in range(0, n + pad, size)])[:n]
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(module, params, x_B):
+    code = module.apply({"params": params}, x_B, method="encode")
+    return code[0] if isinstance(code, tuple) else code  # a VAE's embedding is its mean
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _decode(module, likelihood, params, z_B):
+    return likelihood.mean(module.apply({"params": params}, z_B, method="decode"))
 
 
 class RunNotFound(ValueError):
