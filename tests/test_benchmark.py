@@ -6,7 +6,7 @@ from vaejax import data
 
 
 def test_epoch_and_devices_records(tmp_path):
-    from experiments import benchmark
+    from vaejax_experiments import benchmark
 
     try:
         data.load(benchmark.DATASET, "train")

@@ -1,4 +1,4 @@
-"""End-to-end: `python -m experiments.run_all --scale smoke` writes REPORT.md and every metrics.json
+"""End-to-end: `python -m vaejax_experiments.run_all --scale smoke` writes REPORT.md and every metrics.json
 with the keys the issue names; the harness's helpers; verdicts follow the numbers."""
 
 import json
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import common, run_all
+from vaejax_experiments import common, run_all
 
 # What each experiment's metrics.json must hold (issue 3, "How it will be checked").
 PAIRED = {  # metrics[model][score]
@@ -54,7 +54,7 @@ def test_run_all_smoke_succeeds_and_writes_the_report(smoke):
     assert code == 0
     report = open(os.path.join(out, "REPORT.md")).read()
     assert "## Reference classifier" in report and "## Timing" in report
-    assert f"Reproduce with `python -m experiments.run_all --scale smoke --out {out}`" in report
+    assert f"Reproduce with `python -m vaejax_experiments.run_all --scale smoke --out {out}`" in report
     assert "Produced by vaejax " in report and ", jax 0.1" in report
     for name in present():
         m = common.read_metrics(out, name)
@@ -76,7 +76,7 @@ def test_run_all_smoke_succeeds_and_writes_the_report(smoke):
 def test_metrics_json_has_the_required_keys(smoke, name):
     out, _ = smoke
     if common.load_experiment(name) is None:
-        pytest.skip(f"experiments/{name}.py not written yet")
+        pytest.skip(f"vaejax_experiments/{name}.py not written yet")
     m = common.read_metrics(out, name)
     assert isinstance(m["seconds"], float) and m["seconds"] > 0
     assert m["device"] and m["scale"] == "smoke" and m["seeds"] >= 2
@@ -96,7 +96,7 @@ def test_metrics_json_has_the_required_keys(smoke, name):
 def test_experiment_cli_on_mnist_5k(tmp_path):
     """Each experiment also runs on mnist_5k, from its command line."""
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.run([sys.executable, "-m", "experiments.random_latent", "--scale", "smoke", "--dataset",
+    proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.random_latent", "--scale", "smoke", "--dataset",
                            "mnist_5k", "--seeds", "2", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -140,7 +140,7 @@ def test_report_only_writes_the_same_report_and_adds_full_scale_verdicts(smoke, 
 
 @pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"], ["--report-only"]])
 def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.run_all", "--out", str(tmp_path)] + argv,
+    proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.run_all", "--out", str(tmp_path)] + argv,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -221,7 +221,7 @@ def _row(p, f, sp=0.01, sf=1.0):
     (_row(0.9, 50.0), _row(0.5, 10.0), "mixed"),
 ])
 def test_verdicts_follow_the_numbers(vae, ae, expected):
-    from experiments import centroids, interpolation, random_latent
+    from vaejax_experiments import centroids, interpolation, random_latent
 
     m = {"vae": vae, "ae": ae, "vae_slerp": vae, "ae_box": ae, "ae_normal": ae}
     assert interpolation.verdict(m)[0] == expected

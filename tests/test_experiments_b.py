@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import anomaly, common, denoise, overfit_ood, pretrain_classify, transform
+from vaejax_experiments import anomaly, common, denoise, overfit_ood, pretrain_classify, transform
 from vaejax import data
 
 # ---------------------------------------------------------------------------- transform: T and its baselines

@@ -138,7 +138,7 @@ def model_axis(how: str = "auto") -> str:
 
     vmap batches the S models into one program, which fills an accelerator. On XLA:CPU, where one
     model already keeps every core busy, batching them made each update slower: in
-    `python -m experiments.benchmark --modes epoch seeds seeds_map --seeds 8` (AMD EPYC, 2 cores)
+    `python -m vaejax_experiments.benchmark --modes epoch seeds seeds_map --seeds 8` (AMD EPYC, 2 cores)
     8 vmapped models gave 0.80x-0.91x the images/s of one model's epoch, 8 mapped ones 0.98x-1.05x.
     """
     if how == "auto":

@@ -1,6 +1,6 @@
 """Training throughput of vaejax (and optionally a PyTorch peer) on the local accelerator.
 
-    python -m experiments.benchmark [--preset mlp_vae conv_ae conv_vae] [--batch 128]
+    python -m vaejax_experiments.benchmark [--preset mlp_vae conv_ae conv_vae] [--batch 128]
         [--modes step epoch seeds seeds_map devices] [--seeds 8] [--windows 5] [--json out.json]
         [--peer torch] [--time-to-quality]
 
@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import config, data, engine, parallel, recipe
 
 PRESETS = ("mlp_vae", "conv_ae", "conv_vae")
@@ -155,7 +155,7 @@ def torch_runner(preset: str, batch: int, x_N: np.ndarray, steps: int, compiled:
     """The PyTorch peer's training loop on its GPU if it has one, else the CPU: eager, or with
     torch.compile (compiled on the first steps)."""
     import torch
-    from experiments import torch_peer
+    from vaejax_experiments import torch_peer
 
     mc = config.preset(preset)
     cuda = torch.cuda.is_available()
@@ -259,7 +259,7 @@ def time_to_quality(x_train, x_test, batch: int, epochs: int = 10, max_epochs: i
     vaejax's time counts compilation and its training epochs; the per-epoch test evaluations that
     decide when to stop are timed apart (evaluate_s).
     """
-    from experiments import torch_peer
+    from vaejax_experiments import torch_peer
 
     mc, tc = config.preset("mlp_vae"), config.TrainConfig(batch_size=batch)
     net, peer_s = torch_peer.train_epochs(mc, x_train, epochs, batch)
@@ -322,7 +322,7 @@ def format_table(records: list[dict]) -> str:
 
 def parse_args(argv=None):
     """The command line; a bad flag exits 2 with one line naming the fix."""
-    p = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vaejax_experiments.benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", nargs="+", default=list(PRESETS), choices=sorted(config.PRESETS), metavar="PRESET")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import data, engine, models, objectives, plots
 
 CLAIM = ("An encoder pretrained as an autoencoder (or VAE) on unlabelled images lets a classifier reach a given "

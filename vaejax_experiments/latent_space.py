@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import config, data, latent, plots
 
 CLAIM = ("A VAE's latent space is continuous and packed around the origin, so a grid over it decodes to "

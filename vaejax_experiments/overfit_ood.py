@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import data, engine, latent, metrics, plots, recipe
 
 CLAIM = ("An autoencoder overfits a small training set (train loss falls while test loss stays high), and it "

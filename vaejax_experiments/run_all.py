@@ -1,7 +1,7 @@
 """Run every experiment and write <out>/REPORT.md.
 
-    python -m experiments.run_all --scale quick|smoke|full [--only a b] [--dataset NAME] [--seeds S] [--out results]
-    python -m experiments.run_all --report-only [--out results]     # rewrite REPORT.md, no training
+    python -m vaejax_experiments.run_all --scale quick|smoke|full [--only a b] [--dataset NAME] [--seeds S] [--out results]
+    python -m vaejax_experiments.run_all --report-only [--out results]     # rewrite REPORT.md, no training
 
 Experiments are imported lazily by name; one whose module does not exist yet is skipped with
 a note in the report. One that fails is reported as failed and the others still run (exit 1).
@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import provenance
 
 RUN_FILE = "run_all.json"  # the last run's scale, total seconds and notes, for --report-only
@@ -39,7 +39,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
     for name in names:
         module = common.load_experiment(name)
         if module is None:
-            notes.append(f"`{name}`: not written yet (no `experiments/{name}.py`); skipped.")
+            notes.append(f"`{name}`: not written yet (no `vaejax_experiments/{name}.py`); skipped.")
             print(f"[run_all] {name}: no module yet, skipped", flush=True)
             continue
         modules[name] = module
@@ -66,7 +66,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
 
 def _command(scale, only, dataset, seeds, out) -> str:
     """The command line that runs exactly these experiments with these settings."""
-    parts = ["python -m experiments.run_all", f"--scale {scale.name}"]
+    parts = ["python -m vaejax_experiments.run_all", f"--scale {scale.name}"]
     parts += [f"--only {' '.join(only)}"] if only else []
     parts += [f"--dataset {dataset}"] if dataset else []
     parts += [f"--seeds {seeds}"] if seeds else []
@@ -82,7 +82,7 @@ def report_only(out="results", full_results=None) -> dict:
         if m is not None:
             modules[name], results[name] = common.load_experiment(name), m
     if not results:
-        raise common.UsageError(f"no results in {out!r}; run `python -m experiments.run_all --out {out}` first")
+        raise common.UsageError(f"no results in {out!r}; run `python -m vaejax_experiments.run_all --out {out}` first")
     scales = sorted({m["scale"] for m in results.values()})
     if len(scales) > 1:
         raise common.UsageError(f"{out!r} mixes scales {', '.join(scales)}; rerun the experiments at one scale")
@@ -123,7 +123,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         f"Scale **{scale.name}** ({_scale_words(scale)}), on **{device}**; all experiments together took "
         f"**{total_seconds:.0f} s**{' (the sum of their own times)' if summed else ''} (generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}). "
         f"Every number is mean ± std over seeds (sample std). Reproduce with "
-        f"`{command or f'python -m experiments.run_all --scale {scale.name}'}`.",
+        f"`{command or f'python -m vaejax_experiments.run_all --scale {scale.name}'}`.",
         "",
         f"Produced by {provenance.summary(made_by)}.",
         "",
@@ -202,8 +202,8 @@ def _section(title, name, module, m, out, full_dir) -> list[str]:
                 fv, freason = module.verdict(full)
                 lines += [f"**At full scale ({full['device']}, {full['seconds']:.0f} s): {fv}.** {freason}", ""]
             else:
-                lines += [f"At full scale: not run here; `python -m experiments.run_all --scale full --out "
-                          f"{os.path.join(out, 'full')}`, then `python -m experiments.run_all --report-only --out "
+                lines += [f"At full scale: not run here; `python -m vaejax_experiments.run_all --scale full --out "
+                          f"{os.path.join(out, 'full')}`, then `python -m vaejax_experiments.run_all --report-only --out "
                           f"{out}` adds it to this report.", ""]
     lines += [f"*{m['seeds']} seeds, {m['dataset']}, {m['seconds']:.1f} s on {m['device']}.*", ""]
     return lines
@@ -224,7 +224,7 @@ def _anchor(name: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run_all", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vaejax_experiments.run_all", description=__doc__.splitlines()[0])
     common.add_common_args(parser)
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         choices=list(common.EXPERIMENTS + common.SECTIONS), help="run just these")

@@ -1,7 +1,7 @@
 """The experiment harness: scales, data, seed-batched training, the reference classifier,
 metrics files, statistics over seeds, markdown helpers and the command line.
 
-An experiment is a module `experiments.<name>` with
+An experiment is a module `vaejax_experiments.<name>` with
 
     CLAIM: str                                    the seed's claim in one sentence
     main(scale, dataset, seeds, out) -> dict      runs it; writes <out>/<name>/metrics.json and PNGs
@@ -433,11 +433,11 @@ def _plain(obj):
 
 
 def load_experiment(name: str):
-    """The module experiments.<name>, or None if it does not exist (yet)."""
+    """The module vaejax_experiments.<name>, or None if it does not exist (yet)."""
     try:
-        return importlib.import_module(f"experiments.{name}")
+        return importlib.import_module(f"vaejax_experiments.{name}")
     except ModuleNotFoundError as e:
-        if e.name == f"experiments.{name}":
+        if e.name == f"vaejax_experiments.{name}":
             return None
         raise
 
@@ -469,7 +469,7 @@ def user_errors():
 
 
 def cli(main: Callable, argv: list[str] | None = None, description: str | None = None) -> None:
-    """`python -m experiments.<name> --scale quick --dataset fashion_mnist --seeds 3 --out results`."""
+    """`python -m vaejax_experiments.<name> --scale quick --dataset fashion_mnist --seeds 3 --out results`."""
     module = sys.modules.get(main.__module__)
     parser = argparse.ArgumentParser(prog=f"python -m {main.__module__}",
                                      description=description or getattr(module, "CLAIM", None))

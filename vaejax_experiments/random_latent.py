@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import latent, plots
 
 CLAIM = ("Decoding a random embedding with a plain autoencoder usually gives nonsense, while a VAE, trained to "

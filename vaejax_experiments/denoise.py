@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import latent, metrics, objectives, plots, recipe
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import data, latent, plots
 
 CLAIM = ("A plain autoencoder's latent space is not continuous: the mean latent of a class, and points near it, "

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import data, engine, metrics, plots, recipe
 
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import latent, plots
 
 CLAIM = ("Decoding e = alpha e1 + (1 - alpha) e2 between the embeddings of two images gives new in-between "

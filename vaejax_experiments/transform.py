@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import common
+from vaejax_experiments import common
 from vaejax import config, models, plots
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
