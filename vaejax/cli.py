@@ -496,11 +496,12 @@ def _final_figures(workdir, spec, params_host, originals, records):
                           os.path.join(workdir, "reconstructions.png"), ncol=16,
                           title="test images (top) and reconstructions (bottom)")
     plots.save_image_grid(_prior_samples(model_cfg, params, 64, spec.seed), os.path.join(workdir, "samples.png"),
-                          ncol=8, title=f"decoded z ~ N(0, I) ({model_cfg.kind})")
+                          ncol=8, title=f"decoded z ~ N(0, I) ({spec.preset})")
     mean = lambda v: sum(v) / len(v) if isinstance(v, list) else v  # noqa: E731
     plots.save_curves({"train": [mean(r["train_loss"]) for r in records],
                        "test": [mean(r["test_loss"]) for r in records]},
-                      os.path.join(workdir, "loss_curve.png"), ylabel="loss (nats / image)")
+                      os.path.join(workdir, "loss_curve.png"), ylabel="loss (nats / image)",
+                      title=f"{spec.preset} on {spec.dataset}")
 
 
 def _prior_samples(model_cfg, params, num, seed):

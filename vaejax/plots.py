@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vaejax import files  # noqa: E402
@@ -28,40 +29,48 @@ def tile(images_NHWC, ncol: int | None = None, pad: int = 1) -> np.ndarray:
 
 
 def save_image_grid(images_NHWC, path: str, ncol: int | None = None, title: str | None = None,
-                    row_labels: list[str] | None = None) -> str:
-    """A grid of images (one per cell, row-major) written to path; returns path."""
+                    zoom: float = 2.5) -> str:
+    """A grid of images (one per cell, row-major) written to path; returns path.
+
+    The figure has the canvas's aspect (no empty bands); zoom is screen pixels per image pixel.
+    """
     canvas = tile(images_NHWC, ncol)
     height, width = canvas.shape[:2]
-    fig, ax = plt.subplots(figsize=(max(2.0, width / 40), max(2.0, height / 40)), dpi=100)
+    fig, ax = plt.subplots(figsize=(width * zoom / 100, height * zoom / 100), dpi=100)
     ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_xticks([])
-    if row_labels:
-        cell = (height - 1) / len(row_labels)
-        ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], row_labels)
-    else:
-        ax.set_yticks([])
+    ax.set_yticks([])
     if title:
-        ax.set_title(title)
-    return _save(fig, path)
+        ax.set_title(title, fontsize=10)
+    return _save_tight(fig, path)
 
 
 def save_curves(series: dict[str, list[float]], path: str, xlabel: str = "epoch", ylabel: str = "loss",
                 title: str | None = None, log_x: bool = False) -> str:
     """Line plot of named series against 1..len (or given x via (x, y) tuples); returns path."""
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    xs = []
     for name, values in series.items():
         x, y = values if isinstance(values, tuple) else (np.arange(1, len(values) + 1), values)
         ax.plot(x, y, marker="o", markersize=3, label=name)
+        xs.append(np.asarray(x))
+    _finish_axes(ax, xs, xlabel, ylabel, title, log_x)
+    return _save_tight(fig, path)
+
+
+def _finish_axes(ax, xs: list, xlabel: str, ylabel: str, title: str | None, log_x: bool) -> None:
+    """Labels, grid, a legend beside the axes (never over the curves), integer ticks for integer x."""
     if log_x:
         ax.set_xscale("log")
+    elif all(np.issubdtype(x.dtype, np.integer) or np.all(x == np.round(x)) for x in xs):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 
 
 def _save(fig, path: str) -> str:
@@ -108,7 +117,7 @@ def save_image_panels(panels: dict, path: str, ncol: int, row_labels: list[str] 
         else:
             ax.set_yticks([])
         if col_labels and (not vertical or i == len(canvases) - 1):
-            ax.set_xticks([cell_w * (c + 0.5) for c in range(len(col_labels))], col_labels, fontsize=7,
+            ax.set_xticks([cell_w * (c + 0.5) for c in range(len(col_labels))], col_labels, fontsize=9,
                           rotation=90 if max(len(s) for s in col_labels) > 4 else 0)
         else:
             ax.set_xticks([])
@@ -160,22 +169,17 @@ def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: s
     styles: optional {name: matplotlib line keyword arguments} (color, linestyle, marker, ...).
     """
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    xs = []
     for name, (x, mean, std) in series.items():
         x, mean, std = (np.asarray(v, np.float64) for v in (x, mean, std))
         kwargs = {"marker": "o", "markersize": 3, **((styles or {}).get(name, {}))}
         (line,) = ax.plot(x, mean, label=name, **kwargs)
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    if log_x:
-        ax.set_xscale("log")
+        xs.append(x)
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    _finish_axes(ax, xs, xlabel, ylabel, title, log_x)
+    return _save_tight(fig, path)
 
 
 def save_histograms(panels: dict, path: str, ncol: int, xlabel: str = "score", title: str | None = None,
