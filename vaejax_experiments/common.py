@@ -317,6 +317,48 @@ def better(m: dict, a: str, b: str, score: str) -> int:
                    higher_is_better=(score != "frechet"))
 
 
+CI_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(values, level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (units along axis 0, resampled with
+    replacement; trailing axes are averaged into each unit's value first)."""
+    v = np.asarray(values, np.float64)
+    v = v.reshape(len(v), -1).mean(axis=1)
+    if len(v) < 2:
+        return float(v.mean()), float(v.mean())
+    means = v[np.random.default_rng(seed).integers(0, len(v), (resamples, len(v)))].mean(axis=1)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def paired_comparison(a, b, higher_is_better: bool = True, level: float = CI_LEVEL) -> dict:
+    """a against b on the same units (the same seeds, images or image pairs), axis 0.
+
+    diff: mean of a - b; ci: its bootstrap interval; effect_size: mean / sd of the differences
+    (Cohen's d_z; None when every difference is equal); better: +1 when the interval lies wholly on
+    the better side of 0, -1 wholly on the worse side, 0 when it contains 0.
+    """
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    d = d.reshape(len(d), -1).mean(axis=1)
+    lo, hi = bootstrap_interval(d, level)
+    sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+    sign = 1 if higher_is_better else -1
+    better = sign if lo > 0 else -sign if hi < 0 else 0
+    return {"diff": float(d.mean()), "ci": [lo, hi], "level": level, "n": int(len(d)),
+            "effect_size": float(d.mean() / sd) if sd > 0 else None, "better": better}
+
+
+def ci_text(comparison: dict, fmt: str = ".3g") -> str:
+    """'+0.12 [0.05, 0.19], d = 1.3' for a paired_comparison (or any dict with diff, ci, effect_size)."""
+    lo, hi = comparison["ci"]
+    effect = comparison.get("effect_size")
+    return (f"{comparison['diff']:+{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+            + (f", d = {effect:.2g}" if effect is not None else ""))
+
+
 # ---------------------------------------------------------------------------- markdown
 
 
