@@ -4,6 +4,7 @@ that follow the numbers, and a smoke-scale run of each that writes metrics.json 
 import json
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -70,17 +71,33 @@ def test_gaussian_blur_and_best_sigma():
 # ---------------------------------------------------------------------------- anomaly
 
 
-def test_leave_one_out_orders_never_use_the_held_out_class():
+def test_training_indices_of_both_protocols():
     labels = np.repeat(np.arange(3), 20)
-    idx = anomaly.leave_one_out_indices(labels, 3)
+    idx = anomaly.training_indices(labels, 3, "leave_one_out")
     assert idx.shape == (3, 40)
     for k in range(3):
         assert not np.any(labels[idx[k]] == k)
+        np.testing.assert_array_equal(anomaly.anomalous(labels, k, "leave_one_out"), labels == k)
     orders = np.asarray(anomaly.batch_orders(jax.random.split(jax.random.key(0), 3), idx, steps=7, batch=8))
     assert orders.shape == (3, 7, 8)
     for k in range(3):
         assert not np.any(labels[orders[k]] == k)
         assert len(np.unique(orders[k][:5])) == 40  # one epoch (5 batches of 8) is a permutation
+    one = anomaly.training_indices(labels, 3, "one_class")
+    assert one.shape == (3, 20)
+    for k in range(3):
+        assert np.all(labels[one[k]] == k)
+        np.testing.assert_array_equal(anomaly.anomalous(labels, k, "one_class"), labels != k)
+
+
+def test_entropy_floor_and_png_bits():
+    flat = np.full((1, 4, 4, 1), 0.5, np.float32)
+    assert anomaly.entropy_floor(flat)[0] == pytest.approx(16 * np.log(2.0))  # H(1/2) = log 2 per pixel
+    assert anomaly.entropy_floor(np.zeros((1, 4, 4, 1)))[0] == 0.0  # black pixels: a perfect score costs nothing
+    rng = np.random.default_rng(0)
+    noise, blank = rng.random((1, 28, 28, 1)), np.zeros((1, 28, 28, 1))
+    bits = anomaly.png_bits(np.concatenate([noise, blank]))
+    assert bits[0] > 28 * 28 * 6 and bits[1] < bits[0] / 10  # noise hardly compresses, a blank image does
 
 
 # ---------------------------------------------------------------------------- pretrain_classify
@@ -177,20 +194,26 @@ def test_denoise_verdict(denoised, blur, expected):
     assert denoise.verdict(_denoise_metrics(denoised, blur))[0] == expected
 
 
-def _anomaly_metrics(ae, vae, std=0.01):
-    names = ["a", "b", "c"]
-    m = {"class_names": names, "auroc": {"ae": ae, "vae": vae}, "auroc_std": {"ae": [std] * 3, "vae": [std] * 3}}
-    m["mean_auroc"] = {k: {"auroc": float(np.mean(v)), "auroc_std": std} for k, v in m["auroc"].items()}
+def _anomaly_metrics(lo_one_class, lo_leave_one_out):
+    """Recon AUROC intervals per class for both protocols (the same for AE and VAE)."""
+    m = {"class_names": ["a", "b", "c"], "auroc_ci": {}, "mean_auroc": {}, "paired": {}}
+    for protocol, lows in (("one_class", lo_one_class), ("leave_one_out", lo_leave_one_out)):
+        cis = [[lo, lo + 0.1] for lo in lows]
+        mean = {"auroc": float(np.mean(lows)) + 0.05, "ci": [float(np.mean(lows)) + 0.02, float(np.mean(lows)) + 0.08]}
+        m["auroc_ci"][protocol] = {"recon": {"ae": cis, "vae": cis}}
+        m["mean_auroc"][protocol] = {"recon": {"ae": mean, "vae": mean}}
+        none = {"diff": 0.0, "ci": [-0.01, 0.01]}
+        m["paired"][protocol] = {"floor_correction": {"ae": none, "vae": none}}
     return m
 
 
-@pytest.mark.parametrize("ae,vae,expected", [
-    ([0.9, 0.8, 0.7], [0.9, 0.8, 0.6], "holds"),
-    ([0.9, 0.3, 0.8], [0.9, 0.8, 0.6], "mixed"),
-    ([0.5, 0.4, 0.55], [0.45, 0.5, 0.5], "does not hold"),
+@pytest.mark.parametrize("one_class,leave_one_out,expected", [
+    ([0.8, 0.7, 0.6], [0.7, 0.6, 0.55], "holds"),
+    ([0.8, 0.7, 0.6], [0.7, 0.3, 0.55], "mixed"),
+    ([0.4, 0.41, 0.42], [0.3, 0.35, 0.4], "does not hold"),
 ])
-def test_anomaly_verdict(ae, vae, expected):
-    assert anomaly.verdict(_anomaly_metrics(ae, vae))[0] == expected
+def test_anomaly_verdict(one_class, leave_one_out, expected):
+    assert anomaly.verdict(_anomaly_metrics(one_class, leave_one_out))[0] == expected
 
 
 def _ood_metrics(small_gap, ratio_ok):
@@ -249,7 +272,7 @@ def test_smoke_run_writes_metrics_and_figures(results_dir, name, dataset):
     v, reason = module.verdict(on_disk)
     assert v in common.VERDICTS and reason
     text = module.report(on_disk)
-    assert text.count("|") > 8 and "±" in text
+    assert text.count("|") > 8 and re.search(r"±|\[-?\d", text)  # a table, with spreads or intervals
     _check_shapes(name, on_disk)
     assert module.verdict(m)[0] == v
 
@@ -274,9 +297,14 @@ def _check_shapes(name, m):
         assert all(len(v) == m["seeds"] for v in m["psnr_denoised_seeds"])
     elif name == "anomaly":
         k = len(m["class_names"])
-        for kind in ("ae", "vae"):
-            assert len(m["auroc"][kind]) == len(m["auroc_std"][kind]) == k
-            assert all(0.0 <= a <= 1.0 for a in m["auroc"][kind])
+        assert set(m["auroc"]) == {"leave_one_out", "one_class"}
+        for protocol, by_score in m["auroc"].items():
+            assert set(by_score) == {"recon", "recon_minus_floor", "mse", "complexity", "floor_only"}
+            for score, by_kind in by_score.items():
+                for kind in ("ae", "vae"):
+                    assert len(by_kind[kind]) == k and all(0.0 <= a <= 1.0 for a in by_kind[kind])
+                    for a, (lo, hi) in zip(by_kind[kind], m["auroc_ci"][protocol][score][kind]):
+                        assert lo < a < hi
 
 
 def test_unsupported_dataset_is_a_one_line_exit_2(tmp_path, capsys):

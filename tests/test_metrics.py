@@ -98,3 +98,44 @@ def test_reference_halves_are_class_balanced_and_disjoint():
     assert len(set(ref) & set(held)) == 0 and len(ref) + len(held) == len(labels)
     assert np.bincount(labels[ref]).tolist() == [4] * 10
     assert np.bincount(labels[held]).tolist() == [3] * 10
+
+
+# ---------------------------------------------------------------------------- AUROC intervals
+
+
+def test_auroc_influence_matches_pairs_and_averages_rows():
+    rng = np.random.default_rng(0)
+    positive = rng.random(60) < 0.3
+    rows = np.round(rng.normal(size=(3, 60)) + positive, 1)  # rounded: ties occur
+    value, influence = metrics.auroc_influence(rows, positive)
+    pairs = [np.mean((r[positive][:, None] > r[~positive][None]) + 0.5 * (r[positive][:, None] == r[~positive][None]))
+             for r in rows]
+    assert value == pytest.approx(np.mean(pairs), abs=1e-12)
+    assert value == pytest.approx(np.mean([metrics.auroc(r, positive) for r in rows]), abs=1e-12)
+    assert influence.shape == (60,) and abs(influence.sum()) < 1e-12
+
+
+def test_auroc_interval_has_its_coverage():
+    rng = np.random.default_rng(1)
+    true_auc = 0.7602  # P(X > Y) for X ~ N(1, 1), Y ~ N(0, 1): Phi(1 / sqrt(2))
+    covered = []
+    for _ in range(300):
+        positive = np.arange(200) < 80
+        scores = rng.normal(size=200) + positive
+        value, influence = metrics.auroc_influence(scores, positive)
+        lo, hi = metrics.auroc_interval(value, influence)
+        covered.append(lo <= true_auc <= hi)
+    assert 0.91 <= np.mean(covered) <= 0.98
+
+
+def test_auroc_difference_interval_is_paired():
+    rng = np.random.default_rng(2)
+    positive = np.arange(300) < 100
+    base = rng.normal(size=300) + positive
+    better = base + 0.4 * positive  # the same examples, a slightly better score
+    a, infl_a = metrics.auroc_influence(better, positive)
+    b, infl_b = metrics.auroc_influence(base, positive)
+    lo, hi = metrics.auroc_interval(a - b, infl_a - infl_b)
+    assert 0 < lo < a - b < hi
+    single_lo, single_hi = metrics.auroc_interval(a, infl_a)
+    assert hi - lo < single_hi - single_lo  # pairing removes the variance the two scores share
