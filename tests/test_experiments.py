@@ -25,7 +25,7 @@ ANYWHERE = {  # keys that must appear somewhere in metrics.json
                           "scratch_std", "ae_frozen_std", "vae_frozen_std", "ae_finetune_std", "vae_finetune_std"),
     "transform": ("test_mse", "mean_image_mse", "identity_mse"),
     "overfit_ood": ("train_loss", "test_loss", "ood_loss"),
-    "denoise": ("psnr_noisy", "psnr_denoised", "psnr_blur"),
+    "denoise": ("psnr", "ssim", "psnr_ci", "paired"),
     "anomaly": ("auroc",),
 }
 

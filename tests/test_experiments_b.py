@@ -66,6 +66,10 @@ def test_gaussian_blur_and_best_sigma():
     sigma, scores = denoise.best_blur_sigma(clean, noisy)
     assert sigma > 0 and scores[int(np.argmax(scores))] > scores[0]  # blurring helps smooth images
     assert float(jnp.max(denoise.add_noise(jax.random.key(0), jnp.asarray(clean), 5.0))) <= 1.0
+    unclipped = denoise.add_noise(jax.random.key(0), jnp.asarray(clean), 5.0, clip=False)
+    assert float(jnp.min(unclipped)) < 0.0 < 1.0 < float(jnp.max(unclipped))
+    h, by_h = denoise.best_parameter(lambda n, f: denoise.nl_means(n, 0.3, f), clean, noisy, denoise.NL_MEANS_H)
+    assert max(by_h) > float(np.mean(denoise.psnr(noisy, clean)))  # non-local means denoises smooth images
 
 
 # ---------------------------------------------------------------------------- anomaly
@@ -169,10 +173,15 @@ def test_pretrain_verdict(scratch, pretrained, expected):
 
 
 def _transform_metrics(test_mse, r2):
-    return {"test_mse": test_mse, "test_mse_std": 0.001, "r2": r2, "r2_std": 0.01, "mean_image_mse": 0.1,
-            "identity_mse": 0.05, "compute": {"batch": 8, "time_ratio": 10.0, "memory_ratio": 5.0,
-                                               "direct": {"seconds_per_image": 1e-6, "peak_bytes": 1000},
-                                               "autoencoder": {"seconds_per_image": 1e-5, "peak_bytes": 5000}}}
+    # per-image MSEs of 40 images: the autoencoder at test_mse, the mean image at test_mse / (1 - r2), the same
+    # on an off-manifold set
+    scale = np.random.default_rng(0).uniform(0.5, 1.5, 40)
+    per_image = {"autoencoder": test_mse * scale, "mean_image": test_mse / (1 - r2) * scale,
+                 "identity": 0.05 * scale, "linear": 1e-12 * scale}
+    return {"test_per_image": per_image, "off_manifold": {"noise": {"label": "noise", "per_image": per_image}},
+            "compute": {"batch": 8, "time_ratio": 10.0, "memory_ratio": 5.0,
+                        "direct": {"seconds_per_image": 1e-6, "peak_bytes": 1000},
+                        "autoencoder": {"seconds_per_image": 1e-5, "peak_bytes": 5000}}}
 
 
 @pytest.mark.parametrize("test_mse,r2,expected", [(0.005, 0.95, "holds"), (0.03, 0.7, "mixed"), (0.08, 0.2, "does not hold")])
@@ -180,15 +189,21 @@ def test_transform_verdict(test_mse, r2, expected):
     assert transform.verdict(_transform_metrics(test_mse, r2))[0] == expected
 
 
-def _denoise_metrics(denoised, blur):
-    return {"noise_levels": [0.1, 0.5], "psnr_noisy": [20.0, 8.0], "psnr_noisy_std": [0.01, 0.01],
-            "psnr_denoised": denoised, "psnr_denoised_std": [0.1, 0.1], "psnr_blur": blur, "psnr_blur_std": [0.01, 0.01]}
+def _denoise_metrics(ae_minus_noisy, ae_minus_blur):
+    """Paired PSNR differences (bottleneck AE minus noisy input / minus blur) at two levels, clipped noise."""
+    def paired(diff):
+        return {"diff": diff, "ci": [diff - 0.1, diff + 0.1], "effect_size": 1.0, "better": 1 if diff > 0.1 else -1 if diff < -0.1 else 0}
+    m = {"noise_levels": [0.1, 0.5], "paired": {"clipped": []},
+         "psnr": {"clipped": {"ae_bottleneck": [20.0, 15.0], "denoiser_skip": [25.0, 18.0], "clean_ceiling": [21.0, 21.0]}}}
+    for a, b in zip(ae_minus_noisy, ae_minus_blur):
+        m["paired"]["clipped"].append({"noisy": paired(a), "blur": paired(b), "nl_means": paired(b + 1.0)})
+    return m
 
 
 @pytest.mark.parametrize("denoised,blur,expected", [
-    ([22.0, 16.0], [21.0, 14.0], "holds"),
-    ([19.0, 16.0], [21.0, 14.0], "mixed"),
-    ([19.0, 7.0], [21.0, 14.0], "does not hold"),
+    ([1.0, 5.0], [0.5, 1.0], "holds"),
+    ([1.0, 5.0], [-1.0, 1.0], "mixed"),
+    ([-1.0, 0.0], [-2.0, -1.0], "does not hold"),
 ])
 def test_denoise_verdict(denoised, blur, expected):
     assert denoise.verdict(_denoise_metrics(denoised, blur))[0] == expected
@@ -217,15 +232,19 @@ def test_anomaly_verdict(one_class, leave_one_out, expected):
 
 
 def _ood_metrics(small_gap, ratio_ok):
-    def ood(mse, ref):
-        return {"mse": mse, "mse_std": 0.001, "reference_mse": ref, "reference_mse_std": 0.001, "mse_ratio": mse / ref,
-                "mse_ratio_std": 0.1}
-    bad = 0.02 if ratio_ok else 0.0101
-    settings = {"small": {"gap": small_gap, "gap_std": 1.0, "dataset": "f"},
-                "full": {"gap": 5.0, "gap_std": 1.0, "dataset": "f", "ood": {"other_test": ood(0.05, 0.01),
-                                                                           "noise": ood(bad, 0.01)}},
-                "reverse": {"gap": 5.0, "gap_std": 1.0, "dataset": "m", "ood": {"primary_test": ood(0.05, 0.01)}}}
-    return {"settings": settings, "set_labels": {"primary_test": "f test", "other_test": "m test", "noise": "noise"}}
+    def auroc(lo, hi):
+        return {"mse": {"auroc": (lo + hi) / 2, "ci": [lo, hi]}}
+    excess = {"diff": 0.04, "ci": [0.03, 0.05], "effect_size": 2.0, "better": 1}
+    diff = small_gap - 5.0
+    curve = {"sizes": [500, 20000], "small": 500, "gap": [small_gap, 5.0], "gap_ci": [[small_gap - 1, small_gap + 1], [4.0, 6.0]],
+             "gap_effect_size": [3.0, 3.0], "gap_better": [1, 1], "gap_stops_at": None,
+             "small_vs_largest": {"diff": diff, "ci": [diff - 1.0, diff + 1.0], "effect_size": 2.0 if diff else None,
+                                  "better": 1 if diff > 1.0 else 0}}
+    settings = {"full": {"dataset": "f", "ood": {"other_test": {"auroc": auroc(0.9, 0.95), "excess_mse": excess},
+                                                 "noise": {"auroc": auroc(0.9, 0.95) if ratio_ok else auroc(0.45, 0.55)}}},
+                "reverse": {"dataset": "m", "ood": {"primary_test": {"auroc": auroc(0.9, 0.95), "excess_mse": excess}}}}
+    return {"gap_curve": curve, "settings": settings,
+            "set_labels": {"primary_test": "f test", "other_test": "m test", "noise": "noise"}}
 
 
 @pytest.mark.parametrize("gap,ratio_ok,expected", [(30.0, True, "holds"), (30.0, False, "mixed"), (5.0, True, "mixed")])
@@ -242,7 +261,7 @@ REQUIRED = {
                           "ae_frozen_mlp", "vae_frozen_mlp"),
     "transform": ("test_mse", "mean_image_mse", "identity_mse", "compute"),
     "overfit_ood": ("train_loss", "test_loss", "ood_loss"),
-    "denoise": ("psnr_noisy", "psnr_denoised", "psnr_blur"),
+    "denoise": ("psnr", "ssim", "psnr_ci", "paired"),
     "anomaly": ("auroc",),
 }
 MODULES = {"pretrain_classify": pretrain_classify, "transform": transform, "overfit_ood": overfit_ood,
@@ -287,14 +306,25 @@ def _check_shapes(name, m):
         assert m["test_mse"] > 0 and m["mean_image_mse"] > 0 and m["identity_mse"] > 0
         for path in ("direct", "autoencoder"):
             assert m["compute"][path]["seconds_per_image"] > 0 and m["compute"][path]["peak_bytes"] > 0
+        assert math.isfinite(m["linear_mse"]) and len(m["test_per_image"]["linear"]) == m["n_test"]
+        assert set(m["off_manifold"]) == {"inverted", "noise", "smooth"}
+        for o in m["off_manifold"].values():
+            for k in ("autoencoder", "linear", "mean_image", "identity"):
+                assert math.isfinite(o[k]) and len(o["per_image"][k]) == o["n"] == m["n_test"]
+            assert len(o["autoencoder_seeds"]) == m["seeds"]
+        assert "transform_off_manifold.png" in m["figures"]
     elif name == "overfit_ood":
         assert set(m["train_loss"]) == set(m["test_loss"]) == set(m["ood_loss"]) == {"small", "full", "reverse"}
         assert set(m["ood_loss"]["full"]) == {"other_test", "noise"}
         assert all(math.isfinite(v) for v in m["train_loss"].values())
     elif name == "denoise":
         n = len(m["noise_levels"])
-        assert len(m["psnr_noisy"]) == len(m["psnr_denoised"]) == len(m["psnr_blur"]) == n
-        assert all(len(v) == m["seeds"] for v in m["psnr_denoised_seeds"])
+        for kind in ("clipped", "unclipped"):
+            for method in ("noisy", "blur", "nl_means", "ae_bottleneck", "denoiser_skip", "clean_ceiling"):
+                assert len(m["psnr"][kind][method]) == len(m["ssim"][kind][method]) == n
+                assert all(math.isfinite(v) for v in m["psnr"][kind][method])
+                assert all(-1.0 <= v <= 1.0 for v in m["ssim"][kind][method])
+        assert all(v is None for v in m["psnr"]["unclipped"]["ae_bottleneck_bce"])  # trained on clipped noise only
     elif name == "anomaly":
         k = len(m["class_names"])
         assert set(m["auroc"]) == {"leave_one_out", "one_class"}

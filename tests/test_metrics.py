@@ -139,3 +139,18 @@ def test_auroc_difference_interval_is_paired():
     assert 0 < lo < a - b < hi
     single_lo, single_hi = metrics.auroc_interval(a, infl_a)
     assert hi - lo < single_hi - single_lo  # pairing removes the variance the two scores share
+
+
+def test_ssim_matches_scikit_image_and_is_one_for_identical_images():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 28, 28, 1)).astype(np.float32)
+    y = np.clip(x + 0.2 * rng.normal(size=x.shape), 0, 1).astype(np.float32)
+    ours = np.asarray(metrics.ssim(y, x))
+    reference = [structural_similarity(x[i, ..., 0], y[i, ..., 0], data_range=1.0, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False) for i in range(3)]
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(metrics.ssim(x, x)), 1.0, atol=1e-5)
+    rgb = rng.random((2, 32, 32, 3)).astype(np.float32)
+    assert metrics.ssim(np.clip(rgb + 0.1, 0, 1), rgb).shape == (2,)

@@ -298,3 +298,21 @@ def test_vae_objective_and_batch_objective():
     assert float(kl) > 0
     np.testing.assert_allclose(float(loss1), float(terms1["recon"] + terms1["kl"]), rtol=1e-6)
     np.testing.assert_allclose(float(loss3), float(terms1["recon"] + 3.0 * terms1["kl"]), rtol=1e-6)
+
+
+def test_denoising_noise_level_and_clipping_are_traced_hyperparameters():
+    def seen(params, example, key, step, hparams):  # the "loss" is the noisy input the objective was given
+        x, target = example
+        return jnp.sum(x), {"min": jnp.min(x), "max": jnp.max(x), "target": jnp.sum(target)}
+
+    objective = objectives.denoising(seen)
+    x = jnp.full((8, 8, 1), 0.5)
+    key = jax.random.key(0)
+    run = jax.jit(lambda hp: objective(None, x, key, 0, hp)[1])
+    clipped, unclipped = run({"noise_sigma": 2.0, "noise_clip": 1.0}), run({"noise_sigma": 2.0, "noise_clip": 0.0})
+    assert 0.0 <= float(clipped["min"]) and float(clipped["max"]) <= 1.0
+    assert float(unclipped["min"]) < 0.0 and float(unclipped["max"]) > 1.0
+    assert float(clipped["target"]) == float(unclipped["target"]) == 32.0  # the target stays clean
+    quiet = run({"noise_sigma": 0.0, "noise_clip": 0.0})
+    assert float(quiet["min"]) == float(quiet["max"]) == 0.5
+    assert run._cache_size() == 1  # one program for every level and kind

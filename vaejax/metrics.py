@@ -32,6 +32,34 @@ def psnr(x_hat, x, max_value: float = 1.0):
     return 10.0 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
 
 
+def ssim(x_hat, x, max_value: float = 1.0, sigma: float = 1.5, radius: int = 5):
+    """Structural similarity of each image (the last three axes; Wang et al. 2004): local means,
+    variances and covariance under an 11x11 Gaussian window (sigma 1.5), over the windows that fit
+    inside the image, averaged over positions and channels."""
+    offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    g = jnp.exp(-0.5 * jnp.square(offsets / sigma))
+    g = g / g.sum()
+
+    def local_mean(img_NHWC):  # separable 'valid' Gaussian filter
+        n, h, w, c = img_NHWC.shape
+        flat = jnp.moveaxis(img_NHWC, -1, 1).reshape(n * c, h, w)
+        rows = jax.vmap(lambda im: jax.vmap(lambda r: jnp.convolve(r, g, mode="valid"))(im))(flat)
+        both = jax.vmap(lambda im: jax.vmap(lambda col: jnp.convolve(col, g, mode="valid"), in_axes=1, out_axes=1)(im))(rows)
+        return both.reshape(n, c, *both.shape[1:])
+
+    a = jnp.asarray(x_hat, jnp.float32)
+    b = jnp.asarray(x, jnp.float32)
+    lead = a.shape[:-3]
+    a, b = a.reshape((-1,) + a.shape[-3:]), b.reshape((-1,) + b.shape[-3:])
+    mu_a, mu_b = local_mean(a), local_mean(b)
+    var_a = local_mean(a * a) - mu_a**2
+    var_b = local_mean(b * b) - mu_b**2
+    cov = local_mean(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * max_value) ** 2, (0.03 * max_value) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean(axis=(1, 2, 3)).reshape(lead)
+
+
 def auroc(scores, labels) -> float:
     """Area under the ROC curve (scikit-learn's): P(score of a positive > score of a negative), ties 1/2.
 

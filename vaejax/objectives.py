@@ -295,13 +295,15 @@ def binarized(objective):
 
 def denoising(objective, noise_sigma: float = 0.1, clip: bool = True):
     """The objective on a noisy input, x + noise_sigma * eps (clipped to [0, 1] with clip), aimed at
-    the clean target: a denoising autoencoder, with fresh noise every step. noise_sigma is read
-    from hparams when given there (traced: one program for every noise level)."""
+    the clean target: a denoising autoencoder, with fresh noise every step. noise_sigma and
+    noise_clip (nonzero: clip) are read from hparams when given there (traced: one program for
+    every noise level and kind)."""
     def wrapped(params, example, key, step, hparams):
         noise_key, key = jax.random.split(key)
         x, target = split_example(example)
         noisy = x + hparam(hparams, "noise_sigma", noise_sigma) * jax.random.normal(noise_key, x.shape, x.dtype)
-        return objective(params, (jnp.clip(noisy, 0.0, 1.0) if clip else noisy, target), key, step, hparams)
+        noisy = jnp.where(hparam(hparams, "noise_clip", clip), jnp.clip(noisy, 0.0, 1.0), noisy)
+        return objective(params, (noisy, target), key, step, hparams)
 
     return wrapped
 

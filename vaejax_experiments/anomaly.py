@@ -178,12 +178,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     sc, S = run.scale, run.seeds
     train_set = common.train_images(sc, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
-    n_score = sc.pick(smoke=sc.n_eval, quick=4000, full=None)
+    n_score = sc.pick(smoke=sc.n_eval, quick=2000, full=None)
     test = common.load_images(run.dataset, "test")
     if n_score and n_score < len(test.y):
         pick = np.asarray(jax.random.permutation(jax.random.key(4321), len(test.y)))[:n_score]
         test = common.Images(test.x[pick], test.y[pick])
-    steps = sc.pick(smoke=sc.steps, quick=300, full=1500)
+    steps = sc.pick(smoke=sc.steps, quick=200, full=1500)
     batch = sc.pick(smoke=sc.batch_size, quick=64, full=128)
     names = common.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
     configs = dict(zip(("ae", "vae"), common.model_pair(sc, run.dataset)))

@@ -1,32 +1,60 @@
-"""Noise reduction (seed 000): train an autoencoder on x + noise -> x, at several levels of Gaussian
-noise (sigma in intensity units, noisy images clipped to [0, 1]); a fresh noise draw every step
-(objectives.denoising), every level and seed one model of a single program, sigma a traced input.
-On test images (their own noise draw per seed): PSNR of the noisy input, of the autoencoder's output,
-and of a classical baseline, a Gaussian blur whose sigma is chosen per noise level on held-out
-training-split images (never on the test set); sigma 0 (no blur) is among the choices.
+"""Noise reduction (seed 000): denoisers trained on x + noise -> x, against classical denoisers.
+
+Noise: Gaussian, sigma in intensity units, at several levels, both clipped to [0, 1] (what a
+sensor saturates to) and unclipped. Learned denoisers, each level x noise kind x seed one model of
+a single compiled program per family (sigma and clipping traced hyperparameters, fresh noise
+every step, objectives.denoising):
+
+- ae_bottleneck: the seed's autoencoder (the scale's MLP AE) trained with squared error, the
+  loss PSNR measures; ae_bottleneck_bce: the same trained with the seed's Bernoulli loss
+  (clipped noise only), to show what the loss changes;
+- denoiser_skip: a small residual convolutional denoiser without a bottleneck (DnCNN-style,
+  Zhang et al. 2017: full-resolution 3x3 convs predict the noise, subtracted from the input);
+- clean_ceiling: the same bottleneck AE trained and tested without noise: its reconstruction of
+  clean images, the best its bottleneck allows (one value, shown at every level).
+
+Classical baselines: a Gaussian blur and non-local means (scikit-image), their parameter chosen
+per noise level on held-out training-split images (never on the test set), and BM3D where its
+package (`pip install bm3d`, free for non-commercial use) is installed, on a subset of the test
+images (it is slow). Scores: PSNR and SSIM per test image; every method sees the same noisy draw
+of each test image, so comparisons are paired by image (bootstrap intervals over images; the
+learned denoisers' scores are first averaged over seeds).
 """
 
 from __future__ import annotations
 
+import importlib.util
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
 from vaejax_experiments import common
-from vaejax import latent, metrics, objectives, plots, recipe
+from vaejax import config, latent, metrics, models, objectives, plots, recipe
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "
-         "than the noisy inputs and than a classical Gaussian-blur denoiser.")
+         "than the noisy inputs and than classical denoisers.")
 LEVELS = (0.1, 0.3, 0.5)
+NOISE_KINDS = ("clipped", "unclipped")
 BLUR_SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+NL_MEANS_H = (0.6, 0.8, 1.0)  # filter strength, in multiples of the noise sigma
+METHODS = (("noisy", "noisy input"), ("blur", "best Gaussian blur"), ("nl_means", "non-local means"),
+           ("bm3d", "BM3D"), ("ae_bottleneck", "bottleneck AE (MSE)"), ("ae_bottleneck_bce", "bottleneck AE (BCE)"),
+           ("denoiser_skip", "residual conv denoiser"), ("clean_ceiling", "bottleneck AE on clean input"))
+CLASSICAL = ("blur", "nl_means", "bm3d")
+CLEAN = (0.0, "clipped")  # the condition without noise: the bottleneck AE's clean-input ceiling
 SHOW = 8
 
 
-@jax.jit
-def add_noise(key, x, sigma):
-    """x + sigma * N(0, 1), clipped to [0, 1]."""
-    return jnp.clip(x + sigma * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+# ---------------------------------------------------------------------------- noise and classical denoisers
+
+
+def add_noise(key, x, sigma, clip: bool = True):
+    """x + sigma * N(0, 1), clipped to [0, 1] when clip."""
+    noisy = jnp.asarray(x) + sigma * jax.random.normal(key, jnp.shape(x), jnp.float32)
+    return jnp.clip(noisy, 0.0, 1.0) if clip else noisy
 
 
 def gaussian_blur(x_NHWC, sigma: float) -> np.ndarray:
@@ -35,129 +63,288 @@ def gaussian_blur(x_NHWC, sigma: float) -> np.ndarray:
     return x if sigma == 0 else ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="reflect")
 
 
-def mean_psnr(a, b) -> float:
-    return float(jnp.mean(metrics.psnr(a, b)))
+def nl_means(x_NHWC, noise_sigma: float, h_factor: float) -> np.ndarray:
+    """scikit-image's non-local means of each image, filter strength h = h_factor * noise_sigma."""
+    from skimage.restoration import denoise_nl_means
+
+    x = np.asarray(x_NHWC, np.float32)
+    return np.stack([denoise_nl_means(img, h=h_factor * noise_sigma, sigma=noise_sigma, patch_size=5,
+                                      patch_distance=6, fast_mode=True, channel_axis=-1).reshape(img.shape)
+                     for img in x])
+
+
+def bm3d_denoise(x_NHWC, noise_sigma: float) -> np.ndarray:
+    """BM3D (the `bm3d` package) of each image with the true noise sigma."""
+    import bm3d
+
+    return np.stack([np.asarray(bm3d.bm3d(img, sigma_psd=noise_sigma), np.float32).reshape(img.shape)
+                     for img in np.asarray(x_NHWC, np.float32)])
+
+
+def psnr(x_hat, x) -> np.ndarray:
+    """(N,) PSNR in dB of outputs clipped to [0, 1] (as every method's output is shown)."""
+    return np.asarray(metrics.psnr(np.clip(x_hat, 0.0, 1.0), x))
+
+
+def ssim(x_hat, x) -> np.ndarray:
+    return np.asarray(metrics.ssim(np.clip(x_hat, 0.0, 1.0), x))
+
+
+def best_parameter(denoise, clean, noisy, choices) -> tuple[float, list[float]]:
+    """(the choice with the highest mean PSNR of denoise(noisy, choice) on these images, each choice's PSNR)."""
+    scores = [float(np.mean(psnr(denoise(noisy, c), clean))) for c in choices]
+    return choices[int(np.argmax(scores))], scores
 
 
 def best_blur_sigma(clean, noisy, sigmas=BLUR_SIGMAS) -> tuple[float, list[float]]:
-    """(the sigma with the highest mean PSNR on these images, mean PSNR of each sigma)."""
-    scores = [mean_psnr(gaussian_blur(noisy, s), clean) for s in sigmas]
-    return float(sigmas[int(np.argmax(scores))]), scores
+    return best_parameter(gaussian_blur, clean, noisy, sigmas)
 
 
-def train_denoisers(cfg, tc, x_N, levels, seeds: int, log=None):
-    """len(levels) * seeds autoencoders in one program (level-major: model l * seeds + s), each trained on
-    clip(x + sigma_l eps) -> x with fresh noise every step, sigma a traced hyperparameter.
+# ---------------------------------------------------------------------------- the residual denoiser
 
-    Returns (params with that leading axis, the per-epoch mean training loss (models, epochs), seconds).
-    """
-    r = recipe.build(cfg, tc)
-    sigma_M = jnp.repeat(jnp.asarray(levels, jnp.float32), seeds)
-    trained = common.train_seeds(cfg, tc, x_N, len(levels) * seeds, objective=objectives.denoising(r.objective),
-                                 hparams={"noise_sigma": sigma_M}, log=log)
-    return trained.params, trained.curves["loss"], trained.seconds
+
+class ResidualDenoiser(nn.Module):
+    """Full-resolution 3x3 convs with ReLUs predict the noise; the output is the input minus it."""
+
+    width: int = 8  # small: full-resolution convs are slow on CPU
+    depth: int = 3
+
+    @nn.compact
+    def __call__(self, x_HWC):
+        same = ((1, 1), (1, 1))
+        h = x_HWC
+        for _ in range(self.depth - 1):
+            h = nn.relu(models.Conv(self.width, 3, padding=same)(h))
+        return x_HWC - models.Conv(x_HWC.shape[-1], 3, padding=same)(h)
+
+
+def squared_error_objective(module):
+    """Per example: the summed squared error of module(input) against the target."""
+    def objective(params, example, key, step, hparams):
+        x, target = example
+        loss = jnp.sum(jnp.square(module.apply(params, x) - target))
+        return loss, {}
+
+    return objective
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def conditions(levels, kinds) -> list[tuple[float, str]]:
+    """Every (noise sigma, noise kind), kind-major."""
+    return [(sigma, kind) for kind in kinds for sigma in levels]
+
+
+def train_family(name, cfg, tc, x_N, conds, seeds: int, log, objective=None, init_params=None):
+    """len(conds) * seeds models of one family (condition-major: model c * seeds + s) in one program."""
+    hparams = {"noise_sigma": jnp.repeat(jnp.asarray([c[0] for c in conds], jnp.float32), seeds),
+               "noise_clip": jnp.repeat(jnp.asarray([c[1] == "clipped" for c in conds], jnp.float32), seeds)}
+    log(f"{name}: {len(conds)} conditions x {seeds} seeds")
+    objective = objectives.denoising(objective or recipe.objective(cfg, tc))
+    return common.train_seeds(cfg, tc, x_N, len(conds) * seeds, objective=objective, hparams=hparams,
+                              init_params=init_params, log=log)
+
+
+def reconstruction(cfg):
+    """apply(params, images) -> the autoencoder's mean reconstructions."""
+    return lambda params, x_N: latent.decode(cfg, params, latent.embed(cfg, params, x_N))
+
+
+def outputs_per_seed(apply, params_M, x_N, seeds: int, cond: int) -> np.ndarray:
+    """(seeds, N, ...) outputs of the condition's models."""
+    return np.stack([np.asarray(apply(jax.tree_util.tree_map(lambda a: a[cond * seeds + s], params_M), x_N))
+                     for s in range(seeds)])
+
+
+# ---------------------------------------------------------------------------- the experiment
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = common.start("denoise", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
-    cfg, _ = common.model_pair(sc, run.dataset)
+    ae_cfg, _ = common.model_pair(sc, run.dataset)
+    ae_mse = config.replace(ae_cfg, likelihood="mse")
     x = common.train_images(sc, run.dataset).x
     test = common.eval_images(sc, run.dataset).x
-    held_out = common.eval_images(sc, run.dataset, split="train").x  # for choosing the blur's sigma only
+    held_out = common.eval_images(sc, run.dataset, split="train").x[: sc.pick(smoke=50, quick=100, full=500)]
     levels = sc.pick(smoke=(0.1, 0.5), quick=LEVELS, full=LEVELS)
+    n_bm3d = sc.pick(smoke=4, quick=16, full=200) if importlib.util.find_spec("bm3d") else 0
     steps = sc.pick(smoke=sc.steps, quick=625, full=3000)
     batch = min(sc.batch_size, len(x))
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
-    run.log(f"{cfg.arch} AE latent {cfg.latent_dim}, {len(x)} images, {tc.epochs} epochs of batch {tc.batch_size}, "
-            f"noise levels {list(levels)}, {S} seeds")
-    rows = {"psnr_noisy": [], "psnr_denoised": [], "psnr_blur": []}
-    result = {"noise_levels": list(levels), "blur_sigma": [], "blur_psnr_by_sigma": [], "blur_sigmas": list(BLUR_SIGMAS),
-              "train_seconds": [], "final_loss": [], "final_loss_std": []}
-    figure = {}
-    params_M, curves_M, seconds = train_denoisers(cfg, tc, x, levels, S, log=run.log)
-    for li, sigma in enumerate(levels):
-        params = jax.tree_util.tree_map(lambda a: a[li * S:(li + 1) * S], params_M)
-        curve = curves_M[li * S:(li + 1) * S]
-        noisy_ho = np.asarray(add_noise(jax.random.key(123), jnp.asarray(held_out), sigma))
-        blur_sigma, by_sigma = best_blur_sigma(held_out, noisy_ho)
-        per_seed = {k: [] for k in rows}
-        for s in range(S):
-            p = jax.tree_util.tree_map(lambda a: a[s], params)
-            noisy = np.asarray(add_noise(jax.random.fold_in(jax.random.key(99), s), jnp.asarray(test), sigma))
-            denoised = np.asarray(latent.decode(cfg, p, latent.embed(cfg, p, noisy)))
-            blurred = np.clip(gaussian_blur(noisy, blur_sigma), 0.0, 1.0)
-            per_seed["psnr_noisy"].append(mean_psnr(noisy, test))
-            per_seed["psnr_denoised"].append(mean_psnr(denoised, test))
-            per_seed["psnr_blur"].append(mean_psnr(blurred, test))
-            if s == 0:
-                figure[sigma] = np.concatenate([noisy[:SHOW], denoised[:SHOW], blurred[:SHOW], test[:SHOW]])
-        for k in rows:
-            rows[k].append(per_seed[k])
-        result["blur_sigma"].append(blur_sigma)
-        result["blur_psnr_by_sigma"].append(by_sigma)
-        result["train_seconds"].append(round(seconds / len(levels), 2))  # one program trained every level
-        result["final_loss"].append(float(curve[:, -1].mean()))
-        result["final_loss_std"].append(common.mean_std(curve[:, -1])[1])
-        run.log(f"sigma {sigma}: PSNR noisy {np.mean(per_seed['psnr_noisy']):.2f}, denoised "
-                f"{np.mean(per_seed['psnr_denoised']):.2f}, blur (sigma {blur_sigma}) "
-                f"{np.mean(per_seed['psnr_blur']):.2f} dB")
-    for k, per_level in rows.items():
-        result[k] = [float(np.mean(v)) for v in per_level]
-        result[f"{k}_std"] = [common.mean_std(v)[1] for v in per_level]
-        result[f"{k}_seeds"] = per_level
-    result.update(n_train=len(x), n_test=len(test), n_held_out=len(held_out), epochs=tc.epochs,
+    conds = conditions(levels, NOISE_KINDS)
+    clipped_conds = conditions(levels, ("clipped",))
+    run.log(f"{len(x)} training images, {tc.epochs} epochs of batch {tc.batch_size}, noise levels {list(levels)}, "
+            f"{S} seeds; BM3D {'on ' + str(n_bm3d) + ' test images' if n_bm3d else 'not installed'}")
+
+    skip = ResidualDenoiser()
+    # The convolutional denoiser costs far more per image on a CPU: below full scale, one seed and one epoch.
+    skip_seeds, skip_tc = sc.pick(smoke=1, quick=1, full=S), config.replace(tc, epochs=sc.pick(smoke=1, quick=1,
+                                                                                                full=tc.epochs))
+    family_seeds = {"ae_bottleneck": S, "ae_bottleneck_bce": S, "denoiser_skip": skip_seeds}
+    families = {
+        "ae_bottleneck": train_family("bottleneck AE, MSE", ae_mse, tc, x, conds + [CLEAN], S, run.log),
+        "ae_bottleneck_bce": train_family("bottleneck AE, BCE", ae_cfg, tc, x, clipped_conds, S, run.log),
+        "denoiser_skip": train_family("residual conv denoiser", ae_mse, skip_tc, x, conds, skip_seeds, run.log,
+                                      objective=squared_error_objective(skip),
+                                      init_params=lambda key: skip.init(key, jnp.zeros(x.shape[1:]))),
+    }
+    reconstruct = {"ae_bottleneck": reconstruction(ae_mse), "ae_bottleneck_bce": reconstruction(ae_cfg),
+                   "denoiser_skip": jax.jit(jax.vmap(skip.apply, in_axes=(None, 0)))}
+    family_conds = {"ae_bottleneck": conds, "ae_bottleneck_bce": clipped_conds, "denoiser_skip": conds}
+
+    ceiling = outputs_per_seed(reconstruct["ae_bottleneck"], families["ae_bottleneck"].params, test, S, len(conds))
+    per_image, choices, figure = {}, {}, {}
+    for ci, (sigma, kind) in enumerate(conds):
+        clip = kind == "clipped"
+        noisy = np.asarray(add_noise(jax.random.key(99 + ci), test, sigma, clip))
+        noisy_ho = np.asarray(add_noise(jax.random.key(123 + ci), held_out, sigma, clip))
+        blur_sigma, _ = best_blur_sigma(held_out, noisy_ho)
+        h_factor, _ = best_parameter(lambda n, h: nl_means(n, sigma, h), held_out, noisy_ho, NL_MEANS_H)
+        choices[kind, sigma] = {"blur_sigma": blur_sigma, "nl_means_h": h_factor}
+        out = {"noisy": noisy[None], "blur": gaussian_blur(noisy, blur_sigma)[None],
+               "nl_means": nl_means(noisy, sigma, h_factor)[None]}
+        if n_bm3d:
+            out["bm3d"] = bm3d_denoise(noisy[:n_bm3d], sigma)[None]
+        for name, fam_conds in family_conds.items():
+            if (sigma, kind) in fam_conds:
+                c = fam_conds.index((sigma, kind))
+                out[name] = outputs_per_seed(reconstruct[name], families[name].params, noisy, family_seeds[name], c)
+        out["clean_ceiling"] = ceiling
+        for name, images in out.items():  # scores averaged over seeds, kept per image for paired comparisons
+            target = test[: images.shape[1]]
+            per_image[kind, sigma, name] = {
+                "psnr": np.mean([psnr(o, target) for o in images], axis=0),
+                "ssim": np.mean([ssim(o, target) for o in images], axis=0)}
+        if clip:
+            figure[sigma] = np.concatenate([out[k][0][:SHOW] for k in ("noisy", "nl_means", "ae_bottleneck",
+                                                                       "denoiser_skip")] + [test[:SHOW]])
+        run.log(f"{kind} σ {sigma}: PSNR " + ", ".join(f"{name} {per_image[kind, sigma, name]['psnr'].mean():.2f}"
+                                                        for name in out))
+
+    result = _summarize(per_image, choices, levels)
+    result.update(n_train=len(x), n_test=len(test), n_held_out=len(held_out), n_bm3d=n_bm3d, epochs=tc.epochs,
                   steps=tc.epochs * (len(x) // tc.batch_size), batch_size=tc.batch_size,
-                  model=f"{cfg.arch} ae latent {cfg.latent_dim}")
-    panels = {f"noise σ = {sigma}": images for sigma, images in figure.items()}
-    figs = [plots.save_image_panels(panels, run.path("denoise_examples.png"), ncol=SHOW,
-                                    row_labels=["noisy", "denoised", "blur", "clean"],
-                                    title=f"Test images ({run.dataset}, seed 0): noisy input, autoencoder, best blur, clean")]
-    series = {label: (list(levels), result[k], result[f"{k}_std"])
-              for k, label in (("psnr_denoised", "autoencoder"), ("psnr_blur", "best Gaussian blur"),
-                               ("psnr_noisy", "noisy input"))}
-    figs.append(plots.save_curves_spread(series, run.path("denoise_psnr.png"), xlabel="noise σ", ylabel="PSNR (dB)",
-                                         title=f"Test PSNR vs noise level ({run.dataset}, mean ± std over seeds)"))
-    result["figures"] = [f.split("/")[-1] for f in figs]
+                  model=f"{ae_cfg.arch} ae latent {ae_cfg.latent_dim}",
+                  skip_model=f"{skip.depth} conv layers of width {skip.width}, 3x3, no downsampling",
+                  skip_training={"seeds": skip_seeds, "epochs": skip_tc.epochs},
+                  train_seconds={name: round(t.seconds, 1) for name, t in families.items()})
+    result["figures"] = _figures(run, result, figure, levels)
     return common.finish(run, result)
+
+
+def _summarize(per_image: dict, choices: dict, levels) -> dict:
+    """metrics.json's psnr/ssim[kind][method] (per level, None where not run), intervals, paired comparisons."""
+    result = {"noise_levels": list(levels), "noise_kinds": list(NOISE_KINDS), "psnr": {}, "ssim": {},
+              "psnr_ci": {}, "ssim_ci": {}, "paired": {}, "choices": {}}
+    for kind in NOISE_KINDS:
+        result["choices"][kind] = [choices[kind, s] for s in levels]
+        for score in ("psnr", "ssim"):
+            result[score][kind] = {m: [_mean(per_image, kind, s, m, score) for s in levels] for m, _ in METHODS}
+            result[f"{score}_ci"][kind] = {m: [_ci(per_image, kind, s, m, score) for s in levels] for m, _ in METHODS}
+        result["paired"][kind] = [_paired(per_image, kind, s) for s in levels]
+    return result
+
+
+def _mean(per_image, kind, sigma, method, score):
+    v = per_image.get((kind, sigma, method))
+    return None if v is None else float(v[score].mean())
+
+
+def _ci(per_image, kind, sigma, method, score):
+    v = per_image.get((kind, sigma, method))
+    return None if v is None else list(common.bootstrap_interval(v[score]))
+
+
+def _paired(per_image, kind, sigma) -> dict:
+    """PSNR of the bottleneck AE minus each other method's, paired by image (on BM3D's subset for BM3D)."""
+    ae = per_image[kind, sigma, "ae_bottleneck"]["psnr"]
+    out = {}
+    for method, _ in METHODS:
+        other = per_image.get((kind, sigma, method))
+        if method != "ae_bottleneck" and other is not None:
+            n = len(other["psnr"])
+            out[method] = common.paired_comparison(ae[:n], other["psnr"])
+    return out
+
+
+def _figures(run, result, figure, levels) -> list[str]:
+    panels = {f"clipped noise σ = {sigma}": images for sigma, images in figure.items()}
+    figs = [plots.save_image_panels(panels, run.path("denoise_examples.png"), ncol=SHOW,
+                                    row_labels=["noisy", "non-local\nmeans", "bottleneck\nAE", "residual\ndenoiser",
+                                                "clean"],
+                                    title=f"Test images ({run.dataset}, seed 0)")]
+    for kind in NOISE_KINDS:
+        psnr_k, ci_k = result["psnr"][kind], result["psnr_ci"][kind]
+        series = {label: (list(levels), psnr_k[m], [(hi - lo) / 2 for lo, hi in ci_k[m]])
+                  for m, label in METHODS if all(v is not None for v in psnr_k[m])}
+        figs.append(plots.save_curves_spread(series, run.path(f"denoise_psnr_{kind}.png"), xlabel="noise σ",
+                                             ylabel="PSNR (dB)", title=f"Test PSNR, {kind} noise ({run.dataset}, "
+                                                                       f"95% intervals over images)"))
+    return [f.split("/")[-1] for f in figs]
 
 
 # ---------------------------------------------------------------------------- verdict and report
 
 
+def _best_classical(m, kind, i) -> str:
+    available = [c for c in CLASSICAL if m["paired"][kind][i].get(c)]
+    return min(available, key=lambda c: m["paired"][kind][i][c]["diff"])  # the AE's smallest lead: the best one
+
+
 def verdict(m: dict) -> tuple[str, str]:
-    """Holds when the AE's PSNR is clearly (beyond the summed seed spreads) above both the noisy input and
-    the best blur at every level; does not hold when it is not clearly above the noisy input at any level."""
-    def clear(i, other):
-        return common.clearly(m["psnr_denoised"][i], m["psnr_denoised_std"][i], m[other][i], m[f"{other}_std"][i])
-    n = len(m["noise_levels"])
-    vs_noisy = [clear(i, "psnr_noisy") for i in range(n)]
-    vs_blur = [clear(i, "psnr_blur") for i in range(n)]
-    nums = "; ".join(f"σ {s}: autoencoder {common.pm(m['psnr_denoised'][i], m['psnr_denoised_std'][i], '.2f')} dB, "
-                     f"noisy {common.pm(m['psnr_noisy'][i], m['psnr_noisy_std'][i], '.2f')}, blur "
-                     f"{common.pm(m['psnr_blur'][i], m['psnr_blur_std'][i], '.2f')}"
-                     for i, s in enumerate(m["noise_levels"]))
-    if all(v == 1 for v in vs_noisy + vs_blur):
-        return "holds", f"The autoencoder beats the noisy input and the best blur at every noise level ({nums})."
-    if not any(v == 1 for v in vs_noisy):
-        return "does not hold", f"The autoencoder's output is not clearly better than the noisy input at any level ({nums})."
-    beats_noisy = [s for s, v in zip(m["noise_levels"], vs_noisy) if v == 1]
-    beats_blur = [s for s, v in zip(m["noise_levels"], vs_blur) if v == 1]
-    return "mixed", (f"The autoencoder beats the noisy input at σ in {beats_noisy} and the best blur at σ in "
-                     f"{beats_blur or 'none'} ({nums}).")
+    """On clipped noise (the seed's setting): holds when the bottleneck AE's PSNR beats the noisy input and
+    the best classical denoiser at every level (95% intervals of the paired differences above 0); does not
+    hold when it beats the noisy input at no level; mixed otherwise. The reason gives the ceiling and the
+    residual denoiser for scale."""
+    kind = "clipped"
+    parts, vs_noisy, vs_classical = [], [], []
+    for i, sigma in enumerate(m["noise_levels"]):
+        paired = m["paired"][kind][i]
+        best = _best_classical(m, kind, i)
+        vs_noisy.append(paired["noisy"]["better"] == 1)
+        vs_classical.append(paired[best]["better"] == 1)
+        parts.append(f"σ {sigma}: AE {m['psnr'][kind]['ae_bottleneck'][i]:.2f} dB, minus noisy "
+                     f"{common.ci_text(paired['noisy'], '.2f')}, minus {best} {common.ci_text(paired[best], '.2f')}; "
+                     f"residual denoiser {m['psnr'][kind]['denoiser_skip'][i]:.2f}, clean-input ceiling "
+                     f"{m['psnr'][kind]['clean_ceiling'][i]:.2f}")
+    nums = "; ".join(parts)
+    if all(vs_noisy) and all(vs_classical):
+        return "holds", f"The bottleneck AE beats the noisy input and every classical denoiser at every level ({nums})."
+    if not any(vs_noisy):
+        return "does not hold", f"The bottleneck AE's output is not better than the noisy input at any level ({nums})."
+    return "mixed", (f"The bottleneck AE beats the noisy input at σ in "
+                     f"{[s for s, v in zip(m['noise_levels'], vs_noisy) if v]} and the best classical denoiser at σ "
+                     f"in {[s for s, v in zip(m['noise_levels'], vs_classical) if v] or 'none'} ({nums}).")
 
 
 def report(m: dict) -> str:
-    rows = []
-    for i, s in enumerate(m["noise_levels"]):
-        rows.append([s, common.pm(m["psnr_noisy"][i], m["psnr_noisy_std"][i], ".2f"),
-                     common.pm(m["psnr_denoised"][i], m["psnr_denoised_std"][i], ".2f"),
-                     common.pm(m["psnr_blur"][i], m["psnr_blur_std"][i], ".2f"), m["blur_sigma"][i]])
-    head = (f"PSNR in dB on {m['n_test']} test images (a fresh noise draw per seed). Autoencoder: {m['model']}, trained "
-            f"on {m['n_train']} images for {m['steps']} steps of batch {m['batch_size']} per noise level. Blur: a "
-            f"Gaussian filter whose sigma (pixels, from {m['blur_sigmas']}) maximises PSNR on {m['n_held_out']} "
-            f"held-out training-split images.")
-    return head + "\n\n" + common.table(["noise σ", "noisy input", "autoencoder ↑", "best blur", "blur sigma"], rows)
+    lines = [f"PSNR and SSIM on {m['n_test']} test images, every method on the same noisy draw of each image "
+             f"(means with 95% bootstrap intervals over images; learned denoisers averaged over {m['seeds']} seeds). "
+             f"Bottleneck AE: {m['model']}, trained on {m['n_train']} images for {m['steps']} steps of batch "
+             f"{m['batch_size']} per condition; residual denoiser: {m['skip_model']}, "
+             f"{m['skip_training']['epochs']} epoch(s), {m['skip_training']['seeds']} seed(s) per condition. Blur sigma and non-local-means "
+             f"strength chosen on {m['n_held_out']} held-out training-split images. "
+             + (f"BM3D on the first {m['n_bm3d']} test images." if m["n_bm3d"] else
+                "BM3D: not installed here (`pip install bm3d`), so not compared."), ""]
+    for kind in m["noise_kinds"]:
+        rows = []
+        for method, label in METHODS:
+            if all(v is None for v in m["psnr"][kind][method]):
+                continue
+            rows.append([label] + [_cell(m, kind, method, i) for i in range(len(m["noise_levels"]))])
+        lines += [f"**{kind.capitalize()} noise** (PSNR dB / SSIM):", "",
+                  common.table(["method"] + [f"σ {s}" for s in m["noise_levels"]], rows), ""]
+    return "\n".join(lines)
+
+
+def _cell(m, kind, method, i) -> str:
+    p, s = m["psnr"][kind][method][i], m["ssim"][kind][method][i]
+    if p is None:
+        return "—"
+    lo, hi = m["psnr_ci"][kind][method][i]
+    return f"{p:.2f} [{lo:.2f}, {hi:.2f}] / {s:.3f}"
 
 
 if __name__ == "__main__":

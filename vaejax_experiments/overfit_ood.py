@@ -1,15 +1,33 @@
 """Overfitting and out-of-distribution inputs (seed 000, Example 2).
 
-Three autoencoders (S seeds each, a vmapped axis), all with the same number of steps:
-  small    trained on a small class-balanced subset (500 images at quick scale) of the dataset;
-  full     trained on the scale's training set of the same dataset;
-  reverse  trained on the counterpart dataset (fashion_mnist <-> mnist_5k).
-Train and test loss per epoch show overfitting (the small model's test loss parts from its train
-loss). Then each model is fed images unlike its training set: the counterpart's test images and
-uniform noise. Loss: the training objective (Bernoulli NLL, nats per image); also MSE per pixel,
-which has no floor that depends on the images, to compare different image sets. A fair reference
-for "in distribution" is the same images under the model trained on their own dataset (the full
-and reverse models), and for noise the model's own test error.
+Autoencoders of one architecture (S seeds each, a vmapped axis), each with about the same number of
+optimizer steps (whole epochs, so the count is rounded; it is recorded):
+  small    trained on a small class-balanced subset (500 images at quick scale) of the dataset, batch 50;
+  full     trained on the scale's training set of the same dataset, the scale's batch;
+  reverse  trained on the counterpart dataset (fashion_mnist <-> mnist_5k), the scale's batch;
+  curve    trained on class-balanced subsets of geometrically spaced sizes, from 100 images up to the
+           scale's training set (4 sizes at quick scale), with the small model's batch and steps; the
+           small model is the curve's point at its size, the largest is the full set again at batch 50.
+Loss: the training objective (Bernoulli NLL, nats per image); also MSE per pixel, which has no floor
+that depends on the images, to compare different image sets.
+
+Overfitting. Train loss is measured on (up to n_eval of) a model's training images, test loss on
+n_eval test images, after training; gap = test - train. Its interval is common.paired_comparison of
+each seed's test loss against the same seed's train loss (a bootstrap over seeds), with d_z. The curve
+gives the gap against the training-set size, and the first size at which it is no longer significant. Overfitting shows if the gap at the small size is significant and larger than at the
+curve's largest size (paired by seed: models of the same seed start from the same parameters).
+
+Out of distribution. The full and reverse models are fed each other's test images and uniform noise
+(the small model too; recorded, not judged). Judged by MSE (the NLL of a mostly black image is low
+however badly it is reconstructed):
+  AUROC       of telling the OOD images (positive) from the model's own test images (negative) by
+              per-image MSE, per seed and their mean, with DeLong's interval over images (the per-image
+              components averaged over seeds, so that each image counts once); the AUROC by the loss is
+              recorded beside it;
+  excess MSE  of the same images under this model against under the model trained on their dataset,
+              paired per image (common.paired_comparison over images); noise has no such model.
+An OOD set is reconstructed clearly worse if its AUROC interval lies above 0.5 and, where there is one,
+its excess-MSE interval above 0.
 """
 
 from __future__ import annotations
@@ -18,13 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax_experiments import common
 from vaejax import data, engine, latent, metrics, plots, recipe
+from vaejax_experiments import common
 
 CLAIM = ("An autoencoder overfits a small training set (train loss falls while test loss stays high), and it "
          "reconstructs images unlike its training data (another dataset, noise) poorly.")
 COUNTERPART = {"fashion_mnist": "mnist_5k", "mnist_5k": "fashion_mnist", "mnist": "fashion_mnist"}
 SHOW = 6
+SMALL_BATCH = 50  # the small set's batch (10 updates an epoch on 500 images), and so the curve's
+CURVE_SMALLEST = 100  # images in the curve's smallest training set
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
@@ -40,52 +60,57 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         "other_test": common.eval_images(sc, other).x,
         "noise": metrics.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
     }
+    full_x = common.train_images(sc, primary).x
     settings = {  # name -> (training images, batch, description, its test set, its OOD sets)
-        "small": (common.load_images(primary, "train", n_small).x, 50, f"{primary}, {n_small} images",
+        "small": (common.load_images(primary, "train", n_small).x, SMALL_BATCH, f"{primary}, {n_small} images",
                   "primary_test", ("other_test", "noise")),
-        "full": (common.train_images(sc, primary).x, sc.batch_size, f"{primary}, full training set",
-                 "primary_test", ("other_test", "noise")),
+        "full": (full_x, sc.batch_size, f"{primary}, full training set", "primary_test", ("other_test", "noise")),
         "reverse": (common.train_images(sc, other).x, sc.batch_size, f"{other}, full training set",
                     "other_test", ("primary_test", "noise")),
     }
     set_labels = {"primary_test": f"{primary} test", "other_test": f"{other} test", "noise": "uniform noise"}
     scores = engine.make_scores(recipe.objective(cfg))
     mse_of = _mse_fn(cfg)
-    trained, per_image = {}, {}
-    for name, (x, batch, desc, test_set, _) in settings.items():
+
+    def train_and_score(label, x, batch, eval_sets=None):
         batch = min(batch, len(x))
         tc = sc.train_config(len(x), batch_size=batch, epochs=max(1, round(steps / (len(x) // batch))))
-        run.log(f"{name}: {desc}: {len(x)} images, {tc.epochs} epochs of batch {batch}")
-        trained[name] = common.train_seeds(cfg, tc, x, S, eval_sets={"train": x[:n], "test": sets[test_set]},
-                                           log=run.log)
-        # Per-image loss and MSE of every set (and of the training images) under every seed.
-        evals = dict(sets, train=x[:n])
-        per_image[name] = {
-            s_name: {"loss": np.stack([np.asarray(scores(trained[name].seed_params(s), jnp.asarray(imgs),
-                                                         jax.random.key(0))["loss"]) for s in range(S)]),
-                     "mse": np.stack([mse_of(trained[name].seed_params(s), imgs) for s in range(S)])}
-            for s_name, imgs in evals.items()}
+        run.log(f"{label}: {len(x)} images, {tc.epochs} epochs of batch {batch}")
+        t = common.train_seeds(cfg, tc, x, S, eval_sets=eval_sets, log=run.log)
+        return t, _score(t, dict(sets, train=x[:n]), scores, mse_of)  # every set, and the training images
+
+    trained, per_image = {}, {}
+    for name, (x, batch, desc, test_set, _) in settings.items():
+        trained[name], per_image[name] = train_and_score(f"{name}: {desc}", x, batch,
+                                                         {"train": x[:n], "test": sets[test_set]})
+    points = {}  # size -> (Trained, per-image scores)
+    for size in _curve_sizes(CURVE_SMALLEST, n_small, len(full_x), sc.pick(smoke=2, quick=4, full=5)):
+        if size == n_small:  # the small model is this point: same data, batch and steps
+            points[size] = trained["small"], per_image["small"]
+        else:
+            x = full_x if size == len(full_x) else common.load_images(primary, "train", size).x
+            points[size] = train_and_score(f"curve: {primary}, {size} images", x, SMALL_BATCH)
 
     result = {"settings": {}, "set_labels": set_labels, "n_eval": n, "primary": primary, "other": other}
-    reference = {"primary_test": per_image["full"]["primary_test"]["mse"].mean(1),
-                 "other_test": per_image["reverse"]["other_test"]["mse"].mean(1)}
+    own_model = {"primary_test": "full", "other_test": "reverse"}  # the model trained on each test set's dataset
     for name, (x, batch, desc, test_set, ood_sets) in settings.items():
         t, pi = trained[name], per_image[name]
         own_test_mse = pi[test_set]["mse"].mean(1)
         row = {"description": desc, "dataset": primary if name != "reverse" else other, "test_set": test_set,
-               **common.training_summary(t)}
-        row.update(common.stat("train_loss", pi["train"]["loss"].mean(1)))
-        row.update(common.stat("test_loss", pi[test_set]["loss"].mean(1)))
-        row.update(common.stat("gap", pi[test_set]["loss"].mean(1) - pi["train"]["loss"].mean(1)))
+               **common.training_summary(t), **_losses(pi, test_set)}
         row.update(common.stat("train_mse", pi["train"]["mse"].mean(1)))
         row.update(common.stat("test_mse", own_test_mse))
         row["ood"] = {}
         for o in ood_sets:
-            ref = reference.get(o, own_test_mse)  # same images under their own model; noise: own test error
+            own = per_image[own_model[o]][o]["mse"] if o in own_model else None  # under their dataset's model
+            ref_mse = own_test_mse if own is None else own.mean(1)  # noise: the model's own test error
             ood = {**common.stat("loss", pi[o]["loss"].mean(1)), **common.stat("mse", pi[o]["mse"].mean(1)),
-                   **common.stat("reference_mse", ref), **common.stat("mse_ratio", pi[o]["mse"].mean(1) / ref),
-                   "reference": "the same images under the model trained on their dataset" if o in reference
-                   else "this model's own test images"}
+                   **common.stat("reference_mse", ref_mse), **common.stat("mse_ratio", pi[o]["mse"].mean(1) / ref_mse),
+                   "reference": "the same images under the model trained on their dataset" if o in own_model
+                   else "this model's own test images",
+                   "auroc": _aurocs(pi, o, test_set)}
+            if own is not None:  # per image, averaged over seeds; better = +1 means this model's MSE is higher
+                ood["excess_mse"] = common.paired_comparison(pi[o]["mse"].mean(0), own.mean(0))
             row["ood"][o] = ood
         steps_per_epoch = t.n_train // t.train_cfg.batch_size
         ev = t.eval_curves
@@ -98,8 +123,74 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         result[f"{key}_std"] = {name: r[f"{key}_std"] for name, r in result["settings"].items()}
     result["ood_loss"] = {name: {o: r["ood"][o]["loss"] for o in r["ood"]} for name, r in result["settings"].items()}
     result["ood_loss_std"] = {name: {o: r["ood"][o]["loss_std"] for o in r["ood"]} for name, r in result["settings"].items()}
+    result["ood_auroc"] = {name: {o: r["ood"][o]["auroc"] for o in r["ood"]} for name, r in result["settings"].items()}
+    result["gap_curve"] = _gap_curve(points, n_small)
     result["figures"] = _figures(run, result, trained, per_image, sets, settings)
     return common.finish(run, result)
+
+
+def _curve_sizes(smallest: int, n_small: int, n_full: int, k: int) -> list[int]:
+    """k training-set sizes spaced geometrically from `smallest` to n_full (multiples of 10 below n_full:
+    class-balanced subsets), the one nearest n_small replaced by it so that the small model is reused."""
+    grid = np.geomspace(smallest, n_full, k)[:-1]
+    grid[np.argmin(np.abs(np.log(grid / n_small)))] = n_small
+    return sorted({int(round(g, -1)) for g in grid} | {int(n_full)})
+
+
+def _score(t, image_sets: dict, scores, mse_of) -> dict:
+    """set name -> {"loss": (S, N), "mse": (S, N)}: per-image loss and MSE under every seed of t."""
+    seeds = [t.seed_params(s) for s in range(t.num_seeds)]
+    return {name: {"loss": np.stack([np.asarray(scores(p, jnp.asarray(x), jax.random.key(0))["loss"]) for p in seeds]),
+                   "mse": np.stack([mse_of(p, x) for p in seeds])}
+            for name, x in image_sets.items()}
+
+
+def _losses(pi: dict, test_set: str) -> dict:
+    """Train and test loss and their gap per seed (mean ± std), and the gap's paired interval over seeds."""
+    train, test = pi["train"]["loss"].mean(1), pi[test_set]["loss"].mean(1)
+    gap = common.paired_comparison(test, train)  # the same model's test against train loss
+    return {**common.stat("train_loss", train), **common.stat("test_loss", test), **common.stat("gap", test - train),
+            "gap_ci": gap["ci"], "gap_effect_size": gap["effect_size"], "gap_better": gap["better"]}
+
+
+def _aurocs(pi: dict, o: str, test_set: str) -> dict:
+    """AUROC of telling set o from the test set, by per-image MSE and by per-image loss."""
+    return {score: auroc_interval(pi[o][score], pi[test_set][score]) for score in ("mse", "loss")}
+
+
+def auroc_interval(pos, neg, level: float = common.CI_LEVEL) -> dict:
+    """AUROC of scores `pos` (positives) over `neg` (negatives), per model and averaged, with DeLong's interval.
+
+    pos (S, m), neg (S, n): S models scoring the same images (higher = more positive). Returns
+    common.stat("auroc", per-model AUROCs) plus se and ci (normal, clipped to [0, 1]) of their mean,
+    from metrics.auroc_influence: the components are averaged over models first, so an image counts
+    once however many models score it (the interval is over images, not over seeds).
+    """
+    pos, neg = np.atleast_2d(np.asarray(pos, np.float64)), np.atleast_2d(np.asarray(neg, np.float64))
+    scores = np.concatenate([pos, neg], axis=1)
+    labels = np.r_[np.ones(pos.shape[1]), np.zeros(neg.shape[1])]
+    value, influence = metrics.auroc_influence(scores, labels)
+    lo, hi = metrics.auroc_interval(value, influence, level)
+    return {**common.stat("auroc", [metrics.auroc(row, labels) for row in scores]),
+            "se": float(np.sqrt(np.sum(np.square(influence)))), "ci": [max(0.0, lo), min(1.0, hi)], "level": level}
+
+
+def _gap_curve(points: dict, n_small: int) -> dict:
+    """Columns over the training-set sizes: train, test loss and gap (per seed), the gap's interval over
+    seeds, the primary model's OOD AUROCs; the first size whose gap is not significant; the gap at the
+    small size against the largest (paired by seed)."""
+    rows = []
+    for size, (t, pi) in sorted(points.items()):
+        rows.append({"sizes": size, "steps": common.training_summary(t)["steps"], **_losses(pi, "primary_test"),
+                     "ood_auroc": {o: _aurocs(pi, o, "primary_test") for o in ("other_test", "noise")}})
+    curve = {key: [r[key] for r in rows] for key in rows[0] if key != "ood_auroc"}
+    curve["ood_auroc"] = {o: [r["ood_auroc"][o] for r in rows] for o in rows[0]["ood_auroc"]}
+    curve["batch"] = points[n_small][0].train_cfg.batch_size
+    curve["small"] = n_small
+    curve["gap_stops_at"] = next((s for s, b in zip(curve["sizes"], curve["gap_better"]) if b != 1), None)
+    gap_seeds = {s: np.asarray(g) for s, g in zip(curve["sizes"], curve["gap_seeds"])}
+    curve["small_vs_largest"] = common.paired_comparison(gap_seeds[n_small], gap_seeds[curve["sizes"][-1]])
+    return curve
 
 
 def _mse_fn(cfg):
@@ -123,6 +214,13 @@ def _figures(run, result, trained, per_image, sets, settings) -> list[str]:
     figs = [plots.save_curves_spread(series, run.path("loss_curves.png"), xlabel="training steps",
                                      ylabel="loss (nats per image)", styles=styles, log_y=True,
                                      title="Train (dashed) and test (solid) loss, mean ± std over seeds")]
+    c = result["gap_curve"]
+    curve = {label: (c["sizes"], c[key], c[f"{key}_std"])
+             for key, label in (("test_loss", "test loss"), ("train_loss", "train loss"), ("gap", "gap (test - train)"))}
+    figs.append(plots.save_curves_spread(curve, run.path("gap_curve.png"), xlabel="training images", log_x=True,
+                                         log_y=True, ylabel="loss (nats per image)",
+                                         title=f"Loss against training-set size ({result['primary']}, batch "
+                                               f"{c['batch']}, {min(c['steps'])}-{max(c['steps'])} steps), mean ± std over seeds"))
     images, row_labels = [], []
     for name, set_names in (("full", ("primary_test", "other_test", "noise")), ("reverse", ("other_test", "primary_test"))):
         params = trained[name].seed_params(0)
@@ -142,64 +240,107 @@ def _figures(run, result, trained, per_image, sets, settings) -> list[str]:
 # ---------------------------------------------------------------------------- verdict and report
 
 
-def _parts(m):
-    s = m["settings"]
-    overfit = common.clearly(s["small"]["gap"], s["small"]["gap_std"], s["full"]["gap"], s["full"]["gap_std"])
-    ood = {(name, o): common.clearly(r["ood"][o]["mse"], r["ood"][o]["mse_std"], r["ood"][o]["reference_mse"],
-                                     r["ood"][o]["reference_mse_std"])
-           for name in ("full", "reverse") for o, r in [(o, s[name]) for o in s[name]["ood"]]}
-    return overfit, ood
+def _gap(c: dict, i: int) -> dict:
+    """The curve's gap at its i-th size as a comparison (for ci_text)."""
+    return {"diff": c["gap"][i], "ci": c["gap_ci"][i], "effect_size": c["gap_effect_size"][i]}
+
+
+def _auc_text(a: dict) -> str:
+    lo, hi = a["ci"]
+    return f"{a['auroc']:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def _ood_decision(d: dict) -> int:
+    """+1 if every interval says the set is reconstructed worse than in-distribution images (AUROC above 0.5;
+    excess MSE above 0, where there is a reference), -1 if every one says better, 0 otherwise."""
+    lo, hi = d["auroc"]["mse"]["ci"]
+    votes = [1 if lo > 0.5 else -1 if hi < 0.5 else 0]
+    if "excess_mse" in d:
+        votes.append(d["excess_mse"]["better"])
+    return votes[0] if len(set(votes)) == 1 else 0
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """Two parts: overfitting (the small model's test-minus-train gap clearly above the full model's) and
-    OOD (every OOD set of the full and reverse models has clearly higher MSE than its in-distribution
-    reference). Holds if both, does not hold if neither (no OOD set at all), mixed otherwise."""
-    overfit, ood = _parts(m)
-    s = m["settings"]
-    gap = (f"test-minus-train loss gap {common.cell(s['small'], 'gap')} nats (small) vs "
-           f"{common.cell(s['full'], 'gap')} (full)")
+    """Two parts, each decided by intervals. Overfitting: the gap (test - train loss) at the small size is
+    significant and larger than at the curve's largest size. OOD: every OOD set of the full and reverse
+    models is reconstructed clearly worse (_ood_decision). Holds if both, does not hold if neither
+    (no OOD set clearly worse), mixed otherwise."""
+    c, s = m["gap_curve"], m["settings"]
+    i, last = c["sizes"].index(c["small"]), len(c["sizes"]) - 1
+    overfit = c["gap_better"][i] == 1 and c["small_vs_largest"]["better"] == 1
+    stops = (f"no longer significant from {c['gap_stops_at']} images on" if c["gap_stops_at"] is not None
+             else f"significant at every size up to {c['sizes'][-1]} images")
+    gap = (f"test-minus-train loss gap in nats per image, 95% intervals over seeds: {common.ci_text(_gap(c, i))} "
+           f"at {c['small']} training images against {common.ci_text(_gap(c, last))} at {c['sizes'][-1]}, "
+           f"difference {common.ci_text(c['small_vs_largest'])}; the gap is {stops}")
+    ood = {(name, o): _ood_decision(d) for name in ("full", "reverse") for o, d in s[name]["ood"].items()}
+
     def against(name, o):
-        r = s[name]["ood"][o]
-        whose = "on its own test images" if o == "noise" else "for the same images under their own dataset's model"
-        return (f"{s[name]['dataset']} model on {m['set_labels'][o]}: MSE {common.cell(r, 'mse', '.3g')} vs "
-                f"{common.cell(r, 'reference_mse', '.3g')} {whose} (x{common.cell(r, 'mse_ratio', '.3g')})")
+        d = s[name]["ood"][o]
+        text = f"{s[name]['dataset']} model on {m['set_labels'][o]}: AUROC by MSE {_auc_text(d['auroc']['mse'])}"
+        if "excess_mse" in d:
+            text += f", MSE above their own model's {common.ci_text(d['excess_mse'])}"
+        return text
     ood_text = "; ".join(against(name, o) for (name, o) in ood)
     ood_ok = all(v == 1 for v in ood.values())
     ood_any = any(v == 1 for v in ood.values())
-    if overfit == 1 and ood_ok:
+    if overfit and ood_ok:
         return "holds", (f"The small-subset model overfits ({gap}) and every OOD set is reconstructed clearly worse "
                           f"({ood_text}).")
-    if overfit != 1 and not ood_any:
+    if not overfit and not ood_any:
         return "does not hold", f"No clear overfitting ({gap}) and no OOD set is clearly worse ({ood_text})."
-    what = ("Overfitting shows" if overfit == 1 else "Overfitting does not clearly show") + f" ({gap}); " + \
+    what = ("Overfitting shows" if overfit else "Overfitting does not clearly show") + f" ({gap}); " + \
            ("every" if ood_ok else "not every") + f" OOD set is reconstructed clearly worse ({ood_text})"
     return "mixed", what + "."
 
 
 def report(m: dict) -> str:
-    s = m["settings"]
+    s, c = m["settings"], m["gap_curve"]
     rows = []
     for name in ("small", "full", "reverse"):
         r = s[name]
         rows.append([f"{name}: {r['description']}", r["n_train"], r["steps"], common.cell(r, "train_loss"),
-                     common.cell(r, "test_loss"), common.cell(r, "gap"), common.cell(r, "train_mse", ".3g"),
-                     common.cell(r, "test_mse", ".3g")])
-    t1 = common.table(["setting", "train images", "steps", "train loss", "test loss", "gap", "train MSE", "test MSE"], rows)
+                     common.cell(r, "test_loss"), common.cell(r, "gap"), "[{:.3g}, {:.3g}]".format(*r["gap_ci"]),
+                     common.cell(r, "train_mse", ".3g"), common.cell(r, "test_mse", ".3g")])
+    t1 = common.table(["setting", "train images", "steps", "train loss", "test loss", "gap", "gap 95% CI",
+                       "train MSE", "test MSE"], rows)
+    rows = []
+    for k, size in enumerate(c["sizes"]):
+        rows.append([size, c["steps"][k], common.pm(c["train_loss"][k], c["train_loss_std"][k]),
+                     common.pm(c["test_loss"][k], c["test_loss_std"][k]), common.ci_text(_gap(c, k)),
+                     "yes" if c["gap_better"][k] == 1 else "no"]
+                    + [_auc_text(c["ood_auroc"][o][k]["mse"]) for o in c["ood_auroc"]])
+    t2 = common.table(["train images", "steps", "train loss", "test loss", "gap [95% CI], d_z", "gap significant"]
+                      + [f"AUROC {m['set_labels'][o]} (MSE)" for o in c["ood_auroc"]], rows)
     rows = []
     for name in ("small", "full", "reverse"):
         r = s[name]
         for o, d in r["ood"].items():
-            rows.append([f"{r['dataset']} ({name})", m["set_labels"][o], common.cell(d, "loss"), common.cell(d, "mse", ".3g"),
-                         common.cell(d, "reference_mse", ".3g"), common.cell(d, "mse_ratio", ".3g"), d["reference"]])
-    t2 = common.table(["model", "fed", "loss", "MSE", "in-distribution MSE", "ratio", "reference"], rows)
+            rows.append([f"{r['dataset']} ({name})", m["set_labels"][o], common.cell(d, "loss"),
+                         common.cell(d, "mse", ".3g"), common.cell(d, "reference_mse", ".3g"),
+                         common.cell(d, "mse_ratio", ".3g"), _auc_text(d["auroc"]["mse"]),
+                         _auc_text(d["auroc"]["loss"]),
+                         common.ci_text(d["excess_mse"]) if "excess_mse" in d else "n/a", d["reference"]])
+    t3 = common.table(["model", "fed", "loss", "MSE", "in-distribution MSE", "ratio", "AUROC by MSE [95% CI]",
+                       "AUROC by loss [95% CI]", "excess MSE per image [95% CI], d_z", "reference"], rows)
     head = (f"Loss: Bernoulli NLL in nats per image (the training objective); MSE per pixel of the reconstruction. "
             f"Train loss is measured on (up to) {m['n_eval']} training images after training, test loss on "
-            f"{m['n_eval']} test images; gap = test - train. The loss depends on how much ink an image has (a mostly "
-            f"black digit has a low NLL floor), so out-of-distribution error is judged by MSE, against the same images' "
-            f"MSE under the model trained on their own dataset (for noise: the model's own test MSE).")
-    return head + "\n\n" + t1 + "\n\n" + ("Out of distribution: each model fed images unlike its training set. "
-                                          "Ratio = MSE / in-distribution MSE (per seed, then mean ± std).") + "\n\n" + t2
+            f"{m['n_eval']} test images; gap = test - train, mean ± std over seeds, its 95% interval a paired bootstrap "
+            f"over seeds (each seed's test against its train loss). The loss depends on how much ink an image has (a "
+            f"mostly black digit has a low NLL floor), so out-of-distribution error is judged by MSE, against the same "
+            f"images' MSE under the model trained on their own dataset (for noise: the model's own test MSE).")
+    curve = (f"Train-test gap against training-set size: class-balanced subsets of {m['primary']}, batch {c['batch']}, "
+             f"the small model's number of steps rounded to whole epochs (the steps column), the same seeds; the "
+             f"{c['small']}-image point is the small model. Gap interval: paired bootstrap over seeds. AUROC: telling "
+             f"the OOD set from {m['n_eval']} test images by per-image MSE, mean over seeds, DeLong's 95% interval "
+             f"over images.")
+    ood = ("Out of distribution: each model fed images unlike its training set. Ratio = MSE / in-distribution MSE (per "
+           "seed, then mean ± std). AUROC: OOD images (positive) against the model's own test images by per-image "
+           "MSE or loss, mean over seeds [DeLong's 95% interval over images]. Excess MSE: per image, this model's MSE "
+           "minus that of the model trained on the images' dataset (seed-averaged), bootstrap over images. The AUROC by "
+           "loss is for comparison only: an image with little ink has a low NLL however badly it is reconstructed, "
+           "so it can fall below 0.5.")
+    return f"{head}\n\n{t1}\n\n{curve}\n\n{t2}\n\n{ood}\n\n{t3}"
 
 
 if __name__ == "__main__":
