@@ -42,7 +42,7 @@ from vaejax.config import ModelConfig, TrainConfig
 # The eight experiments of the report, in its order, then sections that are figures only.
 EXPERIMENTS = ("interpolation", "random_latent", "centroids", "pretrain_classify",
                "transform", "overfit_ood", "denoise", "anomaly")
-SECTIONS = ("latent_space",)
+SECTIONS = ("latent_space", "rate_distortion")
 VERDICTS = ("holds", "does not hold", "mixed")
 DEFAULT_DATASET = "fashion_mnist"
 

@@ -10,6 +10,7 @@ from scipy.stats import norm
 from vaejax_experiments import common
 from vaejax import config, data, latent, plots
 
+TITLE = "Latent space"
 CLAIM = ("A VAE's latent space is continuous and packed around the origin, so a grid over it decodes to "
          "plausible images throughout; a plain autoencoder's codes spread out with gaps between classes.")
 

@@ -138,9 +138,9 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         if m is None:
             rows.append([name, "not run", "", ""])
         else:
-            v, _ = modules[name].verdict(m)
-            link = _anchor(name) if name in common.EXPERIMENTS else "latent-space"
-            rows.append([f"[{name}](#{link})", f"**{v}**", m["dataset"], _secs(m)])
+            module = modules[name]
+            v = f"**{module.verdict(m)[0]}**" if hasattr(module, "verdict") else "figures and table"
+            rows.append([f"[{name}](#{_anchor(name, module)})", v, m["dataset"], _secs(m)])
     lines += [common.table(["experiment", "verdict", "dataset", "seconds"], rows), ""]
 
     if datasets:
@@ -166,12 +166,12 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                          f"{a['noise']['plausibility']:.3f}", f"{a['noise']['frechet']:.3g}"])
         lines += [common.table(["dataset", "classifier test accuracy", "images", "plausibility", "frechet"], rows), ""]
 
-    for number, name in enumerate(common.EXPERIMENTS, 1):  # numbered as in the issue, also with --only
+    for name in common.EXPERIMENTS:  # numbered as in the issue, also with --only
         if name in modules:
-            lines += _section(f"{number}. {name}", name, modules[name], results.get(name), out, full_dir)
+            lines += _section(_title(name, modules[name]), name, modules[name], results.get(name), out, full_dir)
     for name in common.SECTIONS:
         if name in modules:
-            lines += _section("Latent space", name, modules[name], results.get(name), out, full_dir)
+            lines += _section(_title(name, modules[name]), name, modules[name], results.get(name), out, full_dir)
 
     lines += ["## Timing", "", f"Device: {device}. Scale: {scale.name}.", ""]
     rows = [[n, m["dataset"], m["seeds"], f"{m['seconds']:.1f}"] for n, m in ran.items()]
@@ -218,9 +218,17 @@ def _secs(m) -> str:
     return f"{m['seconds']:.1f}" if m else ""
 
 
-def _anchor(name: str) -> str:
-    number = common.EXPERIMENTS.index(name) + 1 if name in common.EXPERIMENTS else 0
-    return f"{number}-{name}"
+def _title(name: str, module) -> str:
+    """A section's heading: numbered experiments, then the figure sections by their TITLE."""
+    if name in common.EXPERIMENTS:
+        return f"{common.EXPERIMENTS.index(name) + 1}. {name}"
+    return getattr(module, "TITLE", name)
+
+
+def _anchor(name: str, module) -> str:
+    """The link target GitHub makes of the section's heading."""
+    keep = "".join(c for c in _title(name, module).lower() if c.isalnum() or c in " -_")
+    return keep.replace(" ", "-")
 
 
 def main(argv=None) -> int:
