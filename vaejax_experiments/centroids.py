@@ -139,8 +139,7 @@ def report(m: dict) -> str:
                      common.cell(r, "centroid_plausibility"), common.cell(r, "centroid_class_match", ".2f"),
                      common.cell(r, "near_class_match", ".2f"), common.cell(r, "bridge_plausibility"),
                      common.cell(r, "bridge_frechet")])
-    rows.append(["real test images", f"{a['real']['plausibility']:.3g}", f"{a['real']['frechet']:.3g}", "", "", "", "", ""])
-    rows.append(["uniform noise", f"{a['noise']['plausibility']:.3g}", f"{a['noise']['frechet']:.3g}", "", "", "", "", ""])
+    rows += common.anchor_rows(a, columns=7)
     head = (f"Near-centroid set: each class's decoded centroid plus midpoints to its nearest training codes "
             f"({m['n_near']} images). Bridges: for every ordered class pair, interpolants between the nearest "
             f"codes of the two groups ({m['n_bridge']} images). *Class match*: fraction recognised by the "

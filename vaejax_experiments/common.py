@@ -34,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import ndimage
 
 from vaejax import config, data, files, fit, metrics, provenance, recipe
 from vaejax.cli import UsageError
@@ -271,14 +272,32 @@ def reference(scale: Scale, dataset: str, out: str) -> metrics.ReferenceClassifi
                                  cache_dir=os.path.join(out, ".cache"))
 
 
+BLUR_CONTROLS = (0.5, 1.0, 1.5)  # px: real images made as smooth as a decoder's output, nothing else changed
+
+
 @functools.lru_cache(maxsize=8)
 def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
-    """Both ends of the scale, n_eval images each: real held-out test images and uniform noise."""
+    """Both ends of the scale, n_eval images each: real held-out test images and uniform noise; and
+    between them the controls, the same real images blurred by a Gaussian of BLUR_CONTROLS px, which
+    show how much of a score blur alone costs."""
     ref = reference(scale, dataset, out)
     real = metrics.real_holdout(dataset).images[: scale.n_eval]
     noise = metrics.uniform_noise(jax.random.key(7), scale.n_eval, data.SHAPES[dataset])
-    return {"real": ref.scores(real), "noise": ref.scores(noise), "test_accuracy": ref.test_accuracy,
+    real_float = data.to_float(real)
+    blurred = {f"blur_{px:g}": ref.scores(ndimage.gaussian_filter(real_float, sigma=(0, px, px, 0), mode="reflect"))
+               for px in BLUR_CONTROLS}
+    return {"real": ref.scores(real), "noise": ref.scores(noise), **blurred, "test_accuracy": ref.test_accuracy,
             "n_real": int(len(real)), "n_noise": int(scale.n_eval)}
+
+
+def anchor_rows(anchors: dict, columns: int = 2) -> list[list[str]]:
+    """Table rows (plausibility, frechet, then empty cells up to `columns`) for real images, the blurred
+    controls and uniform noise."""
+    labels = [("real", "real test images")] + [(f"blur_{px:g}", f"real test images blurred {px:g} px (control)")
+                                               for px in BLUR_CONTROLS if f"blur_{px:g}" in anchors]
+    labels.append(("noise", "uniform noise"))
+    return [[label, f"{anchors[k]['plausibility']:.3g}", f"{anchors[k]['frechet']:.3g}"] + [""] * (columns - 2)
+            for k, label in labels]
 
 
 # ---------------------------------------------------------------------------- statistics

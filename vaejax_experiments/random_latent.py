@@ -84,8 +84,7 @@ def verdict(m: dict) -> tuple[str, str]:
 def report(m: dict) -> str:
     a = m["anchors"]
     rows = [[label, common.cell(m[key], "plausibility"), common.cell(m[key], "frechet")] for key, _, _, label in SAMPLERS]
-    rows += [["real test images", f"{a['real']['plausibility']:.3g}", f"{a['real']['frechet']:.3g}"],
-             ["uniform noise", f"{a['noise']['plausibility']:.3g}", f"{a['noise']['frechet']:.3g}"]]
+    rows += common.anchor_rows(a)
     t = m["train"]
     head = (f"{m['n_samples']} decoded latents per sampler and seed. The same models as the interpolation "
             f"experiment ({t['ae']['preset']}, {t['vae']['preset']}). Spread of the training codes (std over all "
