@@ -89,6 +89,10 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
             if s == 0:
                 figure[name] = (near_images[:, : SHOW_NEAR + 1], bridge_images, pairs)
     result = {name: common.summarize(r) for name, r in rows.items()}
+    means = np.stack([train.x[train.y == c].mean(0) for c in range(k)])  # the control: centroids in pixel space
+    mean_probs = ref.outputs(means)[0]
+    result["class_pixel_means"] = {"plausibility": float(mean_probs.max(-1).mean()),
+                                   "class_match": float(np.mean(mean_probs.argmax(-1) == np.arange(k)))}
     result.update(
         n_near=k * per_class, n_bridge=pairs_count * len(bridge_alphas), bridge_alphas=bridge_alphas.tolist(),
         anchors=common.reference_anchors(run.scale, run.dataset, out),
@@ -122,8 +126,10 @@ def _figures(run, figure, k, train) -> list[str]:
 
 def verdict(m: dict) -> tuple[str, str]:
     v, reason = common.compare_verdict(m, "vae", "ae", "the VAE's near-centroid decodes", "the AE's")
+    pixel = m.get("class_pixel_means")
     match = (f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
-             f"VAE {common.cell(m['vae'], 'centroid_class_match', '.2f')}. Between class groups (not part of the "
+             f"VAE {common.cell(m['vae'], 'centroid_class_match', '.2f')}"
+             + (f" (the pixel mean of each class, the control: {pixel['class_match']:.2f})" if pixel else "") + ". Between class groups (not part of the "
              f"verdict): plausibility VAE {common.cell(m['vae'], 'bridge_plausibility')} vs AE "
              f"{common.cell(m['ae'], 'bridge_plausibility')}, Frechet distance VAE "
              f"{common.cell(m['vae'], 'bridge_frechet')} vs AE {common.cell(m['ae'], 'bridge_frechet')}.")
@@ -139,6 +145,10 @@ def report(m: dict) -> str:
                      common.cell(r, "centroid_plausibility"), common.cell(r, "centroid_class_match", ".2f"),
                      common.cell(r, "near_class_match", ".2f"), common.cell(r, "bridge_plausibility"),
                      common.cell(r, "bridge_frechet")])
+    if "class_pixel_means" in m:
+        c = m["class_pixel_means"]
+        rows.append(["pixel mean of each class's training images (control)", "", "", f"{c['plausibility']:.3g}",
+                     f"{c['class_match']:.2f}", "", "", ""])
     rows += common.anchor_rows(a, columns=7)
     head = (f"Near-centroid set: each class's decoded centroid plus midpoints to its nearest training codes "
             f"({m['n_near']} images). Bridges: for every ordered class pair, interpolants between the nearest "
