@@ -81,3 +81,16 @@ def test_grid_2d_layout():
     np.testing.assert_allclose(g[0], [0.0, 1.0])  # top-left: low x, high y
     np.testing.assert_allclose(g[2], [1.0, 1.0])
     np.testing.assert_allclose(g[-1], [1.0, 0.0])
+
+
+def test_gmm_samples_follow_the_codes_where_one_gaussian_does_not():
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(-5, 0.3, (300, 2)), rng.normal(5, 0.3, (300, 2))])  # two clusters
+    key = jax.random.key(0)
+    mixture = np.asarray(latent.gmm_samples(key, codes, 400, components=2))
+    single = np.asarray(latent.gaussian_fit_samples(key, codes, 400))
+    assert mixture.shape == (400, 2)
+    between = lambda z: np.mean(np.abs(z[:, 0]) < 2.5)  # noqa: E731  (the empty middle)
+    assert between(mixture) < 0.02 and between(single) > 0.2
+    assert 0.35 < np.mean(mixture[:, 0] > 0) < 0.65  # both clusters, in proportion, shuffled
+    np.testing.assert_array_equal(mixture, np.asarray(latent.gmm_samples(key, codes, 400, components=2)))
