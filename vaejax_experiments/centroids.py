@@ -5,6 +5,8 @@ AE vs VAE of the same architecture, scored by the reference classifier."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vaejax_experiments import common
@@ -14,6 +16,8 @@ CLAIM = ("A plain autoencoder's latent space is not continuous: the mean latent 
          "do not decode to a good example of the class (and a VAE's do).")
 
 SHOW_NEAR = 7  # near-centroid points per class in the figure
+RADII = (0.0, 0.5, 1.0, 2.0)  # decoded around each centroid at r x its class's spread
+RADIUS_DRAWS = 20  # random directions per class and radius
 
 
 def near_centroid_latents(codes_ND, labels_N, num_classes: int, per_class: int):
@@ -33,6 +37,31 @@ def _nearest(query_D, points_ND, k: int) -> np.ndarray:
     """Indices of the k points nearest to the query, nearest first (host numpy: shapes vary per class)."""
     d2 = np.sum(np.square(points_ND - query_D[None]), axis=-1)
     return np.argsort(d2, kind="stable")[:k]
+
+
+def hole_ratio(codes_ND, labels_N, num_classes: int, sample: int = 1000, seed: int = 0) -> np.ndarray:
+    """(K,) each class centroid's distance to its nearest training code, over the typical (median)
+    distance from a training code to its nearest other code: near 1, the centroid sits among codes;
+    much more, in a hole of the code distribution."""
+    codes = jnp.asarray(codes_ND, jnp.float32)
+    centroids = latent.class_centroids(codes, labels_N, num_classes)
+    _, to_centroid = latent.nearest_neighbours(centroids, codes, 1)
+    queries = codes[np.random.default_rng(seed).permutation(len(codes))[:sample]]
+    _, to_code = latent.nearest_neighbours(queries, codes, 2)  # the first is the code itself
+    return np.asarray(to_centroid[:, 0]) / float(np.median(np.asarray(to_code[:, 1])))
+
+
+def radius_latents(key, codes_ND, labels_N, num_classes: int, radii, per_radius: int) -> np.ndarray:
+    """(R, K, per_radius, D): points at distance r x the class's spread (the root-mean-square distance of its
+    codes to its centroid) from each class centroid, in uniformly random directions."""
+    codes, labels = np.asarray(codes_ND), np.asarray(labels_N)
+    centroids = np.asarray(latent.class_centroids(codes, labels, num_classes))
+    spread = np.array([np.sqrt(np.mean(np.sum(np.square(codes[labels == k] - centroids[k]), -1)))
+                       for k in range(num_classes)])
+    u = np.array(jax.random.normal(key, (len(radii), num_classes, per_radius, codes.shape[-1])))
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    r = np.asarray(radii, np.float64)[:, None, None, None] * spread[None, :, None, None]
+    return (centroids[None, :, None] + r * u).astype(np.float32)
 
 
 def bridge_latents(codes_ND, labels_N, num_classes: int, alphas):
@@ -86,6 +115,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                 "bridge_plausibility": b_scores["plausibility"],
                 "bridge_frechet": b_scores["frechet"],
             })
+            around = radius_latents(jax.random.fold_in(jax.random.key(5), s), codes, train.y, k, RADII, RADIUS_DRAWS)
+            around_probs = ref.outputs(np.asarray(latent.decode(cfg, params, around)).reshape(
+                (-1,) + train.x.shape[1:]))[0].reshape(len(RADII), k, RADIUS_DRAWS, -1)
+            rows[name][-1]["hole_ratio"] = float(np.mean(hole_ratio(codes, train.y, k)))
+            for r, p in zip(RADII, around_probs):
+                rows[name][-1][f"class_match_r{r:g}"] = float(np.mean(p.argmax(-1) == np.arange(k)[:, None]))
             if s == 0:
                 figure[name] = (near_images[:, : SHOW_NEAR + 1], bridge_images, pairs)
     result = {name: common.summarize(r) for name, r in rows.items()}
@@ -145,6 +180,16 @@ def report(m: dict) -> str:
                      common.cell(r, "centroid_plausibility"), common.cell(r, "centroid_class_match", ".2f"),
                      common.cell(r, "near_class_match", ".2f"), common.cell(r, "bridge_plausibility"),
                      common.cell(r, "bridge_frechet")])
+    if "hole_ratio" in m["ae"]:
+        lines = [f"{label}: hole ratio {common.cell(m[key], 'hole_ratio', '.3g')}; class match at r = "
+                 + ", ".join(f"{r:g}: {common.cell(m[key], f'class_match_r{r:g}', '.2f')}" for r in RADII)
+                 for key, label in (("ae", "AE"), ("vae", "VAE"))]
+        around = ("Around each centroid (decoded at distance r × the class's spread, the root-mean-square distance "
+                  f"of its codes to the centroid, in {RADIUS_DRAWS} random directions): " + "; ".join(lines)
+                  + ". Hole ratio: the centroid's distance to its nearest training code over the median "
+                    "nearest-neighbour distance between training codes (1: among the codes).")
+    else:
+        around = ""
     if "class_pixel_means" in m:
         c = m["class_pixel_means"]
         rows.append(["pixel mean of each class's training images (control)", "", "", f"{c['plausibility']:.3g}",
@@ -154,6 +199,7 @@ def report(m: dict) -> str:
             f"({m['n_near']} images). Bridges: for every ordered class pair, interpolants between the nearest "
             f"codes of the two groups ({m['n_bridge']} images). *Class match*: fraction recognised by the "
             f"reference classifier as the class whose centroid they came from.")
+    head += (" " + around) if around else ""
     return head + "\n\n" + common.table(
         ["model", "near: plausibility ↑", "near: frechet ↓", "centroid: plausibility", "centroid: class match",
          "near: class match", "bridge: plausibility", "bridge: frechet"], rows)
