@@ -224,8 +224,8 @@ def _idx_paths(folder: str, split: str) -> tuple[str, str] | None:
     return found[0], found[1]
 
 
-def _idx_folders(name: str, data_dir: str | None, cache: str) -> list[str]:
-    """Folders searched for IDX files, in order."""
+def _idx_folders(name: str, data_dir: str | None, cache: str | None = None) -> list[str]:
+    """Folders searched for IDX files, in order (the cache's last, when given)."""
     folders = []
     for base in (data_dir, os.environ.get("VAEJAX_DATA_DIR")):
         if base:
@@ -233,7 +233,7 @@ def _idx_folders(name: str, data_dir: str | None, cache: str) -> list[str]:
             folders += [os.path.join(base, name), os.path.join(base, name.replace("_", "-")), base]
     if name in _DEBIAN_DIRS:
         folders.append(_DEBIAN_DIRS[name])
-    folders.append(os.path.join(cache, name))
+    folders += [os.path.join(cache, name)] if cache else []
     return list(dict.fromkeys(folders))
 
 
