@@ -154,3 +154,29 @@ def test_ssim_matches_scikit_image_and_is_one_for_identical_images():
     np.testing.assert_allclose(np.asarray(metrics.ssim(x, x)), 1.0, atol=1e-5)
     rgb = rng.random((2, 32, 32, 3)).astype(np.float32)
     assert metrics.ssim(np.clip(rgb + 0.1, 0, 1), rgb).shape == (2,)
+
+
+# ---------------------------------------------------------------------------- precision, recall, KID
+
+
+def test_precision_and_recall_separate_realism_from_coverage():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [20.0, 0.0]])
+    real = np.concatenate([rng.normal(c, 1.0, (300, 2)) for c in centers])
+    same = np.concatenate([rng.normal(c, 1.0, (300, 2)) for c in centers])
+    one_mode = rng.normal(centers[0], 1.0, (600, 2))  # realistic, but half the modes dropped
+    elsewhere = rng.normal([0.0, 50.0], 1.0, (600, 2))
+    p, r = metrics.precision_recall(real, same)
+    assert p > 0.9 and r > 0.9
+    p, r = metrics.precision_recall(real, one_mode)
+    assert p > 0.9 and 0.4 < r < 0.6
+    assert metrics.precision_recall(real, elsewhere) == (0.0, 0.0)
+
+
+def test_kid_is_unbiased_at_small_sizes_and_grows_with_the_difference():
+    rng = np.random.default_rng(1)
+    same = [metrics.kernel_inception_distance(rng.normal(size=(20, 8)), rng.normal(size=(20, 8))) for _ in range(200)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same))  # zero on average, even with 20 per set
+    near = metrics.kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(0.3, 1.0, (200, 8)))
+    far = metrics.kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(1.0, 1.0, (200, 8)))
+    assert 0 < near < far

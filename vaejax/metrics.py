@@ -136,6 +136,41 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(max(d2, 0.0))
 
 
+def precision_recall(real_NF, fake_MF, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) of fake features against real ones.
+
+    Each set's manifold is the union of balls around its points, each reaching the point's k-th
+    nearest neighbour in its own set. Precision: the fraction of fakes inside the real manifold
+    (realism); recall: the fraction of reals inside the fake manifold (coverage).
+    """
+    real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
+
+    def radii(points):  # distance to the k-th nearest other point (index 0 is the point itself)
+        return np.sort(_distances(points, points), axis=1)[:, k]
+
+    def inside(queries, points, r):
+        return float(np.mean(np.any(_distances(queries, points) <= r[None, :], axis=1)))
+
+    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+
+
+def _distances(a_NF, b_MF) -> np.ndarray:
+    d2 = np.sum(a_NF**2, 1)[:, None] - 2 * a_NF @ b_MF.T + np.sum(b_MF**2, 1)[None, :]
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def kernel_inception_distance(real_NF, fake_MF) -> float:
+    """KID (Binkowski et al. 2018): the unbiased estimate of MMD^2 between the feature sets under the
+    kernel (x.y / F + 1)^3; unlike the Frechet distance, its expectation does not depend on the sizes."""
+    real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
+    f = real.shape[1]
+    kernel = lambda a, b: (a @ b.T / f + 1.0) ** 3  # noqa: E731
+    k_rr, k_ff, k_rf = kernel(real, real), kernel(fake, fake), kernel(real, fake)
+    n, m = len(real), len(fake)
+    return float((k_rr.sum() - np.trace(k_rr)) / (n * (n - 1)) + (k_ff.sum() - np.trace(k_ff)) / (m * (m - 1))
+                 - 2 * k_rf.mean())
+
+
 def frechet_distance_features(features_a, features_b) -> float:
     """frechet_distance between Gaussians fitted to two feature sets (N_a, D) and (N_b, D)."""
     return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
@@ -227,6 +262,9 @@ def _as_float(images) -> np.ndarray:
 # ---------------------------------------------------------------------------- reference classifier
 
 
+REAL_FEATURES = 2000  # real reference features kept for the nearest-neighbour and kernel metrics
+
+
 @dataclasses.dataclass(frozen=True)
 class ReferenceClassifier:
     """A CNN trained on real training images, with the feature statistics of real test images.
@@ -242,6 +280,7 @@ class ReferenceClassifier:
     real_cov: np.ndarray
     test_accuracy: float
     settings: dict
+    real_features: np.ndarray  # of REAL_FEATURES reference images, for precision, recall and KID
 
     def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, penultimate features) of images."""
@@ -263,9 +302,11 @@ class ReferenceClassifier:
         return frechet_distance(*gaussian_stats(features_NF), self.real_mu, self.real_cov)
 
     def scores(self, images) -> dict[str, float]:
-        """{"plausibility", "frechet"} of images, from one pass of the classifier."""
+        """{"plausibility", "frechet", "precision", "recall", "kid"} of images, from one pass of the classifier."""
         probs, feats = self.outputs(images)
-        return {"plausibility": float(probs.max(-1).mean()), "frechet": self.frechet_of_features(feats)}
+        precision, recall = precision_recall(self.real_features, feats)
+        return {"plausibility": float(probs.max(-1).mean()), "frechet": self.frechet_of_features(feats),
+                "precision": precision, "recall": recall, "kid": kernel_inception_distance(self.real_features, feats)}
 
 
 def real_holdout(dataset: str) -> data.Split:
@@ -321,9 +362,10 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
                               data.NUM_CLASSES[dataset], epochs, batch_size, outlier_exposure=outlier_exposure)
     test = data.load(dataset, "test")
     probs, feats = classifier_outputs(params, test.images)
-    real_mu, real_cov = gaussian_stats(feats[reference_halves(test.labels)[0]])
+    reference = feats[reference_halves(test.labels)[0]]
+    real_mu, real_cov = gaussian_stats(reference)
     accuracy = float(np.mean(probs.argmax(-1) == test.labels))
-    ref = ReferenceClassifier(dataset, params, real_mu, real_cov, accuracy, settings)
+    ref = ReferenceClassifier(dataset, params, real_mu, real_cov, accuracy, settings, reference[:REAL_FEATURES])
     if path:
         _write_reference(path, ref)
     return ref
@@ -333,6 +375,7 @@ def _write_reference(path: str, ref: ReferenceClassifier) -> None:
     flat = {"/".join(k): np.asarray(v) for k, v in _flatten(ref.params).items()}
     files.write_atomic(path, lambda f: np.savez(
         f, **{f"params/{k}": v for k, v in flat.items()}, real_mu=ref.real_mu, real_cov=ref.real_cov,
+        real_features=ref.real_features,
         test_accuracy=np.float64(ref.test_accuracy), settings=json.dumps(ref.settings, sort_keys=True)))
 
 
@@ -348,7 +391,8 @@ def _read_reference(path: str, dataset: str, settings: dict) -> ReferenceClassif
                 for p in parents:
                     node = node.setdefault(p, {})
                 node[leaf] = jnp.asarray(z[name])
-        return ReferenceClassifier(dataset, params, z["real_mu"], z["real_cov"], float(z["test_accuracy"]), settings)
+        return ReferenceClassifier(dataset, params, z["real_mu"], z["real_cov"], float(z["test_accuracy"]), settings,
+                                   z["real_features"])
 
 
 def _flatten(tree, prefix=()) -> dict:

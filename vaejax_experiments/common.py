@@ -290,14 +290,14 @@ def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
             "n_real": int(len(real)), "n_noise": int(scale.n_eval)}
 
 
-def anchor_rows(anchors: dict, columns: int = 2) -> list[list[str]]:
-    """Table rows (plausibility, frechet, then empty cells up to `columns`) for real images, the blurred
-    controls and uniform noise."""
+def anchor_rows(anchors: dict, columns: int = 2, scores=("plausibility", "frechet")) -> list[list[str]]:
+    """Table rows (the named scores, then empty cells up to `columns` values) for real images, the
+    blurred controls and uniform noise."""
     labels = [("real", "real test images")] + [(f"blur_{px:g}", f"real test images blurred {px:g} px (control)")
                                                for px in BLUR_CONTROLS if f"blur_{px:g}" in anchors]
     labels.append(("noise", "uniform noise"))
-    return [[label, f"{anchors[k]['plausibility']:.3g}", f"{anchors[k]['frechet']:.3g}"] + [""] * (columns - 2)
-            for k, label in labels]
+    return [[label] + [f"{anchors[k][s]:.3g}" if s in anchors[k] else "" for s in scores]
+            + [""] * (columns - len(scores)) for k, label in labels]
 
 
 # ---------------------------------------------------------------------------- statistics

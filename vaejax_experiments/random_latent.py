@@ -25,6 +25,7 @@ SAMPLERS = (  # (key in metrics.json, model, how z is drawn, label)
 )
 AE_SAMPLERS = ("ae", "ae_box", "ae_normal", "ae_gmm")
 SHOW = 10  # images per sampler in the figure
+SCORES = ("plausibility", "frechet", "precision", "recall", "kid")
 
 
 def draw(key, how: str, codes_ND, n: int):
@@ -70,6 +71,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         {"": np.concatenate(list(shown.values()))}, run.path("random_latent_samples.png"), ncol=SHOW,
         row_labels=[label.replace(", ", "\n", 1) for label in shown],
         title=f"Decoded random latents ({run.dataset}, seed 0)").split("/")[-1]]
+    result["scores_note"] = ("precision: share of samples on the real images' feature manifold; recall: share of "
+                             "real images on the samples' (Kynkaanniemi et al. 2019, k = 3)")
     return common.finish(run, result)
 
 
@@ -92,15 +95,16 @@ def verdict(m: dict) -> tuple[str, str]:
 
 def report(m: dict) -> str:
     a = m["anchors"]
-    rows = [[label, common.cell(m[key], "plausibility"), common.cell(m[key], "frechet")]
+    rows = [[label] + [common.cell(m[key], s) if s in m[key] else "" for s in SCORES]
             for key, _, _, label in SAMPLERS if key in m]
-    rows += common.anchor_rows(a)
+    rows += common.anchor_rows(a, columns=len(SCORES), scores=SCORES)
     t = m["train"]
     head = (f"{m['n_samples']} decoded latents per sampler and seed. The same models as the interpolation "
             f"experiment ({t['ae']['preset']}, {t['vae']['preset']}). Spread of the training codes (std over all "
             f"dimensions): AE {common.cell(m['code_spread']['ae'], 'code_std')}, "
             f"VAE (means) {common.cell(m['code_spread']['vae'], 'code_std')}.")
-    return head + "\n\n" + common.table(["sampler", "plausibility ↑", "frechet ↓"], rows)
+    return head + "\n\n" + common.table(["sampler", "plausibility ↑", "frechet ↓", "precision ↑", "recall ↑",
+                                         "KID ↓ (unbiased at any size)"], rows)
 
 
 if __name__ == "__main__":
