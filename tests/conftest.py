@@ -55,3 +55,13 @@ def mnist_256(tmp_path_factory):
 
     split = data.load("mnist_5k", "train", cache_dir=str(tmp_path_factory.mktemp("vaejax-cache")))
     return data.to_float(split.images[:256])
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """(out, exit code) of `run_all --scale smoke`, once per session: every experiment on its default
+    dataset, shared by the tests that check what the experiments write."""
+    from vaejax_experiments import run_all
+
+    out = str(tmp_path_factory.mktemp("results"))
+    return out, run_all.main(["--scale", "smoke", "--out", out])

@@ -40,10 +40,8 @@ def _keys(obj) -> set:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("results"))
-    code = run_all.main(["--scale", "smoke", "--out", out])
-    return out, code
+def smoke(smoke_results):
+    return smoke_results
 
 
 def present():
