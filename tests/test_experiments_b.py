@@ -329,7 +329,8 @@ def _check_shapes(name, m):
     elif name == "denoise":
         n = len(m["noise_levels"])
         for kind in ("clipped", "unclipped"):
-            for method in ("noisy", "blur", "nl_means", "ae_bottleneck", "denoiser_skip", "clean_ceiling"):
+            methods = ("noisy", "blur", "nl_means", "ae_bottleneck", "clean_ceiling")
+            for method in methods + (("denoiser_skip",) if kind == "clipped" else ()):  # below full: clipped only
                 assert len(m["psnr"][kind][method]) == len(m["ssim"][kind][method]) == n
                 assert all(math.isfinite(v) for v in m["psnr"][kind][method])
                 assert all(-1.0 <= v <= 1.0 for v in m["ssim"][kind][method])

@@ -138,14 +138,17 @@ def gaussian_fit_samples(key, z_ND, n: int):
     return eps @ jnp.asarray(scale.T, jnp.float32) + jnp.asarray(mean, jnp.float32)
 
 
-def gmm_samples(key, z_ND, n: int, components: int = 10):
-    """n draws from a Gaussian mixture (full covariances, scikit-learn) fitted to the latents: an ex-post
-    density sampler for an AE (Ghosh et al. 2020). The key seeds the fit and the draws. (n, D)."""
+def gmm_samples(key, z_ND, n: int, components: int = 10, max_fit: int = 5000):
+    """n draws from a Gaussian mixture (full covariances, scikit-learn) fitted to the latents (a random
+    max_fit of them, when more): an ex-post density sampler for an AE (Ghosh et al. 2020). The key seeds
+    the fit and the draws. (n, D)."""
     from sklearn.mixture import GaussianMixture
 
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    z_fit = np.asarray(z_ND, np.float64)
+    z_fit = z_fit[np.random.default_rng(seed).permutation(len(z_fit))[:max_fit]]
     mixture = GaussianMixture(components, covariance_type="full", random_state=seed)
-    z, _ = mixture.fit(np.asarray(z_ND, np.float64)).sample(n)
+    z, _ = mixture.fit(z_fit).sample(n)
     return jnp.asarray(np.random.default_rng(seed).permutation(z), jnp.float32)  # sample() groups by component
 
 

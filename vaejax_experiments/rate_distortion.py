@@ -79,7 +79,9 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     test = common.eval_images(sc, run.dataset).x
     families = sc.pick(smoke=("bernoulli", "gaussian"), quick=("bernoulli", "gaussian"), full=tuple(FAMILIES))
     betas = sc.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS)
-    tc = sc.train_config(len(x))
+    # Below full scale, half the scale's epochs: a sweep trains len(betas) models per family and seed.
+    tc = sc.train_config(len(x), epochs=sc.pick(smoke=1, quick=max(1, sc.epochs_for(len(x)) // 2),
+                                                  full=sc.epochs_for(len(x))))
     result = {"betas": list(betas), "families": list(families), "sweep": {}, "n_train": len(x), "n_test": len(test),
               "epochs": tc.epochs, "batch_size": tc.batch_size}
     for family in families:
@@ -106,7 +108,7 @@ def _figures(run, result) -> list[str]:
         series = {f"{family} (beta {', '.join(f'{b:g}' for b in result['betas'])})":
                   (s["distortion"], s[name], s[f"{name}_std"]) for family, s in result["sweep"].items()}
         figs.append(plots.save_curves_spread(series, run.path(f"sweep_{name}.png"), xlabel="distortion: MSE per pixel",
-                                             ylabel=label, log_x=True, log_y=log_y,
+                                             ylabel=label, log_y=log_y,
                                              title=f"{label.split(':')[0].capitalize()} against distortion "
                                                    f"({run.dataset}); leftmost point: beta 0, the AE"))
     return [f.split("/")[-1] for f in figs]
