@@ -122,7 +122,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         "",
         f"Scale **{scale.name}** ({_scale_words(scale)}), on **{device}**; all experiments together took "
         f"**{total_seconds:.0f} s**{' (the sum of their own times)' if summed else ''} (generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}). "
-        f"Every number is mean ± std over seeds (sample std). Reproduce with "
+        f"Numbers are mean ± std over seeds (sample std), or a mean with its 95% interval in brackets. Reproduce with "
         f"`{command or f'python -m vaejax_experiments.run_all --scale {scale.name}'}`.",
         "",
         f"Produced by {provenance.summary(made_by)}.",
@@ -156,12 +156,21 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                   "those outliers, so the noise row below is an independent check. Plausibility still has blind "
                   "spots (on fashion_mnist an all-black image, or a faint blob, is called a sandal with probability "
                   "about 0.8); the Frechet distance, "
-                  "which also sees a lack of variety, is the more robust of the two. The two ends of the scale:", ""]
+                  "which also sees a lack of variety, is the more robust of the two. *Precision* (the share of a set "
+                  "on the real images' feature manifold) rewards realism, *recall* (the share of real images on the "
+                  "set's manifold) variety (Kynkaanniemi et al. 2019); *KID* is a kernel distance whose estimate, "
+                  "unlike the Frechet distance's, is unbiased at any set size. Real images blurred by 0.5, 1 and "
+                  "1.5 px are the control for smoothness: what each score charges for blur alone. The two ends of "
+                  "the scale, and the controls:", ""]
         rows = []
         for ds in datasets:
             a = next(m["anchors"] for m in ran.values() if m["dataset"] == ds and "anchors" in m)
             rows.append([ds, f"{a['test_accuracy']:.3f}", f"real held-out test images (n={a['n_real']})",
                          f"{a['real']['plausibility']:.3f}", f"{a['real']['frechet']:.3g}"])
+            for px in common.BLUR_CONTROLS:
+                if f"blur_{px:g}" in a:
+                    b = a[f"blur_{px:g}"]
+                    rows.append([ds, "", f"the same, blurred {px:g} px", f"{b['plausibility']:.3f}", f"{b['frechet']:.3g}"])
             rows.append([ds, "", f"uniform noise (n={a['n_noise']})",
                          f"{a['noise']['plausibility']:.3f}", f"{a['noise']['frechet']:.3g}"])
         lines += [common.table(["dataset", "classifier test accuracy", "images", "plausibility", "frechet"], rows), ""]
