@@ -491,7 +491,7 @@ def _final_figures(workdir, spec, params_host, originals, records):
 
     model_cfg, _ = spec.configs()
     params = jax.tree_util.tree_map(lambda a: a[0], params_host) if spec.seeds > 1 else params_host
-    reconstructions = latent.decode(model_cfg, params, latent.embed(model_cfg, params, originals))
+    reconstructions = latent.reconstruct(model_cfg, params, originals)
     plots.save_image_grid(np.concatenate([originals, np.asarray(reconstructions)]),
                           os.path.join(workdir, "reconstructions.png"), ncol=16,
                           title="test images (top) and reconstructions (bottom)")

@@ -43,6 +43,11 @@ def decode(cfg: ModelConfig, params, z_ND, chunk: int = 500):
     return images.reshape(z_ND.shape[:-1] + images.shape[1:])
 
 
+def reconstruct(cfg: ModelConfig, params, x_N, chunk: int = 500):
+    """The mean reconstructions of images x_N: decode(embed(x)), the VAE's at z = mu."""
+    return decode(cfg, params, embed(cfg, params, x_N, chunk), chunk)
+
+
 def map_chunks(fn, x_N, chunk):
     """fn over chunks of exactly `chunk` rows (the last one padded), concatenated and trimmed to N.
 

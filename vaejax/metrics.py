@@ -303,7 +303,10 @@ class ReferenceClassifier:
 
     def scores(self, images) -> dict[str, float]:
         """{"plausibility", "frechet", "precision", "recall", "kid"} of images, from one pass of the classifier."""
-        probs, feats = self.outputs(images)
+        return self.scores_of_outputs(*self.outputs(images))
+
+    def scores_of_outputs(self, probs, feats) -> dict[str, float]:
+        """scores() for outputs already computed (outputs(images))."""
         precision, recall = precision_recall(self.real_features, feats)
         return {"plausibility": float(probs.max(-1).mean()), "frechet": self.frechet_of_features(feats),
                 "precision": precision, "recall": recall, "kid": kernel_inception_distance(self.real_features, feats)}

@@ -164,8 +164,9 @@ def verdict(m: dict) -> tuple[str, str]:
     pixel = m.get("class_pixel_means")
     match = (f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
              f"VAE {common.cell(m['vae'], 'centroid_class_match', '.2f')}"
-             + (f" (the pixel mean of each class, the control: {pixel['class_match']:.2f})" if pixel else "") + ". Between class groups (not part of the "
-             f"verdict): plausibility VAE {common.cell(m['vae'], 'bridge_plausibility')} vs AE "
+             + (f" (the pixel mean of each class, the control: {pixel['class_match']:.2f})" if pixel else "")
+             + f". Between class groups (not part of the verdict): plausibility VAE "
+             f"{common.cell(m['vae'], 'bridge_plausibility')} vs AE "
              f"{common.cell(m['ae'], 'bridge_plausibility')}, Frechet distance VAE "
              f"{common.cell(m['vae'], 'bridge_frechet')} vs AE {common.cell(m['ae'], 'bridge_frechet')}.")
     return v, reason + match

@@ -24,6 +24,7 @@ learned denoisers' scores are first averaged over seeds).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import flax.linen as nn
@@ -147,11 +148,6 @@ def train_family(name, cfg, tc, x_N, conds, seeds: int, log, objective=None, ini
                               init_params=init_params, log=log)
 
 
-def reconstruction(cfg):
-    """apply(params, images) -> the autoencoder's mean reconstructions."""
-    return lambda params, x_N: latent.decode(cfg, params, latent.embed(cfg, params, x_N))
-
-
 def outputs_per_seed(apply, params_M, x_N, seeds: int, cond: int) -> np.ndarray:
     """(seeds, N, ...) outputs of the condition's models."""
     return np.stack([np.asarray(apply(jax.tree_util.tree_map(lambda a: a[cond * seeds + s], params_M), x_N))
@@ -195,7 +191,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                                       objective=squared_error_objective(skip),
                                       init_params=lambda key: skip.init(key, jnp.zeros(x.shape[1:]))),
     }
-    reconstruct = {"ae_bottleneck": reconstruction(ae_mse), "ae_bottleneck_bce": reconstruction(ae_cfg),
+    reconstruct = {"ae_bottleneck": functools.partial(latent.reconstruct, ae_mse),
+                   "ae_bottleneck_bce": functools.partial(latent.reconstruct, ae_cfg),
                    "denoiser_skip": jax.jit(jax.vmap(skip.apply, in_axes=(None, 0)))}
     family_conds = {"ae_bottleneck": conds, "ae_bottleneck_bce": bce_conds, "denoiser_skip": skip_conds}
 

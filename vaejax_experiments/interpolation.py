@@ -89,7 +89,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
             if s == 0:
                 strips[name] = images_APHWC[:, :STRIP_PAIRS]
             if method == "linear":
-                rec = np.asarray(latent.decode(cfg, params, latent.embed(cfg, params, recon_x)))
+                rec = np.asarray(latent.reconstruct(cfg, params, recon_x))
                 rows[f"{name}_recon"].append(ref.scores(rec))
     result = {name: common.summarize(r) for name, r in rows.items()}
     for name in ("ae", "ae_slerp", "vae", "vae_slerp"):  # each model against its own reconstructions, seed by seed
@@ -99,8 +99,11 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     fade = ALPHAS[:, None, None, None, None] * x1[None] + (1 - ALPHAS[:, None, None, None, None]) * x2[None]
     fade_probs, fade_feats = ref.outputs(fade.reshape((-1,) + x1.shape[1:]))
     fade_probs, fade_feats = fade_probs.reshape(len(ALPHAS), n_pairs, -1), fade_feats.reshape(len(ALPHAS), n_pairs, -1)
+    scored = slice(0, run.scale.n_eval)  # as many interior images as every scored set
     result["crossfade"] = {  # the control: the same pairs faded in pixel space
-        **ref.scores(fade[1:-1].reshape((-1,) + x1.shape[1:])[: run.scale.n_eval]), **path_smoothness(fade_feats)}
+        **ref.scores_of_outputs(fade_probs[1:-1].reshape(-1, fade_probs.shape[-1])[scored],
+                                fade_feats[1:-1].reshape(-1, fade_feats.shape[-1])[scored]),
+        **path_smoothness(fade_feats)}
     class1["crossfade"] = [class_probability(fade_probs, test.y[i1])]
     result["class1_probability"] = {k: np.mean(v, 0).tolist() for k, v in class1.items()}
     result["class1_gap"] = {k: common.stat("gap", [float(np.mean(np.abs(c[1:-1] - ALPHAS[1:-1]))) for c in v])

@@ -196,7 +196,7 @@ def _gap_curve(points: dict, n_small: int) -> dict:
 def _mse_fn(cfg):
     """(params, images) -> per-image MSE per pixel of the reconstructions (host numpy)."""
     def mse(params, images):
-        rec = np.asarray(latent.decode(cfg, params, latent.embed(cfg, params, images)))
+        rec = np.asarray(latent.reconstruct(cfg, params, images))
         return np.mean(np.square(rec - np.asarray(images)), axis=(1, 2, 3))
     return mse
 
@@ -229,7 +229,7 @@ def _figures(run, result, trained, per_image, sets, settings) -> list[str]:
         for s_name in set_names:
             worst = np.argsort(-per_image[name][s_name]["mse"][0])[:SHOW]
             x = np.asarray(sets[s_name])[worst]
-            images += [x, np.asarray(latent.decode(cfg, params, latent.embed(cfg, params, x)))]
+            images += [x, np.asarray(latent.reconstruct(cfg, params, x))]
             row_labels += [f"{model} model fed\n{result['set_labels'][s_name]}: input", "reconstruction"]
     figs.append(plots.save_image_panels({"": np.concatenate(images)}, run.path("worst_reconstructions.png"),
                                         ncol=SHOW, row_labels=row_labels,
