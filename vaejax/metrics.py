@@ -11,6 +11,7 @@ a Frechet classifier distance: FID for MNIST-sized data). Cached on disk by data
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -136,22 +137,27 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(max(d2, 0.0))
 
 
-def precision_recall(real_NF, fake_MF, k: int = 3) -> tuple[float, float]:
+def precision_recall(real_NF, fake_MF, k: int = 3, real_radii=None) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) of fake features against real ones.
 
     Each set's manifold is the union of balls around its points, each reaching the point's k-th
     nearest neighbour in its own set. Precision: the fraction of fakes inside the real manifold
-    (realism); recall: the fraction of reals inside the fake manifold (coverage).
+    (realism); recall: the fraction of reals inside the fake manifold (coverage). real_radii:
+    manifold_radii(real_NF, k), for a real set scored against many fake ones.
     """
     real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
-
-    def radii(points):  # distance to the k-th nearest other point (index 0 is the point itself)
-        return np.sort(_distances(points, points), axis=1)[:, k]
+    real_radii = manifold_radii(real, k) if real_radii is None else real_radii
 
     def inside(queries, points, r):
         return float(np.mean(np.any(_distances(queries, points) <= r[None, :], axis=1)))
 
-    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+    return inside(fake, real, real_radii), inside(real, fake, manifold_radii(fake, k))
+
+
+def manifold_radii(points_NF, k: int = 3) -> np.ndarray:
+    """(N,) each point's distance to its k-th nearest other point (index 0 of the sorted row is itself)."""
+    points = np.asarray(points_NF, np.float64)
+    return np.partition(_distances(points, points), k, axis=1)[:, k]
 
 
 def _distances(a_NF, b_MF) -> np.ndarray:
@@ -282,6 +288,11 @@ class ReferenceClassifier:
     settings: dict
     real_features: np.ndarray  # of REAL_FEATURES reference images, for precision, recall and KID
 
+    @functools.cached_property
+    def real_radii(self) -> np.ndarray:
+        """manifold_radii of the real features, computed once for every set scored."""
+        return manifold_radii(self.real_features)
+
     def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, penultimate features) of images."""
         return classifier_outputs(self.params, images)
@@ -307,7 +318,7 @@ class ReferenceClassifier:
 
     def scores_of_outputs(self, probs, feats) -> dict[str, float]:
         """scores() for outputs already computed (outputs(images))."""
-        precision, recall = precision_recall(self.real_features, feats)
+        precision, recall = precision_recall(self.real_features, feats, real_radii=self.real_radii)
         return {"plausibility": float(probs.max(-1).mean()), "frechet": self.frechet_of_features(feats),
                 "precision": precision, "recall": recall, "kid": kernel_inception_distance(self.real_features, feats)}
 

@@ -163,10 +163,11 @@ def _save_tight(fig, path: str) -> str:
 
 def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: str = "loss",
                        title: str | None = None, log_x: bool = False, log_y: bool = False,
-                       styles: dict | None = None) -> str:
+                       styles: dict | None = None, levels: dict | None = None) -> str:
     """Mean curves with a shaded mean ± std band: {name: (x, mean, std)}; returns path.
 
-    styles: optional {name: matplotlib line keyword arguments} (color, linestyle, marker, ...).
+    styles: optional {name: matplotlib line keyword arguments} (color, linestyle, marker, ...);
+    levels: optional {name: y}, reference values drawn as dotted horizontal lines.
     """
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     xs = []
@@ -176,6 +177,8 @@ def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: s
         (line,) = ax.plot(x, mean, label=name, **kwargs)
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         xs.append(x)
+    for i, (name, y) in enumerate((levels or {}).items()):
+        ax.axhline(y, label=name, linestyle=":", linewidth=1.2, color=plt.cm.Greys(0.35 + 0.55 * i / max(1, len(levels) - 1)))
     if log_y:
         ax.set_yscale("log")
     _finish_axes(ax, xs, xlabel, ylabel, title, log_x)

@@ -5,11 +5,13 @@ AE vs VAE of the same architecture, scored by the reference classifier."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax_experiments import common
+from vaejax_experiments import common, sweep
 from vaejax import data, latent, plots
 
 CLAIM = ("A plain autoencoder's latent space is not continuous: the mean latent of a class, and points near it, "
@@ -83,57 +85,76 @@ def bridge_latents(codes_ND, labels_N, num_classes: int, alphas):
     return np.asarray(latent.interpolate(e1, e2, alphas)).transpose(1, 0, 2), pairs
 
 
+def centroid_scores(ref, train, k: int, per_class: int, bridge_alphas, cfg, params, s: int) -> dict:
+    """One model's decoded centroids, near-centroid points, bridges and points at RADII, scored; and the
+    images the figures show (near_images, bridge_images, pairs)."""
+    codes = np.asarray(latent.embed(cfg, params, train.x))
+    near = near_centroid_latents(codes, train.y, k, per_class)  # (K, per_class, D)
+    near_images = np.asarray(latent.decode(cfg, params, near))
+    probs, feats = ref.outputs(near_images.reshape((-1,) + near_images.shape[2:]))
+    probs = probs.reshape(k, per_class, -1)
+    bridge, pairs = bridge_latents(codes, train.y, k, bridge_alphas)
+    bridge_images = np.asarray(latent.decode(cfg, params, bridge))
+    b_scores = ref.scores(bridge_images.reshape((-1,) + bridge_images.shape[2:]))
+    around = radius_latents(jax.random.fold_in(jax.random.key(5), s), codes, train.y, k, RADII, RADIUS_DRAWS)
+    around_probs = ref.outputs(np.asarray(latent.decode(cfg, params, around)).reshape(
+        (-1,) + train.x.shape[1:]))[0].reshape(len(RADII), k, RADIUS_DRAWS, -1)
+    return {
+        "plausibility": float(probs.max(-1).mean()),
+        "frechet": ref.frechet_of_features(feats),
+        "centroid_plausibility": float(probs[:, 0].max(-1).mean()),
+        "centroid_class_match": float(np.mean(probs[:, 0].argmax(-1) == np.arange(k))),
+        "near_class_match": float(np.mean(probs.argmax(-1) == np.arange(k)[:, None])),
+        "bridge_plausibility": b_scores["plausibility"],
+        "bridge_frechet": b_scores["frechet"],
+        "hole_ratio": float(np.mean(hole_ratio(codes, train.y, k))),
+        **{f"class_match_r{r:g}": float(np.mean(p.argmax(-1) == np.arange(k)[:, None]))
+           for r, p in zip(RADII, around_probs)},
+        "near_images": near_images[:, : SHOW_NEAR + 1], "bridge_images": bridge_images, "pairs": pairs,
+    }
+
+
+DECIDING = {"plausibility": True, "frechet": False}  # of the near-centroid set
+ALONG_SWEEP = ("plausibility", "frechet", "centroid_class_match", "near_class_match", "hole_ratio", "class_match_r1")
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = common.start("centroids", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
-    ae, vae = common.shared_pair(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    ae, vae = sweep.seed_pair(families)
     train = common.train_images(run.scale, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
     n = run.scale.n_eval
     per_class = max(2, n // k)
     pairs_count = k * (k - 1)
     bridge_alphas = np.linspace(0, 1, max(1, round(n / pairs_count)) + 2)[1:-1]
-    rows, figure = {"ae": [], "vae": []}, {}
-    for name, trained in (("ae", ae), ("vae", vae)):
-        cfg = trained.model_cfg
-        for s in range(run.seeds):
-            params = trained.seed_params(s)
-            codes = np.asarray(latent.embed(cfg, params, train.x))
-            near = near_centroid_latents(codes, train.y, k, per_class)  # (K, per_class, D)
-            near_images = np.asarray(latent.decode(cfg, params, near))
-            probs, feats = ref.outputs(near_images.reshape((-1,) + near_images.shape[2:]))
-            probs = probs.reshape(k, per_class, -1)
-            bridge, pairs = bridge_latents(codes, train.y, k, bridge_alphas)
-            bridge_images = np.asarray(latent.decode(cfg, params, bridge))
-            b_scores = ref.scores(bridge_images.reshape((-1,) + bridge_images.shape[2:]))
-            rows[name].append({
-                "plausibility": float(probs.max(-1).mean()),
-                "frechet": ref.frechet_of_features(feats),
-                "centroid_plausibility": float(probs[:, 0].max(-1).mean()),
-                "centroid_class_match": float(np.mean(probs[:, 0].argmax(-1) == np.arange(k))),
-                "near_class_match": float(np.mean(probs.argmax(-1) == np.arange(k)[:, None])),
-                "bridge_plausibility": b_scores["plausibility"],
-                "bridge_frechet": b_scores["frechet"],
-            })
-            around = radius_latents(jax.random.fold_in(jax.random.key(5), s), codes, train.y, k, RADII, RADIUS_DRAWS)
-            around_probs = ref.outputs(np.asarray(latent.decode(cfg, params, around)).reshape(
-                (-1,) + train.x.shape[1:]))[0].reshape(len(RADII), k, RADIUS_DRAWS, -1)
-            rows[name][-1]["hole_ratio"] = float(np.mean(hole_ratio(codes, train.y, k)))
-            for r, p in zip(RADII, around_probs):
-                rows[name][-1][f"class_match_r{r:g}"] = float(np.mean(p.argmax(-1) == np.arange(k)[:, None]))
-            if s == 0:
-                figure[name] = (near_images[:, : SHOW_NEAR + 1], bridge_images, pairs)
-    result = {name: common.summarize(r) for name, r in rows.items()}
+    along = sweep.score_members(families, functools.partial(centroid_scores, ref, train, k, per_class, bridge_alphas))
+    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    result = {name: common.summarize([{k: v for k, v in r.items() if isinstance(v, float)} for r in rows])
+              for name, rows in pair.items()}
     means = np.stack([train.x[train.y == c].mean(0) for c in range(k)])  # the control: centroids in pixel space
     mean_probs = ref.outputs(means)[0]
     result["class_pixel_means"] = {"plausibility": float(mean_probs.max(-1).mean()),
                                    "class_match": float(np.mean(mean_probs.argmax(-1) == np.arange(k)))}
+    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
+    result["matched"] = {s: sweep.matched(families, along, s, higher) for s, higher in
+                         {**DECIDING, "centroid_class_match": True, "hole_ratio": False}.items()}
     result.update(
         n_near=k * per_class, n_bridge=pairs_count * len(bridge_alphas), bridge_alphas=bridge_alphas.tolist(),
-        anchors=common.reference_anchors(run.scale, run.dataset, out),
+        anchors=anchors, controls={"class_pixel_means": result["class_pixel_means"], **common.controls(anchors)},
         train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
     )
+    figure = {name: (rows[0]["near_images"], rows[0]["bridge_images"], rows[0]["pairs"]) for name, rows in pair.items()}
     result["figures"] = _figures(run, figure, k, train)
+    for s, label in (("frechet", "Frechet distance ↓"), ("plausibility", "plausibility ↑")):
+        levels = {"real blurred 1 px (control)": anchors["blur_1"][s], "real test images": anchors["real"][s]}
+        if s == "plausibility":
+            levels["pixel mean of each class (control)"] = result["class_pixel_means"]["plausibility"]
+        result["figures"].append(sweep.figure(
+            run.path(f"centroids_sweep_{s}.png"), families, along, s, f"near-centroid decodes: {label}", levels,
+            f"Near-centroid decodes' {s} against distortion ({run.dataset})").split("/")[-1])
     return common.finish(run, result)
 
 
@@ -160,16 +181,16 @@ def _figures(run, figure, k, train) -> list[str]:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    v, reason = common.compare_verdict(m, "vae", "ae", "the VAE's near-centroid decodes", "the AE's")
-    pixel = m.get("class_pixel_means")
-    match = (f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
-             f"VAE {common.cell(m['vae'], 'centroid_class_match', '.2f')}"
-             + (f" (the pixel mean of each class, the control: {pixel['class_match']:.2f})" if pixel else "")
-             + f". Between class groups (not part of the verdict): plausibility VAE "
-             f"{common.cell(m['vae'], 'bridge_plausibility')} vs AE "
-             f"{common.cell(m['ae'], 'bridge_plausibility')}, Frechet distance VAE "
-             f"{common.cell(m['vae'], 'bridge_frechet')} vs AE {common.cell(m['ae'], 'bridge_frechet')}.")
-    return v, reason + match
+    """At matched distortion (sweep.verdict on the near-centroid set's plausibility and Frechet distance);
+    the reason adds class match, the hole ratio, the seeds' pair and the pixel-mean control."""
+    v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING}, "its near-centroid decodes")
+    g, pixel = m["matched"], m["class_pixel_means"]
+    return v, (reason + " " + sweep.seed_pair_text(m, DECIDING) +
+               f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
+               f"VAE β 1 {common.cell(m['vae'], 'centroid_class_match', '.2f')}, VAE - AE at matched distortion "
+               f"{sweep.difference_text(g['centroid_class_match'])}; the pixel mean of each class, the control: "
+               f"{pixel['class_match']:.2f}. Hole ratio VAE - AE at matched distortion "
+               f"{sweep.difference_text(g['hole_ratio'])}.")
 
 
 def report(m: dict) -> str:
@@ -201,9 +222,10 @@ def report(m: dict) -> str:
             f"codes of the two groups ({m['n_bridge']} images). *Class match*: fraction recognised by the "
             f"reference classifier as the class whose centroid they came from.")
     head += (" " + around) if around else ""
-    return head + "\n\n" + common.table(
+    table = common.table(
         ["model", "near: plausibility ↑", "near: frechet ↓", "centroid: plausibility", "centroid: class match",
          "near: class match", "bridge: plausibility", "bridge: frechet"], rows)
+    return "\n\n".join([head, table, sweep.report(m, ALONG_SWEEP)])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from vaejax import config, data, files, fit, metrics, provenance, recipe
 from vaejax.cli import UsageError
@@ -193,6 +193,13 @@ class Trained:
         """The parameters of seed i (no seed axis)."""
         return jax.tree_util.tree_map(lambda a: a[i], self.params)
 
+    def select(self, models) -> "Trained":
+        """The models at the given indices of the model axis, as their own Trained."""
+        idx = np.asarray(models)
+        take = lambda tree: jax.tree_util.tree_map(lambda a: a[idx], tree)
+        return dataclasses.replace(self, params=take(self.params), curves=take(self.curves),
+                                   eval_curves=take(self.eval_curves))
+
     def final(self, term: str = "loss") -> np.ndarray:
         """(S,) the last epoch's mean training `term` of each seed."""
         return self.curves[term][:, -1]
@@ -241,24 +248,6 @@ class _EpochLog(fit.Callback):
                      f"(mean over {self.seeds} seeds)")
 
 
-_PAIRS: dict = {}
-
-
-def shared_pair(scale: Scale, dataset: str, seeds: int, log=None) -> tuple[Trained, Trained]:
-    """The AE and VAE (same architecture, scale.seeds of each) trained on the scale's training images.
-
-    Memoized in this process: interpolation, random_latent, centroids study the same models,
-    so run_all trains them once. Each experiment reports the training time it used.
-    """
-    key = (scale, dataset, seeds)
-    if key not in _PAIRS:
-        x = train_images(scale, dataset).x
-        ae_cfg, vae_cfg = model_pair(scale, dataset)
-        tc = scale.train_config(len(x))
-        _PAIRS[key] = tuple(train_seeds(cfg, tc, x, seeds, log=log) for cfg in (ae_cfg, vae_cfg))
-    return _PAIRS[key]
-
-
 # ---------------------------------------------------------------------------- reference classifier
 
 
@@ -288,6 +277,11 @@ def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
                for px in BLUR_CONTROLS}
     return {"real": ref.scores(real), "noise": ref.scores(noise), **blurred, "test_accuracy": ref.test_accuracy,
             "n_real": int(len(real)), "n_noise": int(scale.n_eval)}
+
+
+def controls(anchors: dict) -> dict:
+    """The blurred-real control sets' scores, from reference_anchors."""
+    return {f"blur_{px:g}": anchors[f"blur_{px:g}"] for px in BLUR_CONTROLS}
 
 
 def anchor_rows(anchors: dict, columns: int = 2, scores=("plausibility", "frechet")) -> list[list[str]]:
@@ -323,19 +317,6 @@ def summarize(per_seed: list[dict]) -> dict:
     return out
 
 
-def clearly(a: float, a_std: float, b: float, b_std: float, higher_is_better: bool = True) -> int:
-    """+1 if a is better than b by more than their summed spreads, -1 if worse by that much, else 0."""
-    diff = (a - b) if higher_is_better else (b - a)
-    margin = a_std + b_std
-    return 1 if diff > margin else -1 if diff < -margin else 0
-
-
-def better(m: dict, a: str, b: str, score: str) -> int:
-    """clearly() for metrics[a][score] vs metrics[b][score]; plausibility higher is better, frechet lower."""
-    return clearly(m[a][score], m[a].get(f"{score}_std", 0.0), m[b][score], m[b].get(f"{score}_std", 0.0),
-                   higher_is_better=(score != "frechet"))
-
-
 CI_LEVEL = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -353,16 +334,31 @@ def bootstrap_interval(values, level: float = CI_LEVEL, resamples: int = BOOTSTR
     return float(lo), float(hi)
 
 
+BOOTSTRAP_MIN_UNITS = 10
+
+
+def interval(values, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Interval of the mean over units (axis 0): the percentile bootstrap from BOOTSTRAP_MIN_UNITS
+    units on; below that Student's t, since a bootstrap of a few values (3 seeds: 10 distinct
+    resampled means) is far too narrow."""
+    v = np.asarray(values, np.float64)
+    v = v.reshape(len(v), -1).mean(axis=1)
+    if len(v) >= BOOTSTRAP_MIN_UNITS or len(v) < 2:
+        return bootstrap_interval(v, level)
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
 def paired_comparison(a, b, higher_is_better: bool = True, level: float = CI_LEVEL) -> dict:
     """a against b on the same units (the same seeds, images or image pairs), axis 0.
 
-    diff: mean of a - b; ci: its bootstrap interval; effect_size: mean / sd of the differences
+    diff: mean of a - b; ci: its interval (common.interval); effect_size: mean / sd of the differences
     (Cohen's d_z; None when every difference is equal); better: +1 when the interval lies wholly on
     the better side of 0, -1 wholly on the worse side, 0 when it contains 0.
     """
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     d = d.reshape(len(d), -1).mean(axis=1)
-    lo, hi = bootstrap_interval(d, level)
+    lo, hi = interval(d, level)
     sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
     sign = 1 if higher_is_better else -1
     better = sign if lo > 0 else -sign if hi < 0 else 0
@@ -564,25 +560,3 @@ def training_summary(trained: Trained) -> dict:
            "seconds": round(trained.seconds, 2)}
     out.update(stat("final_loss", trained.final("loss")))
     return out
-
-
-def compare_verdict(m: dict, a: str, b: str, label_a: str, label_b: str) -> tuple[str, str]:
-    """'holds' if m[a] beats m[b] clearly (by more than the summed seed spreads) on both
-    plausibility and Frechet distance, 'does not hold' if on neither, 'mixed' otherwise.
-    Labels are plural nouns ("VAE interpolants")."""
-    wins = [better(m, a, b, s) for s in ("plausibility", "frechet")]
-    sa, sb = a.split("_")[0].upper(), b.split("_")[0].upper()
-    numbers = (f"plausibility {sa} {cell(m[a], 'plausibility')} vs {sb} {cell(m[b], 'plausibility')}, "
-               f"Frechet distance {sa} {cell(m[a], 'frechet')} vs {sb} {cell(m[b], 'frechet')}")
-    if wins == [1, 1]:
-        return "holds", f"{_cap(label_a)} score clearly better than {label_b} on both scores: {numbers}."
-    if all(w == -1 for w in wins):
-        return "does not hold", f"{_cap(label_b)} score clearly better than {label_a} on both scores: {numbers}."
-    if all(w <= 0 for w in wins):
-        return "does not hold", f"{_cap(label_a)} do not score clearly better than {label_b} on either score: {numbers}."
-    which = "plausibility" if wins[0] == 1 else "Frechet distance"
-    return "mixed", f"{_cap(label_a)} score clearly better than {label_b} on {which} only: {numbers}."
-
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]

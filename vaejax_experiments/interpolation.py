@@ -12,9 +12,11 @@ The pixel cross-fade of the same pairs is the control for all of them."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from vaejax_experiments import common
+from vaejax_experiments import common, sweep
 from vaejax import latent, plots
 
 CLAIM = ("Decoding e = alpha e1 + (1 - alpha) e2 between the embeddings of two images gives new in-between "
@@ -56,72 +58,100 @@ def class_probability(probs_APK, labels_P) -> np.ndarray:
     return np.take_along_axis(probs_APK, np.asarray(labels_P)[None, :, None], axis=-1)[..., 0].mean(-1)
 
 
+def path_scores(ref, cfg, params, x1, x2, y1, recon_x, n_eval: int, method: str = "linear") -> dict:
+    """One model's interpolants between x1 and x2 and its reconstructions of recon_x, scored.
+
+    Floats: realism of the interior interpolants (plausibility, frechet, ...), path smoothness, the
+    gap between P(class of image 1) and alpha, the reconstructions' scores (recon_*) and
+    frechet_minus_recon. Arrays: per_alpha plausibility and class1 probability (A,), and the first
+    STRIP_PAIRS paths (A, pairs, H, W, C) for the figure."""
+    e1, e2 = latent.embed(cfg, params, x1), latent.embed(cfg, params, x2)
+    images_APHWC = np.asarray(latent.decode(cfg, params, latent.interpolate(e1, e2, ALPHAS, method)))
+    probs, feats = ref.outputs(images_APHWC.reshape((-1,) + images_APHWC.shape[2:]))
+    probs, feats = probs.reshape(len(ALPHAS), len(x1), -1), feats.reshape(len(ALPHAS), len(x1), -1)
+    inner = slice(1, -1)
+    scores = ref.scores_of_outputs(probs[inner].reshape(-1, probs.shape[-1])[:n_eval],
+                                   feats[inner].reshape(-1, feats.shape[-1])[:n_eval])
+    class1 = class_probability(probs, y1)
+    recon = ref.scores(np.asarray(latent.reconstruct(cfg, params, recon_x)))
+    return {**scores, **path_smoothness(feats), "class1_gap": float(np.mean(np.abs(class1[inner] - ALPHAS[inner]))),
+            **{f"recon_{k}": v for k, v in recon.items()}, "frechet_minus_recon": scores["frechet"] - recon["frechet"],
+            "per_alpha": probs.max(-1).mean(-1), "class1": class1, "strip": images_APHWC[:, :STRIP_PAIRS]}
+
+
+DECIDING = {"plausibility": True, "frechet": False}  # score: higher is better
+ALONG_SWEEP = ("plausibility", "frechet", "frechet_minus_recon", "max_step_ratio", "class1_gap", "precision", "recall")
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = common.start("interpolation", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
-    ae, vae = common.shared_pair(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    ae, vae = sweep.seed_pair(families)
     test = common.load_images(run.dataset, "test")
     interior = len(ALPHAS) - 2
     n_pairs = int(np.ceil(run.scale.n_eval / interior))
     i1, i2 = different_class_pairs(test.y, n_pairs)
     x1, x2 = test.x[i1], test.x[i2]
     recon_x = common.eval_images(run.scale, run.dataset).x
-    run.log(f"{n_pairs} pairs x {interior} interior alphas, {run.seeds} seeds")
-
-    rows = {"ae": [], "ae_slerp": [], "vae": [], "vae_slerp": [], "ae_recon": [], "vae_recon": []}
-    per_alpha = {"ae": [], "ae_slerp": [], "vae": [], "vae_slerp": []}
-    class1 = {name: [] for name in per_alpha}
-    strips = {}
-    for name, trained, method in interpolation_paths(ae, vae):
-        cfg = trained.model_cfg
-        for s in range(run.seeds):
-            params = trained.seed_params(s)
-            e1, e2 = latent.embed(cfg, params, x1), latent.embed(cfg, params, x2)
-            images_APHWC = np.asarray(latent.decode(cfg, params, latent.interpolate(e1, e2, ALPHAS, method)))
-            probs, feats = ref.outputs(images_APHWC.reshape((-1,) + images_APHWC.shape[2:]))
-            probs = probs.reshape(len(ALPHAS), n_pairs, -1)
-            feats = feats.reshape(len(ALPHAS), n_pairs, -1)
-            inner_f = feats[1:-1].reshape(-1, feats.shape[-1])[: run.scale.n_eval]
-            rows[name].append({"plausibility": float(probs[1:-1].max(-1).mean()),
-                               "frechet": ref.frechet_of_features(inner_f), **path_smoothness(feats)})
-            per_alpha[name].append(probs.max(-1).mean(-1))
-            class1[name].append(class_probability(probs, test.y[i1]))
-            if s == 0:
-                strips[name] = images_APHWC[:, :STRIP_PAIRS]
-            if method == "linear":
-                rec = np.asarray(latent.reconstruct(cfg, params, recon_x))
-                rows[f"{name}_recon"].append(ref.scores(rec))
-    result = {name: common.summarize(r) for name, r in rows.items()}
-    for name in ("ae", "ae_slerp", "vae", "vae_slerp"):  # each model against its own reconstructions, seed by seed
-        own = rows[f"{name.split('_')[0]}_recon"]
-        result[name].update(common.stat("frechet_minus_recon", [r["frechet"] - o["frechet"]
-                                                                for r, o in zip(rows[name], own)]))
+    run.log(f"{n_pairs} pairs x {interior} interior alphas, {run.seeds} seeds, every model of the sweep")
+    score = functools.partial(path_scores, ref, x1=x1, x2=x2, y1=test.y[i1], recon_x=recon_x, n_eval=run.scale.n_eval)
+    along = sweep.score_members(families, lambda cfg, params, s: score(cfg, params))
+    per_seed = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    for name, trained in (("ae_slerp", ae), ("vae_slerp", vae)):
+        per_seed[name] = [score(trained.model_cfg, trained.seed_params(s), method="slerp") for s in range(run.seeds)]
+    result = {name: common.summarize([_floats(r, recon=False) for r in rows]) for name, rows in per_seed.items()}
+    for name in ("ae", "vae"):
+        result[f"{name}_recon"] = common.summarize([{k[6:]: v for k, v in r.items() if k.startswith("recon_")}
+                                                    for r in per_seed[name]])
     fade = ALPHAS[:, None, None, None, None] * x1[None] + (1 - ALPHAS[:, None, None, None, None]) * x2[None]
     fade_probs, fade_feats = ref.outputs(fade.reshape((-1,) + x1.shape[1:]))
     fade_probs, fade_feats = fade_probs.reshape(len(ALPHAS), n_pairs, -1), fade_feats.reshape(len(ALPHAS), n_pairs, -1)
     scored = slice(0, run.scale.n_eval)  # as many interior images as every scored set
+    fade_class1 = class_probability(fade_probs, test.y[i1])
     result["crossfade"] = {  # the control: the same pairs faded in pixel space
         **ref.scores_of_outputs(fade_probs[1:-1].reshape(-1, fade_probs.shape[-1])[scored],
                                 fade_feats[1:-1].reshape(-1, fade_feats.shape[-1])[scored]),
-        **path_smoothness(fade_feats)}
-    class1["crossfade"] = [class_probability(fade_probs, test.y[i1])]
-    result["class1_probability"] = {k: np.mean(v, 0).tolist() for k, v in class1.items()}
-    result["class1_gap"] = {k: common.stat("gap", [float(np.mean(np.abs(c[1:-1] - ALPHAS[1:-1]))) for c in v])
-                            for k, v in class1.items()}
+        **path_smoothness(fade_feats), "class1_gap": float(np.mean(np.abs(fade_class1[1:-1] - ALPHAS[1:-1])))}
+    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    result["controls"] = {"crossfade": result["crossfade"], **common.controls(anchors)}
+    result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
+    result["matched"] = {s: sweep.matched(families, along, s, higher) for s, higher in
+                         {**DECIDING, "frechet_minus_recon": False, "max_step_ratio": False, "class1_gap": False}.items()}
+    class1 = {k: np.mean([r["class1"] for r in rows], 0).tolist() for k, rows in per_seed.items()}
     result.update(
+        class1_probability={**class1, "crossfade": fade_class1.tolist()},
         alphas=ALPHAS.tolist(), n_pairs=n_pairs, n_interpolants=n_pairs * interior, n_frechet=run.scale.n_eval,
-        per_alpha_plausibility={k: np.mean(v, 0).tolist() for k, v in per_alpha.items()},
-        per_alpha_plausibility_std={k: np.std(v, 0, ddof=1 if len(v) > 1 else 0).tolist() for k, v in per_alpha.items()},
-        anchors=common.reference_anchors(run.scale, run.dataset, out),
+        per_alpha_plausibility={k: np.mean([r["per_alpha"] for r in rows], 0).tolist() for k, rows in per_seed.items()},
+        per_alpha_plausibility_std={k: np.std([r["per_alpha"] for r in rows], 0, ddof=1 if len(rows) > 1 else 0).tolist()
+                                    for k, rows in per_seed.items()},
+        anchors=anchors,
         train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
-        figures=_figures(run, strips, x1, x2, test.y[i1], test.y[i2], result_alpha=per_alpha,
-                         anchors=common.reference_anchors(run.scale, run.dataset, out),
-                         class1=result["class1_probability"]),
     )
+    result["figures"] = _figures(run, {k: rows[0]["strip"] for k, rows in per_seed.items()}, x1, x2, test.y[i1],
+                                 test.y[i2], result) + _sweep_figures(run, families, along, result)
     return common.finish(run, result)
 
 
-def _figures(run, strips, x1, x2, y1, y2, result_alpha, anchors, class1) -> list[str]:
+def _floats(scores: dict, recon: bool = True) -> dict:
+    """The float scores of a path_scores dict (optionally without the reconstructions')."""
+    return {k: v for k, v in scores.items() if isinstance(v, float) and (recon or not k.startswith("recon_"))}
+
+
+def _sweep_figures(run, families, along, result) -> list[str]:
+    c = result["controls"]
+    figs = []
+    for s, label in (("frechet", "Frechet distance ↓"), ("plausibility", "plausibility ↑")):
+        levels = {"pixel cross-fade (control)": c["crossfade"][s], "real blurred 1 px (control)": c["blur_1"][s],
+                  "real test images": result["anchors"]["real"][s]}
+        figs.append(sweep.figure(run.path(f"interpolation_sweep_{s}.png"), families, along, s,
+                                 f"interior interpolants: {label}", levels,
+                                 f"Interpolants' {s} against distortion ({run.dataset}, linear paths)"))
+    return [f.split("/")[-1] for f in figs]
+
+
+def _figures(run, strips, x1, x2, y1, y2, result) -> list[str]:
+    result_alpha, anchors, class1 = result["per_alpha_plausibility"], result["anchors"], result["class1_probability"]
     names = common.CLASS_NAMES.get(run.dataset)
     k = STRIP_PAIRS
     panels = {}
@@ -134,7 +164,7 @@ def _figures(run, strips, x1, x2, y1, y2, result_alpha, anchors, class1) -> list
     figs = [plots.save_image_panels(panels, run.path("interpolation_strips.png"), ncol=len(ALPHAS) + 2,
                                     row_labels=row_labels, col_labels=col_labels, vertical=True,
                                     title=f"Decoded e = α·e1 + (1-α)·e2, α from 1 to 0 ({run.dataset}, seed 0)")]
-    series = {label: (ALPHAS, np.mean(result_alpha[key], 0)) for key, label in PATH_LABELS}
+    series = {label: (ALPHAS, np.asarray(result_alpha[key])) for key, label in PATH_LABELS}
     series["real test images"] = (ALPHAS, np.full(len(ALPHAS), anchors["real"]["plausibility"]))
     series["uniform noise"] = (ALPHAS, np.full(len(ALPHAS), anchors["noise"]["plausibility"]))
     figs.append(plots.save_curves(series, run.path("interpolation_plausibility.png"), xlabel="alpha (weight of image 1)",
@@ -149,55 +179,45 @@ def _figures(run, strips, x1, x2, y1, y2, result_alpha, anchors, class1) -> list
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """On absolute scores (common.compare_verdict); the reason adds each model's interpolants measured against
-    its own reconstructions, and the pixel cross-fade control, because the two models' decoders differ in
-    sharpness by more than the effect tested."""
-    v, reason = common.compare_verdict(m, "vae", "ae", "the VAE's interior interpolants", "the AE's")
-    if "frechet_minus_recon" not in m["ae"]:
-        return v, reason
-    relative = (f" Against each model's own reconstructions, the interpolants' Frechet distance rises by "
-                f"{common.cell(m['ae'], 'frechet_minus_recon')} (AE) and {common.cell(m['vae'], 'frechet_minus_recon')} "
-                f"(VAE; spherical {common.cell(m['vae_slerp'], 'frechet_minus_recon')}); a pixel cross-fade of the same "
-                f"pairs scores {m['crossfade']['frechet']:.3g}. The absolute verdict compares decoders of different "
-                f"sharpness (reconstructions: AE {common.cell(m['ae_recon'], 'frechet')}, VAE "
-                f"{common.cell(m['vae_recon'], 'frechet')}), not only their latent spaces.")
-    if "class1_gap" in m:
-        g = m["class1_gap"]
-        relative += (f" Along the path, the largest step over the mean step in the classifier's features is "
-                     f"{common.cell(m['ae'], 'max_step_ratio')} (AE), {common.cell(m['vae'], 'max_step_ratio')} (VAE) "
-                     f"and {m['crossfade']['max_step_ratio']:.3g} for the cross-fade; the probability of image 1's class "
-                     f"departs from α by {common.cell(g['ae'], 'gap', '.3f')} (AE), {common.cell(g['vae'], 'gap', '.3f')} "
-                     f"(VAE) and {g['crossfade']['gap']:.3f} (cross-fade) on average.")
-    return v, reason + relative
+    """At matched distortion (sweep.verdict on plausibility and Frechet distance); the reason adds the
+    seeds' own pair (unmatched), the interpolants against each model's reconstructions and the controls."""
+    v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING}, "its interior interpolants")
+    g = m["matched"]
+    return v, (reason + " " + sweep.seed_pair_text(m, DECIDING) +
+               f" Against each model's own reconstructions the interpolants' Frechet distance rises by "
+               f"{common.cell(m['ae'], 'frechet_minus_recon')} (AE) and {common.cell(m['vae'], 'frechet_minus_recon')} "
+               f"(VAE β 1); at matched distortion VAE - AE {sweep.difference_text(g['frechet_minus_recon'])}. The pixel "
+               f"cross-fade of the same pairs scores {m['crossfade']['frechet']:.3g}, real images blurred by 1 px "
+               f"{m['controls']['blur_1']['frechet']:.3g}. Path: largest step over mean step VAE - AE "
+               f"{sweep.difference_text(g['max_step_ratio'])}; gap between P(class of image 1) and α, VAE - AE "
+               f"{sweep.difference_text(g['class1_gap'])} (cross-fade: {m['crossfade']['class1_gap']:.3f}).")
 
 
 def report(m: dict) -> str:
-    a = m["anchors"]
-    gap = m.get("class1_gap", {})
-
-    def path_cells(d, key):
-        return ([common.cell(d, "path_stretch", ".3g"), common.cell(d, "max_step_ratio", ".3g"),
-                 common.cell(gap[key], "gap", ".3f")] if key in gap else ["", "", ""])
+    def path_cells(d):
+        return [common.cell(d, "path_stretch", ".3g"), common.cell(d, "max_step_ratio", ".3g"),
+                common.cell(d, "class1_gap", ".3f")]
 
     rows = [[f"{label}, interior α", common.cell(m[key], "plausibility"), common.cell(m[key], "frechet"),
-             common.cell(m[key], "frechet_minus_recon")] + path_cells(m[key], key)
-            for key, label in PATH_LABELS if key in m]
+             common.cell(m[key], "frechet_minus_recon")] + path_cells(m[key])
+            for key, label in PATH_LABELS]
     rows += [[label, common.cell(m[key], "plausibility"), common.cell(m[key], "frechet"), "", "", "", ""]
              for key, label in (("ae_recon", "AE reconstructions (α ∈ {0, 1})"),
                                 ("vae_recon", "VAE reconstructions (α ∈ {0, 1})"))]
-    if "crossfade" in m:
-        rows.append(["pixel cross-fade α·x1 + (1-α)·x2, interior α (control)", f"{m['crossfade']['plausibility']:.3g}",
-                     f"{m['crossfade']['frechet']:.3g}", ""] + path_cells(m["crossfade"], "crossfade"))
-    rows += common.anchor_rows(a, columns=6)
+    rows.append(["pixel cross-fade α·x1 + (1-α)·x2, interior α (control)", f"{m['crossfade']['plausibility']:.3g}",
+                 f"{m['crossfade']['frechet']:.3g}", ""] + [f"{m['crossfade'][k]:.3g}" for k in
+                                                           ("path_stretch", "max_step_ratio", "class1_gap")])
+    rows += common.anchor_rows(m["anchors"], columns=6)
     t = m["train"]
     head = (f"{m['n_pairs']} test-image pairs of different classes, {len(m['alphas']) - 2} interior α each "
-            f"({m['n_interpolants']} images per model; Frechet distance on the first {m['n_frechet']}, the size of every scored set). "
-            f"Models: {t['ae']['preset']} and {t['vae']['preset']}, {t['vae']['n_train']} training images, "
-            f"{t['vae']['epochs']} epochs; final training loss AE {common.cell(t['ae'], 'final_loss', '.4g')}, "
-            f"VAE {common.cell(t['vae'], 'final_loss', '.4g')} nats.")
-    return head + "\n\n" + common.table(
+            f"({m['n_interpolants']} images per model; Frechet distance on the first {m['n_frechet']}, the size of "
+            f"every scored set). The seeds' pair: {t['ae']['preset']}, Bernoulli likelihood, β 0 (AE) and β 1 (VAE), "
+            f"{t['vae']['n_train']} training images, {t['vae']['epochs']} epochs; final training loss AE "
+            f"{common.cell(t['ae'], 'final_loss', '.4g')}, VAE {common.cell(t['vae'], 'final_loss', '.4g')} nats.")
+    table = common.table(
         ["images", "plausibility ↑", "frechet ↓", "frechet minus the model's reconstructions' (per seed)",
          "path length / straight line (features)", "largest step / mean step", "mean gap between P(class 1) and α"], rows)
+    return "\n\n".join([head, table, sweep.report(m, ALONG_SWEEP)])
 
 
 if __name__ == "__main__":

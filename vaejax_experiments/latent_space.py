@@ -4,10 +4,12 @@ its codes' bounding box)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.stats import norm
 
-from vaejax_experiments import common
+from vaejax_experiments import common, sweep
 from vaejax import config, data, latent, plots
 
 TITLE = "Latent space"
@@ -18,11 +20,10 @@ GRID = 16  # the manifold figure is GRID x GRID
 KNN = 5
 
 
-def models_2d(dataset: str):
-    """(AE, VAE) configs with 2-D latents for the dataset's image shape."""
-    shape = data.SHAPES[dataset]
-    ae, vae = config.preset("mlp_ae_2d"), config.preset("mlp_vae_2d")
-    return config.replace(ae, image_shape=shape), config.replace(vae, image_shape=shape)
+def vae_2d(dataset: str) -> config.ModelConfig:
+    """The MLP VAE of the other latent-space experiments with a 2-D latent, shaped for the dataset's images;
+    the sweep's families are made from it."""
+    return config.replace(config.preset("mlp_vae"), latent_dim=2, image_shape=data.SHAPES[dataset])
 
 
 def knn_accuracy(train_z, train_y, test_z, test_y, k: int = KNN) -> float:
@@ -33,55 +34,81 @@ def knn_accuracy(train_z, train_y, test_z, test_y, k: int = KNN) -> float:
     return float(knn.score(np.asarray(test_z, np.float64), np.asarray(test_y)))
 
 
+def prior_grid(g: int) -> np.ndarray:
+    """(g * g, 2) latents at the N(0, I) quantiles, rows top to bottom."""
+    q = norm.ppf(np.linspace(0.5 / g, 1 - 0.5 / g, g))
+    return np.stack(np.meshgrid(q, q[::-1]), -1).reshape(-1, 2)
+
+
+def grid_scores(ref, train, test, dark: float, g: int, cfg, params, s: int) -> dict:
+    """One 2-D model: the decoded grid over the prior's quantiles (prior_grid_*) and over its codes'
+    bounding box (box_grid_*), scored; k-NN accuracy of its codes; the spread of its codes."""
+    z_train = np.asarray(latent.embed(cfg, params, train.x))
+    z_test = np.asarray(latent.embed(cfg, params, test.x))
+    low, high = latent.bounding_box(z_train)
+    out = {"knn_accuracy": knn_accuracy(z_train, train.y, z_test, test.y), "code_std": float(np.std(z_train))}
+    for name, grid in (("prior_grid", prior_grid(g)), ("box_grid", latent.grid_2d(low, high, g))):
+        images = np.asarray(latent.decode(cfg, params, grid))
+        scores = ref.scores(images)
+        out.update({f"{name}_plausibility": scores["plausibility"], f"{name}_frechet": scores["frechet"],
+                    f"{name}_dark_fraction": float(np.mean(images.mean(axis=(1, 2, 3)) < dark))})
+    return out
+
+
+DECIDING = {"plausibility": True, "frechet": False}  # the VAE's prior grid against the AE's bounding-box grid
+ALONG_SWEEP = ("prior_grid_plausibility", "prior_grid_frechet", "box_grid_frechet", "knn_accuracy")
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = common.start("latent_space", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
     train = common.train_images(run.scale, run.dataset)
     test = common.eval_images(run.scale, run.dataset)
     full_test = common.load_images(run.dataset, "test")
-    shown = common.Images(full_test.x[:5000], full_test.y[:5000])  # the scatter plot's points
-    cfgs = models_2d(run.dataset)
-    # Half the scale's steps: the 2-D models are a figure, and their wider MLP costs more per step.
-    tc = run.scale.train_config(len(train.x), epochs=max(1, run.scale.epochs_for(len(train.x)) // 2))
-    trained = {cfg.kind: common.train_seeds(cfg, tc, train.x, run.seeds, log=run.log) for cfg in cfgs}
+    tc = sweep.train_config(run.scale, len(train.x))
+    betas = run.scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.3, 1.0), full=sweep.BETAS)
+    families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, sweep.families_for(run.scale), betas, run.seeds,
+                           log=run.log)
+    ae, vae = sweep.seed_pair(families)
     g = max(2, int(round(np.sqrt(run.scale.n_eval))))  # scored grid: about n_eval images
-    quantiles = norm.ppf(np.linspace(0.5 / g, 1 - 0.5 / g, g))
     # Descriptive, not part of the verdict: decoded images darker than 99.5% of real test images.
     dark = float(np.percentile(full_test.x.mean(axis=(1, 2, 3)), 0.5))
-    rows, scatter, manifolds = {"ae": [], "vae": []}, {}, {}
-    knn_sub = min(len(train.x), 5000)
-    for kind, tr in trained.items():
-        cfg = tr.model_cfg
-        for s in range(run.seeds):
-            params = tr.seed_params(s)
-            z_train = np.asarray(latent.embed(cfg, params, train.x[:knn_sub]))
-            z_test = np.asarray(latent.embed(cfg, params, test.x))
-            z_show = np.asarray(latent.embed(cfg, params, shown.x)) if s == 0 else None
-            if kind == "vae":
-                grid = np.stack(np.meshgrid(quantiles, quantiles[::-1]), -1).reshape(-1, 2)
-            else:
-                low, high = latent.bounding_box(z_train)
-                grid = latent.grid_2d(low, high, g)
-            images = np.asarray(latent.decode(cfg, params, grid))
-            scores = ref.scores(images)
-            rows[kind].append({"grid_plausibility": scores["plausibility"], "grid_frechet": scores["frechet"],
-                               "grid_dark_fraction": float(np.mean(images.mean(axis=(1, 2, 3)) < dark)),
-                               "knn_accuracy": knn_accuracy(z_train, train.y[:knn_sub], z_test, test.y),
-                               "code_std": float(np.std(z_train))})
-            if s == 0:
-                scatter[kind] = (z_show, shown.y)
-                if kind == "vae":
-                    show = norm.ppf(np.linspace(0.5 / GRID, 1 - 0.5 / GRID, GRID))
-                    fig_grid = np.stack(np.meshgrid(show, show[::-1]), -1).reshape(-1, 2)
-                else:
-                    fig_grid = latent.grid_2d(low, high, GRID)
-                manifolds[kind] = np.asarray(latent.decode(cfg, params, fig_grid))
-    result = {kind: common.summarize(r) for kind, r in rows.items()}
-    result.update(grid_size=g, dark_threshold=dark, anchors=common.reference_anchors(run.scale, run.dataset, out),
-                  train={k: common.training_summary(t) for k, t in trained.items()})
+    knn_train = common.Images(train.x[:5000], train.y[:5000])
+    along = sweep.score_members(families, functools.partial(grid_scores, ref, knn_train, test, dark, g))
+    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    grid_of = {"ae": "box_grid", "vae": "prior_grid"}  # each model's own grid
+    result = {k: common.summarize([{n.replace(grid_of[k], "grid"): v for n, v in r.items()
+                                    if not n.startswith(grid_of["vae" if k == "ae" else "ae"])} for r in rows])
+              for k, rows in pair.items()}
+    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
+    result["matched"] = {s: sweep.matched(families, along, f"prior_grid_{s}", higher, ae_score=f"box_grid_{s}")
+                         for s, higher in DECIDING.items()}
+    result["matched"]["knn_accuracy"] = sweep.matched(families, along, "knn_accuracy", True)
+    result.update(grid_size=g, dark_threshold=dark, anchors=anchors, controls=common.controls(anchors),
+                  train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)})
+    result["figures"] = _figures(run, ae, vae, full_test) + [sweep.figure(
+        run.path(f"latent_space_sweep_{s}.png"), families, along, f"prior_grid_{s}", f"grid over N(0, I): {label}",
+        {"AE, grid over its codes' box": result["ae"][f"grid_{s}"], "real blurred 1 px (control)": anchors["blur_1"][s],
+         "real test images": anchors["real"][s]},
+        f"2-D prior grids' {s} against distortion ({run.dataset})").split("/")[-1]
+        for s, label in (("frechet", "Frechet distance ↓"), ("plausibility", "plausibility ↑"))]
+    return common.finish(run, result)
+
+
+def _figures(run, ae, vae, full_test) -> list[str]:
+    """Seed 0 of each: test codes scattered by class, and the decoded GRID x GRID manifold."""
+    shown = common.Images(full_test.x[:5000], full_test.y[:5000])
+    scatter, manifolds = {}, {}
+    for kind, tr in (("ae", ae), ("vae", vae)):
+        cfg, params = tr.model_cfg, tr.seed_params(0)
+        z = np.asarray(latent.embed(cfg, params, shown.x))
+        scatter[kind] = (z, shown.y)
+        grid = prior_grid(GRID) if kind == "vae" else latent.grid_2d(*latent.bounding_box(z), GRID)
+        manifolds[kind] = np.asarray(latent.decode(cfg, params, grid))
     names = common.CLASS_NAMES.get(run.dataset)
     figs = [
-        plots.save_latent_scatter({"AE (2-D code z)": scatter["ae"], "VAE (2-D mean mu)": scatter["vae"]},
+        plots.save_latent_scatter({"AE, β 0 (2-D mean mu)": scatter["ae"], "VAE, β 1 (2-D mean mu)": scatter["vae"]},
                                   run.path("latent_scatter.png"), class_names=names,
                                   title=f"Test images in 2-D latent space ({run.dataset}, seed 0)"),
         plots.save_image_panels({"VAE: grid over N(0, I) quantiles": manifolds["vae"],
@@ -89,19 +116,21 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                                 run.path("latent_manifold.png"), ncol=GRID, zoom=1.6,
                                 title="Decoded 2-D latent grids (seed 0)"),
     ]
-    result["figures"] = [f.split("/")[-1] for f in figs]
-    return common.finish(run, result)
+    return [f.split("/")[-1] for f in figs]
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    grids = {k: {"plausibility": m[k]["grid_plausibility"], "plausibility_std": m[k]["grid_plausibility_std"],
-                 "frechet": m[k]["grid_frechet"], "frechet_std": m[k]["grid_frechet_std"]} for k in ("ae", "vae")}
-    return common.compare_verdict(grids, "vae", "ae", "the VAE's decoded grids", "the AE's")
+    """At matched distortion, the VAE's grid over its prior against the AE's grid over its codes' bounding box."""
+    v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING},
+                              "its decoded grid over the prior (the AE: over its codes' bounding box)")
+    return v, (reason + f" Classes separate in the 2-D codes with {KNN}-NN accuracy AE "
+               f"{common.cell(m['ae'], 'knn_accuracy', '.3f')}, VAE β 1 {common.cell(m['vae'], 'knn_accuracy', '.3f')}; "
+               f"VAE - AE at matched distortion {sweep.difference_text(m['matched']['knn_accuracy'])}.")
 
 
 def report(m: dict) -> str:
     rows = []
-    for kind, label in (("ae", "AE, 2-D"), ("vae", "VAE, 2-D")):
+    for kind, label in (("ae", "AE (β 0), 2-D, grid over its codes' box"), ("vae", "VAE (β 1), 2-D, grid over N(0, I)")):
         r = m[kind]
         rows.append([label, common.cell(r, "grid_plausibility"), common.cell(r, "grid_frechet"),
                      common.cell(r, "grid_dark_fraction", ".2f"), common.cell(r, "knn_accuracy", ".3f"),
@@ -111,8 +140,9 @@ def report(m: dict) -> str:
             f"against training codes measures how well classes separate in the 2-D space. *Dark fraction* "
             f"(descriptive, not used by the verdict): grid images darker on average than 99.5% of real test "
             f"images, i.e. (nearly) empty decodes, which the classifier's plausibility does not penalise.")
-    return head + "\n\n" + common.table(["model", "grid plausibility ↑", "grid frechet ↓", "dark fraction",
-                                         f"{KNN}-NN accuracy", "code std"], rows)
+    table = common.table(["model", "grid plausibility ↑", "grid frechet ↓", "dark fraction", f"{KNN}-NN accuracy",
+                          "code std"], rows + common.anchor_rows(m["anchors"], columns=5))
+    return "\n\n".join([head, table, sweep.report(m, ALONG_SWEEP)])
 
 
 if __name__ == "__main__":

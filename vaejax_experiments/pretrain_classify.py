@@ -64,7 +64,7 @@ import optax
 from sklearn.decomposition import PCA
 
 from vaejax import data, engine, models, objectives, plots
-from vaejax_experiments import common
+from vaejax_experiments import common, sweep
 
 CLAIM = ("An encoder pretrained as an autoencoder (or VAE) on unlabelled images lets a classifier reach a given "
          "accuracy with far fewer labelled images than the same network trained from scratch.")
@@ -367,7 +367,7 @@ class Fits(NamedTuple):
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = common.start("pretrain_classify", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
-    ae, vae = common.shared_pair(sc, run.dataset, S, log=run.log)  # pretrained without labels
+    ae, vae = sweep.seed_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
     trained = {"ae": ae, "vae": vae}
     unlabelled = common.train_images(sc, run.dataset).x
     full_train = data.load(run.dataset, "train")

@@ -6,10 +6,12 @@ an ex-post density sampler, a Gaussian mixture of 10 components fitted to the tr
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 
-from vaejax_experiments import common
+from vaejax_experiments import common, sweep
 from vaejax import latent, plots
 
 CLAIM = ("Decoding a random embedding with a plain autoencoder usually gives nonsense, while a VAE, trained to "
@@ -39,58 +41,78 @@ def draw(key, how: str, codes_ND, n: int):
     return latent.bounding_box_samples(key, codes_ND, n)
 
 
+def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior", "gaussian_fit")) -> dict:
+    """<sampler>_<score> of n latents drawn each named way from one model, decoded and scored; and the
+    first SHOW images of each (<sampler>_images)."""
+    codes = latent.embed(cfg, params, x_train)
+    out = {}
+    for how in samplers:
+        images = np.asarray(latent.decode(cfg, params, draw(jax.random.fold_in(jax.random.key(11), s), how, codes, n)))
+        out.update({f"{how}_{k}": v for k, v in ref.scores(images).items()})
+        out[f"{how}_images"] = images[:SHOW]
+    out["code_std"] = float(np.std(np.asarray(codes)))
+    return out
+
+
+DECIDING = {"plausibility": True, "frechet": False}  # the VAE's prior against the AE's Gaussian fit
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = common.start("random_latent", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
-    ae, vae = common.shared_pair(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    ae, vae = sweep.seed_pair(families)
     x_train = common.train_images(run.scale, run.dataset).x
-    n = run.scale.n_eval
-    rows = {key: [] for key, *_ in SAMPLERS}
-    shown = {}
-    codes_cache = {}
+    score = functools.partial(sampler_scores, ref, x_train, run.scale.n_eval)
+    along = sweep.score_members(families, score)
+    for s, d in enumerate(along[sweep.SEED_AE[0]][sweep.SEED_AE[1]]):  # the AE's other samplers
+        d.update(score(ae.model_cfg, ae.seed_params(s), s, samplers=("box", "gmm")))
+    for s, d in enumerate(along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]):
+        d.update(score(vae.model_cfg, vae.seed_params(s), s, samplers=("gmm",)))
+    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    result, shown = {}, {}
     for key, model, how, label in SAMPLERS:
-        trained = ae if model == "ae" else vae
-        for s in range(run.seeds):
-            params = trained.seed_params(s)
-            if (model, s) not in codes_cache:
-                codes_cache[(model, s)] = latent.embed(trained.model_cfg, params, x_train)
-            z = draw(jax.random.fold_in(jax.random.key(11), s), how, codes_cache[(model, s)], n)
-            images = np.asarray(latent.decode(trained.model_cfg, params, z))
-            rows[key].append(ref.scores(images))
-            if s == 0:
-                shown[label] = images[:SHOW]
-    code_scale = {m: common.stat("code_std", [float(np.std(np.asarray(c))) for (mm, _), c in codes_cache.items() if mm == m])
-                  for m in ("ae", "vae")}
-    result = {key: common.summarize(r) for key, r in rows.items()}
+        result[key] = common.summarize([{k: r[f"{how}_{k}"] for k in SCORES} for r in pair[model]])
+        shown[label] = pair[model][0][f"{how}_images"]
+    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    result["sweep"] = sweep.entries(families, along, [f"prior_{k}" for k in SCORES])
+    result["matched"] = {
+        **{s: sweep.matched(families, along, f"prior_{s}", higher, ae_score=f"gaussian_fit_{s}")
+           for s, higher in DECIDING.items()},
+        **{f"{s}_vs_ae_gmm": sweep.matched(families, along, f"prior_{s}", higher, ae_score=f"gmm_{s}")
+           for s, higher in DECIDING.items()}}
     result.update(
-        n_samples=n, code_spread=code_scale,
-        anchors=common.reference_anchors(run.scale, run.dataset, out),
+        n_samples=run.scale.n_eval, anchors=anchors, controls=common.controls(anchors),
+        code_spread={m: common.stat("code_std", [r["code_std"] for r in rows]) for m, rows in pair.items()},
         train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
     )
     result["figures"] = [plots.save_image_panels(
         {"": np.concatenate(list(shown.values()))}, run.path("random_latent_samples.png"), ncol=SHOW,
         row_labels=[label.replace(", ", "\n", 1) for label in shown],
         title=f"Decoded random latents ({run.dataset}, seed 0)").split("/")[-1]]
+    for s, label in (("frechet", "Frechet distance ↓"), ("plausibility", "plausibility ↑")):
+        levels = {"AE, Gaussian fit to its codes": result["ae"][s], "AE, 10-component GMM": result["ae_gmm"][s],
+                  "real blurred 1 px (control)": anchors["blur_1"][s], "real test images": anchors["real"][s]}
+        result["figures"].append(sweep.figure(
+            run.path(f"random_latent_sweep_{s}.png"), families, along, f"prior_{s}", f"samples from N(0, I): {label}",
+            levels, f"Prior samples' {s} against distortion ({run.dataset})").split("/")[-1])
     result["scores_note"] = ("precision: share of samples on the real images' feature manifold; recall: share of "
                              "real images on the samples' (Kynkaanniemi et al. 2019, k = 3)")
     return common.finish(run, result)
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """Holds when the VAE's prior samples beat every AE sampler on both scores (the ex-post GMM included
-    where it was run)."""
-    samplers = [k for k in AE_SAMPLERS if k in m]
-    outcome = {k: [common.better(m, "vae", k, s) for s in ("plausibility", "frechet")] for k in samplers}
-    nums = "; ".join(f"{k}: plausibility {common.cell(m[k], 'plausibility')}, Frechet {common.cell(m[k], 'frechet')}"
-                     for k in ["vae"] + samplers + (["vae_gmm"] if "vae_gmm" in m else []))
-    if all(o == [1, 1] for o in outcome.values()):
-        return "holds", f"VAE prior samples beat every AE sampler on both scores ({nums})."
-    if all(max(o) <= 0 for o in outcome.values()):
-        return "does not hold", f"VAE prior samples are not clearly better than any AE sampler ({nums})."
-    beaten = [k for k, o in outcome.items() if o == [1, 1]]
-    not_beaten = [k for k, o in outcome.items() if o != [1, 1]]
-    return "mixed", (f"VAE prior samples clearly beat {', '.join(beaten) or 'no AE sampler'} on both scores but not "
-                     f"{', '.join(not_beaten)} ({nums}).")
+    """At matched distortion, the VAE's prior samples against the AE's samples from a Gaussian fitted to its
+    codes (the AE's counterpart of a prior); the reason adds the 10-component GMM and the seeds' pair."""
+    v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING},
+                              "its prior samples (the AE: samples of a Gaussian fitted to its codes)")
+    g = m["matched"]
+    return v, (reason + f" Against the AE with a 10-component GMM on its codes, VAE prior - AE GMM at matched "
+               f"distortion: Frechet {sweep.difference_text(g['frechet_vs_ae_gmm'])}, plausibility "
+               f"{sweep.difference_text(g['plausibility_vs_ae_gmm'])}. The seeds' pair, unmatched: Frechet VAE prior "
+               f"{common.cell(m['vae'], 'frechet')}, AE Gaussian fit {common.cell(m['ae'], 'frechet')}, AE GMM "
+               f"{common.cell(m['ae_gmm'], 'frechet')}, AE N(0, I) {common.cell(m['ae_normal'], 'frechet')}, VAE GMM "
+               f"{common.cell(m['vae_gmm'], 'frechet')}.")
 
 
 def report(m: dict) -> str:
@@ -103,8 +125,9 @@ def report(m: dict) -> str:
             f"experiment ({t['ae']['preset']}, {t['vae']['preset']}). Spread of the training codes (std over all "
             f"dimensions): AE {common.cell(m['code_spread']['ae'], 'code_std')}, "
             f"VAE (means) {common.cell(m['code_spread']['vae'], 'code_std')}.")
-    return head + "\n\n" + common.table(["sampler", "plausibility ↑", "frechet ↓", "precision ↑", "recall ↑",
-                                         "KID ↓ (unbiased at any size)"], rows)
+    table = common.table(["sampler", "plausibility ↑", "frechet ↓", "precision ↑", "recall ↑",
+                          "KID ↓ (unbiased at any size)"], rows)
+    return "\n\n".join([head, table, sweep.report(m, [f"prior_{k}" for k in SCORES])])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The shared sweep's comparisons at matched distortion, and the verdict rule they decide."""
+
+import numpy as np
+import pytest
+
+from vaejax_experiments import common, sweep
+
+BETAS = (0.0, 0.1, 1.0)
+
+
+def _family(name, distortion_B, seeds=3):
+    d = np.repeat(np.asarray(distortion_B, np.float64)[:, None], seeds, axis=1)
+    zeros = np.zeros_like(d)
+    return sweep.Family(name, BETAS, trained=None, rate=zeros, distortion=d, active_units=zeros)
+
+
+def _scores(values_by_family):
+    """scores[family][beta] = [{"s": value} per seed] from {family: (B, S) array}."""
+    return {f: {b: [{"s": float(v)} for v in row] for b, row in zip(BETAS, np.asarray(vals))}
+            for f, vals in values_by_family.items()}
+
+
+def test_matched_interpolates_the_vae_at_the_aes_distortion():
+    families = {"bernoulli": _family("bernoulli", [0.010, 0.012, 0.020]),
+                "gaussian": _family("gaussian", [0.009, 0.008, 0.011])}
+    scores = _scores({"bernoulli": [[10, 11, 12], [0, 0, 0], [0, 0, 0]],
+                      "gaussian": [[0, 0, 0], [20, 20, 20], [30, 31, 32]]})
+    m = sweep.matched(families, scores, "s", higher_is_better=False)
+    assert m["ae"]["mean"] == 11 and m["ae"]["distortion"] == pytest.approx(0.010)
+    assert not m["bernoulli"]["reached"] and m["bernoulli"]["nearest_beta"] == 0.1  # its VAEs all blur more
+    g = m["gaussian"]
+    assert g["reached"] and g["betas"] == [0.1, 1.0]
+    assert g["weight"] == pytest.approx(2 / 3)  # 0.010 = 0.008 + (2/3)(0.011 - 0.008)
+    assert g["beta"] == pytest.approx(10 ** (-1 + 2 / 3))  # geometric between 0.1 and 1
+    assert g["mean"] == pytest.approx(20 + (2 / 3) * 11)  # seed by seed: 20 + w * (30..32 - 20)
+    assert g["vs_ae"]["diff"] == pytest.approx(g["mean"] - 11) and g["vs_ae"]["better"] == -1  # lower is better
+    assert [a["beta"] for a in g["along"]] == [0.1, 1.0]
+
+
+def _verdict_case(diffs, higher=True):
+    """A matched dict per score whose single reached family differs from the AE by diffs[score] (3 seeds)."""
+    families = {"bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
+    out = {}
+    for score, diff in diffs.items():
+        ae = np.array([1.0, 1.1, 0.9])
+        vae = ae + diff + np.array([0.01, -0.01, 0.0])
+        scores = _scores({"bernoulli": [ae, vae, vae]})
+        out[score] = sweep.matched(families, scores, "s", higher)
+    return out
+
+
+@pytest.mark.parametrize("diffs,expected", [
+    ({"plausibility": 0.5, "frechet": 0.5}, "holds"),
+    ({"plausibility": -0.5, "frechet": -0.5}, "does not hold"),
+    ({"plausibility": 0.0, "frechet": 0.0}, "does not hold"),  # an interval containing 0 is not a win
+    ({"plausibility": 0.5, "frechet": -0.5}, "mixed"),
+])
+def test_verdict_is_decided_by_the_intervals(diffs, expected):
+    verdict, reason = sweep.verdict(_verdict_case(diffs), "the VAE's images")
+    assert verdict == expected
+    assert "At the AE's distortion" in reason and "95% interval" in reason
+
+
+def test_a_family_that_never_reaches_the_aes_distortion_decides_nothing():
+    families = {"bernoulli": _family("bernoulli", [0.010, 0.015, 0.020])}
+    m = {"s": sweep.matched(families, _scores({"bernoulli": np.ones((3, 3))}), "s", True)}
+    verdict, reason = sweep.verdict(m, "the VAE's images")
+    assert verdict == "does not hold" and "cannot be compared like with like" in reason
+
+
+def test_few_units_get_students_t_many_the_bootstrap():
+    v = np.array([1.0, 2.0, 4.0])
+    lo, hi = common.interval(v)
+    half = 4.302652729911275 * v.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert (lo, hi) == pytest.approx((v.mean() - half, v.mean() + half))
+    many = np.random.default_rng(0).normal(size=50)
+    assert common.interval(many) == common.bootstrap_interval(many)
+
+
+def test_select_takes_models_off_the_model_axis():
+    t = common.Trained(model_cfg=None, train_cfg=None, params={"w": np.arange(6.0)[:, None]},
+                       curves={"loss": np.arange(12.0).reshape(6, 2)}, eval_curves={"test": {"loss": np.ones((6, 2))}},
+                       seconds=1.0, n_train=10)
+    s = t.select([2, 3])
+    assert s.num_seeds == 2 and s.params["w"][:, 0].tolist() == [2.0, 3.0]
+    assert s.final().tolist() == [5.0, 7.0] and s.eval_curves["test"]["loss"].shape == (2, 2)
+
+
+def test_the_ae_can_be_scored_by_its_own_measure():
+    """random_latent compares the VAE's prior samples with the AE's samples of a Gaussian fit."""
+    families = {"bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
+    scores = {"bernoulli": {b: [{"prior": 5.0 + b, "fit": 1.0 + s} for s in range(3)] for b in BETAS}}
+    m = sweep.matched(families, scores, "prior", higher_is_better=False, ae_score="fit")
+    assert m["ae"]["mean"] == 2.0 and m["ae"]["score"] == "fit"
+    assert m["bernoulli"]["vs_ae"]["better"] == -1  # the VAE's prior samples against the AE's fitted ones

@@ -1,0 +1,339 @@
+"""The AE-to-VAE sweep that the latent-space experiments share, and comparisons at matched distortion.
+
+A family is the scale's VAE with one likelihood, trained for every KL weight beta and every seed as
+one compiled program (beta a traced hyperparameter of objectives.elbo). Its beta = 0 member is the
+family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The seeds' AE and
+VAE are the Bernoulli family's beta 0 and beta 1 members (SEED_AE, SEED_VAE).
+
+Two models whose decoders differ in sharpness differ in more than their latent spaces. So every
+latent-space score is also read along the sweep, and the AE is compared with the VAE *at its own
+distortion*: in each family, the VAE (beta > 0) whose reconstruction MSE on test images equals the
+AE's, interpolated linearly between the two members that bracket it. A family whose members never
+reach the AE's distortion gives no matched comparison, and the report says so.
+
+The verdict rule (written into the report): for each score, the difference VAE - AE at matched
+distortion has a 95% interval over seeds (common.paired_comparison); the VAE is better on that
+score when the interval lies wholly on the better side of 0. The claim holds when the VAE is better
+on every deciding score in every family that reaches the AE's distortion, does not hold when it is
+better on none of them in any, and is mixed otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import config, models, objectives, plots, recipe
+from vaejax_experiments import common
+
+FAMILIES = {"bernoulli": {"likelihood": "bernoulli"},
+            "gaussian": {"likelihood": "gaussian", "obs_sigma": 0.1},
+            "sigma_vae": {"likelihood": "gaussian_learned"}}
+FAMILY_LABELS = {"bernoulli": "Bernoulli", "gaussian": "Gaussian σ 0.1", "sigma_vae": "σ-VAE (learned σ)"}
+BETAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+ACTIVE = 0.01  # Burda et al. 2016's threshold on Cov_x(E_q[z_d])
+SEED_AE, SEED_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
+
+
+def families_for(scale: common.Scale) -> tuple[str, ...]:
+    return scale.pick(smoke=("bernoulli", "gaussian"), quick=("bernoulli", "gaussian"), full=tuple(FAMILIES))
+
+
+def betas_for(scale: common.Scale) -> tuple[float, ...]:
+    return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS)
+
+
+@dataclasses.dataclass
+class Family:
+    """One likelihood's models: trained.params has a leading axis of len(betas) * seeds (beta-major);
+    rate, distortion and active_units are (betas, seeds) arrays measured on test images."""
+
+    name: str
+    betas: tuple[float, ...]
+    trained: common.Trained
+    rate: np.ndarray
+    distortion: np.ndarray
+    active_units: np.ndarray
+
+    @property
+    def seeds(self) -> int:
+        return self.trained.num_seeds // len(self.betas)
+
+    def member(self, beta: float) -> common.Trained:
+        """The seeds of one beta, as their own Trained."""
+        b = self.betas.index(beta)
+        return self.trained.select(np.arange(b * self.seeds, (b + 1) * self.seeds))
+
+
+def train_family(cfg, tc, x_N, betas, seeds: int, log=None) -> common.Trained:
+    """len(betas) * seeds models (beta-major: model b * seeds + s) in one program, beta traced."""
+    beta_M = jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)
+    return common.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log)
+
+
+def measure(cfg, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
+    """Per model (M,): rate (nats), distortion (MSE per pixel) and active units, on images x_N."""
+    mean_of = recipe.likelihood(cfg).mean
+
+    @jax.jit
+    def one_chunk(params_M, x_B):
+        def one(params):
+            mu, logvar = models.encode(cfg, params, x_B)
+            x_hat = mean_of(models.decode(cfg, params, mu))
+            kl = jnp.sum(objectives.kl_per_dim(mu, logvar), axis=-1)
+            return mu, kl, jnp.mean(jnp.square(x_hat - x_B), axis=(1, 2, 3))
+        return jax.vmap(one)(params_M)
+
+    x = jnp.asarray(x_N, jnp.float32)
+    parts = [one_chunk(params_M, x[i:i + chunk]) for i in range(0, len(x), chunk)]
+    mu, kl, se = (np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in range(3))
+    return {"rate": kl.mean(1), "distortion": se.mean(1), "active_units": active_units(mu)}
+
+
+def active_units(mu_MND) -> np.ndarray:
+    """(M,) latent dimensions whose posterior mean varies over the N images by more than ACTIVE."""
+    return (np.var(np.asarray(mu_MND, np.float64), axis=1) > ACTIVE).sum(-1)
+
+
+def train_config(scale: common.Scale, n_train: int) -> config.TrainConfig:
+    """The scale's training, but half its steps in the demo: a sweep is len(betas) models per family and seed."""
+    epochs = scale.epochs_for(n_train)
+    return scale.train_config(n_train, epochs=scale.pick(smoke=epochs, quick=max(1, epochs // 2), full=epochs))
+
+
+def train(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, families, betas, seeds: int,
+          log=None) -> dict[str, Family]:
+    """Each family (base with the family's likelihood) over betas x seeds, measured on test_N."""
+    sweep = {}
+    for name in families:
+        cfg = config.replace(base, **FAMILIES[name])
+        if log:
+            log(f"{name}: beta {list(betas)} x {seeds} seeds, {cfg.arch} vae latent {cfg.latent_dim}")
+        trained = train_family(cfg, train_cfg, x_N, betas, seeds, log=log)
+        m = {k: v.reshape(len(betas), seeds) for k, v in measure(cfg, trained.params, test_N).items()}
+        sweep[name] = Family(name, tuple(betas), trained, **m)
+    return sweep
+
+
+_SWEEPS: dict = {}
+
+
+def shared(scale: common.Scale, dataset: str, seeds: int, log=None) -> dict[str, Family]:
+    """Every family of the scale, trained on its training images (memoized in this process: the
+    latent-space experiments, pretrain_classify and rate_distortion study the same models)."""
+    key = (scale, dataset, seeds)
+    if key not in _SWEEPS:
+        x = common.train_images(scale, dataset).x
+        _, vae = common.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
+        _SWEEPS[key] = train(vae, train_config(scale, len(x)), x, common.eval_images(scale, dataset).x,
+                             families_for(scale), betas_for(scale), seeds, log=log)
+    return _SWEEPS[key]
+
+
+def seed_pair(sweep: dict[str, Family]) -> tuple[common.Trained, common.Trained]:
+    """The seeds' AE and VAE: the Bernoulli family's beta 0 and beta 1 members."""
+    return sweep[SEED_AE[0]].member(SEED_AE[1]), sweep[SEED_VAE[0]].member(SEED_VAE[1])
+
+
+# ---------------------------------------------------------------------------- scores along the sweep
+
+
+def score_members(sweep: dict[str, Family], score) -> dict:
+    """scores[family][beta]: [score(cfg, params, seed) for each seed], for every member of the sweep.
+    score returns a dict; its float values are what the sweep tables and comparisons read."""
+    return {name: {beta: [score(fam.trained.model_cfg, fam.trained.seed_params(b * fam.seeds + s), s)
+                          for s in range(fam.seeds)]
+                   for b, beta in enumerate(fam.betas)}
+            for name, fam in sweep.items()}
+
+
+def values(scores: dict, family: str, beta: float, name: str) -> np.ndarray:
+    """(seeds,) one score of one member."""
+    return np.array([d[name] for d in scores[family][beta]], np.float64)
+
+
+def entries(sweep: dict[str, Family], scores: dict, names) -> list[dict]:
+    """metrics.json's `sweep`: one entry per model (family, beta) with its rate, distortion, active
+    units and the named scores, each a mean with its _std over seeds."""
+    out = []
+    for fam in sweep.values():
+        for b, beta in enumerate(fam.betas):
+            e = {"family": fam.name, "beta": beta, "latent_dim": fam.trained.model_cfg.latent_dim}
+            for name in ("rate", "distortion", "active_units"):
+                e.update(_mean_std(name, getattr(fam, name)[b]))
+            for name in names:
+                e.update(_mean_std(name, values(scores, fam.name, beta, name)))
+            out.append(e)
+    return out
+
+
+def _mean_std(name, v) -> dict:
+    m, s = common.mean_std(v)
+    return {name: m, f"{name}_std": s}
+
+
+def _bracket(d_B: np.ndarray, target: float):
+    """(i, w): target = (1 - w) d_B[i] + w d_B[i + 1] on the last segment (largest beta) of the curve
+    that contains it; None when no segment does."""
+    for i in reversed(range(len(d_B) - 1)):
+        lo, hi = sorted((d_B[i], d_B[i + 1]))
+        if lo <= target <= hi:
+            return i, 0.0 if hi == lo else float((target - d_B[i]) / (d_B[i + 1] - d_B[i]))
+    return None
+
+
+def matched(sweep: dict[str, Family], scores: dict, name: str, higher_is_better: bool, ae_score: str | None = None,
+            ae=SEED_AE) -> dict:
+    """The AE's score against each family's VAE at the AE's distortion, seed by seed.
+
+    Returns {"ae": {mean, std, ci, distortion}, family: {...}}: for a family that reaches the AE's distortion,
+    the two bracketing betas, the weight between them, the interpolated beta (geometric), the VAE's
+    score and common.paired_comparison(VAE, AE); for one that does not, reached False and its nearest
+    member. Also `along`: each member (beta > 0) against the AE, where the claim starts or stops holding.
+    ae_score: the AE's score to compare with, when it is not `name` (a sampler that the VAEs do not use).
+    """
+    a = values(scores, *ae, ae_score or name)
+    d_ae = float(sweep[ae[0]].distortion[sweep[ae[0]].betas.index(ae[1])].mean())
+    out = {"ae": {"family": ae[0], "beta": ae[1], "distortion": d_ae, "score": ae_score or name,
+                  **_mean_std("mean", a), "ci": list(common.interval(a))}}
+    for fam in sweep.values():
+        vae_betas = [b for b in fam.betas if b > 0]
+        d_B = np.array([fam.distortion[fam.betas.index(b)].mean() for b in vae_betas])
+        along = [{"beta": b, "distortion": float(d),
+                  **common.paired_comparison(values(scores, fam.name, b, name), a, higher_is_better)}
+                 for b, d in zip(vae_betas, d_B)]
+        hit = _bracket(d_B, d_ae)
+        if hit is None:
+            nearest = int(np.argmin(np.abs(d_B - d_ae)))
+            out[fam.name] = {"reached": False, "nearest_beta": vae_betas[nearest],
+                             "nearest_distortion": float(d_B[nearest]), "nearest": along[nearest], "along": along}
+            continue
+        i, w = hit
+        v = ((1 - w) * values(scores, fam.name, vae_betas[i], name)
+             + w * values(scores, fam.name, vae_betas[i + 1], name))
+        beta = float(np.exp((1 - w) * np.log(vae_betas[i]) + w * np.log(vae_betas[i + 1])))
+        out[fam.name] = {"reached": True, "betas": [vae_betas[i], vae_betas[i + 1]], "weight": w, "beta": beta,
+                         "distortion": d_ae, "score": name, **_mean_std("mean", v), "ci": list(common.interval(v)),
+                         "vs_ae": common.paired_comparison(v, a, higher_is_better), "along": along}
+    return out
+
+
+def verdict(matches: dict[str, dict], what: str) -> tuple[str, str]:
+    """The module docstring's rule over matched(...) of each deciding score: {score: matched dict}."""
+    reached = [f for f, m in next(iter(matches.values())).items() if f != "ae" and m["reached"]]
+    if not reached:
+        return "does not hold", (f"No family's VAE reaches the AE's distortion, so {what} cannot be compared "
+                                 f"like with like; " + _along_text(matches))
+    wins = {(s, f): matches[s][f]["vs_ae"]["better"] for s in matches for f in reached}
+    parts = "; ".join(f"{s} {FAMILY_LABELS[f]} β≈{matches[s][f]['beta']:.2g}: VAE "
+                      f"{matches[s][f]['mean']:.3g} vs AE {matches[s]['ae']['mean']:.3g}, "
+                      f"{common.ci_text(matches[s][f]['vs_ae'])}" for s in matches for f in reached)
+    if all(w == 1 for w in wins.values()):
+        v = "holds"
+    elif all(w < 1 for w in wins.values()):
+        v = "does not hold"
+    else:
+        v = "mixed"
+    better = [f"{s} ({FAMILY_LABELS[f]})" for (s, f), w in wins.items() if w == 1]
+    lead = {"holds": "better on every deciding score", "does not hold": "better on no deciding score",
+            "mixed": f"better on {', '.join(better)} only"}[v]
+    lead = f"At the AE's distortion, the VAE is {lead} of {what}"
+    return v, f"{lead} (VAE - AE, 95% interval over seeds: {parts}); " + _along_text(matches)
+
+
+def _along_text(matches: dict) -> str:
+    """Where along each family's curve the VAE is better (+), worse (-) or not distinguishable (=)."""
+    sign = {1: "+", -1: "−", 0: "="}
+    parts = []
+    for s, m in matches.items():
+        for f, fm in m.items():
+            if f != "ae":
+                parts.append(f"{s}, {FAMILY_LABELS[f]}: " + " ".join(f"β {a['beta']:g} {sign[a['better']]}"
+                                                                      for a in fm["along"]))
+    return "each VAE of the sweep against the AE (+ better, − worse, = interval contains 0): " + "; ".join(parts) + "."
+
+
+def difference_text(match: dict) -> str:
+    """The paired VAE - AE difference at matched distortion in the first family that reaches it."""
+    for family, fm in match.items():
+        if family != "ae" and fm["reached"]:
+            return f"{common.ci_text(fm['vs_ae'])} ({FAMILY_LABELS[family]})"
+    return "not measured (no family reaches the AE's distortion)"
+
+
+def seed_pair_text(m: dict, deciding: dict[str, bool]) -> str:
+    """The seeds' own comparison, the Bernoulli VAE at beta 1 against the AE at their unequal distortions,
+    decided by the same interval rule."""
+    d = {(e["family"], e["beta"]): e["distortion"] for e in m["sweep"]}
+    parts = []
+    for s, higher in deciding.items():
+        c = common.paired_comparison(m["vae"][f"{s}_seeds"], m["ae"][f"{s}_seeds"], higher)
+        parts.append(f"{s} {common.ci_text(c)} ({_OUTCOME[c['better']]})")
+    return (f"As the seed states it (β 1 against the AE, distortion {d[SEED_VAE]:.4f} against {d[SEED_AE]:.4f}), "
+            f"VAE - AE: " + "; ".join(parts) + ".")
+
+
+def report(m: dict, names) -> str:
+    """The report's sweep part: each model's scores against its distortion, the comparison at matched
+    distortion, and the rule that decides the verdict."""
+    rows = [[FAMILY_LABELS[e["family"]], f"{e['beta']:g}" + (" (AE)" if e["beta"] == 0 else ""),
+             common.pm(e["distortion"], e["distortion_std"], ".4f"), common.pm(e["rate"], e["rate_std"], ".3g")]
+            + [common.pm(e[n], e[f"{n}_std"], ".3g") for n in names] for e in m["sweep"]]
+    sweep_table = common.table(["family", "β", "distortion (MSE/pixel)", "rate (nats)", *names], rows)
+    matched_table = common.table(MATCHED_HEADER, [r for s in m["matched"] for r in matched_rows({s: m["matched"][s]})])
+    return (f"**Along the sweep** (every model of the shared sweep, mean ± std over seeds):\n\n{sweep_table}\n\n"
+            f"**At the AE's distortion** ({RULE}):\n\n{matched_table}")
+
+
+RULE = ("the VAE of each family whose test MSE equals the AE's, interpolated between the two β that bracket it; "
+        "intervals: 95%, Student's t over seeds; the claim holds when the VAE is better on every deciding score in "
+        "every family that reaches the AE's distortion, does not hold when it is better on none, and is mixed "
+        "otherwise; a family whose VAEs never reach the AE's distortion shows its nearest VAE and decides nothing")
+
+
+def matched_rows(matches: dict[str, dict], fmt: str = ".3g") -> list[list[str]]:
+    """Report rows: per score and family, the AE, the VAE at its distortion and the paired difference."""
+    rows = []
+    for s, m in matches.items():
+        for f, fm in m.items():
+            if f == "ae":
+                continue
+            if not fm["reached"]:
+                near = fm["nearest"]
+                rows.append([s, FAMILY_LABELS[f], f"{m['ae']['mean']:{fmt}}",
+                             f"not reached; nearest: β {fm['nearest_beta']:g}, distortion {fm['nearest_distortion']:.4f} "
+                             f"(AE {m['ae']['distortion']:.4f})", common.ci_text(near, fmt),
+                             f"(not deciding) {_OUTCOME[near['better']]}"])
+                continue
+            lo, hi = fm["ci"]
+            rows.append([s, FAMILY_LABELS[f], f"{m['ae']['mean']:{fmt}} [{m['ae']['ci'][0]:{fmt}}, {m['ae']['ci'][1]:{fmt}}]",
+                         f"{fm['mean']:{fmt}} [{lo:{fmt}}, {hi:{fmt}}] (β ≈ {fm['beta']:.2g}, between {fm['betas'][0]:g} "
+                         f"and {fm['betas'][1]:g})", common.ci_text(fm["vs_ae"], fmt),
+                         _OUTCOME[fm["vs_ae"]["better"]]])
+    return rows
+
+
+_OUTCOME = {1: "VAE better", -1: "AE better", 0: "no difference shown"}
+MATCHED_HEADER = ["score", "VAE family", "AE (Bernoulli, β 0) [95% interval]", "VAE at the AE's distortion",
+                  "VAE - AE [95% interval], d_z", "verdict"]
+
+
+def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel: str, controls: dict,
+           title: str) -> str:
+    """The score against distortion, a curve per family (mean ± std over seeds), the AE starred,
+    the controls as horizontal lines."""
+    series, styles = {}, {}
+    for fam in sweep.values():
+        d = fam.distortion.mean(1)
+        v = np.array([values(scores, fam.name, b, name) for b in fam.betas])
+        label = f"{FAMILY_LABELS[fam.name]} (β {', '.join(f'{b:g}' for b in fam.betas)})"
+        series[label] = (d, v.mean(1), v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(d)))
+    ae = values(scores, *SEED_AE, name)
+    d_ae = sweep[SEED_AE[0]].distortion[sweep[SEED_AE[0]].betas.index(SEED_AE[1])].mean()
+    series["the AE (Bernoulli, β 0)"] = ([d_ae], [ae.mean()], [0.0])
+    styles["the AE (Bernoulli, β 0)"] = {"marker": "*", "markersize": 14, "linestyle": "none", "color": "black"}
+    return plots.save_curves_spread(series, path, xlabel="distortion: test MSE per pixel", ylabel=ylabel,
+                                    title=title, styles=styles, levels=controls)
