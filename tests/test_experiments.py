@@ -215,6 +215,26 @@ def test_statistics_helpers():
     assert common.pm(1.23456, 0.01) == "1.23 ± 0.01"
 
 
+def _anchors(real, blur, noise):
+    """Anchors with plausibility p and Frechet distance f per image set, every blur width alike."""
+    sets = {"real": real, "noise": noise, **{f"blur_{px:g}": blur for px in common.BLUR_CONTROLS}}
+    return {k: {"plausibility": p, "frechet": f} for k, (p, f) in sets.items()}
+
+
+def test_the_reference_kept_is_the_one_that_charges_least_for_blur_with_noise_at_the_bottom():
+    harsh = _anchors(real=(0.9, 1.0), blur=(0.6, 60.0), noise=(0.1, 101.0))  # blur halfway to noise: 0.5 / 0.6
+    mild = _anchors(real=(0.9, 1.0), blur=(0.8, 11.0), noise=(0.1, 101.0))
+    assert common.blur_position(harsh)["blur_position"] == pytest.approx((3 / 8 + 59 / 100) / 2)
+    assert common.blur_position(mild)["blur_position"] == pytest.approx((1 / 8 + 10 / 100) / 2)
+    confident_on_noise = _anchors(real=(0.9, 1.0), blur=(0.8, 11.0), noise=(0.95, 101.0))
+    assert not common.blur_position(confident_on_noise)["noise_at_bottom"]
+    variants = {name: {**a, **common.blur_position(a)} for name, a in
+                (("harsh", harsh), ("mild", mild), ("fooled", confident_on_noise))}
+    assert common.choose_reference(variants) == "mild"
+    del variants["mild"]
+    assert common.choose_reference(variants) == "harsh"  # the fooled one has the lower position but fails the check
+
+
 def test_write_json_is_strict_and_atomic(tmp_path):
     path = tmp_path / "m.json"
     common.write_json(str(path), {"x": np.float32(1.5), "nan": float("nan"), "arr": np.arange(3), "n": np.int64(2)})

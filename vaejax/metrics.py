@@ -190,22 +190,26 @@ def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- classifier training
 
 
-def structureless_image(key, x):
-    """An image with x's pixel statistics but no structure: with even odds, x with its pixels
-    shuffled, or a smooth random field (uniform 7x7 noise upsampled bilinearly). An outlier
-    for outlier exposure."""
+def structureless_image(key, x, smooth_fields: bool = True):
+    """An image with no structure, an outlier for outlier exposure: x with its pixels shuffled or,
+    with even odds when smooth_fields, a smooth random field (uniform 7x7 noise upsampled
+    bilinearly). Smooth fields teach the classifier to distrust smoothness itself, which is why
+    they are a choice (common.reference measures both)."""
     k_coin, k_perm, k_field = jax.random.split(key, 3)
     shuffled = jax.random.permutation(k_perm, x.reshape(-1)).reshape(x.shape)
+    if not smooth_fields:
+        return shuffled
     field = jax.image.resize(jax.random.uniform(k_field, (7, 7, x.shape[-1])), x.shape, "bilinear")
     return jnp.where(jax.random.bernoulli(k_coin), shuffled, field)
 
 
-def classifier_objective(outlier_exposure: float = 0.0):
+def classifier_objective(outlier_exposure: float = 0.0, smooth_fields: bool = True):
     """Cross-entropy of models.Classifier on one (image, label) pair, for the engine.
 
     outlier_exposure > 0 adds that weight times the cross-entropy between the uniform
     distribution and the softmax on a structureless image (Hendrycks et al. 2019), so that
     max-softmax stays low off the data manifold instead of being arbitrarily confident.
+    smooth_fields: whether smooth random fields are among those images (structureless_image).
     """
     def objective(params, example, key, step, hparams):
         x, label = example
@@ -213,7 +217,7 @@ def classifier_objective(outlier_exposure: float = 0.0):
             logits = models.classifier_apply(params, x)
             return jax.nn.logsumexp(logits) - logits[label], {}
         # the image and its outlier in one pass: a smaller program than two
-        logits, outlier = models.classifier_apply(params, jnp.stack([x, structureless_image(key, x)]))
+        logits, outlier = models.classifier_apply(params, jnp.stack([x, structureless_image(key, x, smooth_fields)]))
         return (jax.nn.logsumexp(logits) - logits[label]
                 - outlier_exposure * jnp.mean(jax.nn.log_softmax(outlier))), {}
 
@@ -222,17 +226,17 @@ def classifier_objective(outlier_exposure: float = 0.0):
 
 def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: int = 128,
                      learning_rate: float = 1e-3, channels=(32, 64), width: int = 64,
-                     outlier_exposure: float = 0.0):
+                     outlier_exposure: float = 0.0, smooth_fields: bool = True):
     """Parameters of a models.Classifier trained from scratch (Adam) on images x_N (float NHWC) and labels y_N.
 
-    outlier_exposure: see classifier_objective (0: plain cross-entropy).
+    outlier_exposure, smooth_fields: see classifier_objective (0: plain cross-entropy).
     """
     init_key, run_key = jax.random.split(key)
     x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
     init = jax.jit(models.classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
     optimizer = optax.adam(learning_rate)
     state = engine.init(init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width), optimizer)
-    epoch = engine.make_epoch(classifier_objective(outlier_exposure), optimizer, min(batch_size, x_N.shape[0]))
+    epoch = engine.make_epoch(classifier_objective(outlier_exposure, smooth_fields), optimizer, min(batch_size, x_N.shape[0]))
     for _ in range(epochs):
         state, _ = epoch(state, (x_N, y_N), run_key)
     return state.params
@@ -347,19 +351,19 @@ def reference_halves(labels) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, seed: int = 0,
                   cache_dir: str | None = None, batch_size: int = 128,
-                  outlier_exposure: float = 0.5) -> ReferenceClassifier:
+                  outlier_exposure: float = 0.5, smooth_fields: bool = True) -> ReferenceClassifier:
     """The reference classifier of `dataset`, trained on n_train real training images (None: all).
 
-    With outlier exposure (default 0.5, see classifier_objective) on pixel-shuffled images and
-    smooth random fields: without it a ReLU classifier is often more confident on uniform noise
-    than on real images, and max-softmax is no plausibility scale. Uniform noise itself is not
-    among the training outliers, so the noise anchor stays an independent check.
+    With outlier exposure (default 0.5, see classifier_objective) on pixel-shuffled images and,
+    with smooth_fields, smooth random fields: without it a ReLU classifier is often more confident
+    on uniform noise than on real images, and max-softmax is no plausibility scale. Uniform noise
+    itself is not among the training outliers, so the noise anchor stays an independent check.
 
     Read from `cache_dir` when a copy trained with the same settings is there; else trained
     and written there (atomically). No cache_dir: always trained.
     """
     settings = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "seed": seed,
-                "batch_size": batch_size, "outlier_exposure": outlier_exposure,
+                "batch_size": batch_size, "outlier_exposure": outlier_exposure, "smooth_fields": smooth_fields,
                 "arch": "patchconv32-64-dense64-v4"}
     tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = os.path.join(cache_dir, f"classifier-{dataset}-{tag}.npz") if cache_dir else None
@@ -373,7 +377,8 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
         per_class = max(1, n_train // data.NUM_CLASSES[dataset])
         train = data.subset_per_class(train, per_class, seed)
     params = train_classifier(jax.random.key(seed), data.to_float(train.images), train.labels,
-                              data.NUM_CLASSES[dataset], epochs, batch_size, outlier_exposure=outlier_exposure)
+                              data.NUM_CLASSES[dataset], epochs, batch_size, outlier_exposure=outlier_exposure,
+                              smooth_fields=smooth_fields)
     test = data.load(dataset, "test")
     probs, feats = classifier_outputs(params, test.images)
     reference = feats[reference_halves(test.labels)[0]]
