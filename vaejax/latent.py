@@ -7,45 +7,67 @@ images are NHWC floats in [0, 1].
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import models, recipe
+from vaejax import models, objectives, recipe
 from vaejax.config import ModelConfig
 
 
 # ---------------------------------------------------------------------------- embed / decode
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _embed_chunk(cfg, params, x_B):
-    code = models.encode(cfg, params, x_B)
-    return code[0] if cfg.kind == "vae" else code  # a VAE's embedding is its mean
+class Model(NamedTuple):
+    """A model that is not a preset: a Linen module of the model interface (objectives.py: encode and
+    decode of one example) and its likelihood. embed, decode and reconstruct take one of these or a
+    preset's ModelConfig."""
+
+    module: Any
+    likelihood: objectives.Likelihood
+
+
+def module_and_likelihood(model: ModelConfig | Model) -> tuple[Any, objectives.Likelihood]:
+    if isinstance(model, ModelConfig):
+        return models.module(model), recipe.likelihood(model)
+    return model.module, model.likelihood
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_chunk(cfg, params, z_B):
-    return recipe.likelihood(cfg).mean(models.decode(cfg, params, z_B))
+def _embed_chunk(model, params, x_B):
+    module, _ = module_and_likelihood(model)
+
+    def one(x):
+        code = objectives.encode(module, params, x)
+        return code[0] if isinstance(code, tuple) else code  # a VAE's embedding is its mean
+
+    return jax.vmap(one)(x_B)
 
 
-def embed(cfg: ModelConfig, params, x_N, chunk: int = 500):
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_chunk(model, params, z_B):
+    module, likelihood = module_and_likelihood(model)
+    return jax.vmap(lambda z: likelihood.mean(objectives.decode(module, params, z)))(z_B)
+
+
+def embed(model: ModelConfig | Model, params, x_N, chunk: int = 500):
     """Latent codes (N, D) of images x_N: the AE's z, the VAE's posterior mean mu."""
-    return map_chunks(lambda x_B: _embed_chunk(cfg, params, x_B), jnp.asarray(x_N, jnp.float32), chunk)
+    return map_chunks(lambda x_B: _embed_chunk(model, params, x_B), jnp.asarray(x_N, jnp.float32), chunk)
 
 
-def decode(cfg: ModelConfig, params, z_ND, chunk: int = 500):
+def decode(model: ModelConfig | Model, params, z_ND, chunk: int = 500):
     """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (the likelihood's mean); any leading dims."""
     z_ND = jnp.asarray(z_ND, jnp.float32)
     flat = z_ND.reshape(-1, z_ND.shape[-1])
-    images = map_chunks(lambda z_B: _decode_chunk(cfg, params, z_B), flat, chunk)
+    images = map_chunks(lambda z_B: _decode_chunk(model, params, z_B), flat, chunk)
     return images.reshape(z_ND.shape[:-1] + images.shape[1:])
 
 
-def reconstruct(cfg: ModelConfig, params, x_N, chunk: int = 500):
+def reconstruct(model: ModelConfig | Model, params, x_N, chunk: int = 500):
     """The mean reconstructions of images x_N: decode(embed(x)), the VAE's at z = mu."""
-    return decode(cfg, params, embed(cfg, params, x_N, chunk), chunk)
+    return decode(model, params, embed(model, params, x_N, chunk), chunk)
 
 
 def map_chunks(fn, x_N, chunk):

@@ -85,17 +85,14 @@ def bridge_latents(codes_ND, labels_N, num_classes: int, alphas):
     return np.asarray(latent.interpolate(e1, e2, alphas)).transpose(1, 0, 2), pairs
 
 
-def centroid_scores(ref, train, k: int, per_class: int, bridge_alphas, cfg, params, s: int) -> dict:
-    """One model's decoded centroids, near-centroid points, bridges and points at RADII, scored; and the
-    images the figures show (near_images, bridge_images, pairs)."""
+def centroid_scores(ref, train, k: int, per_class: int, cfg, params, s: int) -> dict:
+    """One model's decoded centroids, near-centroid points and points at RADII, scored; and the near
+    images the figure shows."""
     codes = np.asarray(latent.embed(cfg, params, train.x))
     near = near_centroid_latents(codes, train.y, k, per_class)  # (K, per_class, D)
     near_images = np.asarray(latent.decode(cfg, params, near))
     probs, feats = ref.outputs(near_images.reshape((-1,) + near_images.shape[2:]))
     probs = probs.reshape(k, per_class, -1)
-    bridge, pairs = bridge_latents(codes, train.y, k, bridge_alphas)
-    bridge_images = np.asarray(latent.decode(cfg, params, bridge))
-    b_scores = ref.scores(bridge_images.reshape((-1,) + bridge_images.shape[2:]))
     around = radius_latents(jax.random.fold_in(jax.random.key(5), s), codes, train.y, k, RADII, RADIUS_DRAWS)
     around_probs = ref.outputs(np.asarray(latent.decode(cfg, params, around)).reshape(
         (-1,) + train.x.shape[1:]))[0].reshape(len(RADII), k, RADIUS_DRAWS, -1)
@@ -105,23 +102,32 @@ def centroid_scores(ref, train, k: int, per_class: int, bridge_alphas, cfg, para
         "centroid_plausibility": float(probs[:, 0].max(-1).mean()),
         "centroid_class_match": float(np.mean(probs[:, 0].argmax(-1) == np.arange(k))),
         "near_class_match": float(np.mean(probs.argmax(-1) == np.arange(k)[:, None])),
-        "bridge_plausibility": b_scores["plausibility"],
-        "bridge_frechet": b_scores["frechet"],
         "hole_ratio": float(np.mean(hole_ratio(codes, train.y, k))),
         **{f"class_match_r{r:g}": float(np.mean(p.argmax(-1) == np.arange(k)[:, None]))
            for r, p in zip(RADII, around_probs)},
-        "near_images": near_images[:, : SHOW_NEAR + 1], "bridge_images": bridge_images, "pairs": pairs,
+        "near_images": near_images[:, : SHOW_NEAR + 1],
     }
+
+
+def bridge_scores(ref, train, k: int, bridge_alphas, cfg, params) -> dict:
+    """One model's decoded bridges between class groups, scored; and the images and class pairs."""
+    codes = np.asarray(latent.embed(cfg, params, train.x))
+    bridge, pairs = bridge_latents(codes, train.y, k, bridge_alphas)
+    images = np.asarray(latent.decode(cfg, params, bridge))
+    scores = ref.scores(images.reshape((-1,) + images.shape[2:]))
+    return {"bridge_plausibility": scores["plausibility"], "bridge_frechet": scores["frechet"],
+            "bridge_images": images, "pairs": pairs}
 
 
 DECIDING = {"plausibility": True, "frechet": False}  # of the near-centroid set
 ALONG_SWEEP = ("plausibility", "frechet", "centroid_class_match", "near_class_match", "hole_ratio", "class_match_r1")
 
 
-def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
+def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
+    """families: user families (sweep.UserFamily) swept and judged beside the built-in ones."""
     run = common.start("centroids", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
-    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
     ae, vae = sweep.seed_pair(families)
     train = common.train_images(run.scale, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
@@ -129,8 +135,11 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     per_class = max(2, n // k)
     pairs_count = k * (k - 1)
     bridge_alphas = np.linspace(0, 1, max(1, round(n / pairs_count)) + 2)[1:-1]
-    along = sweep.score_members(families, functools.partial(centroid_scores, ref, train, k, per_class, bridge_alphas))
+    along = sweep.score_members(families, functools.partial(centroid_scores, ref, train, k, per_class))
     pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    for trained, rows in ((ae, pair["ae"]), (vae, pair["vae"])):  # between class groups: the seeds' pair only
+        for s, row in enumerate(rows):
+            row.update(bridge_scores(ref, train, k, bridge_alphas, trained.model_cfg, trained.seed_params(s)))
     result = {name: common.summarize([{k: v for k, v in r.items() if isinstance(v, float)} for r in rows])
               for name, rows in pair.items()}
     means = np.stack([train.x[train.y == c].mean(0) for c in range(k)])  # the control: centroids in pixel space

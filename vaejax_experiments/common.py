@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import functools
 import importlib
+import inspect
 import json
 import math
 import os
@@ -549,6 +550,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def add_family_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--family", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
+                        help="a model family of your own, swept over beta and judged beside the built-in ones "
+                             "(repeatable): FUNCTION(image_shape, latent_dim) returns (Linen module, likelihood)")
+    return parser
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -569,9 +577,17 @@ def cli(main: Callable, argv: list[str] | None = None, description: str | None =
     module = sys.modules.get(main.__module__)
     parser = argparse.ArgumentParser(prog=f"python -m {main.__module__}",
                                      description=description or getattr(module, "CLAIM", None))
-    args = add_common_args(parser).parse_args(argv)
+    takes_families = "families" in inspect.signature(main).parameters
+    add_common_args(parser)
+    if takes_families:
+        add_family_arg(parser)
+    args = parser.parse_args(argv)
     try:
-        result = main(scale=args.scale, dataset=args.dataset, seeds=args.seeds, out=args.out)
+        extra = {}
+        if takes_families:
+            from vaejax_experiments import sweep  # here: sweep itself imports this module
+            extra = {"families": tuple(sweep.user_family(f) for f in args.family)}
+        result = main(scale=args.scale, dataset=args.dataset, seeds=args.seeds, out=args.out, **extra)
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

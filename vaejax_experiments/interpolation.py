@@ -83,10 +83,11 @@ DECIDING = {"plausibility": True, "frechet": False}  # score: higher is better
 ALONG_SWEEP = ("plausibility", "frechet", "frechet_minus_recon", "max_step_ratio", "class1_gap", "precision", "recall")
 
 
-def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
+def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
+    """families: user families (sweep.UserFamily) swept and judged beside the built-in ones."""
     run = common.start("interpolation", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
-    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
     ae, vae = sweep.seed_pair(families)
     test = common.load_images(run.dataset, "test")
     interior = len(ALPHAS) - 2

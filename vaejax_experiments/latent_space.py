@@ -59,7 +59,8 @@ DECIDING = {"plausibility": True, "frechet": False}  # the VAE's prior grid agai
 ALONG_SWEEP = ("prior_grid_plausibility", "prior_grid_frechet", "box_grid_frechet", "knn_accuracy")
 
 
-def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
+def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
+    """families: user families (sweep.UserFamily), made with a 2-D latent, judged beside the built-in ones."""
     run = common.start("latent_space", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
     train = common.train_images(run.scale, run.dataset)
@@ -67,8 +68,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     full_test = common.load_images(run.dataset, "test")
     tc = sweep.train_config(run.scale, len(train.x))
     betas = run.scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.3, 1.0), full=sweep.BETAS)
-    families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, sweep.families_for(run.scale), betas, run.seeds,
-                           log=run.log)
+    families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, sweep.families_for(run.scale) + tuple(families),
+                           betas, run.seeds, log=run.log)
     ae, vae = sweep.seed_pair(families)
     g = max(2, int(round(np.sqrt(run.scale.n_eval))))  # scored grid: about n_eval images
     # Descriptive, not part of the verdict: decoded images darker than 99.5% of real test images.

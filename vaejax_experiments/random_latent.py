@@ -41,7 +41,7 @@ def draw(key, how: str, codes_ND, n: int):
     return latent.bounding_box_samples(key, codes_ND, n)
 
 
-def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior", "gaussian_fit")) -> dict:
+def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior",)) -> dict:
     """<sampler>_<score> of n latents drawn each named way from one model, decoded and scored; and the
     first SHOW images of each (<sampler>_images)."""
     codes = latent.embed(cfg, params, x_train)
@@ -57,16 +57,17 @@ def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior",
 DECIDING = {"plausibility": True, "frechet": False}  # the VAE's prior against the AE's Gaussian fit
 
 
-def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
+def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
+    """families: user families (sweep.UserFamily) swept and judged beside the built-in ones."""
     run = common.start("random_latent", scale, dataset, seeds, out)
     ref = common.reference(run.scale, run.dataset, out)
-    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
     ae, vae = sweep.seed_pair(families)
     x_train = common.train_images(run.scale, run.dataset).x
     score = functools.partial(sampler_scores, ref, x_train, run.scale.n_eval)
     along = sweep.score_members(families, score)
     for s, d in enumerate(along[sweep.SEED_AE[0]][sweep.SEED_AE[1]]):  # the AE's other samplers
-        d.update(score(ae.model_cfg, ae.seed_params(s), s, samplers=("box", "gmm")))
+        d.update(score(ae.model_cfg, ae.seed_params(s), s, samplers=("gaussian_fit", "box", "gmm")))
     for s, d in enumerate(along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]):
         d.update(score(vae.model_cfg, vae.seed_params(s), s, samplers=("gmm",)))
     pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}

@@ -27,16 +27,16 @@ CLAIM = ("Between the autoencoder (beta = 0) and the VAE (beta = 1) lies a curve
 MEASURES = ("rate", "distortion", "active_units")
 
 
-def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
+def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
+    """families: user families (sweep.UserFamily) swept beside the built-in ones."""
     run = common.start("rate_distortion", scale, dataset, seeds, out)
-    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
     first = next(iter(families.values())).trained
     result = {"betas": list(sweep.betas_for(run.scale)), "families": list(families), "sweep": {},
               "n_train": first.n_train, "n_test": len(common.eval_images(run.scale, run.dataset).x),
               "epochs": first.train_cfg.epochs, "batch_size": first.train_cfg.batch_size}
     for name, fam in families.items():
-        cfg = fam.trained.model_cfg
-        entry = {"model": f"{cfg.arch} vae latent {cfg.latent_dim}, {cfg.likelihood}",
+        entry = {"model": sweep.describe(fam),
                  "seconds": round(fam.trained.seconds, 1)}
         for measure in MEASURES:
             per_beta = [common.mean_std(v) for v in getattr(fam, measure)]
@@ -54,7 +54,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 def _figures(run, result) -> list[str]:
     figs = []
     for name, label, log_y in (("rate", "rate: KL in nats per image", True), ("active_units", "active units", False)):
-        series = {f"{sweep.FAMILY_LABELS[family]} (β {', '.join(f'{b:g}' for b in result['betas'])})":
+        series = {f"{sweep.label(family)} (β {', '.join(f'{b:g}' for b in result['betas'])})":
                   (s["distortion"], s[name], s[f"{name}_std"]) for family, s in result["sweep"].items()}
         figs.append(plots.save_curves_spread(series, run.path(f"sweep_{name}.png"), xlabel="distortion: MSE per pixel",
                                              ylabel=label, log_y=log_y,
@@ -72,7 +72,7 @@ def report(m: dict) -> str:
     rows = []
     for family, s in m["sweep"].items():
         for i, beta in enumerate(m["betas"]):
-            rows.append([sweep.FAMILY_LABELS[family] if i == 0 else "", f"{beta:g}" + (" (AE)" if beta == 0 else ""),
+            rows.append([sweep.label(family) if i == 0 else "", f"{beta:g}" + (" (AE)" if beta == 0 else ""),
                          common.pm(s["rate"][i], s["rate_std"][i], ".3g"),
                          common.pm(s["distortion"][i], s["distortion_std"][i], ".4f"),
                          common.pm(s["active_units"][i], s["active_units_std"][i], ".3g")])

@@ -15,19 +15,25 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import os
 import sys
 import time
 import traceback
 
-from vaejax_experiments import common
+from vaejax_experiments import common, sweep
 from vaejax import provenance
 
 RUN_FILE = "run_all.json"  # the last run's scale, total seconds and notes, for --report-only
 
 
-def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", full_results=None) -> dict:
-    """Run the experiments (all, or `only`), write <out>/REPORT.md; returns {name: metrics or None}."""
+def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", full_results=None,
+            families=()) -> dict:
+    """Run the experiments (all, or `only`), write <out>/REPORT.md; returns {name: metrics or None}.
+
+    families: user families (sweep.UserFamily, or "name=package.module:function" strings) that the
+    experiments taking a `families` argument (the latent-space ones) sweep and judge beside theirs."""
+    families = tuple(sweep.user_family(f) if isinstance(f, str) else f for f in families)
     scale = common.get_scale(scale)
     known = common.EXPERIMENTS + common.SECTIONS
     names = list(only) if only else list(known)
@@ -46,7 +52,8 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
         ds = dataset or getattr(module, "DEFAULT_DATASET", common.DEFAULT_DATASET)
         print(f"[run_all] {name} (scale {scale.name}, {ds})", flush=True)
         try:
-            results[name] = module.main(scale=scale, dataset=ds, seeds=seeds, out=out)
+            extra = {"families": families} if families and _takes_families(module) else {}
+            results[name] = module.main(scale=scale, dataset=ds, seeds=seeds, out=out, **extra)
         except common.user_errors() as e:
             notes.append(f"`{name}`: skipped: {e}")
             skipped.append(f"{name} skipped: {e}")
@@ -56,7 +63,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             results[name] = None
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     total = time.perf_counter() - started
-    command = _command(scale, only, dataset, seeds, out)
+    command = _command(scale, only, dataset, seeds, out, families)
     common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
                                                     "seconds": total, "notes": notes, "skipped": skipped,
                                                     "command": command})
@@ -64,13 +71,18 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
     return results
 
 
-def _command(scale, only, dataset, seeds, out) -> str:
+def _takes_families(module) -> bool:
+    return "families" in inspect.signature(module.main).parameters
+
+
+def _command(scale, only, dataset, seeds, out, families=()) -> str:
     """The command line that runs exactly these experiments with these settings."""
     parts = ["python -m vaejax_experiments.run_all", f"--scale {scale.name}"]
     parts += [f"--only {' '.join(only)}"] if only else []
     parts += [f"--dataset {dataset}"] if dataset else []
     parts += [f"--seeds {seeds}"] if seeds else []
     parts += [f"--out {out}"] if out != "results" else []
+    parts += [f"--family {f.spec or f.name}" for f in families]
     return " ".join(parts)
 
 
@@ -260,12 +272,13 @@ def main(argv=None) -> int:
                         help="folder of full-scale results to compare with (default: <out>/full)")
     parser.add_argument("--report-only", action="store_true",
                         help="write REPORT.md again from the results in --out; trains nothing")
+    common.add_family_arg(parser)
     args = parser.parse_args(argv)
     try:
         if args.report_only:
             report_only(args.out, args.full_results)
             return 0
-        results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results)
+        results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results, args.family)
     except common.user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

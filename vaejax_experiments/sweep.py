@@ -21,12 +21,14 @@ better on none of them in any, and is mixed otherwise.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import config, models, objectives, plots, recipe
+from vaejax import config, latent, objectives, plots
 from vaejax_experiments import common
 
 FAMILIES = {"bernoulli": {"likelihood": "bernoulli"},
@@ -46,13 +48,52 @@ def betas_for(scale: common.Scale) -> tuple[float, ...]:
     return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS)
 
 
+@dataclasses.dataclass(frozen=True)
+class UserFamily:
+    """A family of one's own, swept and judged beside the built-in ones: make(image_shape, latent_dim)
+    returns a Linen module of the model interface (objectives.py; encode gives (mu, logvar)) and its
+    objectives.Likelihood. spec: how the command line named it ("name=package.module:function")."""
+
+    name: str
+    make: Callable
+    spec: str | None = dataclasses.field(default=None, compare=False)
+
+
+def user_family(spec: str) -> UserFamily:
+    """The UserFamily that "name=package.module:function" names (a one-line UsageError otherwise)."""
+    name, _, target = spec.partition("=")
+    module_name, _, function = target.partition(":")
+    if not (name and module_name and function) or name in FAMILIES:
+        raise common.UsageError(f"--family {spec!r}: expected NAME=package.module:function with a NAME other than "
+                                f"{', '.join(FAMILIES)}, e.g. --family mine=my_models:make_vae")
+    try:
+        make = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as e:
+        raise common.UsageError(f"--family {spec!r}: cannot load {target} ({type(e).__name__}: {e}); put its folder "
+                                f"on PYTHONPATH") from None
+    return UserFamily(name, make, spec)
+
+
+def label(family: str) -> str:
+    return FAMILY_LABELS.get(family, family)
+
+
+def describe(fam: "Family") -> str:
+    """The family's model in words, for reports."""
+    if isinstance(fam.model, latent.Model):
+        return f"{type(fam.model.module).__name__} (a user family), latent {fam.trained.model_cfg.latent_dim}"
+    return f"{fam.model.arch} vae latent {fam.model.latent_dim}, {fam.model.likelihood}"
+
+
 @dataclasses.dataclass
 class Family:
-    """One likelihood's models: trained.params has a leading axis of len(betas) * seeds (beta-major);
-    rate, distortion and active_units are (betas, seeds) arrays measured on test images."""
+    """One likelihood's (or one user family's) models: trained.params has a leading axis of len(betas) *
+    seeds (beta-major); rate, distortion and active_units are (betas, seeds) arrays measured on test
+    images; model is what latent.embed and latent.decode take (a preset's config, or a latent.Model)."""
 
     name: str
     betas: tuple[float, ...]
+    model: config.ModelConfig | latent.Model
     trained: common.Trained
     rate: np.ndarray
     distortion: np.ndarray
@@ -68,25 +109,29 @@ class Family:
         return self.trained.select(np.arange(b * self.seeds, (b + 1) * self.seeds))
 
 
-def train_family(cfg, tc, x_N, betas, seeds: int, log=None) -> common.Trained:
-    """len(betas) * seeds models (beta-major: model b * seeds + s) in one program, beta traced."""
+def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model | None = None) -> common.Trained:
+    """len(betas) * seeds models (beta-major: model b * seeds + s) in one program, beta traced: the preset
+    cfg, or `model` (trained with the ELBO of its likelihood, cfg giving the image shape)."""
     beta_M = jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)
-    return common.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log)
+    custom = {}
+    if model is not None:
+        def init_params(key):  # the interface's __call__(x, key), on one example
+            k_init, k_sample = jax.random.split(key)
+            return model.module.init(k_init, jnp.zeros(cfg.image_shape, jnp.float32), k_sample)["params"]
+        custom = {"objective": objectives.elbo(model.module, model.likelihood), "init_params": init_params}
+    return common.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log, **custom)
 
 
-def measure(cfg, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
+def measure(model, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
     """Per model (M,): rate (nats), distortion (MSE per pixel) and active units, on images x_N."""
-    mean_of = recipe.likelihood(cfg).mean
+    module, likelihood = latent.module_and_likelihood(model)
 
-    @jax.jit
-    def one_chunk(params_M, x_B):
-        def one(params):
-            mu, logvar = models.encode(cfg, params, x_B)
-            x_hat = mean_of(models.decode(cfg, params, mu))
-            kl = jnp.sum(objectives.kl_per_dim(mu, logvar), axis=-1)
-            return mu, kl, jnp.mean(jnp.square(x_hat - x_B), axis=(1, 2, 3))
-        return jax.vmap(one)(params_M)
+    def one_image(params, x):
+        mu, logvar = objectives.encode(module, params, x)
+        x_hat = likelihood.mean(objectives.decode(module, params, mu))
+        return mu, jnp.sum(objectives.kl_per_dim(mu, logvar)), jnp.mean(jnp.square(x_hat - x))
 
+    one_chunk = jax.jit(jax.vmap(jax.vmap(one_image, in_axes=(None, 0)), in_axes=(0, None)))
     x = jnp.asarray(x_N, jnp.float32)
     parts = [one_chunk(params_M, x[i:i + chunk]) for i in range(0, len(x), chunk)]
     mu, kl, se = (np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in range(3))
@@ -104,33 +149,48 @@ def train_config(scale: common.Scale, n_train: int) -> config.TrainConfig:
     return scale.train_config(n_train, epochs=scale.pick(smoke=epochs, quick=max(1, epochs // 2), full=epochs))
 
 
+def train_one(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, family: str | UserFamily,
+              betas, seeds: int, log=None) -> Family:
+    """One family over betas x seeds, measured on test_N: a built-in likelihood on the preset base, or a
+    user family made at base's image shape and latent width."""
+    if isinstance(family, UserFamily):
+        name, cfg = family.name, base
+        model = latent.Model(*family.make(tuple(base.image_shape), base.latent_dim))
+    else:
+        name, cfg = family, config.replace(base, **FAMILIES[family])
+        model = cfg
+    if log:
+        log(f"{name}: beta {list(betas)} x {seeds} seeds, latent {base.latent_dim}")
+    trained = train_family(cfg, train_cfg, x_N, betas, seeds, log=log,
+                           model=model if isinstance(model, latent.Model) else None)
+    m = {k: v.reshape(len(betas), seeds) for k, v in measure(model, trained.params, test_N).items()}
+    return Family(name, tuple(betas), model, trained, **m)
+
+
 def train(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, families, betas, seeds: int,
           log=None) -> dict[str, Family]:
-    """Each family (base with the family's likelihood) over betas x seeds, measured on test_N."""
-    sweep = {}
-    for name in families:
-        cfg = config.replace(base, **FAMILIES[name])
-        if log:
-            log(f"{name}: beta {list(betas)} x {seeds} seeds, {cfg.arch} vae latent {cfg.latent_dim}")
-        trained = train_family(cfg, train_cfg, x_N, betas, seeds, log=log)
-        m = {k: v.reshape(len(betas), seeds) for k, v in measure(cfg, trained.params, test_N).items()}
-        sweep[name] = Family(name, tuple(betas), trained, **m)
-    return sweep
+    """Each family (a built-in name or a UserFamily) over betas x seeds, measured on test_N."""
+    trained = [train_one(base, train_cfg, x_N, test_N, f, betas, seeds, log) for f in families]
+    return {f.name: f for f in trained}
 
 
 _SWEEPS: dict = {}
 
 
-def shared(scale: common.Scale, dataset: str, seeds: int, log=None) -> dict[str, Family]:
-    """Every family of the scale, trained on its training images (memoized in this process: the
-    latent-space experiments, pretrain_classify and rate_distortion study the same models)."""
-    key = (scale, dataset, seeds)
-    if key not in _SWEEPS:
-        x = common.train_images(scale, dataset).x
-        _, vae = common.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
-        _SWEEPS[key] = train(vae, train_config(scale, len(x)), x, common.eval_images(scale, dataset).x,
-                             families_for(scale), betas_for(scale), seeds, log=log)
-    return _SWEEPS[key]
+def shared(scale: common.Scale, dataset: str, seeds: int, log=None, extra: tuple = ()) -> dict[str, Family]:
+    """The scale's families, and the user families in `extra`, trained on the scale's training images.
+    Memoized per family in this process: the latent-space experiments, pretrain_classify and
+    rate_distortion study the same models."""
+    x = common.train_images(scale, dataset).x
+    _, vae = common.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
+    out = {}
+    for family in families_for(scale) + tuple(extra):
+        key = (scale, dataset, seeds, family)
+        if key not in _SWEEPS:
+            _SWEEPS[key] = train_one(vae, train_config(scale, len(x)), x, common.eval_images(scale, dataset).x,
+                                     family, betas_for(scale), seeds, log=log)
+        out[_SWEEPS[key].name] = _SWEEPS[key]
+    return out
 
 
 def seed_pair(sweep: dict[str, Family]) -> tuple[common.Trained, common.Trained]:
@@ -142,9 +202,9 @@ def seed_pair(sweep: dict[str, Family]) -> tuple[common.Trained, common.Trained]
 
 
 def score_members(sweep: dict[str, Family], score) -> dict:
-    """scores[family][beta]: [score(cfg, params, seed) for each seed], for every member of the sweep.
+    """scores[family][beta]: [score(model, params, seed) for each seed], for every member of the sweep.
     score returns a dict; its float values are what the sweep tables and comparisons read."""
-    return {name: {beta: [score(fam.trained.model_cfg, fam.trained.seed_params(b * fam.seeds + s), s)
+    return {name: {beta: [score(fam.model, fam.trained.seed_params(b * fam.seeds + s), s)
                           for s in range(fam.seeds)]
                    for b, beta in enumerate(fam.betas)}
             for name, fam in sweep.items()}
@@ -228,7 +288,7 @@ def verdict(matches: dict[str, dict], what: str) -> tuple[str, str]:
         return "does not hold", (f"No family's VAE reaches the AE's distortion, so {what} cannot be compared "
                                  f"like with like; " + _along_text(matches))
     wins = {(s, f): matches[s][f]["vs_ae"]["better"] for s in matches for f in reached}
-    parts = "; ".join(f"{s} {FAMILY_LABELS[f]} β≈{matches[s][f]['beta']:.2g}: VAE "
+    parts = "; ".join(f"{s} {label(f)} β≈{matches[s][f]['beta']:.2g}: VAE "
                       f"{matches[s][f]['mean']:.3g} vs AE {matches[s]['ae']['mean']:.3g}, "
                       f"{common.ci_text(matches[s][f]['vs_ae'])}" for s in matches for f in reached)
     if all(w == 1 for w in wins.values()):
@@ -237,7 +297,7 @@ def verdict(matches: dict[str, dict], what: str) -> tuple[str, str]:
         v = "does not hold"
     else:
         v = "mixed"
-    better = [f"{s} ({FAMILY_LABELS[f]})" for (s, f), w in wins.items() if w == 1]
+    better = [f"{s} ({label(f)})" for (s, f), w in wins.items() if w == 1]
     lead = {"holds": "better on every deciding score", "does not hold": "better on no deciding score",
             "mixed": f"better on {', '.join(better)} only"}[v]
     lead = f"At the AE's distortion, the VAE is {lead} of {what}"
@@ -251,7 +311,7 @@ def _along_text(matches: dict) -> str:
     for s, m in matches.items():
         for f, fm in m.items():
             if f != "ae":
-                parts.append(f"{s}, {FAMILY_LABELS[f]}: " + " ".join(f"β {a['beta']:g} {sign[a['better']]}"
+                parts.append(f"{s}, {label(f)}: " + " ".join(f"β {a['beta']:g} {sign[a['better']]}"
                                                                       for a in fm["along"]))
     return "each VAE of the sweep against the AE (+ better, − worse, = interval contains 0): " + "; ".join(parts) + "."
 
@@ -260,7 +320,7 @@ def difference_text(match: dict) -> str:
     """The paired VAE - AE difference at matched distortion in the first family that reaches it."""
     for family, fm in match.items():
         if family != "ae" and fm["reached"]:
-            return f"{common.ci_text(fm['vs_ae'])} ({FAMILY_LABELS[family]})"
+            return f"{common.ci_text(fm['vs_ae'])} ({label(family)})"
     return "not measured (no family reaches the AE's distortion)"
 
 
@@ -279,7 +339,7 @@ def seed_pair_text(m: dict, deciding: dict[str, bool]) -> str:
 def report(m: dict, names) -> str:
     """The report's sweep part: each model's scores against its distortion, the comparison at matched
     distortion, and the rule that decides the verdict."""
-    rows = [[FAMILY_LABELS[e["family"]], f"{e['beta']:g}" + (" (AE)" if e["beta"] == 0 else ""),
+    rows = [[label(e["family"]), f"{e['beta']:g}" + (" (AE)" if e["beta"] == 0 else ""),
              common.pm(e["distortion"], e["distortion_std"], ".4f"), common.pm(e["rate"], e["rate_std"], ".3g")]
             + [common.pm(e[n], e[f"{n}_std"], ".3g") for n in names] for e in m["sweep"]]
     sweep_table = common.table(["family", "β", "distortion (MSE/pixel)", "rate (nats)", *names], rows)
@@ -303,13 +363,13 @@ def matched_rows(matches: dict[str, dict], fmt: str = ".3g") -> list[list[str]]:
                 continue
             if not fm["reached"]:
                 near = fm["nearest"]
-                rows.append([s, FAMILY_LABELS[f], f"{m['ae']['mean']:{fmt}}",
+                rows.append([s, label(f), f"{m['ae']['mean']:{fmt}}",
                              f"not reached; nearest: β {fm['nearest_beta']:g}, distortion {fm['nearest_distortion']:.4f} "
                              f"(AE {m['ae']['distortion']:.4f})", common.ci_text(near, fmt),
                              f"(not deciding) {_OUTCOME[near['better']]}"])
                 continue
             lo, hi = fm["ci"]
-            rows.append([s, FAMILY_LABELS[f], f"{m['ae']['mean']:{fmt}} [{m['ae']['ci'][0]:{fmt}}, {m['ae']['ci'][1]:{fmt}}]",
+            rows.append([s, label(f), f"{m['ae']['mean']:{fmt}} [{m['ae']['ci'][0]:{fmt}}, {m['ae']['ci'][1]:{fmt}}]",
                          f"{fm['mean']:{fmt}} [{lo:{fmt}}, {hi:{fmt}}] (β ≈ {fm['beta']:.2g}, between {fm['betas'][0]:g} "
                          f"and {fm['betas'][1]:g})", common.ci_text(fm["vs_ae"], fmt),
                          _OUTCOME[fm["vs_ae"]["better"]]])
@@ -329,8 +389,8 @@ def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel:
     for fam in sweep.values():
         d = fam.distortion.mean(1)
         v = np.array([values(scores, fam.name, b, name) for b in fam.betas])
-        label = f"{FAMILY_LABELS[fam.name]} (β {', '.join(f'{b:g}' for b in fam.betas)})"
-        series[label] = (d, v.mean(1), v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(d)))
+        spread = v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(d))
+        series[f"{label(fam.name)} (β {', '.join(f'{b:g}' for b in fam.betas)})"] = (d, v.mean(1), spread)
     ae = values(scores, *SEED_AE, name)
     d_ae = sweep[SEED_AE[0]].distortion[sweep[SEED_AE[0]].betas.index(SEED_AE[1])].mean()
     series["the AE (Bernoulli, β 0)"] = ([d_ae], [ae.mean()], [0.0])

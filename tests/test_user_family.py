@@ -1,0 +1,86 @@
+"""A model family of one's own, judged by the latent-space experiments without editing them."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vaejax_experiments import common, run_all, sweep
+
+FAMILY = textwrap.dedent('''
+    """A VAE written against vaejax's model interface: one example in, no batch axis."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+    import numpy as np
+
+    from vaejax import objectives
+
+
+    class TinyVAE(nn.Module):
+        image_shape: tuple
+        latent_dim: int
+
+        def setup(self):
+            self.hidden = nn.Dense(32)
+            self.stats = nn.Dense(2 * self.latent_dim)
+            self.out = nn.Dense(int(np.prod(self.image_shape)))
+
+        def encode(self, x):
+            mu, logvar = jnp.split(self.stats(nn.relu(self.hidden(x.reshape(-1)))), 2)
+            return mu, logvar
+
+        def decode(self, z):
+            return self.out(z).reshape(self.image_shape)
+
+        def __call__(self, x, key):
+            mu, logvar = self.encode(x)
+            return self.decode(objectives.reparameterize(key, mu, logvar)), (mu, logvar)
+
+
+    def make(image_shape, latent_dim):
+        return TinyVAE(tuple(image_shape), latent_dim), objectives.bernoulli
+''')
+
+
+@pytest.fixture
+def family_module(tmp_path, monkeypatch):
+    (tmp_path / "tiny_family.py").write_text(FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_a_user_family_runs_through_the_latent_space_experiments(family_module, tmp_path):
+    out = str(tmp_path / "results")
+    code = run_all.main(["--scale", "smoke", "--only", "interpolation", "latent_space", "--family",
+                         "tiny=tiny_family:make", "--out", out])
+    assert code == 0
+    for name, latent_dim in (("interpolation", 20), ("latent_space", 2)):
+        m = common.read_metrics(out, name)
+        tiny = [e for e in m["sweep"] if e["family"] == "tiny"]
+        assert [e["beta"] for e in tiny] == list(sweep.betas_for(common.get_scale("smoke")))
+        assert all(e["latent_dim"] == latent_dim and 0 < e["distortion"] < 1 for e in tiny)
+        assert all("tiny" in match for match in m["matched"].values())  # judged against the AE like the others
+    report = open(os.path.join(out, "REPORT.md")).read()
+    assert "| tiny | 0 (AE) |" in report and "--family tiny=tiny_family:make" in report
+
+    # The same family from Python: its models are the ones the command line trained (memoized by family).
+    import tiny_family
+
+    results = run_all.run_all(scale="smoke", only=["rate_distortion"], out=out,
+                              families=[sweep.UserFamily("tiny", tiny_family.make)])
+    assert results["rate_distortion"]["sweep"]["tiny"]["model"].startswith("TinyVAE (a user family)")
+
+
+@pytest.mark.parametrize("spec,words", [("tiny", "expected NAME=package.module:function"),
+                                        ("bernoulli=tiny_family:make", "other than bernoulli"),
+                                        ("tiny=no_such_module_here:make", "cannot load no_such_module_here:make")])
+def test_a_bad_family_is_one_line_and_exit_2(spec, words, family_module, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), str(family_module)]))
+    proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.run_all", "--scale", "smoke", "--only",
+                           "interpolation", "--family", spec, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+    assert not os.path.exists(tmp_path / "out" / "REPORT.md")
