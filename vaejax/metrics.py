@@ -236,7 +236,8 @@ def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: i
     init = jax.jit(models.classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
     optimizer = optax.adam(learning_rate)
     state = engine.init(init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width), optimizer)
-    epoch = engine.make_epoch(classifier_objective(outlier_exposure, smooth_fields), optimizer, min(batch_size, x_N.shape[0]))
+    objective = classifier_objective(outlier_exposure, smooth_fields)
+    epoch = engine.make_epoch(objective, optimizer, min(batch_size, x_N.shape[0]))
     for _ in range(epochs):
         state, _ = epoch(state, (x_N, y_N), run_key)
     return state.params
