@@ -11,7 +11,8 @@ BETAS = (0.0, 0.1, 1.0)
 def _family(name, distortion_B, seeds=3):
     d = np.repeat(np.asarray(distortion_B, np.float64)[:, None], seeds, axis=1)
     zeros = np.zeros_like(d)
-    return sweep.Family(name, BETAS, model=None, trained=None, rate=zeros, distortion=d, active_units=zeros)
+    return sweep.Family(name, BETAS, model=None, trained=None, rate=zeros, distortion=d, active_units=zeros,
+                        noise_ratio=zeros)
 
 
 def _scores(values_by_family):

@@ -183,7 +183,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     if n_score and n_score < len(test.y):
         pick = np.asarray(jax.random.permutation(jax.random.key(4321), len(test.y)))[:n_score]
         test = common.Images(test.x[pick], test.y[pick])
-    steps = sc.pick(smoke=sc.steps, quick=200, full=1500)
+    steps = sc.pick(smoke=sc.steps, quick=160, full=1500)
     batch = sc.pick(smoke=sc.batch_size, quick=64, full=128)
     names = common.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
     configs = dict(zip(("ae", "vae"), common.model_pair(sc, run.dataset)))

@@ -99,7 +99,7 @@ SCALES: dict[str, Scale] = {
                    classifier_train=1000, classifier_steps=60),
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
-                   classifier_train=30000, classifier_steps=470),
+                   classifier_train=25000, classifier_steps=390),
     # headline numbers: the seed's conv models on the whole training split, 10 epochs each
     # (about an hour for all experiments on 2 CPU cores).
     "full": Scale("full", seeds=5, n_train=None, steps=4700, batch_size=128, n_eval=2000, arch="conv",

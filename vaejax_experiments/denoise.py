@@ -167,7 +167,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     held_out = common.eval_images(sc, run.dataset, split="train").x[: sc.pick(smoke=50, quick=100, full=500)]
     levels = sc.pick(smoke=(0.1, 0.5), quick=LEVELS, full=LEVELS)
     n_bm3d = sc.pick(smoke=4, quick=16, full=200) if importlib.util.find_spec("bm3d") else 0
-    steps = sc.pick(smoke=sc.steps, quick=625, full=3000)
+    steps = sc.pick(smoke=sc.steps, quick=500, full=3000)
     batch = min(sc.batch_size, len(x))
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
     conds = conditions(levels, NOISE_KINDS)

@@ -68,8 +68,11 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     full_test = common.load_images(run.dataset, "test")
     tc = sweep.train_config(run.scale, len(train.x))
     betas = run.scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.3, 1.0), full=sweep.BETAS)
-    families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, sweep.families_for(run.scale) + tuple(families),
-                           betas, run.seeds, log=run.log)
+    # In the demo the 2-D sweep is the Bernoulli family alone: its other families' VAEs do not reach the AE's
+    # distortion at this size, and the demo's time goes to the shared sweep.
+    own = run.scale.pick(smoke=("bernoulli", "gaussian"), quick=("bernoulli",), full=tuple(sweep.FAMILIES))
+    families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, own + tuple(families), betas, run.seeds,
+                           log=run.log)
     ae, vae = sweep.seed_pair(families)
     g = max(2, int(round(np.sqrt(run.scale.n_eval))))  # scored grid: about n_eval images
     # Descriptive, not part of the verdict: decoded images darker than 99.5% of real test images.

@@ -377,7 +377,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     counts = label_counts(full_train, sc.pick(smoke=(1, 10), quick=LABELS_PER_CLASS, full=LABELS_PER_CLASS),
                           reserve=VAL_MAX)
     k = data.NUM_CLASSES[run.dataset]
-    steps = sc.pick(smoke=10, quick=300, full=1000)
+    steps = sc.pick(smoke=10, quick=250, full=1000)
     probe_steps = sc.pick(smoke=20, quick=500, full=2000)
     batch = 128
     net_draws = sc.pick(smoke=1, quick=2, full=2) * S  # draw d fine-tunes pretrained model d % S

@@ -43,14 +43,15 @@ def draw(key, how: str, codes_ND, n: int):
 
 def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior",)) -> dict:
     """<sampler>_<score> of n latents drawn each named way from one model, decoded and scored; and the
-    first SHOW images of each (<sampler>_images)."""
-    codes = latent.embed(cfg, params, x_train)
-    out = {}
+    first SHOW images of each (<sampler>_images). The training codes are embedded only for the samplers
+    fitted to them (then code_std is their spread); the prior needs their width alone."""
+    fitted = any(how != "prior" for how in samplers)
+    codes = latent.embed(cfg, params, x_train if fitted else x_train[:1])
+    out = {"code_std": float(np.std(np.asarray(codes)))} if fitted else {}
     for how in samplers:
         images = np.asarray(latent.decode(cfg, params, draw(jax.random.fold_in(jax.random.key(11), s), how, codes, n)))
         out.update({f"{how}_{k}": v for k, v in ref.scores(images).items()})
         out[f"{how}_images"] = images[:SHOW]
-    out["code_std"] = float(np.std(np.asarray(codes)))
     return out
 
 

@@ -7,7 +7,10 @@ program; at beta = 0 the family's autoencoder. For every model, on test images:
 - rate: the mean KL(q(z|x) || N(0, I)) in nats, what the code spends;
 - distortion: the mean squared error per pixel of the mean reconstruction at z = mu;
 - active units: latent dimensions whose posterior mean varies over images, Cov_x(E_q[z_d]) > 0.01
-  (Burda et al. 2016).
+  (Burda et al. 2016);
+- noise ratio: the posterior's standard deviation over the spread of the codes, averaged over
+  dimensions: 0 for a deterministic code. The beta = 0 member trains with the encoder's noise,
+  so it is an AE only as far as this ratio is small.
 
 Families: Bernoulli (the seed's), a Gaussian with fixed sigma 0.1, which weighs a grey pixel's
 error about as an MSE does, and at full scale the sigma-VAE (Rybkin et al. 2021), which learns one
@@ -17,6 +20,10 @@ an AE with a VAE at equal distortion means reading these curves at the AE's dist
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from vaejax_experiments import common, sweep
 from vaejax import plots
 
@@ -24,7 +31,7 @@ TITLE = "Rate and distortion: from AE to VAE"
 CLAIM = ("Between the autoencoder (beta = 0) and the VAE (beta = 1) lies a curve: a larger KL weight buys a "
          "cheaper, more regular code with blurrier reconstructions, and where a model sits on it depends on the "
          "likelihood as much as on beta.")
-MEASURES = ("rate", "distortion", "active_units")
+MEASURES = ("rate", "distortion", "active_units", "noise_ratio")
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
@@ -43,16 +50,36 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
             entry[measure] = [m for m, _ in per_beta]
             entry[f"{measure}_std"] = [s for _, s in per_beta]
             entry[f"{measure}_seeds"] = getattr(fam, measure).tolist()
+        loss = fam.trained.curves["loss"].reshape(len(fam.betas), fam.seeds, -1).mean(1)  # (betas, epochs)
+        entry["loss_curve"] = loss.tolist()
+        entry["last_quarter_change"] = last_quarter_change(loss).tolist()
         result["sweep"][name] = entry
         run.log(f"  {name}: " + "; ".join(
-            f"beta {b}: rate {r:.1f} nats, distortion {d:.4f}, {a:.0f} active"
-            for b, r, d, a in zip(fam.betas, *(entry[k] for k in MEASURES))))
+            f"beta {b}: rate {r:.1f} nats, distortion {d:.4f}, {a:.0f} active, noise ratio {n:.3f}"
+            for b, r, d, a, n in zip(fam.betas, *(entry[k] for k in MEASURES))))
     result["figures"] = _figures(run, result)
     return common.finish(run, result)
 
 
+def last_quarter_change(loss_BE) -> np.ndarray:
+    """(B,) the training loss's relative change over the last quarter of the epochs (at least one
+    epoch): near 0 on a plateau."""
+    loss = np.asarray(loss_BE, np.float64)
+    back = max(1, loss.shape[1] // 4)
+    if loss.shape[1] <= back:
+        return np.full(loss.shape[0], np.nan)
+    return (loss[:, -1] - loss[:, -1 - back]) / np.abs(loss[:, -1 - back])
+
+
 def _figures(run, result) -> list[str]:
     figs = []
+    for family, s in result["sweep"].items():  # training curves: has each model reached a plateau?
+        epochs = np.arange(1, len(s["loss_curve"][0]) + 1)
+        series = {f"β {b:g}": (epochs, c, np.zeros(len(c))) for b, c in zip(result["betas"], s["loss_curve"])}
+        figs.append(plots.save_curves_spread(series, run.path(f"sweep_training_{family}.png"), xlabel="epoch",
+                                             ylabel="training loss (nats per image)",
+                                             title=f"{sweep.label(family)}: training loss ({run.dataset}, "
+                                                   f"mean over seeds)"))
     for name, label, log_y in (("rate", "rate: KL in nats per image", True), ("active_units", "active units", False)):
         series = {f"{sweep.label(family)} (β {', '.join(f'{b:g}' for b in result['betas'])})":
                   (s["distortion"], s[name], s[f"{name}_std"]) for family, s in result["sweep"].items()}
@@ -75,9 +102,21 @@ def report(m: dict) -> str:
             rows.append([sweep.label(family) if i == 0 else "", f"{beta:g}" + (" (AE)" if beta == 0 else ""),
                          common.pm(s["rate"][i], s["rate_std"][i], ".3g"),
                          common.pm(s["distortion"][i], s["distortion_std"][i], ".4f"),
-                         common.pm(s["active_units"][i], s["active_units_std"][i], ".3g")])
-    lines.append(common.table(["family", "beta", "rate (nats)", "distortion (MSE/pixel)", "active units"], rows))
+                         common.pm(s["active_units"][i], s["active_units_std"][i], ".3g"),
+                         common.pm(s["noise_ratio"][i], s["noise_ratio_std"][i], ".3g"),
+                         _change(s, i)])
+    lines.append(common.table(["family", "beta", "rate (nats)", "distortion (MSE/pixel)", "active units",
+                               "noise ratio (posterior std / code spread)",
+                               "training loss change, last quarter of the epochs"], rows))
+    lines += ["", "A model on a plateau changes its training loss by well under 1% over the last quarter of its "
+                  "epochs; one that changes more was still learning when it stopped (curves: the figures below)."]
     return "\n".join(lines)
+
+
+def _change(s: dict, i: int) -> str:
+    """The relative change in percent; n/a for a single epoch (NaN in memory, null once written)."""
+    change = s["last_quarter_change"][i]
+    return "n/a" if change is None or math.isnan(change) else f"{100 * change:+.2f}%"
 
 
 if __name__ == "__main__":

@@ -88,8 +88,8 @@ def describe(fam: "Family") -> str:
 @dataclasses.dataclass
 class Family:
     """One likelihood's (or one user family's) models: trained.params has a leading axis of len(betas) *
-    seeds (beta-major); rate, distortion and active_units are (betas, seeds) arrays measured on test
-    images; model is what latent.embed and latent.decode take (a preset's config, or a latent.Model)."""
+    seeds (beta-major); rate, distortion, active_units and noise_ratio are (betas, seeds) arrays measured
+    on test images; model is what latent.embed and latent.decode take (a preset's config, or a latent.Model)."""
 
     name: str
     betas: tuple[float, ...]
@@ -98,6 +98,7 @@ class Family:
     rate: np.ndarray
     distortion: np.ndarray
     active_units: np.ndarray
+    noise_ratio: np.ndarray
 
     @property
     def seeds(self) -> int:
@@ -123,19 +124,23 @@ def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model 
 
 
 def measure(model, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
-    """Per model (M,): rate (nats), distortion (MSE per pixel) and active units, on images x_N."""
+    """Per model (M,), on images x_N: rate (nats), distortion (MSE per pixel), active units, and the
+    noise ratio: the posterior's standard deviation over the spread of the codes' means, averaged over
+    dimensions (0: a deterministic code, as a plain AE's; near 1: codes drowned in their noise)."""
     module, likelihood = latent.module_and_likelihood(model)
 
     def one_image(params, x):
         mu, logvar = objectives.encode(module, params, x)
         x_hat = likelihood.mean(objectives.decode(module, params, mu))
-        return mu, jnp.sum(objectives.kl_per_dim(mu, logvar)), jnp.mean(jnp.square(x_hat - x))
+        return mu, jnp.sum(objectives.kl_per_dim(mu, logvar)), jnp.mean(jnp.square(x_hat - x)), jnp.exp(logvar)
 
     one_chunk = jax.jit(jax.vmap(jax.vmap(one_image, in_axes=(None, 0)), in_axes=(0, None)))
     x = jnp.asarray(x_N, jnp.float32)
     parts = [one_chunk(params_M, x[i:i + chunk]) for i in range(0, len(x), chunk)]
-    mu, kl, se = (np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in range(3))
-    return {"rate": kl.mean(1), "distortion": se.mean(1), "active_units": active_units(mu)}
+    mu, kl, se, var = (np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in range(4))
+    spread = np.maximum(np.std(mu.astype(np.float64), axis=1), 1e-12)  # (M, D)
+    noise_ratio = np.mean(np.sqrt(var.astype(np.float64).mean(axis=1)) / spread, axis=-1)
+    return {"rate": kl.mean(1), "distortion": se.mean(1), "active_units": active_units(mu), "noise_ratio": noise_ratio}
 
 
 def active_units(mu_MND) -> np.ndarray:
@@ -222,7 +227,7 @@ def entries(sweep: dict[str, Family], scores: dict, names) -> list[dict]:
     for fam in sweep.values():
         for b, beta in enumerate(fam.betas):
             e = {"family": fam.name, "beta": beta, "latent_dim": fam.trained.model_cfg.latent_dim}
-            for name in ("rate", "distortion", "active_units"):
+            for name in ("rate", "distortion", "active_units", "noise_ratio"):
                 e.update(_mean_std(name, getattr(fam, name)[b]))
             for name in names:
                 e.update(_mean_std(name, values(scores, fam.name, beta, name)))
