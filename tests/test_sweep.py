@@ -94,3 +94,23 @@ def test_the_ae_can_be_scored_by_its_own_measure():
     m = sweep.matched(families, scores, "prior", higher_is_better=False, ae_score="fit")
     assert m["ae"]["mean"] == 2.0 and m["ae"]["score"] == "fit"
     assert m["bernoulli"]["vs_ae"]["better"] == -1  # the VAE's prior samples against the AE's fitted ones
+
+
+def test_latent_widths_are_swept_at_full_scale_and_named_in_tables():
+    assert sweep.latent_sizes_for(common.get_scale("full"), 64) == (8, 16, 32, 64)
+    assert sweep.latent_sizes_for(common.get_scale("quick"), 20) == (20,)
+    assert sweep.label("bernoulli_z8") == "Bernoulli, latent 8"
+    assert sweep.label("gaussian") == "Gaussian σ 0.1" and sweep.label("mine") == "mine"
+
+
+def test_each_width_is_a_family_of_its_own(monkeypatch):
+    """What full scale does with LATENT_SIZES, at smoke size with one family and one extra width."""
+    monkeypatch.setattr(sweep, "latent_sizes_for", lambda scale, own: (own, 4))
+    monkeypatch.setattr(sweep, "families_for", lambda scale: ("bernoulli",))
+    monkeypatch.setattr(sweep, "_SWEEPS", {})
+    families = sweep.shared(common.get_scale("smoke"), "fashion_mnist", seeds=1)
+    assert list(families) == ["bernoulli", "bernoulli_z4"]
+    scores = sweep.score_members(families, lambda model, params, s: {"one": 1.0})
+    widths = {(e["family"], e["latent_dim"]) for e in sweep.entries(families, scores, ["one"])}
+    assert widths == {("bernoulli", 20), ("bernoulli_z4", 4)}
+    assert families["bernoulli_z4"].distortion.shape == (2, 1)  # betas x seeds, measured like any family

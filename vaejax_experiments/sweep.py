@@ -3,7 +3,8 @@
 A family is the scale's VAE with one likelihood, trained for every KL weight beta and every seed as
 one compiled program (beta a traced hyperparameter of objectives.elbo). Its beta = 0 member is the
 family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The seeds' AE and
-VAE are the Bernoulli family's beta 0 and beta 1 members (SEED_AE, SEED_VAE).
+VAE are the Bernoulli family's beta 0 and beta 1 members (SEED_AE, SEED_VAE). At full scale every
+family is also trained at the latent widths LATENT_SIZES, each width a family of its own.
 
 Two models whose decoders differ in sharpness differ in more than their latent spaces. So every
 latent-space score is also read along the sweep, and the AE is compared with the VAE *at its own
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from typing import Callable
 
 import jax
@@ -36,6 +38,7 @@ FAMILIES = {"bernoulli": {"likelihood": "bernoulli"},
             "sigma_vae": {"likelihood": "gaussian_learned"}}
 FAMILY_LABELS = {"bernoulli": "Bernoulli", "gaussian": "Gaussian σ 0.1", "sigma_vae": "σ-VAE (learned σ)"}
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
+LATENT_SIZES = (8, 16, 32, 64)  # swept at full scale besides the scale's own width
 ACTIVE = 0.01  # Burda et al. 2016's threshold on Cov_x(E_q[z_d])
 SEED_AE, SEED_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
 
@@ -46,6 +49,11 @@ def families_for(scale: common.Scale) -> tuple[str, ...]:
 
 def betas_for(scale: common.Scale) -> tuple[float, ...]:
     return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS)
+
+
+def latent_sizes_for(scale: common.Scale, own: int) -> tuple[int, ...]:
+    """The latent widths each family is trained at: the scale's own, and at full scale LATENT_SIZES too."""
+    return scale.pick(smoke=(own,), quick=(own,), full=tuple(sorted({own, *LATENT_SIZES})))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +83,10 @@ def user_family(spec: str) -> UserFamily:
 
 
 def label(family: str) -> str:
+    """A family's name in tables: "bernoulli_z8" (the Bernoulli family at latent width 8) -> "Bernoulli, latent 8"."""
+    match = re.fullmatch(r"(.+)_z(\d+)", family)
+    if match:
+        return f"{label(match[1])}, latent {match[2]}"
     return FAMILY_LABELS.get(family, family)
 
 
@@ -183,18 +195,21 @@ _SWEEPS: dict = {}
 
 
 def shared(scale: common.Scale, dataset: str, seeds: int, log=None, extra: tuple = ()) -> dict[str, Family]:
-    """The scale's families, and the user families in `extra`, trained on the scale's training images.
-    Memoized per family in this process: the latent-space experiments, pretrain_classify and
-    rate_distortion study the same models."""
+    """The scale's families, and the user families in `extra`, trained on the scale's training images at
+    every latent width of latent_sizes_for (a family at another width than the scale's own is named
+    <family>_z<width>). Memoized per family in this process: the latent-space experiments,
+    pretrain_classify and rate_distortion study the same models."""
     x = common.train_images(scale, dataset).x
     _, vae = common.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
     out = {}
-    for family in families_for(scale) + tuple(extra):
-        key = (scale, dataset, seeds, family)
-        if key not in _SWEEPS:
-            _SWEEPS[key] = train_one(vae, train_config(scale, len(x)), x, common.eval_images(scale, dataset).x,
-                                     family, betas_for(scale), seeds, log=log)
-        out[_SWEEPS[key].name] = _SWEEPS[key]
+    for size in latent_sizes_for(scale, vae.latent_dim):
+        for family in families_for(scale) + tuple(extra):
+            key = (scale, dataset, seeds, family, size)
+            if key not in _SWEEPS:
+                fam = train_one(config.replace(vae, latent_dim=size), train_config(scale, len(x)), x,
+                                common.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log)
+                _SWEEPS[key] = fam if size == vae.latent_dim else dataclasses.replace(fam, name=f"{fam.name}_z{size}")
+            out[_SWEEPS[key].name] = _SWEEPS[key]
     return out
 
 
