@@ -107,7 +107,7 @@ def test_rate_distortion_sweep(smoke):
 def test_latent_experiments_compare_along_the_sweep(smoke, name):
     m = common.read_metrics(smoke[0], name)
     models = {(e["family"], e["beta"]) for e in m["sweep"]}
-    assert ("bernoulli", 0.0) in models and ("bernoulli", 1.0) in models and len(models) >= 4
+    assert ("bernoulli", 0.0) in models and ("bernoulli", 1.0) in models
     assert all(0 < e["distortion"] < 1 and e["latent_dim"] >= 2 for e in m["sweep"])
     for score, match in m["matched"].items():
         assert match["ae"]["distortion"] > 0 and len(match["ae"]["ci"]) == 2

@@ -1,5 +1,7 @@
 """The shared sweep's comparisons at matched distortion, and the verdict rule they decide."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -9,9 +11,11 @@ BETAS = (0.0, 0.1, 1.0)
 
 
 def _family(name, distortion_B, seeds=3):
+    """A family with the given distortion per beta (all seeds alike); its models are not needed."""
     d = np.repeat(np.asarray(distortion_B, np.float64)[:, None], seeds, axis=1)
     zeros = np.zeros_like(d)
-    return sweep.Family(name, BETAS, model=None, trained=None, rate=zeros, distortion=d, active_units=zeros,
+    trained = types.SimpleNamespace(model_cfg=types.SimpleNamespace(latent_dim=20))
+    return sweep.Family(name, BETAS, model=None, trained=trained, rate=zeros, distortion=d, active_units=zeros,
                         noise_ratio=zeros)
 
 
@@ -114,3 +118,16 @@ def test_each_width_is_a_family_of_its_own(monkeypatch):
     widths = {(e["family"], e["latent_dim"]) for e in sweep.entries(families, scores, ["one"])}
     assert widths == {("bernoulli", 20), ("bernoulli_z4", 4)}
     assert families["bernoulli_z4"].distortion.shape == (2, 1)  # betas x seeds, measured like any family
+
+
+def test_the_report_tables_every_model_and_each_family_at_the_aes_distortion():
+    families = {"bernoulli": _family("bernoulli", [0.010, 0.009, 0.012]),
+                "gaussian": _family("gaussian", [0.009, 0.008, 0.009])}
+    scores = _scores({"bernoulli": [[1.0, 1.1, 0.9], [2.0, 2.1, 1.9], [2.0, 2.2, 1.9]],
+                      "gaussian": [[1.0, 1.0, 1.0], [1.0, 1.1, 0.9], [1.2, 1.1, 1.0]]})
+    m = {"sweep": sweep.entries(families, scores, ["s"]), "matched": {"s": sweep.matched(families, scores, "s", True)}}
+    text = sweep.report(m, ["s"])
+    assert all(f"| {f} | {b} |" in text for f in ("Bernoulli", "Gaussian σ 0.1") for b in ("0 (AE)", "0.1", "1"))
+    assert "VAE better" in text  # Bernoulli reaches the AE's distortion and wins
+    assert "not reached; nearest: β 1, distortion 0.0090 (AE 0.0100)" in text  # Gaussian never blurs as much
+    assert "(not deciding)" in text and "between 0.1 and 1" in text

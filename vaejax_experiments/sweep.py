@@ -44,7 +44,7 @@ SEED_AE, SEED_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
 
 
 def families_for(scale: common.Scale) -> tuple[str, ...]:
-    return scale.pick(smoke=("bernoulli", "gaussian"), quick=("bernoulli", "gaussian"), full=tuple(FAMILIES))
+    return scale.pick(smoke=("bernoulli",), quick=("bernoulli", "gaussian"), full=tuple(FAMILIES))
 
 
 def betas_for(scale: common.Scale) -> tuple[float, ...]:
