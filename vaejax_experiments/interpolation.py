@@ -40,11 +40,6 @@ def different_class_pairs(labels, n_pairs: int, seed: int = 0) -> tuple[np.ndarr
     return np.array(first), np.array(second)
 
 
-def interpolation_paths(ae, vae):
-    """(name, trained models, interpolation method) of every path scored."""
-    return (("ae", ae, "linear"), ("ae_slerp", ae, "slerp"), ("vae", vae, "linear"), ("vae_slerp", vae, "slerp"))
-
-
 def path_smoothness(feats_APF) -> dict:
     """Over pairs, in feature space: path length / end-to-end distance, and largest step / mean step."""
     steps = np.linalg.norm(np.diff(np.asarray(feats_APF, np.float64), axis=0), axis=-1)  # (A - 1, P)
@@ -58,25 +53,31 @@ def class_probability(probs_APK, labels_P) -> np.ndarray:
     return np.take_along_axis(probs_APK, np.asarray(labels_P)[None, :, None], axis=-1)[..., 0].mean(-1)
 
 
-def path_scores(ref, cfg, params, x1, x2, y1, recon_x, n_eval: int, method: str = "linear") -> dict:
-    """One model's interpolants between x1 and x2 and its reconstructions of recon_x, scored.
+def score_paths(ref, images_APHWC, y1, n_eval: int) -> dict:
+    """Paths of images along ALPHAS (a model's or the pixel cross-fade), scored. Floats: realism of the
+    first n_eval interior images (plausibility, frechet, ...), path smoothness, the gap between
+    P(class of image 1) and alpha. Arrays: per_alpha plausibility and class1 probability (A,)."""
+    probs, feats = ref.outputs(images_APHWC.reshape((-1,) + images_APHWC.shape[2:]))
+    probs, feats = probs.reshape(images_APHWC.shape[:2] + (-1,)), feats.reshape(images_APHWC.shape[:2] + (-1,))
+    inner = slice(1, -1)
+    class1 = class_probability(probs, y1)
+    return {**ref.scores_of_outputs(probs[inner].reshape(-1, probs.shape[-1])[:n_eval],
+                                    feats[inner].reshape(-1, feats.shape[-1])[:n_eval]),
+            **path_smoothness(feats), "class1_gap": float(np.mean(np.abs(class1[inner] - ALPHAS[inner]))),
+            "per_alpha": probs.max(-1).mean(-1), "class1": class1}
 
-    Floats: realism of the interior interpolants (plausibility, frechet, ...), path smoothness, the
-    gap between P(class of image 1) and alpha, the reconstructions' scores (recon_*) and
-    frechet_minus_recon. Arrays: per_alpha plausibility and class1 probability (A,), and the first
-    STRIP_PAIRS paths (A, pairs, H, W, C) for the figure."""
+
+def path_scores(ref, cfg, params, x1, x2, y1, recon_x, n_eval: int, method: str = "linear") -> dict:
+    """One model's interpolants between x1 and x2 (score_paths, and the first STRIP_PAIRS paths as
+    `strip` for the figure); for linear paths also its reconstructions of recon_x (recon_*) and
+    frechet_minus_recon, which do not depend on the path."""
     e1, e2 = latent.embed(cfg, params, x1), latent.embed(cfg, params, x2)
     images_APHWC = np.asarray(latent.decode(cfg, params, latent.interpolate(e1, e2, ALPHAS, method)))
-    probs, feats = ref.outputs(images_APHWC.reshape((-1,) + images_APHWC.shape[2:]))
-    probs, feats = probs.reshape(len(ALPHAS), len(x1), -1), feats.reshape(len(ALPHAS), len(x1), -1)
-    inner = slice(1, -1)
-    scores = ref.scores_of_outputs(probs[inner].reshape(-1, probs.shape[-1])[:n_eval],
-                                   feats[inner].reshape(-1, feats.shape[-1])[:n_eval])
-    class1 = class_probability(probs, y1)
-    recon = ref.scores(np.asarray(latent.reconstruct(cfg, params, recon_x)))
-    return {**scores, **path_smoothness(feats), "class1_gap": float(np.mean(np.abs(class1[inner] - ALPHAS[inner]))),
-            **{f"recon_{k}": v for k, v in recon.items()}, "frechet_minus_recon": scores["frechet"] - recon["frechet"],
-            "per_alpha": probs.max(-1).mean(-1), "class1": class1, "strip": images_APHWC[:, :STRIP_PAIRS]}
+    out = {**score_paths(ref, images_APHWC, y1, n_eval), "strip": images_APHWC[:, :STRIP_PAIRS]}
+    if method == "linear":
+        recon = ref.scores(np.asarray(latent.reconstruct(cfg, params, recon_x)))
+        out.update({f"recon_{k}": v for k, v in recon.items()}, frechet_minus_recon=out["frechet"] - recon["frechet"])
+    return out
 
 
 DECIDING = {"plausibility": True, "frechet": False}  # score: higher is better
@@ -99,21 +100,18 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     score = functools.partial(path_scores, ref, x1=x1, x2=x2, y1=test.y[i1], recon_x=recon_x, n_eval=run.scale.n_eval)
     along = sweep.score_members(families, lambda cfg, params, s: score(cfg, params))
     per_seed = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
-    for name, trained in (("ae_slerp", ae), ("vae_slerp", vae)):
+    for name, trained in (("ae_slerp", ae), ("vae_slerp", vae)):  # against the same model's reconstructions
         per_seed[name] = [score(trained.model_cfg, trained.seed_params(s), method="slerp") for s in range(run.seeds)]
+        for r, linear in zip(per_seed[name], per_seed[name.split("_")[0]]):
+            r["frechet_minus_recon"] = r["frechet"] - linear["recon_frechet"]
     result = {name: common.summarize([_floats(r, recon=False) for r in rows]) for name, rows in per_seed.items()}
     for name in ("ae", "vae"):
         result[f"{name}_recon"] = common.summarize([{k[6:]: v for k, v in r.items() if k.startswith("recon_")}
                                                     for r in per_seed[name]])
     fade = ALPHAS[:, None, None, None, None] * x1[None] + (1 - ALPHAS[:, None, None, None, None]) * x2[None]
-    fade_probs, fade_feats = ref.outputs(fade.reshape((-1,) + x1.shape[1:]))
-    fade_probs, fade_feats = fade_probs.reshape(len(ALPHAS), n_pairs, -1), fade_feats.reshape(len(ALPHAS), n_pairs, -1)
-    scored = slice(0, run.scale.n_eval)  # as many interior images as every scored set
-    fade_class1 = class_probability(fade_probs, test.y[i1])
-    result["crossfade"] = {  # the control: the same pairs faded in pixel space
-        **ref.scores_of_outputs(fade_probs[1:-1].reshape(-1, fade_probs.shape[-1])[scored],
-                                fade_feats[1:-1].reshape(-1, fade_feats.shape[-1])[scored]),
-        **path_smoothness(fade_feats), "class1_gap": float(np.mean(np.abs(fade_class1[1:-1] - ALPHAS[1:-1])))}
+    fade = score_paths(ref, fade, test.y[i1], run.scale.n_eval)  # the control: the same pairs faded in pixels
+    fade_class1 = fade["class1"]
+    result["crossfade"] = _floats(fade)
     anchors = common.reference_anchors(run.scale, run.dataset, out)
     result["controls"] = {"crossfade": result["crossfade"], **common.controls(anchors)}
     result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
