@@ -111,7 +111,23 @@ def test_latent_experiments_compare_along_the_sweep(smoke, name):
     assert all(0 < e["distortion"] < 1 and e["latent_dim"] >= 2 for e in m["sweep"])
     for score, match in m["matched"].items():
         assert match["ae"]["distortion"] > 0 and len(match["ae"]["ci"]) == 2
-        assert all(f["reached"] in (True, False) and f["along"] for k, f in match.items() if k != "ae")
+        d_ae = match["ae"]["distortion"]
+        for family, f in match.items():
+            if family == "ae":
+                continue
+            vaes = [e for e in m["sweep"] if e["family"] == family and e["beta"] > 0]
+            d = np.array([e["distortion"] for e in vaes])
+            assert [a["beta"] for a in f["along"]] == [e["beta"] for e in vaes]
+            # a piecewise-linear curve reaches the AE's distortion exactly when it spans it
+            assert f["reached"] == bool(d.min() <= d_ae <= d.max())
+            if f["reached"]:
+                i = [e["beta"] for e in vaes].index(f["betas"][0])
+                assert f["betas"][1] == vaes[i + 1]["beta"]
+                assert (1 - f["weight"]) * d[i] + f["weight"] * d[i + 1] == pytest.approx(d_ae, rel=1e-6)
+                ends = [vaes[i][score], vaes[i + 1][score]]
+                assert min(ends) - 1e-9 <= f["mean"] <= max(ends) + 1e-9
+            else:
+                assert f["nearest_distortion"] == pytest.approx(d[np.argmin(abs(d - d_ae))])
     report = open(os.path.join(smoke[0], "REPORT.md")).read()
     assert "**At the AE's distortion**" in report and "VAE - AE [95% interval], d_z" in report
 
