@@ -141,15 +141,16 @@ def test_active_units_count_dimensions_that_vary():
 
 
 def test_experiment_cli_on_mnist_5k(tmp_path):
-    """Each experiment also runs on mnist_5k, from its command line."""
+    """An experiment runs on another dataset from its command line (test_experiments_b runs others in process)."""
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.random_latent", "--scale", "smoke", "--dataset",
+    proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.transform", "--scale", "smoke", "--dataset",
                            "mnist_5k", "--seeds", "2", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "verdict:" in proc.stdout
-    m = json.load(open(tmp_path / "random_latent" / "metrics.json"))
+    m = json.load(open(tmp_path / "transform" / "metrics.json"))
     assert m["dataset"] == "mnist_5k" and m["seeds"] == 2
+    assert all(key in m for key in ("test_mse", "linear_mse", "off_manifold", "figures"))
 
 
 def _undated(text: str) -> str:

@@ -24,11 +24,9 @@ def needs_fashion_mnist():
         pytest.skip("fashion_mnist is not available offline here")
 
 
-def _run(*blocks: int) -> dict:
-    """The blocks in order in one namespace (a block that continues another runs after it)."""
-    namespace = {}
-    for i in blocks:
-        exec(compile(_blocks()[i], f"README.md block {i}", "exec"), namespace)
+def _exec(i: int, namespace: dict) -> dict:
+    """Block i of the README, run in namespace (a block that continues another runs in its namespace)."""
+    exec(compile(_blocks()[i], f"README.md block {i}", "exec"), namespace)
     return namespace
 
 
@@ -37,15 +35,17 @@ def test_the_readme_has_the_blocks_these_tests_run():
 
 
 def test_library_example_trains(capsys):
-    ns = _run(0)
+    ns = _exec(0, {})
     assert int(ns["state"].step) == 50
     # An untrained mlp_vae scores about 543 nats (784 * log 2); 50 Adam steps take it well below.
     assert float(ns["metrics"]["loss"]) < 400
     assert "loss after 50 steps" in capsys.readouterr().out
 
 
-def test_bring_your_own_model_example_trains(capsys):
-    ns = _run(1)
+def test_bring_your_own_model_then_fit_and_load_examples(tmp_path, monkeypatch, capsys):
+    """Block 1 (your own model through the engine), then block 2, which continues it (fit, resume, load)."""
+    monkeypatch.chdir(tmp_path)  # block 2 writes runs/my_vae
+    ns = _exec(1, {})
     assert int(ns["state"].step) == 8 + 16  # eight steps, then one epoch of 2048 / 128 batches
     kl = np.asarray(ns["metrics"]["kl"])
     loss = np.asarray(ns["metrics"]["loss"])
@@ -53,10 +53,7 @@ def test_bring_your_own_model_example_trains(capsys):
     assert np.all(loss[:, -1] < 0.9 * 543)  # below an untrained model's 784 log 2 nats
     assert "KL by beta:" in capsys.readouterr().out
 
-
-def test_fit_and_load_example_trains_resumes_and_loads(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # the example writes runs/my_vae
-    ns = _run(1, 2)
+    _exec(2, ns)
     result = ns["result"]
     assert result.resumed_from == 2 * 16 and [r["epoch"] for r in result.records] == [1, 2, 3]
     assert (tmp_path / "runs" / "my_vae" / "metrics.jsonl").exists()
