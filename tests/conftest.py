@@ -7,7 +7,9 @@ import os
 
 # The tests run many small programs, so compiling dominates; XLA's lowest backend optimisation level
 # compiles them about twice as fast. Set before JAX starts its backend; subprocesses inherit it.
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+CHEAP_COMPILE = "--xla_backend_optimization_level=0"
+if CHEAP_COMPILE not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit it from the controller
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CHEAP_COMPILE}".strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

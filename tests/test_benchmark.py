@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import CHEAP_COMPILE
 from vaejax import data
 
 
@@ -20,8 +21,9 @@ def test_epoch_and_devices_records(tmp_path):
     out = tmp_path / "bench.json"
     # From its command line, compiled as users compile it: without the suite's cheap XLA flag
     # (conftest.py), whole epochs would run several times slower.
-    env = dict(os.environ, PYTHONPATH=os.getcwd(),
-               XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", ""))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != CHEAP_COMPILE]
+    env.update(PYTHONPATH=os.getcwd(), **({"XLA_FLAGS": " ".join(flags)} if flags else {}))
     proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.benchmark", "--preset", "mlp_vae", "--modes",
                            "epoch", "devices", "--windows", "5", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
