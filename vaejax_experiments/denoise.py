@@ -16,8 +16,8 @@ every step, objectives.denoising):
 
 Classical baselines: a Gaussian blur and non-local means (scikit-image), their parameter chosen
 per noise level on held-out training-split images (never on the test set), and BM3D where its
-package (`pip install bm3d`, free for non-commercial use) is installed, on a subset of the test
-images (it is slow). Scores: PSNR and SSIM per test image; every method sees the same noisy draw
+package is installed (`pip install -e ".[bm3d]"`; free for non-commercial use only), on a subset
+of the test images (it is slow). Scores: PSNR and SSIM per test image; every method sees the same noisy draw
 of each test image, so comparisons are paired by image (bootstrap intervals over images; the
 learned denoisers' scores are first averaged over seeds).
 """
@@ -329,7 +329,7 @@ def report(m: dict) -> str:
              f"{m['skip_training']['epochs']} epoch(s), {m['skip_training']['seeds']} seed(s) per condition. Blur sigma and non-local-means "
              f"strength chosen on {m['n_held_out']} held-out training-split images. "
              + (f"BM3D on the first {m['n_bm3d']} test images." if m["n_bm3d"] else
-                "BM3D: not installed here (`pip install bm3d`), so not compared."), ""]
+                "BM3D: not installed here (`pip install -e \".[bm3d]\"`), so not compared."), ""]
     for kind in m["noise_kinds"]:
         rows = []
         for method, label in METHODS:
