@@ -28,6 +28,7 @@ Every model of a protocol trains on the same number of images.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import jax
@@ -83,6 +84,7 @@ def png_bits(x_N) -> np.ndarray:
     return np.array([bits(image) for image in images], np.float64)
 
 
+@functools.partial(jax.jit, static_argnames=("steps", "batch"))  # compiled once per shape, not per call
 def batch_orders(keys_M, idx_ML, steps: int, batch: int):
     """(M, steps, batch) indices: model m shuffles its own idx_ML[m] each epoch, drops the remainder."""
     length = idx_ML.shape[1]
@@ -95,7 +97,7 @@ def batch_orders(keys_M, idx_ML, steps: int, batch: int):
             return idx_L[perm[: per_epoch * batch]].reshape(per_epoch, batch)
         return jax.vmap(epoch)(jnp.arange(epochs)).reshape(-1, batch)[:steps]
 
-    return jax.jit(jax.vmap(one))(keys_M, jnp.asarray(idx_ML))
+    return jax.vmap(one)(keys_M, idx_ML)
 
 
 def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0, log=None, pieces: int = 4):
@@ -126,24 +128,32 @@ def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0
 def model_scores(cfg, params_M, x_N, samples: int, chunk: int = 500) -> dict[str, np.ndarray]:
     """{"recon": (M, N) training loss per image (VAE: mean of `samples` ELBO draws), "mse": (M, N) summed
     squared error of the mean reconstruction}."""
-    scores = engine.make_scores(recipe.objective(cfg), models="vmap")
     x = jnp.asarray(x_N, jnp.float32)
     m = jax.tree_util.tree_leaves(params_M)[0].shape[0]
     reps = samples if cfg.kind == "vae" else 1
-    recon = np.mean([np.asarray(scores(params_M, x, jax.random.split(jax.random.key(1000 + r), m))["loss"])
+    recon = np.mean([np.asarray(_scores(cfg)(params_M, x, jax.random.split(jax.random.key(1000 + r), m))["loss"])
                      for r in range(reps)], axis=0)
+    mse = np.concatenate([np.asarray(_squared_error(cfg, params_M, x[i:i + chunk])) for i in range(0, len(x), chunk)],
+                         axis=1)
+    return {"recon": recon, "mse": mse}
+
+
+@functools.cache  # one compiled scorer per model config, shared by both protocols
+def _scores(cfg):
+    return engine.make_scores(recipe.objective(cfg), models="vmap")
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _squared_error(cfg, params_M, x_B):
+    """(M, B) summed squared error of each model's mean reconstruction (z = the code, or mu)."""
     mean_of = recipe.likelihood(cfg).mean
 
-    @jax.jit
-    def squared_error(params_M, x_B):
-        def one(params):
-            code = models.encode(cfg, params, x_B)
-            x_hat = mean_of(models.decode(cfg, params, code[0] if cfg.kind == "vae" else code))
-            return jnp.sum(jnp.square(x_hat - x_B), axis=(1, 2, 3))
-        return jax.vmap(one)(params_M)
+    def one(params):
+        code = models.encode(cfg, params, x_B)
+        x_hat = mean_of(models.decode(cfg, params, code[0] if cfg.kind == "vae" else code))
+        return jnp.sum(jnp.square(x_hat - x_B), axis=(1, 2, 3))
 
-    mse = np.concatenate([np.asarray(squared_error(params_M, x[i:i + chunk])) for i in range(0, len(x), chunk)], axis=1)
-    return {"recon": recon, "mse": mse}
+    return jax.vmap(one)(params_M)
 
 
 def all_scores(model: dict, floor_N, bits_N) -> dict[str, np.ndarray]:
