@@ -19,8 +19,8 @@ def test_epoch_and_devices_records(tmp_path):
     except data.DatasetError:
         pytest.skip("the benchmark's dataset is not available offline here")
     out = tmp_path / "bench.json"
-    # From its command line, compiled as users compile it: without the suite's cheap XLA flag
-    # (conftest.py), whole epochs would run several times slower.
+    # From its command line, compiled as users compile it: under the suite's cheap-compile flag
+    # (conftest.py) its whole epochs would run several times slower.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != CHEAP_COMPILE]
     env.update(PYTHONPATH=os.getcwd(), **({"XLA_FLAGS": " ".join(flags)} if flags else {}))
