@@ -38,7 +38,7 @@ from PIL import Image
 from scipy.special import entr
 
 from vaejax_experiments import common
-from vaejax import data, engine, metrics, models, plots, recipe
+from vaejax import config, data, engine, metrics, models, plots, recipe
 
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "
          "higher reconstruction error (AE) or negative ELBO (VAE), so the score detects them (AUROC above chance).")
@@ -109,11 +109,10 @@ def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0
     k = idx_KL.shape[0]
     m = k * seeds
     init_key, order_key, run_key = jax.random.split(jax.random.key(seed), 3)
-    r = recipe.build(cfg, tc)
+    r, fn = _trainer(cfg, tc)
     states = engine.init_many(r.init_params, jax.random.split(init_key, m), r.optimizer)
     orders = batch_orders(jax.random.split(order_key, m), np.repeat(idx_KL, seeds, axis=0), steps, tc.batch_size)
     keys = jax.random.split(run_key, m)
-    fn = engine.make_steps(r.objective, r.optimizer, models="auto")
     x_N = jnp.asarray(x_N, jnp.float32)
     bounds = np.linspace(0, steps, min(pieces, steps) + 1).astype(int)
     losses = []
@@ -123,6 +122,12 @@ def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0
         if log:
             log(f"  {cfg.kind}: step {b}/{steps}, loss {losses[-1]:.2f} (mean over {m} models)")
     return states.params, np.array(losses)
+
+
+@functools.cache  # one compiled training program per model and training config, shared by both protocols
+def _trainer(cfg, tc):
+    r = recipe.build(cfg, tc)
+    return r, engine.make_steps(r.objective, r.optimizer, models="auto")
 
 
 def model_scores(cfg, params_M, x_N, samples: int, chunk: int = 500) -> dict[str, np.ndarray]:
@@ -206,7 +211,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     hist = {}
     for protocol, _ in PROTOCOLS:
         idx_KL = training_indices(train_set.y, k, protocol)
-        tc = sc.train_config(idx_KL.shape[1], batch_size=min(batch, idx_KL.shape[1]))
+        tc = config.TrainConfig(learning_rate=sc.learning_rate, batch_size=min(batch, idx_KL.shape[1]))  # steps, not epochs
         run.log(f"{protocol}: {k} models x {S} seeds per kind, {idx_KL.shape[1]} training images each, "
                 f"{steps} steps of batch {tc.batch_size}; scoring {len(test.y)} test images")
         result["n_train_per_model"][protocol] = int(idx_KL.shape[1])
