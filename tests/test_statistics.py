@@ -30,3 +30,10 @@ def test_paired_comparison_without_a_difference():
     assert same["diff"] == 0 and same["effect_size"] is None and same["better"] == 0
     text = common.ci_text({"diff": 0.123, "ci": [0.05, 0.2], "effect_size": 1.27})
     assert text == "+0.123 [0.05, 0.2], d = 1.3"
+
+
+def test_last_quarter_change_reads_a_plateau_and_a_falling_curve():
+    curves = [[10.0, 8.0, 6.0, 5.0, 5.0, 5.0, 5.0, 5.0], [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]]
+    np.testing.assert_allclose(common.last_quarter_change(curves), [0.0, (1.0 - 3.0) / 3.0])  # 8 points: back 2
+    np.testing.assert_allclose(common.last_quarter_change([[4.0, 2.0]]), [-0.5])  # at least one point back
+    assert np.isnan(common.last_quarter_change([[3.0]])[0])  # one point: no change to read

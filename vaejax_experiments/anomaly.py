@@ -313,8 +313,9 @@ def report(m: dict) -> str:
     for protocol, title in PROTOCOLS:
         auroc, ci = m["auroc"][protocol], m["auroc_ci"][protocol]
         pieces = m["loss_pieces"][protocol]
-        plateau = ", ".join(f"{label} {100 * (p[-1] - p[-2]) / abs(p[-2]):+.1f}%" for (kind, label), p in
-                            ((kk, pieces[kk[0]]) for kk in KINDS) if len(p) > 1)
+        change = {kind: common.last_quarter_change([pieces[kind]])[0] for kind, _ in KINDS}
+        plateau = ", ".join(f"{label} {100 * change[kind]:+.1f}%" for kind, label in KINDS
+                            if not np.isnan(change[kind]))
         lines += [f"**{title}** ({m['n_train_per_model'][protocol]} training images per model, batch "
                   f"{m['batch_size'][protocol]}; training loss "
                   f"change over the last quarter of the steps: {plateau or 'n/a'}).", ""]

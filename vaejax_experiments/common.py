@@ -343,6 +343,16 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def last_quarter_change(curves_BT) -> np.ndarray:
+    """(B,) each training curve's relative change over its last quarter (at least one point): near 0 on
+    a plateau; NaN for a curve of one point."""
+    curves = np.asarray(curves_BT, np.float64)
+    back = max(1, curves.shape[1] // 4)
+    if curves.shape[1] <= back:
+        return np.full(curves.shape[0], np.nan)
+    return (curves[:, -1] - curves[:, -1 - back]) / np.abs(curves[:, -1 - back])
+
+
 def stat(name: str, values) -> dict:
     """{name: mean, name_std: std, name_seeds: [values]} for per-seed values."""
     m, s = mean_std(values)

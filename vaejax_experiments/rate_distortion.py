@@ -52,23 +52,13 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
             entry[f"{measure}_seeds"] = getattr(fam, measure).tolist()
         loss = fam.trained.curves["loss"].reshape(len(fam.betas), fam.seeds, -1).mean(1)  # (betas, epochs)
         entry["loss_curve"] = loss.tolist()
-        entry["last_quarter_change"] = last_quarter_change(loss).tolist()
+        entry["last_quarter_change"] = common.last_quarter_change(loss).tolist()
         result["sweep"][name] = entry
         run.log(f"  {name}: " + "; ".join(
             f"beta {b}: rate {r:.1f} nats, distortion {d:.4f}, {a:.0f} active, noise ratio {n:.3f}"
             for b, r, d, a, n in zip(fam.betas, *(entry[k] for k in MEASURES))))
     result["figures"] = _figures(run, result)
     return common.finish(run, result)
-
-
-def last_quarter_change(loss_BE) -> np.ndarray:
-    """(B,) the training loss's relative change over the last quarter of the epochs (at least one
-    epoch): near 0 on a plateau."""
-    loss = np.asarray(loss_BE, np.float64)
-    back = max(1, loss.shape[1] // 4)
-    if loss.shape[1] <= back:
-        return np.full(loss.shape[0], np.nan)
-    return (loss[:, -1] - loss[:, -1 - back]) / np.abs(loss[:, -1 - back])
 
 
 def _figures(run, result) -> list[str]:
