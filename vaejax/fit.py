@@ -25,6 +25,7 @@ resumed run goes on exactly where it stopped).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -239,6 +240,14 @@ def updates(state) -> int:
     return int(np.asarray(parallel.to_host(state.step)).reshape(-1)[0])
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))  # one compile per shape: op by op, it cost ms an epoch
+def _epoch_orders(key, step, num_examples: int, batch_size: int):
+    """engine.epoch_order for one key, or for each of a stack of them."""
+    if jnp.ndim(key) == 0:
+        return engine.epoch_order(key, step, num_examples, batch_size)
+    return jax.vmap(engine.epoch_order, in_axes=(0, None, None, None))(key, step, num_examples, batch_size)
+
+
 def _fold(key, data):
     """fold_in for one key or a stack of them."""
     if jnp.ndim(key) == 0:
@@ -293,10 +302,7 @@ def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, 
     n = engine.batch_size_of(data)
     epoch_start = (epoch - 1) * num_steps
     done = updates(state) - epoch_start
-    if jnp.ndim(key) == 0:
-        order = np.asarray(engine.epoch_order(key, epoch_start, n, batch_size))
-    else:
-        order = np.asarray(jax.vmap(engine.epoch_order, in_axes=(0, None, None, None))(key, epoch_start, n, batch_size))
+    order = np.asarray(_epoch_orders(key, epoch_start, n, batch_size))
     series = {name: [np.asarray(v, np.float32)] for name, v in (partial or {}).items()}  # name -> pieces
     stats = {"nonfinite_at": None, "nonfinite_value": None, "stopped_at": None}
     bounds = np.linspace(0, num_steps, min(pieces, num_steps) + 1).astype(int)
