@@ -316,6 +316,9 @@ def _check_shapes(name, m):
         for key in ("train_loss", "test_loss", "gap", "steps"):
             assert len(c[key]) == len(c["sizes"]) and all(math.isfinite(v) for v in c[key])
         assert all(lo <= g <= hi for g, (lo, hi) in zip(c["gap"], c["gap_ci"]))
+        # the curve's ends are the small and full models, not copies trained again
+        assert c["sizes"][-1] == m["settings"]["full"]["n_train"] and c["train_loss"][-1] == m["train_loss"]["full"]
+        assert c["train_loss"][c["sizes"].index(c["small"])] == m["train_loss"]["small"]
         entries = [a for per_size in c["ood_auroc"].values() for d in per_size for a in d.values()]
         entries += [a for per_set in m["ood_auroc"].values() for d in per_set.values() for a in d.values()]
         assert set(m["ood_auroc"]) == {"small", "full", "reverse"}

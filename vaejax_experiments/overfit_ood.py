@@ -1,13 +1,14 @@
 """Overfitting and out-of-distribution inputs (seed 000, Example 2).
 
-Autoencoders of one architecture (S seeds each, a vmapped axis), each with about the same number of
-optimizer steps (whole epochs, so the count is rounded; it is recorded):
-  small    trained on a small class-balanced subset (500 images at quick scale) of the dataset, batch 50;
-  full     trained on the scale's training set of the same dataset, the scale's batch;
-  reverse  trained on the counterpart dataset (fashion_mnist <-> mnist_5k), the scale's batch;
+Autoencoders of one architecture (S seeds each, a vmapped axis), each with the same batch (BATCH) and
+about the same number of optimizer steps (whole epochs, so the count is rounded; it is recorded), so
+that they differ in their training images alone:
+  small    trained on a small class-balanced subset (500 images at quick scale) of the dataset;
+  full     trained on the scale's training set of the same dataset;
+  reverse  trained on the counterpart dataset (fashion_mnist <-> mnist_5k);
   curve    trained on class-balanced subsets of geometrically spaced sizes, from 100 images up to the
-           scale's training set (4 sizes at quick scale), with the small model's batch and steps; the
-           small model is the curve's point at its size, the largest is the full set again at batch 50.
+           scale's training set (4 sizes at quick scale); the small model is the curve's point at its
+           size, the full model its largest.
 Loss: the training objective (Bernoulli NLL, nats per image); also MSE per pixel, which has no floor
 that depends on the images, to compare different image sets.
 
@@ -43,7 +44,7 @@ CLAIM = ("An autoencoder overfits a small training set (train loss falls while t
          "reconstructs images unlike its training data (another dataset, noise) poorly.")
 COUNTERPART = {"fashion_mnist": "mnist_5k", "mnist_5k": "fashion_mnist", "mnist": "fashion_mnist"}
 SHOW = 6
-SMALL_BATCH = 50  # the small set's batch (10 updates an epoch on 500 images), and so the curve's
+BATCH = 50  # every model's: 10 updates an epoch on the small set's 500 images
 CURVE_SMALLEST = 100  # images in the curve's smallest training set
 
 
@@ -61,39 +62,40 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         "noise": metrics.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
     }
     full_x = common.train_images(sc, primary).x
-    settings = {  # name -> (training images, batch, description, its test set, its OOD sets)
-        "small": (common.load_images(primary, "train", n_small).x, SMALL_BATCH, f"{primary}, {n_small} images",
+    settings = {  # name -> (training images, description, its test set, its OOD sets)
+        "small": (common.load_images(primary, "train", n_small).x, f"{primary}, {n_small} images",
                   "primary_test", ("other_test", "noise")),
-        "full": (full_x, sc.batch_size, f"{primary}, full training set", "primary_test", ("other_test", "noise")),
-        "reverse": (common.train_images(sc, other).x, sc.batch_size, f"{other}, full training set",
+        "full": (full_x, f"{primary}, full training set", "primary_test", ("other_test", "noise")),
+        "reverse": (common.train_images(sc, other).x, f"{other}, full training set",
                     "other_test", ("primary_test", "noise")),
     }
     set_labels = {"primary_test": f"{primary} test", "other_test": f"{other} test", "noise": "uniform noise"}
     scores = engine.make_scores(recipe.objective(cfg))
     mse_of = _mse_fn(cfg)
 
-    def train_and_score(label, x, batch, eval_sets=None):
-        batch = min(batch, len(x))
+    def train_and_score(label, x, eval_sets=None):
+        batch = min(BATCH, len(x))
         tc = sc.train_config(len(x), batch_size=batch, epochs=max(1, round(steps / (len(x) // batch))))
         run.log(f"{label}: {len(x)} images, {tc.epochs} epochs of batch {batch}")
         t = common.train_seeds(cfg, tc, x, S, eval_sets=eval_sets, log=run.log)
         return t, _score(t, dict(sets, train=x[:n]), scores, mse_of)  # every set, and the training images
 
     trained, per_image = {}, {}
-    for name, (x, batch, desc, test_set, _) in settings.items():
-        trained[name], per_image[name] = train_and_score(f"{name}: {desc}", x, batch,
+    for name, (x, desc, test_set, _) in settings.items():
+        trained[name], per_image[name] = train_and_score(f"{name}: {desc}", x,
                                                          {"train": x[:n], "test": sets[test_set]})
     points = {}  # size -> (Trained, per-image scores)
+    reused = {n_small: "small", len(full_x): "full"}  # the points that are these models: same data, batch and steps
     for size in _curve_sizes(CURVE_SMALLEST, n_small, len(full_x), sc.pick(smoke=2, quick=4, full=5)):
-        if size == n_small:  # the small model is this point: same data, batch and steps
-            points[size] = trained["small"], per_image["small"]
+        if size in reused:
+            points[size] = trained[reused[size]], per_image[reused[size]]
         else:
-            x = full_x if size == len(full_x) else common.load_images(primary, "train", size).x
-            points[size] = train_and_score(f"curve: {primary}, {size} images", x, SMALL_BATCH)
+            x = common.load_images(primary, "train", size).x
+            points[size] = train_and_score(f"curve: {primary}, {size} images", x)
 
     result = {"settings": {}, "set_labels": set_labels, "n_eval": n, "primary": primary, "other": other}
     own_model = {"primary_test": "full", "other_test": "reverse"}  # the model trained on each test set's dataset
-    for name, (x, batch, desc, test_set, ood_sets) in settings.items():
+    for name, (x, desc, test_set, ood_sets) in settings.items():
         t, pi = trained[name], per_image[name]
         own_test_mse = pi[test_set]["mse"].mean(1)
         row = {"description": desc, "dataset": primary if name != "reverse" else other, "test_set": test_set,
@@ -206,7 +208,7 @@ def _figures(run, result, trained, per_image, sets, settings) -> list[str]:
     colors = {"small": "tab:red", "full": "tab:blue", "reverse": "tab:green"}
     for name in ("small", "full", "reverse"):
         c = result["settings"][name]["curves"]
-        label = f"{name} ({settings[name][2]})"
+        label = f"{name} ({settings[name][1]})"
         for part, ls in (("train", "--"), ("test", "-")):
             key = f"{label}: {part}"
             series[key] = (c["steps"], c[part], c[f"{part}_std"])
