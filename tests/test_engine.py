@@ -162,6 +162,15 @@ def test_train_epoch_equals_the_same_train_steps():
     print(f"epoch vs steps bitwise equal: {exact}")
 
 
+def test_init_many_stacks_each_models_fresh_state():
+    r = recipe.build(VAE, TC)
+    keys = jax.random.split(jax.random.key(5), 3)
+    many = engine.init_many(r.init_params, keys, r.optimizer)
+    assert_trees_equal(many, engine.stack_models([init_state(k) for k in keys]))
+    assert_trees_equal(many.params, jax.jit(jax.vmap(r.init_params))(keys))  # as one vmapped program would
+    assert many.step.shape == (3,)
+
+
 @pytest.mark.parametrize("how", engine.MODEL_AXES)
 def test_models_axis_equals_separate_runs(how):
     model_cfg, train_cfg = VAE, TC
@@ -169,8 +178,8 @@ def test_models_axis_equals_separate_runs(how):
     init_keys = jax.random.split(jax.random.key(20), s)
     run_keys = jax.random.split(jax.random.key(21), s)
 
-    # S fresh states stacked on a leading axis (what engine.init_many builds, without compiling it again)
-    states = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[init_state(k, model_cfg, train_cfg) for k in init_keys])
+    r = recipe.build(model_cfg, train_cfg)
+    states = engine.init_many(r.init_params, init_keys, r.optimizer)
     many = make_epoch(models=how)
     states, metrics = many(states, X_N, run_keys)
     assert jax.tree_util.tree_leaves(states.params)[0].shape[0] == s

@@ -50,8 +50,19 @@ def init(params, optimizer: optax.GradientTransformation) -> TrainState:
 
 
 def init_many(init_params: Callable, keys_S, optimizer: optax.GradientTransformation) -> TrainState:
-    """S fresh states stacked on a leading axis, init_params(key) -> params for each key, in one program."""
-    return jax.jit(jax.vmap(lambda key: init(init_params(key), optimizer)))(keys_S)
+    """S fresh states stacked on a leading axis, init_params(key) -> params for each key.
+
+    Model by model rather than one vmapped program: random initialisers take longer to compile than
+    to run, and an init_params compiled once (models.init is, per configuration) serves any S. Pass
+    a jitted init_params: it is called as it is, S times.
+    """
+    stacked_init = jax.jit(lambda ps: jax.vmap(lambda p: init(p, optimizer))(stack_models(ps)))  # a small program
+    return stacked_init([init_params(key) for key in keys_S])
+
+
+def stack_models(trees):
+    """Pytrees of one structure (one per model) stacked on a new leading model axis."""
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
 def run_keys(key):

@@ -100,8 +100,9 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
         pieces: int = 10, max_to_keep: int = MAX_TO_KEEP) -> FitResult:
     """Train for `epochs` epochs in total (a resumed run does what is left) and return the final state.
 
-    init_params(key) -> params starts a fresh run; with models="vmap" | "map" | "auto", `key` is a stack of
-    S keys (one model each) and every number gains a model axis. train_data and the values of
+    init_params(key) -> params starts a fresh run, called as it is (once per model: pass a jitted function;
+    models.init is one); with models="vmap" | "map" | "auto", `key` is a stack of S keys (one model each) and
+    every number gains a model axis. train_data and the values of
     eval_data ({name: data}, each scored after every epoch as <name>_<metric>) are dataset
     pytrees: arrays with a leading example axis, put on every device. hparams: the objective's
     traced hyperparameters. mesh: a parallel.data_mesh (default: one device). workdir=None keeps
@@ -122,13 +123,14 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     def fresh_state(key):
         if models is None:
             return engine.init(init_params(key), optimizer)
-        return jax.vmap(lambda k: engine.init(init_params(k), optimizer))(key)
+        return engine.init_many(init_params, key, optimizer)
 
     main = parallel.is_main_process()
-    store = _Store(workdir, checkpoint.abstract(fresh_state, key, sharding=replicated), num_steps, max_to_keep, main)
+    abstract = checkpoint.abstract(fresh_state, key, sharding=replicated) if workdir is not None else None
+    store = _Store(workdir, abstract, num_steps, max_to_keep, main)
     state, partial = store.restore() if resume else (None, None)
     if state is None:
-        state = parallel.put_replicated(jax.jit(fresh_state)(key), mesh)
+        state = parallel.put_replicated(fresh_state(key), mesh)
     resumed_from = updates(state)
     records = store.start(resumed_from // num_steps, meta)
 

@@ -8,6 +8,7 @@ interface of objectives.py.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -414,6 +415,7 @@ def module(cfg: ModelConfig) -> nn.Module:
     return (VAE if cfg.kind == "vae" else AE)(cfg)
 
 
+@functools.partial(jax.jit, static_argnums=1)  # once per configuration: its random initialisers are slow to compile
 def init(key, cfg: ModelConfig):
     """Fresh parameters for cfg."""
     x = jnp.zeros((1,) + tuple(cfg.image_shape), jnp.float32)

@@ -189,7 +189,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         "ae_bottleneck_bce": train_family("bottleneck AE, BCE", ae_cfg, tc, x, bce_conds, S, run.log),
         "denoiser_skip": train_family("residual conv denoiser", ae_mse, skip_tc, x, skip_conds, skip_seeds, run.log,
                                       objective=squared_error_objective(skip),
-                                      init_params=lambda key: skip.init(key, jnp.zeros(x.shape[1:]))),
+                                      init_params=jax.jit(lambda key: skip.init(key, jnp.zeros(x.shape[1:])))),
     }
     reconstruct = {"ae_bottleneck": functools.partial(latent.reconstruct, ae_mse),
                    "ae_bottleneck_bce": functools.partial(latent.reconstruct, ae_cfg),

@@ -458,8 +458,8 @@ def networks(fits: Fits, trained: dict, unlabelled, labelled: Labelled, probes: 
                 "ae_finetune": S, "vae_finetune": S}
     first = lambda tree, d: jax.tree_util.tree_map(lambda a: a[:d], tree)
     stack = lambda *trees: jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
-    init = jax.jit(jax.vmap(lambda kk: models.init(kk, ae.model_cfg)))
-    scratch = init(jax.random.split(jax.random.key(77), net_draws))
+    scratch = engine.stack_models([models.init(kk, ae.model_cfg)
+                                   for kk in jax.random.split(jax.random.key(77), net_draws)])
     scratch_mu, scratch_sd = code_scaling(encoder_features(ae.model_cfg, scratch, unlabelled[:SCALING_IMAGES])[0])
 
     def start(name, ci, fresh):

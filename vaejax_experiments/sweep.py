@@ -128,6 +128,7 @@ def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model 
     beta_M = jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)
     custom = {}
     if model is not None:
+        @jax.jit
         def init_params(key):  # the interface's __call__(x, key), on one example
             k_init, k_sample = jax.random.split(key)
             return model.module.init(k_init, jnp.zeros(cfg.image_shape, jnp.float32), k_sample)["params"]
