@@ -56,7 +56,8 @@ def init_many(init_params: Callable, keys_S, optimizer: optax.GradientTransforma
     to run, and an init_params compiled once (models.init is, per configuration) serves any S. Pass
     a jitted init_params: it is called as it is, S times.
     """
-    stacked_init = jax.jit(lambda ps: jax.vmap(lambda p: init(p, optimizer))(stack_models(ps)))  # a small program
+    # stacking and the optimizer's state in one small program (eagerly, they compile op by op)
+    stacked_init = jax.jit(lambda ps: jax.vmap(lambda p: init(p, optimizer))(stack_models(ps)))
     return stacked_init([init_params(key) for key in keys_S])
 
 
