@@ -285,6 +285,24 @@ def test_scores_and_evaluate_vae():
     np.testing.assert_allclose(np.asarray(terms_S["loss"][1]), np.asarray(second["loss"]), rtol=1e-5)
 
 
+@pytest.mark.parametrize("n,chunk", [(37, 16), (5, 16), (32, 16)], ids=["padded", "one_short_chunk", "exact"])
+def test_map_chunks_is_fn_on_the_whole_set(n, chunk):
+    """Any N against any chunk: the rows of fn over the whole set, pytrees and PRNG keys included."""
+    x_N = X_N[:n]
+    keys_N = jax.random.split(jax.random.key(0), n)
+
+    def fn(batch):
+        x_B, k_B = batch
+        noise_B = jax.vmap(lambda k: jax.random.normal(k, ()))(k_B)
+        return {"sum": jnp.sum(x_B, axis=(1, 2, 3)) + noise_B, "row": x_B[:, 0, :, 0]}
+
+    chunked = jax.jit(lambda data: engine.map_chunks(fn, data, chunk))((x_N, keys_N))
+    whole = fn((x_N, keys_N))
+    assert chunked["sum"].shape == (n,) and chunked["row"].shape == (n, 28)
+    np.testing.assert_allclose(np.asarray(chunked["sum"]), np.asarray(whole["sum"]), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(chunked["row"]), np.asarray(whole["row"]))
+
+
 # ------------------------------------------------------------------ dynamic binarization
 
 

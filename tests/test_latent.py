@@ -20,6 +20,7 @@ def test_embed_and_decode_shapes_and_chunking(kind):
     z = latent.embed(cfg, params, x, chunk=3)  # 7 = 3 + 3 + 1 (padded)
     direct = models.encode(cfg, params, x)
     np.testing.assert_allclose(z, direct[0] if kind == "vae" else direct, atol=1e-5)  # VAE: the mean
+    np.testing.assert_array_equal(models.embed(cfg, params, x), direct[0] if kind == "vae" else direct)
     images = latent.decode(cfg, params, z, chunk=3)
     assert images.shape == (7, 28, 28, 1)
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0

@@ -15,7 +15,8 @@ a Flax module's `apply`, or a plain function of params. Nothing here knows about
     make_epoch  a whole epoch in one program: shuffle on device, scan over fixed-size batches
     models=     "vmap", "map" or "auto": the same functions over a leading axis of S models, each
                 with its own state, key and hyperparameters; the data is shared
-    make_scores per-example metrics over a whole dataset, in fixed-size chunks
+    map_chunks  the one chunked evaluator: any function of a batch over a whole dataset, flat memory
+    make_scores per-example metrics over a whole dataset (map_chunks of the objective)
 
 Randomness: a run has one key. Update t draws from fold_in(noise_key, t) and the epoch that
 starts at update t shuffles with fold_in(shuffle_key, t), so a run resumed from a saved state
@@ -243,32 +244,45 @@ def make_epoch(objective: Objective, optimizer, batch_size: int, *, models: str 
     return _compile(epoch, mesh)
 
 
+def map_chunks(fn, data, chunk: int = 500):
+    """fn(batch) over a dataset pytree in batches of `chunk` examples, concatenated and trimmed to N.
+
+    The ONE chunked evaluator: traceable (a lax.map over fixed-size chunks), so inside jit it compiles
+    once per data shape and memory stays flat for any N. The last chunk is padded with copies of the
+    first example (valid input for any fn, unlike zeros for a log), and N <= chunk runs as one batch
+    of N. fn maps a batch pytree to a pytree of arrays with the batch axis first.
+    """
+    n = batch_size_of(data)
+    chunk = min(chunk, n)
+    pad = (-n) % chunk
+    data_CB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
+    out_CB = jax.lax.map(fn, data_CB)
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out_CB)
+
+
+def _chunks(x_N, pad, chunk):
+    """x_N padded with `pad` copies of its first row, reshaped to (chunks, chunk, ...); any dtype, keys too."""
+    x = jnp.concatenate([x_N, jnp.broadcast_to(x_N[:1], (pad,) + x_N.shape[1:])]) if pad else x_N
+    return x.reshape((-1, chunk) + x_N.shape[1:])
+
+
 def make_scores(objective: Objective, chunk: int = 500, *, models: str | None = None):
     """Jitted scores(params, data, key, hparams=None, step=0) -> per-example metrics, each of shape (N,).
 
-    Runs in fixed-size chunks (the last one padded) so memory stays flat for any N. metrics["loss"]
-    is the objective's loss; a metric with more axes keeps them after N. With models=..., params,
-    key, hparams and step (when given) carry a leading model axis and every metric gains it: (S, N).
+    map_chunks over the data, so memory stays flat for any N. metrics["loss"] is the objective's
+    loss; a metric with more axes keeps them after N. With models=..., params, key, hparams and step
+    (when given) carry a leading model axis and every metric gains it: (S, N).
     """
     def scores(params, data, key, hparams=None, step=0):
-        n = batch_size_of(data)
-        pad = (-n) % chunk
-        data_CB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
-        keys_CB = jax.random.split(key, n + pad).reshape(-1, chunk)
+        keys_N = jax.random.split(key, batch_size_of(data))
 
         def one_chunk(args):
             batch, keys_B = args
             loss_B, metrics_B = jax.vmap(objective, in_axes=(None, 0, 0, None, None))(params, batch, keys_B, step, hparams)
             return dict(metrics_B, loss=loss_B)
 
-        metrics = jax.lax.map(one_chunk, (data_CB, keys_CB))
-        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], metrics)
+        return map_chunks(one_chunk, (data, keys_N), chunk)
 
     if models is not None:
         scores = over_models(scores, shared=(1,), how=models)
     return jax.jit(scores)
-
-
-def _chunks(x_N, pad, chunk):
-    x = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1))
-    return x.reshape((-1, chunk) + x_N.shape[1:])

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import models, objectives, recipe
+from vaejax import engine, models, objectives, recipe
 from vaejax.config import ModelConfig
 
 
@@ -35,33 +35,15 @@ def module_and_likelihood(model: ModelConfig | Model) -> tuple[Any, objectives.L
     return model.module, model.likelihood
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _embed_chunk(model, params, x_B):
-    module, _ = module_and_likelihood(model)
-
-    def one(x):
-        code = objectives.encode(module, params, x)
-        return code[0] if isinstance(code, tuple) else code  # a VAE's embedding is its mean
-
-    return jax.vmap(one)(x_B)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _decode_chunk(model, params, z_B):
-    module, likelihood = module_and_likelihood(model)
-    return jax.vmap(lambda z: likelihood.mean(objectives.decode(module, params, z)))(z_B)
-
-
 def embed(model: ModelConfig | Model, params, x_N, chunk: int = 500):
-    """Latent codes (N, D) of images x_N: the AE's z, the VAE's posterior mean mu."""
-    return map_chunks(lambda x_B: _embed_chunk(model, params, x_B), jnp.asarray(x_N, jnp.float32), chunk)
+    """Latent codes (N, D) of images x_N: objectives.embed, the AE's z, the VAE's posterior mean mu."""
+    return _embed(model, params, jnp.asarray(x_N, jnp.float32), chunk)
 
 
 def decode(model: ModelConfig | Model, params, z_ND, chunk: int = 500):
     """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (the likelihood's mean); any leading dims."""
     z_ND = jnp.asarray(z_ND, jnp.float32)
-    flat = z_ND.reshape(-1, z_ND.shape[-1])
-    images = map_chunks(lambda z_B: _decode_chunk(model, params, z_B), flat, chunk)
+    images = _decode(model, params, z_ND.reshape(-1, z_ND.shape[-1]), chunk)
     return images.reshape(z_ND.shape[:-1] + images.shape[1:])
 
 
@@ -70,17 +52,16 @@ def reconstruct(model: ModelConfig | Model, params, x_N, chunk: int = 500):
     return decode(model, params, embed(model, params, x_N, chunk), chunk)
 
 
-def map_chunks(fn, x_N, chunk):
-    """fn over chunks of exactly `chunk` rows (the last one padded), concatenated and trimmed to N.
+@functools.partial(jax.jit, static_argnums=(0, 3))  # once per model and shape
+def _embed(model, params, x_N, chunk):
+    module, _ = module_and_likelihood(model)
+    return engine.map_chunks(jax.vmap(lambda x: objectives.embed(module, params, x)), x_N, chunk)
 
-    One compiled shape whatever N is (fewer than `chunk` rows: one chunk of N), and flat memory.
-    """
-    n = x_N.shape[0]
-    if n <= chunk:
-        return fn(x_N)
-    pad = (-n) % chunk
-    x = jnp.pad(x_N, [(0, pad)] + [(0, 0)] * (x_N.ndim - 1))
-    return jnp.concatenate([fn(x[i:i + chunk]) for i in range(0, n + pad, chunk)])[:n]
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _decode(model, params, z_ND, chunk):
+    module, likelihood = module_and_likelihood(model)
+    return engine.map_chunks(jax.vmap(lambda z: likelihood.mean(objectives.decode(module, params, z))), z_ND, chunk)
 
 
 # ---------------------------------------------------------------------------- interpolation

@@ -373,6 +373,10 @@ class AE(nn.Module):
     def encode(self, x):
         return self.encoder(x)
 
+    def embed(self, x):
+        """The code of x: z itself."""
+        return self.encode(x)
+
     def decode(self, z):
         return _with_log_sigma(self.log_sigma, self.decoder(z))
 
@@ -401,6 +405,10 @@ class VAE(nn.Module):
             h = self.heads(h)
         mu, logvar = jnp.split(h, 2, axis=-1)
         return mu, logvar
+
+    def embed(self, x):
+        """The code of x: the posterior mean mu, the point a deterministic reading of the encoder gives."""
+        return self.encode(x)[0]
 
     def decode(self, z):
         return _with_log_sigma(self.log_sigma, self.decoder(self.to_code(z) if self.to_code is not None else z))
@@ -431,6 +439,11 @@ def apply(cfg: ModelConfig, params, x, key=None):
 def encode(cfg: ModelConfig, params, x):
     """The AE's code z, or the VAE's (mu, logvar)."""
     return module(cfg).apply({"params": params}, x, method="encode")
+
+
+def embed(cfg: ModelConfig, params, x):
+    """The code of x: the AE's z, the VAE's posterior mean."""
+    return module(cfg).apply({"params": params}, x, method="embed")
 
 
 def decode(cfg: ModelConfig, params, z):

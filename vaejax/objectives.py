@@ -17,6 +17,8 @@ module with two methods:
               -> (mu, logvar)      a VAE's diagonal Gaussian posterior q(z | x), each (D,)
     decode(z) -> the parameters of p(target | z) the likelihood reads: logits of the target's
                  shape, or (logits, log_sigma) for `gaussian_learned`
+    embed(x)  -> the code of x, (D,), that latent-space tools read (optional: without it, encode's
+                 z, or its mu; see `embed` below)
 
 and `__call__(x, key)` for `init` (returning (decoder output, aux) by convention). The
 objectives call them on ONE example, with no batch axis; the engine's vmap adds it, which XLA
@@ -184,6 +186,18 @@ _BATCH_HINT = ("the objectives run modules on one example, without a batch axis:
 def encode(model, params, x):
     """model.encode on one example."""
     return _call(model, params, x, "encode")
+
+
+def embed(model, params, x):
+    """The code of one example: model.embed when the module has one, else encode's z or its mu.
+
+    The one place that says what a model's code is; vaejax's AE and VAE define embed themselves.
+    """
+    module = model.module if isinstance(model, BatchOfOne) else model
+    if hasattr(module, "embed"):
+        return _call(model, params, x, "embed")
+    code = encode(model, params, x)
+    return code[0] if isinstance(code, tuple) else code
 
 
 def decode(model, params, z):

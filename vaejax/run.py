@@ -75,13 +75,11 @@ class TrainedRun:
 
     def encode(self, x_N, chunk: int = 500):
         """Codes (N, D): the AE's z, the VAE's posterior mean."""
-        return latent.map_chunks(lambda x_B: _encode(self.module, self.params, x_B), jnp.asarray(x_N, jnp.float32),
-                                 chunk)
+        return latent.embed(self.latent_model, self.params, x_N, chunk)
 
     def decode(self, z_ND, chunk: int = 500):
         """Images decoded from codes: the likelihood's mean, in [0, 1]."""
-        return latent.map_chunks(lambda z_B: _decode(self.module, self.likelihood, self.params, z_B),
-                                 jnp.asarray(z_ND, jnp.float32), chunk)
+        return latent.decode(self.latent_model, self.params, z_ND, chunk)
 
     def reconstruct(self, x_N):
         """decode(encode(x)): through the posterior mean, no sampling."""
@@ -109,26 +107,14 @@ class TrainedRun:
         return -scores(self.params, jnp.asarray(x_N, jnp.float32), key)["iwae"]
 
     @property
-    def module(self):
-        """The Flax module itself (a BatchOfOne's inside), called here on whole batches."""
-        return self.model.module if isinstance(self.model, objectives.BatchOfOne) else self.model
-
+    def latent_model(self) -> latent.Model:
+        """The model as latent.embed and latent.decode take it."""
+        return latent.Model(self.model, self.likelihood)
 
 
 @functools.lru_cache(maxsize=32)
 def _iwae_scores(model, likelihood, k: int, chunk: int):
     return engine.make_scores(objectives.iwae(model, likelihood, k), chunk)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(module, params, x_B):
-    code = module.apply({"params": params}, x_B, method="encode")
-    return code[0] if isinstance(code, tuple) else code  # a VAE's embedding is its mean
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _decode(module, likelihood, params, z_B):
-    return likelihood.mean(module.apply({"params": params}, z_B, method="decode"))
 
 
 class RunNotFound(ValueError):
