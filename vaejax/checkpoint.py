@@ -69,14 +69,17 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
 def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
     """(state, meta) of `step` (default: the latest); abstract_state comes from jax.eval_shape.
 
-    Raises CheckpointDamaged when the restored bytes do not match the SHA-256 saved with them.
+    Raises CheckpointDamaged when the restored bytes do not match the SHA-256 saved with them, or
+    when no SHA-256 was saved (every checkpoint vaejax writes has one).
     """
     step = mngr.latest_step() if step is None else step
     restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     state, meta = restored.state, restored.meta
     saved = (meta or {}).get(DIGEST_KEY)
-    if saved is not None and saved != state_digest(state):
+    if saved is None:
+        raise CheckpointDamaged("its metadata holds no SHA-256 of the state, so its arrays cannot be checked")
+    if saved != state_digest(state):
         raise CheckpointDamaged("its arrays do not match the SHA-256 saved with them")
     return state, meta
 

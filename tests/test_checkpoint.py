@@ -1,0 +1,62 @@
+"""Tests for vaejax.checkpoint's own integrity check: a checkpoint whose files orbax reads without
+complaint but whose arrays are another state's, or whose metadata has no SHA-256, is damaged."""
+
+import os
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from vaejax import checkpoint
+
+
+def _state(value):
+    return {"w": jnp.full((3, 2), value, jnp.float32), "step": jnp.asarray(int(value), jnp.int32)}
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+    """A manager holding checkpoints 1 and 2 of two different states of one structure."""
+    mngr = checkpoint.manager(str(tmp_path))
+    for step in (1, 2):
+        checkpoint.save(mngr, step, _state(float(step)), {"run": "test"})
+        mngr.wait_until_finished()
+    yield mngr, tmp_path
+    mngr.close()
+
+
+def test_both_checkpoints_read_back_as_saved(two_checkpoints):
+    mngr, _ = two_checkpoints
+    for step in (1, 2):
+        state, meta = checkpoint.restore(mngr, _state(0.0), step)
+        np.testing.assert_array_equal(np.asarray(state["w"]), np.full((3, 2), float(step), np.float32))
+        assert meta[checkpoint.DIGEST_KEY] == checkpoint.state_digest(_state(float(step)))
+
+
+def test_valid_files_of_another_state_fail_the_digest(two_checkpoints):
+    """Orbax reads step 2's arrays under step 1's name without error: only the digest can tell."""
+    mngr, root = two_checkpoints
+    ckpts = root / "checkpoints"
+    shutil.rmtree(ckpts / "1" / "state")
+    shutil.copytree(ckpts / "2" / "state", ckpts / "1" / "state")
+    mngr.reload()
+    with pytest.raises(checkpoint.CheckpointDamaged, match="SHA-256"):
+        checkpoint.restore(mngr, _state(0.0), 1)
+    step, state, _ = checkpoint.restore_good(mngr, _state(0.0), move_damaged=False)
+    assert step == 2  # the newest is intact
+
+
+def test_a_missing_digest_is_damage(tmp_path):
+    mngr = checkpoint.manager(str(tmp_path))
+    mngr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(1.0)),
+                                         meta=ocp.args.JsonSave({"run": "test"})))
+    mngr.wait_until_finished()
+    with pytest.raises(checkpoint.CheckpointDamaged, match="no SHA-256"):
+        checkpoint.restore(mngr, _state(0.0), 1)
+    moved = []
+    step, state, _ = checkpoint.restore_good(mngr, _state(0.0), lambda *a: moved.append(a))
+    assert step is None and state is None
+    assert len(moved) == 1 and os.path.isdir(moved[0][2])  # set aside, not deleted
+    mngr.close()
