@@ -5,6 +5,8 @@ import gzip
 import hashlib
 import os
 import struct
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -82,6 +84,37 @@ def test_read_idx_rejects_trailing_bytes_and_broken_gzip(tmp_path):
         with pytest.raises(data.DatasetError) as e:
             data.read_idx(tmp_path / name)
         assert_one_line(e.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_checks_the_header_before_allocating(tmp_path, gz):
+    """A header claiming 2^31 images is refused before 1.6 TB are allocated (or inflated)."""
+    path = tmp_path / ("huge.gz" if gz else "huge")
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 28, 28) + bytes(100))
+    with pytest.raises(data.DatasetError, match="declares 2147483648 x 28 x 28") as e:
+        data.read_idx(path)
+    assert_one_line(e.value)
+    write_idx(tmp_path / "wide", np.zeros((3, 28, 29), np.uint8))
+    with pytest.raises(data.DatasetError, match="at most 10 x 28 x 28"):
+        data.read_idx(tmp_path / "wide", (10, 28, 28))
+    assert data.read_idx(tmp_path / "wide", (10, 28, 29)).shape == (3, 28, 29)
+
+
+def test_cli_answers_an_oversized_idx_header_in_one_line(tmp_path):
+    folder = tmp_path / "mnist"
+    write_mnist_folder(folder, gz=False)
+    with open(folder / "train-images-idx3-ubyte", "r+b") as f:
+        f.write(bytes([0, 0, 8, 3]) + struct.pack(">I", 2**31))
+    from vaejax import cli
+
+    proc = subprocess.run([sys.executable, "-m", "vaejax", "train", "--dataset", "mnist", "--data-dir", str(folder),
+                           "--workdir", str(tmp_path / "run"), "--epochs", "1"], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.returncode == cli.EXIT_USAGE, proc.stderr
+    assert "Traceback" not in proc.stderr and "2147483648" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------- IDX datasets

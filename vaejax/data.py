@@ -34,6 +34,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import math
 import os
 import struct
 import urllib.error
@@ -59,6 +60,8 @@ NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "mnist_5k": 10, "cifar10": 10, 
 SPLITS = ("train", "test")
 
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
+_IDX_COUNTS = {"train": 60000, "test": 10000}  # MNIST's and Fashion-MNIST's split sizes: no IDX file here holds more
+MAX_IDX_BYTES = 2**30  # a header declaring more data than this is damaged, whatever the dataset
 _DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 _PHOTOS = ("china.jpg", "flower.jpg")
 _PATCH = 32
@@ -114,13 +117,19 @@ def load(
     return _cached(name, split, cache, lambda: source(name, split, data_dir))
 
 
-def read_idx(path) -> np.ndarray:
-    """Read a uint8 IDX file (raw or .gz) into an array shaped by its header."""
+def read_idx(path, max_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read a uint8 IDX file (raw or .gz) into an array shaped by its header.
+
+    The header is checked before anything is allocated: at most MAX_IDX_BYTES of data and, with
+    max_shape, the same rank, the same trailing dims and at most max_shape[0] items. Only the bytes
+    the header declares are inflated from a .gz (and one more, to detect trailing data).
+    """
     path = os.fspath(path)
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             dims = _read_idx_header(f, path)
+            _check_idx_dims(dims, max_shape, path)
             out = np.empty(dims, np.uint8)
             n_read = f.readinto(memoryview(out.reshape(-1)))
             extra = len(f.read(1))
@@ -212,6 +221,16 @@ def _read_idx_header(f, path: str) -> tuple[int, ...]:
     return struct.unpack(f">{magic[3]}I", raw_dims)
 
 
+def _check_idx_dims(dims: tuple[int, ...], max_shape: tuple[int, ...] | None, path: str) -> None:
+    size = math.prod(dims)
+    fits = max_shape is None or (len(dims) == len(max_shape) and dims[1:] == tuple(max_shape[1:])
+                                 and dims[0] <= max_shape[0])
+    if size > MAX_IDX_BYTES or not fits:
+        expected = f" (at most {' x '.join(map(str, max_shape))})" if max_shape is not None else ""
+        raise DatasetError(f"IDX file {path} declares {' x '.join(map(str, dims))} values{expected}; "
+                           "it is damaged or not this dataset's, replace it with the original download")
+
+
 def _idx_paths(folder: str, split: str) -> tuple[str, str] | None:
     """(images, labels) file paths of `split` in `folder`, raw or .gz, or None if either is absent."""
     found = []
@@ -283,7 +302,8 @@ def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> st
 
 def _read_idx_split(folder: str, split: str) -> Split:
     images_path, labels_path = _idx_paths(folder, split)
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    n = _IDX_COUNTS[split]
+    images, labels = read_idx(images_path, (n, 28, 28)), read_idx(labels_path, (n,))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DatasetError(
             f"IDX files in {folder} do not match: images {images.shape}, labels {labels.shape}; "
