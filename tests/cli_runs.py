@@ -13,14 +13,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 
 # A tiny run: the same code paths as the presets, a fraction of the compute.
 TINY = ["--preset", "mlp_vae", "--dataset", "mnist_5k", "--batch-size", "200", "--set", "hidden=32",
         "--set", "latent_dim=4", "--no-progress", "--no-figures"]
 STEPS_PER_EPOCH = 4000 // 200
 
-_SHARED = os.path.join(tempfile.gettempdir(), f"vaejax-test-{os.getuid()}")
+_SHARED = os.environ["VAEJAX_TEST_DIR"]  # the session's private folder (conftest.py)
 _REFERENCES: dict = {}
 
 
@@ -33,7 +32,7 @@ def env(**extra) -> dict:
         "JAX_COMPILATION_CACHE_DIR": os.path.join(_SHARED, "xla-cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        "VAEJAX_CACHE_DIR": os.environ.get("VAEJAX_CACHE_DIR", os.path.join(_SHARED, "data-cache")),
+        "VAEJAX_CACHE_DIR": os.environ["VAEJAX_CACHE_DIR"],
         "PYTHONUNBUFFERED": "1",
     })
     for k in [k for k in e if k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS_ID"))]:

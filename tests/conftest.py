@@ -11,9 +11,23 @@ CHEAP_COMPILE = "--xla_backend_optimization_level=0"
 if CHEAP_COMPILE not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit it from the controller
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CHEAP_COMPILE}".strip()
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+# One private folder per test session, shared by xdist's workers and the CLI subprocesses (they
+# inherit the environment): the dataset cache and the CLI runs' compilation cache. mkdtemp makes it
+# 0700 under an unpredictable name, so nothing can be planted in it, and the user's real cache
+# (~/.cache/vaejax) is never written.
+OWN_TEST_DIR = "VAEJAX_TEST_DIR" not in os.environ
+if OWN_TEST_DIR:
+    os.environ["VAEJAX_TEST_DIR"] = tempfile.mkdtemp(prefix="vaejax-tests-")
+os.environ["VAEJAX_CACHE_DIR"] = os.path.join(os.environ["VAEJAX_TEST_DIR"], "data-cache")
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import pytest
+import pytest  # noqa: E402
 
 from vaejax import config
 
@@ -65,12 +79,45 @@ def mnist_256(tmp_path_factory):
     return data.to_float(split.images[:256])
 
 
+def pytest_sessionfinish(session):
+    if OWN_TEST_DIR and not hasattr(session.config, "workerinput"):  # the controller made it; it removes it
+        shutil.rmtree(os.environ["VAEJAX_TEST_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline():
+    """The tests never reach the network: a download fails as it would on a machine without one
+    (file:// addresses, which tests serve from their own folders, still open)."""
+    real_urlopen = urllib.request.urlopen
+
+    def refuse(url, *args, **kwargs):
+        address = getattr(url, "full_url", url)
+        if str(address).startswith("file:"):
+            return real_urlopen(url, *args, **kwargs)
+        raise urllib.error.URLError(f"the tests run offline (asked for {address})")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(urllib.request, "urlopen", refuse)
+        yield
+
+
+def require_offline(dataset: str) -> None:
+    """Skip, saying why, when `dataset` cannot be read without the network."""
+    from vaejax import data
+
+    try:
+        data.load(dataset, "test")
+    except data.DatasetError as e:
+        pytest.skip(f"{dataset} is not available offline here ({e})")
+
+
 @pytest.fixture(scope="session")
 def smoke_results(tmp_path_factory):
     """(out, exit code) of `run_all --scale smoke`, once per session: every experiment on its default
     dataset, shared by the tests that check what the experiments write."""
     from vaejax_experiments import run_all
 
+    require_offline("fashion_mnist")
     out = str(tmp_path_factory.mktemp("results"))
     return out, run_all.main(["--scale", "smoke", "--out", out])
 

@@ -6,6 +6,8 @@ import re
 import numpy as np
 import pytest
 
+from conftest import require_offline
+
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
 
@@ -16,12 +18,7 @@ def _blocks() -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def needs_fashion_mnist():
-    from vaejax import data
-
-    try:
-        data.load("fashion_mnist", "train")
-    except data.DatasetError:
-        pytest.skip("fashion_mnist is not available offline here")
+    require_offline("fashion_mnist")
 
 
 def _exec(i: int, namespace: dict) -> dict:
