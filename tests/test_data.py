@@ -267,6 +267,33 @@ def test_download_with_a_wrong_checksum_keeps_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "data" / "mnist").exists() or not os.listdir(tmp_path / "data" / "mnist")
 
 
+def test_a_file_already_there_is_checked_too(tmp_path, monkeypatch):
+    """A .gz the other split's download (or the user) left is checked against its SHA-256 before it is read."""
+    write_mnist_folder(tmp_path / "publisher", n_train=9, n_test=4)
+    serve_idx(monkeypatch, "mnist", tmp_path / "publisher")
+    monkeypatch.setattr(data, "_prepared_tfds", lambda *args: None)
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))  # not the published file
+    with pytest.raises(data.DatasetError, match="does not match the SHA-256") as e:
+        data.load("mnist", "test", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    assert_one_line(e.value)
+    assert "delete it" in str(e.value)
+
+
+def test_download_stops_at_the_size_cap(tmp_path, monkeypatch):
+    (tmp_path / "publisher").mkdir()
+    (tmp_path / "publisher" / "train-images-idx3-ubyte.gz").write_bytes(bytes(3 * 2**20))
+    (tmp_path / "publisher" / "train-labels-idx1-ubyte.gz").write_bytes(bytes(10))
+    serve_idx(monkeypatch, "mnist", tmp_path / "publisher")
+    monkeypatch.setattr(data, "_prepared_tfds", lambda *args: None)
+    monkeypatch.setattr(data, "_DOWNLOAD_MAX_BYTES", 2**20)
+    with pytest.raises(data.DatasetError, match="larger than 1 MiB") as e:
+        data.load("mnist", "train", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    assert_one_line(e.value)
+    assert not (tmp_path / "data" / "mnist").exists() or not os.listdir(tmp_path / "data" / "mnist")
+
+
 def test_missing_dataset_offline_is_one_line_error(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow_datasets")
     monkeypatch.setitem(data._IDX_DOWNLOADS, "mnist", ("file:///nonexistent/", {}))  # as when offline

@@ -37,6 +37,7 @@ import importlib.util
 import math
 import os
 import struct
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -84,7 +85,9 @@ _IDX_DOWNLOADS = {
         "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     }),
 }
-_DOWNLOAD_TIMEOUT_S = 30
+_DOWNLOAD_TIMEOUT_S = 30  # per read
+_DOWNLOAD_DEADLINE_S = 600  # per file, in all
+_DOWNLOAD_MAX_BYTES = 64 * 2**20  # the largest IDX .gz here, Fashion-MNIST's training images, is 26 MiB
 
 
 class DatasetError(Exception):
@@ -271,10 +274,10 @@ def _load_idx(name: str, split: str, data_dir: str | None, cache: str) -> Split:
 
 
 def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> str:
-    """Download the split's two IDX files into <data folder>/<name>; returns that folder.
+    """The split's two IDX files in <data folder>/<name>, downloaded if absent; returns that folder.
 
-    Each file is checked against its SHA-256 before it is renamed into place, so a failed or
-    corrupt download leaves nothing behind.
+    Every file is checked against its SHA-256, whether just downloaded or already there, and a
+    download is checked before it is renamed into place, so a failed or corrupt one leaves nothing.
     """
     base_url, checksums = _IDX_DOWNLOADS[name]
     folder = os.path.join(os.path.expanduser(data_dir or os.environ.get("VAEJAX_DATA_DIR") or cache), name)
@@ -282,12 +285,12 @@ def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> st
         filename = f"{_IDX_PREFIX[split]}-{kind}-ubyte.gz"
         path = os.path.join(folder, filename)
         if os.path.isfile(path):  # the other split's download left it, or it is the user's
+            with open(path, "rb") as f:
+                if hashlib.file_digest(f, "sha256").hexdigest() != checksums[filename]:
+                    raise DatasetError(f"{path} does not match the SHA-256 of {name}'s {filename}; it is damaged or "
+                                       "another file: delete it to download it again")
             continue
-        try:
-            with urllib.request.urlopen(base_url + filename, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                blob = response.read()
-        except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
-            raise DatasetError(_missing_message(name, split, data_dir, cache, f"downloading {base_url + filename} failed ({_one_line(e)})")) from None
+        blob = _fetch(base_url + filename, lambda why: _missing_message(name, split, data_dir, cache, why))
         if hashlib.sha256(blob).hexdigest() != checksums[filename]:
             raise DatasetError(
                 f"{base_url + filename} did not match its SHA-256 checksum (a changed or damaged download); "
@@ -298,6 +301,26 @@ def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> st
         except OSError as e:
             raise DatasetError(f"cannot write {path} ({_one_line(e)}); name a writable folder with --data-dir (data_dir=) or $VAEJAX_DATA_DIR") from None
     return folder
+
+
+def _fetch(url: str, message: Callable[[str], str]) -> bytes:
+    """The body at url, read in pieces: at most _DOWNLOAD_MAX_BYTES, within _DOWNLOAD_DEADLINE_S in all
+    (the socket's timeout bounds each read only). message(why) -> the DatasetError's line."""
+    deadline = time.monotonic() + _DOWNLOAD_DEADLINE_S
+    pieces, size = [], 0
+    try:
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+            while piece := response.read(2**20):
+                pieces.append(piece)
+                size += len(piece)
+                if size > _DOWNLOAD_MAX_BYTES:
+                    raise DatasetError(message(f"{url} is larger than {_DOWNLOAD_MAX_BYTES // 2**20} MiB, "
+                                               "more than any file of the dataset; nothing was kept"))
+                if time.monotonic() > deadline:
+                    raise DatasetError(message(f"downloading {url} took more than {_DOWNLOAD_DEADLINE_S} s"))
+    except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
+        raise DatasetError(message(f"downloading {url} failed ({_one_line(e)})")) from None
+    return b"".join(pieces)
 
 
 def _read_idx_split(folder: str, split: str) -> Split:
