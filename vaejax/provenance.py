@@ -41,11 +41,16 @@ def summary(p: dict) -> str:
 
 
 def _git_state(root: str) -> tuple[str | None, bool | None]:
-    """(HEAD's commit, whether tracked files differ from it) of the checkout at root, or (None, None)."""
+    """(HEAD's commit, whether tracked files differ from it) of the checkout whose top level is root, or
+    (None, None): an installed copy inside someone else's repository (a virtualenv in a project) has no
+    commit of its own."""
     def git(*args):
         return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10)
 
     try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(root):
+            return None, None
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, None
