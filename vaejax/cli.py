@@ -15,15 +15,12 @@ import logging
 import os
 import sys
 
+from vaejax.errors import UsageError
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 EXIT_PREEMPTED = 143
-
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (a bad flag, a missing dataset); str(e) is one line naming the fix."""
 
 
 class RunFailed(Exception):
