@@ -47,12 +47,12 @@ def install_term(epoch):
 
 
 def install_kill(point, epoch):
-    from vaejax import fit
+    from vaejax import fit, workdir
 
     real_replace = os.replace
 
     def replace(src, dst):  # metrics.jsonl is renamed into place by files.write_atomic
-        logged = os.path.basename(dst) == fit.LOG_FILE and _last_epoch(src) == epoch
+        logged = os.path.basename(dst) == workdir.LOG_FILE and _last_epoch(src) == epoch
         if logged and point == "in_log_write":
             _kill()
         real_replace(src, dst)

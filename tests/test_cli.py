@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cli_runs
-from vaejax import checkpoint, cli, config, parallel, recipe
+from vaejax import checkpoint, cli, cli_inputs, config, errors, parallel, recipe
 
 TINY_MODEL = config.replace(config.preset("mlp_vae"), hidden=(32,), latent_dim=4)
 TINY_TRAIN = config.TrainConfig(batch_size=200)
@@ -103,14 +103,14 @@ def test_cli_help_and_presets(capsys):
     (["image_shape=(32, 32, 3)", "learning_rate=3e-4"], {"image_shape": (32, 32, 3)}, {"learning_rate": 3e-4}),
 ])
 def test_set_overrides_parse_by_field_type(items, model, train_):
-    assert cli.parse_overrides(items) == (model, train_)
+    assert cli_inputs.parse_overrides(items) == (model, train_)
 
 
 @pytest.mark.parametrize("item", ["hidden", "nope=1", "hidden=a,b", "hidden=", "latent_dim=1.5",
                                   "obs_sigma=x", "image_shape=28,28", "kind="])
 def test_set_overrides_reject_malformed(item):
-    with pytest.raises(cli.UsageError) as info:
-        cli.parse_overrides([item])
+    with pytest.raises(errors.UsageError) as info:
+        cli_inputs.parse_overrides([item])
     assert "\n" not in str(info.value)
 
 

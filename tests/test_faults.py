@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cli_runs
-from vaejax import checkpoint, cli, config, engine, fit, recipe
+from vaejax import checkpoint, cli, config, engine, recipe
 
 EPOCHS = 4
 
@@ -254,7 +254,7 @@ def test_read_only_mount_is_refused_before_training(tmp_path, capfd):
 
 
 def test_too_little_free_space_is_refused_before_training(tmp_path, capfd, monkeypatch):
-    monkeypatch.setattr(fit, "free_bytes", lambda path: 10 * 2**20)
+    monkeypatch.setattr("vaejax.workdir.free_bytes", lambda path: 10 * 2**20)
     line = _one_error_line(capfd, 2, cli.main(_tiny_argv(tmp_path / "run")))
     assert "MiB free but checkpoints and figures need about" in line and "free some space" in line
     assert not (tmp_path / "run").exists()
@@ -265,7 +265,7 @@ def test_disk_full_at_save_fails_cleanly(tmp_path, capfd, monkeypatch):
     mnt = tmp_path / "small"
     _mount_tmpfs(mnt, "size=600k")
     try:
-        monkeypatch.setattr(fit, "free_bytes", lambda path: 2**40)  # get past the check, as if others filled it later
+        monkeypatch.setattr("vaejax.workdir.free_bytes", lambda path: 2**40)  # get past the check, as if others filled it later
         line = _one_error_line(capfd, 1, cli.main(_tiny_argv(mnt / "run", 1)))
         assert "cannot write the checkpoint of epoch 1" in line and "no space left on device" in line
         assert "rerun with --resume" in line

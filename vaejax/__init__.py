@@ -16,8 +16,8 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-SUBMODULES = ("checkpoint", "cli", "config", "data", "engine", "files", "fit", "latent", "metrics", "models",
-              "objectives", "parallel", "plots", "provenance", "recipe", "run")
+SUBMODULES = ("callbacks", "checkpoint", "cli", "cli_inputs", "config", "data", "engine", "errors", "files", "fit",
+              "latent", "metrics", "models", "objectives", "parallel", "plots", "provenance", "recipe", "run", "workdir")
 __all__ = ["load", "__version__", *SUBMODULES]
 
 

@@ -1,7 +1,7 @@
 """Command line: `vaejax train | sample | presets`, a thin client of vaejax.fit.
 
 Every mistake a user can make ends in one line naming the fix and exit code 2, before
-anything is written. Exit codes: 0 done; 1 a write failed during training (disk full, ...);
+anything is written (vaejax.cli_inputs checks a training run's flags, data and workdir). Exit codes: 0 done; 1 a write failed during training (disk full, ...);
 2 bad input; 3 training stopped at a non-finite loss; 130 interrupted; 143 stopped by SIGTERM
 with the state saved (rerun with --resume).
 """
@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
+
+from vaejax import cli_inputs
+from vaejax.errors import UsageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 EXIT_PREEMPTED = 143
-
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (a bad flag, a missing dataset); str(e) is one line naming the fix."""
 
 
 class RunFailed(Exception):
@@ -82,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the model or training config, parsed by its type, after the flags "
                         "above; repeatable (e.g. --set hidden=512,256 --set obs_sigma=0.2). Keys: "
-                        f"{', '.join(_config_fields())}")
+                        f"{', '.join(cli_inputs.config_fields())}")
     t.add_argument("--seed", type=int, default=0, help="seed of the run's key (default 0)")
     t.add_argument("--seeds", type=int, default=1, help="train this many seeds at once with vmap (seed, seed+1, ...)")
     t.add_argument("--workdir", default="runs/default", help="output folder (default runs/default)")
@@ -164,222 +161,6 @@ def cmd_presets(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- configuration
-
-
-def _config_fields() -> list[str]:
-    from vaejax import config
-
-    return [f.name for f in dataclasses.fields(config.ModelConfig)] + [f.name for f in dataclasses.fields(config.TrainConfig)]
-
-
-def parse_overrides(items: list[str]) -> tuple[dict, dict]:
-    """`key=value` strings -> (ModelConfig overrides, TrainConfig overrides), each value parsed by the field's type."""
-    from vaejax import config
-
-    kinds = {"model": {f.name: str(f.type) for f in dataclasses.fields(config.ModelConfig)},
-             "train": {f.name: str(f.type) for f in dataclasses.fields(config.TrainConfig)}}
-    out = {"model": {}, "train": {}}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set hidden=512,256")
-        key, text = (part.strip() for part in item.split("=", 1))
-        key = key.replace("-", "_")
-        where = next((k for k, fields in kinds.items() if key in fields), None)
-        if where is None:
-            raise UsageError(f"--set {item}: unknown key {key!r}; choose one of: {', '.join(_config_fields())}")
-        out[where][key] = _parse_value(key, text, kinds[where][key])
-    return out["model"], out["train"]
-
-
-def _parse_value(key: str, text: str, type_name: str):
-    """Parse one --set value by its dataclass field type (int, float, str, tuple[int, ...], tuple[int, int, int],
-    and the conv layers, tuple[tuple[int, int, int, int], ...], written c:k:s:p,c:k:s:p,...)."""
-    try:
-        if type_name == "int":
-            return int(text)
-        if type_name == "float":
-            return float(text)
-        if type_name == "str":
-            if not text:
-                raise ValueError
-            return text
-        if type_name.startswith("tuple[tuple[int"):
-            layers = tuple(tuple(int(v) for v in group.split(":")) for group in text.split(",") if group.strip())
-            if not layers or any(len(layer) != type_name.count("int") for layer in layers):
-                raise ValueError
-            return layers
-        if type_name.startswith("tuple[int"):
-            parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
-            value = tuple(int(p) for p in parts)
-            fixed = type_name.count("int") if "..." not in type_name else None
-            if not value or (fixed is not None and len(value) != fixed):
-                raise ValueError
-            return value
-    except ValueError:
-        pass
-    else:
-        raise UsageError(f"--set {key}: fields of type {type_name} cannot be set from the command line")
-    example = {"int": f"{key}=32", "float": f"{key}=0.5", "str": f"{key}=name"}.get(type_name)
-    if type_name.startswith("tuple[tuple[int"):
-        raise UsageError(f"--set {key}={text}: expected layers channels:kernel:stride:padding separated by commas, "
-                         f"e.g. --set {key}=16:3:2:1,32:3:2:1,64:7:1:0")
-    if example is None:
-        n = type_name.count("int") if "..." not in type_name else None
-        example = f"{key}={','.join(['28', '28', '1'][:n])}" if n else f"{key}=512,256"
-        what = f"{n} comma-separated integers" if n else "comma-separated integers"
-    else:
-        what = {"int": "an integer", "float": "a number", "str": "a non-empty word"}[type_name]
-    raise UsageError(f"--set {key}={text}: expected {what}, e.g. --set {example}")
-
-
-def _configs(args):
-    from vaejax import config
-
-    model_over, train_over = parse_overrides(args.overrides)
-    if args.epochs < 1:
-        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    try:
-        model_cfg = config.preset(args.preset)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
-        if args.latent_dim is not None:
-            if model_cfg.arch == "conv" and model_cfg.kind == "ae":
-                raise ValueError("a conv AE's latent size is its last conv width; use a conv_vae preset to set --latent-dim")
-            model_cfg = config.replace(model_cfg, latent_dim=args.latent_dim)
-        if model_over:
-            model_cfg = config.replace(model_cfg, **model_over)
-        train_cfg = config.TrainConfig(learning_rate=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                                       beta=args.beta, binarize=args.binarize)
-        if train_over:
-            train_cfg = config.replace(train_cfg, **train_over)
-    except ValueError as e:
-        field = str(e).split(" ", 1)[0]
-        flags = {"latent_dim": "--latent-dim", "learning_rate": "--lr", "batch_size": "--batch-size",
-                 "epochs": "--epochs", "beta": "--beta", "binarize": "--binarize"}
-        if field not in _config_fields():  # the message already names its fix
-            raise UsageError(str(e)) from None
-        where = f"--set {field}=..." if field in model_over or field in train_over or field not in flags else flags[field]
-        raise UsageError(f"{e}; change {where}") from None
-    if train_cfg.epochs < 1:
-        raise UsageError(f"epochs must be at least 1, got {train_cfg.epochs}")
-    if not 1 <= args.seeds <= 1024:
-        raise UsageError(f"--seeds must be in [1, 1024], got {args.seeds}")
-    if args.progress_updates < 1:
-        raise UsageError(f"--progress-updates must be at least 1, got {args.progress_updates}")
-    return model_cfg, train_cfg
-
-
-def _check_dataset_fits(args, model_cfg) -> None:
-    """Name and image shape of the dataset against the model, from the catalogue (nothing loaded yet)."""
-    from vaejax import data
-
-    if args.dataset not in data.DATASETS:
-        raise UsageError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(data.DATASETS)}")
-    shape = tuple(data.SHAPES[args.dataset])
-    if shape != tuple(model_cfg.image_shape):
-        raise UsageError(_shape_mismatch(args, shape, model_cfg))
-
-
-def _shape_mismatch(args, shape, model_cfg) -> str:
-    from vaejax import config
-
-    fits = [n for n, c in config.PRESETS.items() if tuple(c.image_shape) == shape]
-    return (f"{args.dataset} images are {shape} but preset {args.preset} takes {tuple(model_cfg.image_shape)}; "
-            f"use a preset for {shape}: {', '.join(fits)}")
-
-
-def _check_data_dir(args) -> None:
-    """--data-dir must exist; for IDX datasets, a folder with some but not all four IDX files is an error
-    (else data.load would quietly look elsewhere)."""
-    from vaejax import data
-
-    if args.data_dir is None:
-        return
-    path = os.path.expanduser(args.data_dir)
-    if not os.path.isdir(path):
-        raise UsageError(f"--data-dir {args.data_dir} is not a folder; pass the folder that holds the data")
-    if args.dataset not in ("mnist", "fashion_mnist"):
-        return
-    for folder in data._idx_folders(args.dataset, path):
-        if not os.path.isdir(folder) or not os.path.abspath(folder).startswith(os.path.abspath(path)):
-            continue
-        names = [n for n in os.listdir(folder) if "-ubyte" in n]
-        if not names:
-            continue
-        missing = [f"{prefix}-{kind}-ubyte" for prefix in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")
-                   if not any(n in (f"{prefix}-{kind}-ubyte", f"{prefix}-{kind}-ubyte.gz") for n in names)]
-        if missing:
-            raise UsageError(f"IDX files in {folder} are incomplete: {', '.join(missing)} missing (raw or .gz); "
-                             f"put all four {args.dataset} IDX files there")
-        return
-
-
-def _load_data(args, model_cfg, train_cfg):
-    from vaejax import data
-
-    try:
-        train_split = data.load(args.dataset, "train", data_dir=args.data_dir)
-        test_split = data.load(args.dataset, "test", data_dir=args.data_dir)
-    except data.DatasetError as e:
-        raise UsageError(str(e)) from None
-    shape = tuple(train_split.images.shape[1:])
-    if shape != tuple(model_cfg.image_shape):
-        raise UsageError(_shape_mismatch(args, shape, model_cfg))
-    if train_cfg.batch_size > len(train_split.images):
-        raise UsageError(f"batch size {train_cfg.batch_size} is larger than the {len(train_split.images)} "
-                         f"training images of {args.dataset}; use --batch-size {len(train_split.images)} or less")
-    if len(test_split.images) == 0:
-        raise UsageError(f"the test split of {args.dataset} is empty; restore the dataset's test files")
-    return train_split, test_split
-
-
-# ---------------------------------------------------------------- workdir
-
-
-def _check_workdir(args, spec) -> None:
-    """Before anything runs: is --workdir usable for this run (new, or --resume of the same settings)?"""
-    from vaejax import checkpoint, run
-
-    workdir = args.workdir
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UsageError(f"--workdir {workdir} is a file; choose a folder")
-    saved = run.read_spec(workdir) if os.path.isdir(workdir) else None
-    trained = checkpoint.has_checkpoints(workdir)
-    if args.auto_resume:
-        args.resume = saved is not None or trained
-    if not args.resume:
-        if trained:
-            raise UsageError(f"{workdir} already holds checkpoints; add --resume to continue or choose a new --workdir")
-        return
-    if saved is None and not trained:
-        raise UsageError(f"--resume: no checkpoint in {workdir}; drop --resume to start a new run")
-    if saved is not None:
-        _check_same_run(workdir, dataclasses.asdict(saved), spec)
-
-
-def _check_same_run(workdir: str, saved: dict, spec) -> None:
-    """--resume must repeat the settings the checkpoint was trained with (the number of epochs may grow)."""
-    mine = json.loads(json.dumps(dataclasses.asdict(spec)))  # tuples become lists, as in the saved JSON
-    diffs = []
-    for k in ("preset", "dataset", "seed", "seeds"):
-        if saved.get(k) != mine[k]:
-            diffs.append(f"{k}={saved.get(k)} (now {mine[k]})")
-    for section in ("model", "train"):
-        old, new = saved.get(section) or {}, mine[section]
-        for k in new:
-            if k != "epochs" and old.get(k) != new[k]:
-                diffs.append(f"{k}={_fmt(old.get(k))} (now {_fmt(new[k])})")
-    if diffs:
-        raise UsageError(f"--resume: {workdir} was trained with other settings: {', '.join(diffs[:4])}"
-                         f"{', ...' if len(diffs) > 4 else ''}; repeat its flags or choose a new --workdir")
-
-
-def _fmt(v):
-    return ",".join(map(str, v)) if isinstance(v, list) else v
-
-
 # ---------------------------------------------------------------- train
 
 
@@ -387,9 +168,9 @@ def cmd_train(args) -> int:
     from vaejax import parallel, run
 
     # 1. Everything that needs neither devices nor writes: a mistake here leaves no trace.
-    model_cfg, train_cfg = _configs(args)
-    _check_dataset_fits(args, model_cfg)
-    _check_data_dir(args)
+    model_cfg, train_cfg = cli_inputs.configs(args)
+    cli_inputs.check_dataset_fits(args, model_cfg)
+    cli_inputs.check_data_dir(args)
     try:
         devices = parallel.parse_devices(args.devices)
         dist = parallel.distributed_settings(args.coordinator, args.num_processes, args.process_id)
@@ -397,7 +178,7 @@ def cmd_train(args) -> int:
         raise UsageError(str(e)) from None
     spec = run.RunSpec(args.preset, args.dataset, dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg),
                        args.seed, args.seeds)
-    _check_workdir(args, spec)
+    cli_inputs.check_workdir(args, spec)
     callbacks = _callbacks(args, train_cfg)
 
     # 2. The runtime: join the other processes, build the mesh.
@@ -413,8 +194,8 @@ def cmd_train(args) -> int:
         parallel.check_batch(train_cfg.batch_size, mesh)
     except parallel.ParallelError as e:
         raise UsageError(str(e)) from None
-    _check_model_builds(model_cfg)
-    train_split, test_split = _load_data(args, model_cfg, train_cfg)
+    cli_inputs.check_model_builds(model_cfg)
+    train_split, test_split = cli_inputs.load_data(args, model_cfg, train_cfg)
     return _train(args, spec, mesh, train_split, test_split, callbacks)
 
 
@@ -430,20 +211,6 @@ def _callbacks(args, train_cfg) -> list:
     return callbacks
 
 
-def _check_model_builds(model_cfg) -> None:
-    import jax
-
-    from vaejax import models
-
-    try:
-        jax.eval_shape(lambda: models.init(jax.random.key(0), model_cfg))
-    except Exception as e:  # noqa: BLE001 - e.g. image sizes the conv stack cannot take
-        from vaejax.checkpoint import one_line
-
-        raise UsageError(f"the model cannot be built with these settings ({one_line(e)}); "
-                         "change the --set values or choose another preset") from None
-
-
 def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     import jax
 
@@ -453,7 +220,8 @@ def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     r = recipe.build(model_cfg, train_cfg)
     main_process = parallel.is_main_process()
     if args.resume and run.read_spec(args.workdir) is None and checkpoint.has_checkpoints(args.workdir):
-        _check_same_run(args.workdir, checkpoint.read_meta(checkpoint.manager(args.workdir, read_only=True)), spec)
+        saved = checkpoint.read_meta(checkpoint.manager(args.workdir, read_only=True))
+        cli_inputs.check_same_run(args.workdir, saved, spec)
     try:
         result = fit.fit(r.objective, r.optimizer, r.init_params, data.to_float(train_split.images), args.workdir,
                          epochs=train_cfg.epochs, batch_size=train_cfg.batch_size, key=run.run_keys(spec),

@@ -12,24 +12,26 @@ skip_nonfinite) and `checkpoints/<update>` (orbax, the state after that many upd
 few kept). Rerun with resume=True after any interruption: training continues from the newest
 intact checkpoint and ends with bitwise the parameters and log of a run never stopped.
 
-Behaviour is added with callbacks (`Callback`; called on process 0 only): `Progress` (a tqdm
-bar), `JsonLines` (a line per epoch on stdout) and `TensorBoard` (event files, no TensorFlow).
-Notices (resuming, a damaged checkpoint set aside, skipped updates) go to the "vaejax" logger.
+This module is the loop alone: each epoch in a few compiled pieces, the checks between them,
+the evaluation and the epoch's record. What persists is vaejax.workdir's, what reports is
+vaejax.callbacks', and the errors are vaejax.errors'. The names a user needs are importable
+from here too: the callbacks `Callback`, `Progress` (a tqdm bar), `JsonLines` (a line per epoch
+on stdout) and `TensorBoard` (event files, no TensorFlow), called on process 0 only, and the
+errors. Notices (resuming, a damaged checkpoint set aside, skipped updates) go to the "vaejax"
+logger.
 
 Faults raise a FitError whose message is one line: NonFinite (a NaN or Inf loss; the last good
 checkpoint is kept; skip_nonfinite=True skips such updates instead), WriteFailed (a checkpoint
-could not be written; nothing partial is left) and Preempted (SIGTERM, what a preempted cloud
+could not be written; nothing partial is left), Preempted (SIGTERM, what a preempted cloud
 VM receives: the state is saved at the next boundary between compiled pieces of an epoch, so a
-resumed run goes on exactly where it stopped).
+resumed run goes on exactly where it stopped) and WorkdirError (the workdir cannot take the
+run's writes, found before anything is written).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
-import shutil
 import signal
 import threading
 import time
@@ -40,52 +42,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import checkpoint, engine, files, parallel
+from vaejax import checkpoint, engine, parallel
+from vaejax.callbacks import Callback, JsonLines, Progress, TensorBoard  # noqa: F401 - public here too
+from vaejax.errors import FitError, NonFinite, Preempted, WorkdirError, WriteFailed  # noqa: F401 - public here too
+from vaejax.workdir import MAX_TO_KEEP, RUN_FILE, Store, updates  # noqa: F401 - RUN_FILE: vaejax.run reads it here
 
-LOG_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"
-MAX_TO_KEEP = 3
 log = logging.getLogger("vaejax")
-
-
-class FitError(Exception):
-    """Training could not go on; str(e) is one line."""
-
-
-class NonFinite(FitError):
-    def __init__(self, epoch: int, step: int | None, num_steps: int, value: float, last_saved_epoch: int | None):
-        self.epoch, self.step, self.num_steps, self.value = epoch, step, num_steps, value
-        self.last_saved_epoch = last_saved_epoch
-        where = (f"at epoch {epoch}, step {step} of {num_steps}" if step is not None
-                 else f"in the parameters after epoch {epoch}")
-        kept = f"the last good checkpoint is epoch {last_saved_epoch}" if last_saved_epoch else "no checkpoint was saved"
-        super().__init__(f"non-finite loss ({value}) {where}; stopped, {kept}")
-
-
-class WriteFailed(FitError):
-    pass
-
-
-class Preempted(FitError):
-    pass
-
-
-class WorkdirError(FitError, ValueError):
-    """The workdir cannot take this run's writes (before anything was written)."""
-
-
-class Callback:
-    """What a run reports; override the methods you need. Called on process 0 only."""
-
-    def on_epoch_begin(self, epoch: int, num_steps: int) -> None: ...
-
-    def on_steps(self, epoch: int, done: int, num_steps: int, mean_loss: float) -> None:
-        """After each compiled piece of an epoch: `done` of its `num_steps` updates taken."""
-
-    def on_epoch_end(self, epoch: int, record: dict, state: engine.TrainState) -> None:
-        """After the epoch's record is in metrics.jsonl and its checkpoint is on its way."""
-
-    def on_train_end(self, state: engine.TrainState, records: list[dict]) -> None: ...
 
 
 class FitResult(NamedTuple):
@@ -127,7 +89,7 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
 
     main = parallel.is_main_process()
     abstract = checkpoint.abstract(fresh_state, key, sharding=replicated) if workdir is not None else None
-    store = _Store(workdir, abstract, num_steps, max_to_keep, main)
+    store = Store(workdir, abstract, num_steps, max_to_keep, main)
     state, partial = store.restore() if resume else (None, None)
     if state is None:
         state = parallel.put_replicated(fresh_state(key), mesh)
@@ -175,9 +137,9 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
                 if any([bool(cb.on_epoch_end(epoch, record, state)) for cb in callbacks]):
                     break
             store.finish()
-    except FitError:
+    except FitError:  # raised once the saves were settled
         raise
-    except BaseException:
+    except BaseException:  # an error of the objective, a callback's, Ctrl-C: let a save in flight finish
         store.abandon()
         raise
     for cb in callbacks:
@@ -185,64 +147,7 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     return FitResult(state, records, resumed_from)
 
 
-class _Store:
-    """Where a run persists: checkpoints, metrics.jsonl and run.json in the workdir (process 0 writes
-    the files; orbax coordinates the checkpoints). With workdir None nothing persists."""
-
-    def __init__(self, workdir, abstract, num_steps, max_to_keep, main):
-        self.workdir, self.abstract, self.num_steps, self.main = workdir, abstract, num_steps, main
-        self.mngr = self.saver = None
-        if workdir is None:
-            return
-        state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(abstract))
-        prepare_workdir(workdir, (max_to_keep + 1) * state_bytes + 16 * 2**20)
-        if main:
-            files.remove_temporaries(workdir, LOG_FILE)
-        self.mngr = checkpoint.manager(workdir, max_to_keep=max_to_keep)
-        self.saver = _Saver(self.mngr, workdir, num_steps)
-        self.log_path = os.path.join(workdir, LOG_FILE)
-
-    def restore(self):
-        return _restore(self.mngr, self.abstract, self.workdir, self.num_steps, self.main)
-
-    def start(self, done_epochs: int, meta) -> list[dict]:
-        """The records of the epochs done; the log trimmed to them and run.json written."""
-        if self.workdir is None or not self.main:
-            return []
-        records = read_log(self.log_path, done_epochs)
-        write_log(self.log_path, records)  # drops what came after the checkpoint (and a torn last line)
-        run_file = os.path.join(self.workdir, RUN_FILE)
-        if meta is not None and files.read_json(run_file) != json.loads(json.dumps(meta)):
-            files.write_atomic(run_file, json.dumps(meta, indent=1) + "\n")
-        return records
-
-    def log(self, records):
-        if self.workdir is not None and self.main:
-            write_log(self.log_path, records)
-
-    def save(self, state, meta):
-        if self.saver is not None:
-            self.saver.save(state, meta)
-
-    def finish(self):
-        if self.saver is not None:
-            self.saver.finish()
-
-    def abandon(self):
-        if self.saver is not None:
-            self.saver.abandon()
-
-    def last_epoch(self) -> int | None:
-        last = None if self.mngr is None else self.mngr.latest_step()
-        return None if last is None else last // self.num_steps
-
-
-def updates(state) -> int:
-    """The updates a state has taken (every model of a stack has taken as many)."""
-    return int(np.asarray(parallel.to_host(state.step)).reshape(-1)[0])
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))  # one compile per shape: op by op, it cost ms an epoch
+@functools.partial(jax.jit, static_argnums=(2, 3))  # one program per shape, not a dispatch per op each epoch
 def _epoch_orders(key, step, num_examples: int, batch_size: int):
     """engine.epoch_order for one key, or for each of a stack of them."""
     if jnp.ndim(key) == 0:
@@ -255,29 +160,6 @@ def _fold(key, data):
     if jnp.ndim(key) == 0:
         return jax.random.fold_in(key, data)
     return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
-
-
-def _restore(mngr, abstract, workdir, num_steps, main):
-    """(state, the metrics of a partial epoch or None) of the newest intact checkpoint, or (None, None).
-
-    Notices go to the "vaejax" logger, from process 0 only.
-    """
-    def damaged(step, reason, moved_to):
-        if main:
-            log.warning(f"checkpoint of {where(step, num_steps)} is damaged ({short_reason(reason)}); moved to "
-                        f"{moved_to}, falling back to the one before")
-
-    step, state, meta = checkpoint.restore_good(mngr, abstract, damaged)
-    if main:
-        log.info(f"no complete checkpoint in {workdir} yet; starting from epoch 1" if state is None
-                 else f"resuming {workdir} after {where(step, num_steps)}")
-    return (None, None) if state is None else (state, (meta or {}).get("partial"))
-
-
-def where(step: int, num_steps: int) -> str:
-    """A checkpoint's place in the run: "epoch 3", or "epoch 4, step 12 of 20" inside an epoch."""
-    epoch, done = divmod(step, num_steps)
-    return f"epoch {epoch}" if done == 0 else f"epoch {epoch + 1}, step {done} of {num_steps}"
 
 
 def _evaluator(objective, models, replicated):
@@ -360,209 +242,14 @@ class _sigterm:
         return False
 
 
-class _Saver:
-    """Asynchronous checkpoint saves, named by update count; a failed write (full disk, read-only)
-    names its epoch, removes its remains and trims metrics.jsonl back to the last checkpoint."""
-
-    def __init__(self, mngr, workdir, num_steps):
-        self.mngr, self.workdir, self.num_steps = mngr, workdir, num_steps
-        self.pending = None  # update count whose save may still be in flight
-
-    def save(self, state, meta):
-        self._wait()
-        self.pending = updates(state)
-        try:
-            checkpoint.save(self.mngr, self.pending, state, meta)
-        except Exception as e:  # noqa: BLE001 - orbax raises many types for a failed write
-            self._failed(e)
-
-    def finish(self):
-        self._wait()
-        self.pending = None
-
-    def abandon(self):
-        """On an unexpected error: let a save in flight finish, silently."""
-        try:
-            self.mngr.wait_until_finished()
-        except Exception:  # noqa: BLE001
-            pass
-
-    def _wait(self):
-        if self.pending is None:
-            return
-        try:
-            self.mngr.wait_until_finished()
-            self.mngr.check_for_errors()
-        except Exception as e:  # noqa: BLE001
-            self._failed(e)
-
-    def _failed(self, e):
-        step, self.pending = self.pending, None
-        checkpoint.remove_partial(self.mngr, step)
-        self.mngr.reload()
-        last = self.mngr.latest_step()
-        log_path = os.path.join(self.workdir, LOG_FILE)
-        if parallel.is_main_process() and os.path.exists(log_path):
-            try:
-                write_log(log_path, read_log(log_path, (last or 0) // self.num_steps))
-            except OSError:
-                pass
-        epoch = -(-step // self.num_steps)
-        raise WriteFailed(f"cannot write the checkpoint of epoch {epoch} to {self.workdir}/checkpoints "
-                          f"({short_reason(checkpoint.one_line(e))}); free space or fix permissions, then resume "
-                          f"(last complete checkpoint: {'epoch ' + str(last // self.num_steps) if last else 'none'})"
-                          ) from None
-
-
-# ---------------------------------------------------------------------------- the workdir
-
-
-def prepare_workdir(workdir: str, need_bytes: int) -> None:
-    """Create the workdir and prove it takes writes and has room; on failure remove what was created."""
-    created = []
-    path = os.path.abspath(workdir)
-    while not os.path.exists(path):
-        created.append(path)
-        path = os.path.dirname(path)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-probe-{os.getpid()}-{parallel.process_index()}")
-        try:
-            with open(probe, "wb") as f:
-                f.write(b"\0" * 65536)
-                f.flush()
-                os.fsync(f.fileno())
-        finally:
-            if os.path.exists(probe):
-                os.remove(probe)
-        free = free_bytes(workdir)
-        if free < need_bytes:
-            raise WorkdirError(f"{workdir} has {free / 2**20:.1f} MiB free but checkpoints and figures need about "
-                               f"{need_bytes / 2**20:.1f} MiB; free some space or choose another workdir")
-    except OSError as e:
-        _remove_created(created)
-        raise WorkdirError(f"cannot write to workdir {workdir} ({e.strerror or e}); choose a writable folder") from None
-    except WorkdirError:
-        _remove_created(created)
-        raise
-
-
-def free_bytes(path: str) -> int:
-    return shutil.disk_usage(path).free
-
-
-def _remove_created(created: list[str]) -> None:
-    for path in created:  # deepest first
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
-
-
-def read_log(path: str, last_epoch: int) -> list[dict]:
-    """The records of epochs 1..last_epoch from metrics.jsonl (one per epoch; unreadable lines dropped)."""
-    if not os.path.exists(path):
-        return []
-    by_epoch = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                epoch = int(record["epoch"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if 1 <= epoch <= last_epoch:
-                by_epoch[epoch] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def write_log(path: str, records: list[dict]) -> None:
-    files.write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def short_reason(reason: str, limit: int = 160) -> str:
-    """An exception's line, trimmed; the usual I/O failures in plain words."""
-    for marker, plain in (("RESOURCE_EXHAUSTED", "no space left on device"), ("No space left", "no space left on device"),
-                          ("Read-only file system", "read-only file system"), ("PERMISSION_DENIED", "permission denied"),
-                          ("Permission denied", "permission denied")):
-        if marker in reason:
-            return plain
-    reason = reason.split(" See full", 1)[0].split(" [tensorstore_spec", 1)[0]
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------- callbacks
-
-
-class Progress(Callback):
-    """A tqdm progress bar per epoch with the running mean loss."""
-
-    def __init__(self, total_epochs: int | None = None):
-        self.total, self.bar = total_epochs, None
-
-    def on_epoch_begin(self, epoch, num_steps):
-        from tqdm import tqdm
-
-        desc = f"epoch {epoch}" + (f"/{self.total}" if self.total else "")
-        self.bar = tqdm(total=num_steps, desc=desc, unit="step", leave=True, dynamic_ncols=True)
-
-    def on_steps(self, epoch, done, num_steps, mean_loss):
-        self.bar.update(done - self.bar.n)
-        self.bar.set_postfix(loss=f"{mean_loss:.2f}")
-
-    def on_epoch_end(self, epoch, record, state):
-        summary = {k: v for k, v in record.items() if k in ("test_loss", "test_kl")}
-        if summary:
-            self.bar.set_postfix({k: _short_num(v) for k, v in summary.items()})
-        self.bar.close()
-
-
-class JsonLines(Callback):
-    """Each epoch's record as one JSON line on stdout."""
-
-    def on_epoch_end(self, epoch, record, state):
-        print(json.dumps(record), flush=True)
-
-
-class TensorBoard(Callback):
-    """Each epoch's scalars as TensorBoard events in `logdir` (tensorboardX; no TensorFlow needed).
-
-    With several models, each gets its own tag suffix /model_i.
-    """
-
-    def __init__(self, logdir: str):
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise ImportError("TensorBoard logging needs tensorboardX: pip install tensorboardX") from None
-        self.writer = SummaryWriter(logdir)
-
-    def on_epoch_end(self, epoch, record, state):
-        for name, value in record.items():
-            if name in ("epoch", "seconds") or value is None:
-                continue
-            if isinstance(value, list):
-                for i, v in enumerate(value):
-                    self.writer.add_scalar(f"{name}/model_{i}", v, epoch)
-            else:
-                self.writer.add_scalar(name, value, epoch)
-        self.writer.flush()
-
-    def on_train_end(self, state, records):
-        self.writer.close()
-
-
 # ---------------------------------------------------------------------------- numbers for the log
 
 
 def _nanmean(x) -> float:
+    """The mean of the finite values (nan if none): the running loss between pieces."""
     x = np.asarray(x, np.float64)
     x = x[np.isfinite(x)]
     return float(x.mean()) if x.size else float("nan")
-
-
-def _short_num(v):
-    return f"{np.mean(v):.2f}"
 
 
 def _count(x):

@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from vaejax import config, data, files, fit, metrics, provenance, recipe
-from vaejax.cli import UsageError
+from vaejax.errors import UsageError
 from vaejax.config import ModelConfig, TrainConfig
 
 # The eight experiments of the report, in its order, then sections that are figures only.
