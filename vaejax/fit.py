@@ -45,7 +45,7 @@ import numpy as np
 from vaejax import checkpoint, engine, parallel
 from vaejax.callbacks import Callback, JsonLines, Progress, TensorBoard  # noqa: F401 - public here too
 from vaejax.errors import FitError, NonFinite, Preempted, WorkdirError, WriteFailed  # noqa: F401 - public here too
-from vaejax.workdir import MAX_TO_KEEP, RUN_FILE, Store, updates  # noqa: F401 - RUN_FILE: vaejax.run reads it here
+from vaejax.workdir import MAX_TO_KEEP, Store, updates
 
 log = logging.getLogger("vaejax")
 

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import checkpoint, config, engine, files, latent, objectives, recipe
-
-from vaejax.fit import RUN_FILE  # noqa: E402
+from vaejax.workdir import RUN_FILE
 
 
 @dataclasses.dataclass(frozen=True)
