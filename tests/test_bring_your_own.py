@@ -73,7 +73,7 @@ def test_groupnorm_vae_with_free_bits_and_adamw_trains_through_step_epoch_and_se
     state, metrics = epoch(state, X_N, key)
     assert int(state.step) == 13 and metrics["loss"].shape == (3,)
 
-    seeds = engine.make_epoch(FREE_BITS, OPTIMIZER, batch_size=32, models="vmap")
+    seeds = engine.make_epoch(FREE_BITS, OPTIMIZER, batch_size=32, model_axis="vmap")
     states = engine.init_many(init_params, jax.random.split(jax.random.key(2), 4), OPTIMIZER)
     for _ in range(3):
         states, metrics = seeds(states, X_N, jax.random.split(key, 4))
@@ -153,7 +153,7 @@ def test_beta_sweep_of_4_values_by_2_seeds_in_one_program_equals_8_separate_runs
     init_keys = jnp.tile(jax.random.split(jax.random.key(7), seeds), 4)
     run_keys = jnp.tile(jax.random.split(jax.random.key(8), seeds), 4)
 
-    sweep = engine.make_epoch(objective, optimizer, batch_size=32, models=how)
+    sweep = engine.make_epoch(objective, optimizer, batch_size=32, model_axis=how)
     states = engine.init_many(init_params, init_keys, optimizer)
     for _ in range(2):
         states, metrics = sweep(states, X_N, run_keys, {"beta": beta_S})

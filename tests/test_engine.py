@@ -41,9 +41,9 @@ def make_step(model_cfg=VAE, train_cfg=TC):
 
 
 @functools.lru_cache(maxsize=None)
-def make_epoch(model_cfg=VAE, train_cfg=TC, models=None):
+def make_epoch(model_cfg=VAE, train_cfg=TC, model_axis=None):
     r = recipe.build(model_cfg, train_cfg)
-    return engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, models=models)
+    return engine.make_epoch(r.objective, r.optimizer, train_cfg.batch_size, model_axis=model_axis)
 
 
 def leaves(tree):
@@ -180,7 +180,7 @@ def test_models_axis_equals_separate_runs(how):
 
     r = recipe.build(model_cfg, train_cfg)
     states = engine.init_many(r.init_params, init_keys, r.optimizer)
-    many = make_epoch(models=how)
+    many = make_epoch(model_axis=how)
     states, metrics = many(states, X_N, run_keys)
     assert jax.tree_util.tree_leaves(states.params)[0].shape[0] == s
     assert metrics["loss"].shape == (s, X_N.shape[0] // train_cfg.batch_size)
@@ -199,7 +199,7 @@ def test_models_axis_equals_separate_runs(how):
     # lax.map runs each model's own program: a lone run's bits. vmap batches the models' matmuls,
     # which may sum in another order: equal to rounding (assert_trees_close above).
     if how == "map":
-        assert exact, "models='map' should reproduce each lone run bit for bit"
+        assert exact, "model_axis='map' should reproduce each lone run bit for bit"
 
 
 # ------------------------------------------------------------------ donation
@@ -280,7 +280,7 @@ def test_scores_and_evaluate_vae():
     # over a models axis: the same numbers for each model's own params and key
     params_S = jax.tree_util.tree_map(lambda a: jnp.stack([a, a * 0.5]), params)
     keys_S = jnp.stack([jax.random.key(0), jax.random.key(5)])
-    many = engine.make_scores(recipe.objective(model_cfg, config.TrainConfig(beta=beta)), chunk=16, models="vmap")
+    many = engine.make_scores(recipe.objective(model_cfg, config.TrainConfig(beta=beta)), chunk=16, model_axis="vmap")
     terms_S = many(params_S, x_N, keys_S)
     assert terms_S["loss"].shape == (2, 37)
     np.testing.assert_allclose(np.asarray(terms_S["loss"][0]), loss, rtol=1e-5)
@@ -352,4 +352,4 @@ def test_batch_larger_than_dataset_raises_helpful_error():
     assert "512" in message and "200" in message and "\n" not in message, message  # both numbers, one line
     states = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), state)
     with pytest.raises(ValueError, match=r"batch.size"):
-        make_epoch(VAE, big, models="vmap")(states, X_N, jax.random.split(jax.random.key(1), 2))
+        make_epoch(VAE, big, model_axis="vmap")(states, X_N, jax.random.split(jax.random.key(1), 2))

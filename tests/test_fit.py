@@ -81,10 +81,54 @@ def test_fit_in_a_workdir_with_callbacks_then_resume_is_bitwise(tmp_path):
 
 def test_fit_trains_several_models_at_once(tmp_path):
     result = fit.fit(objective, OPTIMIZER, init_params, X_N, str(tmp_path / "run"), epochs=2, batch_size=32,
-                     key=jax.random.split(jax.random.key(1), 3), models="vmap", eval_data={"test": X_N[:64]})
+                     key=jax.random.split(jax.random.key(1), 3), model_axis="vmap", eval_data={"test": X_N[:64]})
     first = result.records[0]
     assert len(first["train_loss"]) == len(first["test_loss"]) == 3 and len(set(first["train_loss"])) == 3
     assert result.state.params["enc"].shape == (3, 64, 4)
+
+
+def test_train_rows_give_each_model_its_own_rows_of_one_dataset():
+    """Model m on rows[m] of the shared data is, bit for bit, a lone run on the data X_N[rows[m]]."""
+    rows = np.stack([np.arange(0, 192, 2), np.arange(64, 256)[::-1][:96]])  # (2 models, 96 rows)
+    keys = jax.random.split(jax.random.key(2), 2)
+    many = fit.fit(objective, OPTIMIZER, init_params, X_N, None, epochs=2, batch_size=32, key=keys,
+                   model_axis="map", train_rows=rows)
+    assert many.state.step.tolist() == [2 * 3, 2 * 3]  # an epoch is 96 // 32 steps
+    for m in range(2):
+        lone = fit.fit(objective, OPTIMIZER, init_params, X_N[rows[m]], None, epochs=2, batch_size=32, key=keys[m])
+        for a, b in zip(jax.tree_util.tree_leaves(lone.state.params), jax.tree_util.tree_leaves(many.state.params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[m])
+    with pytest.raises(ValueError, match=r"one row of L indices per model"):
+        fit.fit(objective, OPTIMIZER, init_params, X_N, None, epochs=1, batch_size=32, key=keys, model_axis="map",
+                train_rows=rows[0])
+    with pytest.raises(ValueError, match="must index the 256 training examples"):
+        fit.fit(objective, OPTIMIZER, init_params, X_N, None, epochs=1, batch_size=32, key=keys[0],
+                train_rows=np.arange(200, 300))
+
+
+class ParamsPerEpoch(fit.Callback):
+    def __init__(self):
+        self.params = []
+
+    def on_epoch_end(self, epoch, record, state):
+        self.params.append(jax.tree_util.tree_map(np.array, state.params))
+
+
+def test_keep_best_keeps_each_models_best_epoch():
+    best, seen = fit.KeepBest("test_loss", higher_is_better=False), ParamsPerEpoch()
+    result = fit.fit(objective, optax.adam(0.3), init_params, X_N, None, epochs=5, batch_size=32,  # a step too large: ups and downs
+                     key=jax.random.split(jax.random.key(4), 2), model_axis="vmap", eval_data={"test": X_N[:64]},
+                     callbacks=[seen, best])
+    losses = np.array([r["test_loss"] for r in result.records])  # (epochs, models)
+    want = np.argmin(losses, axis=0)  # the earliest on a tie
+    assert want[0] != want[1]  # each model's own best, not one epoch for all
+    assert best.epoch.tolist() == (want + 1).tolist()
+    np.testing.assert_allclose(best.value, losses[want, [0, 1]], rtol=1e-6)
+    for m in range(2):
+        np.testing.assert_array_equal(best.params["enc"][m], seen.params[want[m]]["enc"][m])
+    with pytest.raises(KeyError, match="no 'val_accuracy'"):
+        fit.fit(objective, OPTIMIZER, init_params, X_N, None, epochs=1, batch_size=32, key=jax.random.key(0),
+                callbacks=[fit.KeepBest("val_accuracy")])
 
 
 def test_a_nonfinite_loss_raises_naming_the_epoch_and_step(tmp_path):
@@ -151,7 +195,7 @@ def test_load_a_run_of_ones_own_model_fit_with_several_seeds(tmp_path):
     model = SmallVAE()
     init = lambda key: model.init(key, X_N[:1], key)["params"]  # noqa: E731
     fit.fit(objectives.elbo(model), OPTIMIZER, init, X_N, str(tmp_path / "run"), epochs=2, batch_size=32,
-            key=jax.random.split(jax.random.key(3), 2), models="vmap", meta={"note": "small VAE"})
+            key=jax.random.split(jax.random.key(3), 2), model_axis="vmap", meta={"note": "small VAE"})
     with pytest.raises(run.RunNotFound, match="model="):
         vaejax.load(str(tmp_path / "run"))  # no preset to rebuild it from
     loaded = vaejax.load(str(tmp_path / "run"), 1, model=model, init_params=init, optimizer=OPTIMIZER)

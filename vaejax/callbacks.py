@@ -9,7 +9,8 @@ fit calls each callback's methods on process 0 only, in this order:
     on_train_end(state, records)                  after the last epoch, unless training raised
 
 `Progress` draws a tqdm bar, `JsonLines` prints each record, `TensorBoard` writes event files
-(tensorboardX, no TensorFlow). Callbacks observe a run and may stop it. The state handed to
+(tensorboardX, no TensorFlow), `KeepBest` keeps the parameters of the best epoch by a validation
+metric. Callbacks observe a run and may stop it. The state handed to
 on_epoch_end goes on to the next epoch's updates, which donate its buffers: copy what you keep
 (parallel.to_host).
 """
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 
-from vaejax import engine
+from vaejax import engine, parallel
 
 
 class Callback:
@@ -97,3 +99,38 @@ class TensorBoard(Callback):
 
 def _short_num(v):
     return f"{np.mean(v):.2f}"
+
+
+class KeepBest(Callback):
+    """The parameters of the epoch whose record scores best on `metric` (e.g. "val_accuracy"), per
+    model with a model axis: after training, `params` (host arrays), `epoch` and `value`.
+
+    The earliest epoch wins a tie; a non-finite score never wins. Held in memory on process 0, not
+    in the workdir: a resumed run's best is the best of the epochs since it resumed.
+    """
+
+    def __init__(self, metric: str, higher_is_better: bool = True):
+        self.metric, self.sign = metric, 1.0 if higher_is_better else -1.0
+        self.params = self.epoch = self._score = None
+
+    @property
+    def value(self):
+        """The best score (a float, or one per model)."""
+        return None if self._score is None else self.sign * self._score
+
+    def on_epoch_end(self, epoch, record, state):
+        if self.metric not in record:
+            raise KeyError(f"KeepBest: the epoch's record has no {self.metric!r}; it has {', '.join(record)}")
+        score = self.sign * np.asarray(record[self.metric], np.float64)
+        score = np.where(np.isfinite(score), score, -np.inf)
+        params = parallel.to_host(state.params)  # a copy: the state's buffers go on to the next epoch
+        if self._score is None:
+            self.params, self.epoch, self._score = params, np.full(score.shape, epoch), score
+            return
+        better = score > self._score
+
+        def pick(new, old):
+            return np.where(better.reshape(better.shape + (1,) * (np.ndim(new) - better.ndim)), new, old)
+
+        self.params = jax.tree_util.tree_map(pick, params, self.params)
+        self.epoch, self._score = np.where(better, epoch, self.epoch), np.maximum(score, self._score)

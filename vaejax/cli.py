@@ -225,7 +225,7 @@ def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     try:
         result = fit.fit(r.objective, r.optimizer, r.init_params, data.to_float(train_split.images), args.workdir,
                          epochs=train_cfg.epochs, batch_size=train_cfg.batch_size, key=run.run_keys(spec),
-                         models="auto" if spec.seeds > 1 else None, eval_data={"test": data.to_float(test_split.images)},
+                         model_axis="auto" if spec.seeds > 1 else None, eval_data={"test": data.to_float(test_split.images)},
                          mesh=mesh, skip_nonfinite=args.skip_nonfinite, resume=args.resume,
                          meta=dict(dataclasses.asdict(spec), provenance=provenance.provenance()),
                          callbacks=callbacks, pieces=args.progress_updates)

@@ -13,7 +13,7 @@ a Flax module's `apply`, or a plain function of params. Nothing here knows about
     make_step   one jitted update on a batch: step(state, batch, key, hparams=None)
     make_steps  K updates in one lax.scan over given batch indices (an epoch cut in pieces)
     make_epoch  a whole epoch in one program: shuffle on device, scan over fixed-size batches
-    models=     "vmap", "map" or "auto": the same functions over a leading axis of S models, each
+    model_axis= "vmap", "map" or "auto": the same functions over a leading axis of S models, each
                 with its own state, key and hyperparameters; the data is shared
     map_chunks  the one chunked evaluator: any function of a batch over a whole dataset, flat memory
     make_scores per-example metrics over a whole dataset (map_chunks of the objective)
@@ -146,18 +146,18 @@ def epoch_order(key, step, num_examples: int, batch_size: int):
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-def model_axis(how: str = "auto") -> str:
+def pick_model_axis(how: str = "auto") -> str:
     """"vmap" or "map"; "auto" picks the faster for the backend, as measured.
 
     vmap batches the S models into one program, which fills an accelerator. On XLA:CPU, where one
-    model already keeps every core busy, batching them made each update slower: in
-    `python -m vaejax_experiments.benchmark --modes epoch seeds seeds_map --seeds 8` (AMD EPYC, 2 cores)
-    8 vmapped models gave 0.80x-0.91x the images/s of one model's epoch, 8 mapped ones 0.98x-1.05x.
+    model already keeps every core busy, batching them makes each update slower than running them
+    one after another (`python -m vaejax_experiments.benchmark --modes epoch seeds seeds_map`
+    measures both; the README has the numbers).
     """
     if how == "auto":
         return "map" if jax.default_backend() == "cpu" else "vmap"
     if how not in MODEL_AXES:
-        raise ValueError(f"models must be one of {MODEL_AXES} or 'auto', got {how!r}")
+        raise ValueError(f"model_axis must be one of {MODEL_AXES} or 'auto', got {how!r}")
     return how
 
 
@@ -165,9 +165,10 @@ def over_models(fn, shared: tuple[int, ...], how: str = "auto"):
     """fn mapped over a leading model axis of every argument except those at positions `shared`.
 
     how="vmap" batches the S models into one program; how="map" runs them one after another
-    inside one program (lax.map), with the same results; "auto": model_axis().
+    inside one program (lax.map), each model computed as a lone run would be (vmap: equal to rounding);
+    "auto": pick_model_axis().
     """
-    how = model_axis(how)
+    how = pick_model_axis(how)
 
     def mapped(*args):
         in_axes = tuple(None if i in shared else 0 for i in range(len(args)))
@@ -211,26 +212,26 @@ def make_step(objective: Objective, optimizer, *, mesh=None, skip_nonfinite: boo
     return _compile(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite), mesh)
 
 
-def make_steps(objective: Objective, optimizer, *, models: str | None = None, mesh=None,
+def make_steps(objective: Objective, optimizer, *, model_axis: str | None = None, mesh=None,
                skip_nonfinite: bool = False):
     """Jitted steps(state, data, order_KB, key, hparams=None) -> (state, metrics_K): a slice of an epoch.
 
     order_KB holds K batches of indices into `data` (from epoch_order, cut in pieces), so a caller
-    can report progress at one host sync per piece. With models="vmap" | "map", state, order, key
+    can report progress at one host sync per piece. With model_axis="vmap" | "map", state, order, key
     and hparams carry a leading model axis (each model its own batches); data is shared.
     """
     steps = _steps_fn(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite))
-    if models is not None:
-        steps = over_models(steps, shared=(1,), how=models)
+    if model_axis is not None:
+        steps = over_models(steps, shared=(1,), how=model_axis)
     return _compile(steps, mesh)
 
 
-def make_epoch(objective: Objective, optimizer, batch_size: int, *, models: str | None = None, mesh=None,
+def make_epoch(objective: Objective, optimizer, batch_size: int, *, model_axis: str | None = None, mesh=None,
                skip_nonfinite: bool = False):
     """Jitted epoch(state, data, key, hparams=None) -> (state, per-step metrics) over on-device data.
 
     Shuffles with the key, then scans over len(data) // batch_size batches; donates the state.
-    With models="vmap" | "map", state, key and hparams carry a leading model axis: S models,
+    With model_axis="vmap" | "map", state, key and hparams carry a leading model axis: S models,
     each with its own shuffle, noise and hyperparameters, in one program.
     """
     steps = _steps_fn(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite))
@@ -239,8 +240,8 @@ def make_epoch(objective: Objective, optimizer, batch_size: int, *, models: str 
         order_KB = epoch_order(key, state.step, batch_size_of(data), batch_size)
         return steps(state, data, order_KB, key, hparams)
 
-    if models is not None:
-        epoch = over_models(epoch, shared=(1,), how=models)
+    if model_axis is not None:
+        epoch = over_models(epoch, shared=(1,), how=model_axis)
     return _compile(epoch, mesh)
 
 
@@ -266,11 +267,11 @@ def _chunks(x_N, pad, chunk):
     return x.reshape((-1, chunk) + x_N.shape[1:])
 
 
-def make_scores(objective: Objective, chunk: int = 500, *, models: str | None = None):
+def make_scores(objective: Objective, chunk: int = 500, *, model_axis: str | None = None):
     """Jitted scores(params, data, key, hparams=None, step=0) -> per-example metrics, each of shape (N,).
 
     map_chunks over the data, so memory stays flat for any N. metrics["loss"] is the objective's
-    loss; a metric with more axes keeps them after N. With models=..., params, key, hparams and step
+    loss; a metric with more axes keeps them after N. With model_axis=..., params, key, hparams and step
     (when given) carry a leading model axis and every metric gains it: (S, N).
     """
     def scores(params, data, key, hparams=None, step=0):
@@ -283,6 +284,6 @@ def make_scores(objective: Objective, chunk: int = 500, *, models: str | None = 
 
         return map_chunks(one_chunk, (data, keys_N), chunk)
 
-    if models is not None:
-        scores = over_models(scores, shared=(1,), how=models)
+    if model_axis is not None:
+        scores = over_models(scores, shared=(1,), how=model_axis)
     return jax.jit(scores)

@@ -43,11 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import checkpoint, engine, parallel
-from vaejax.callbacks import Callback, JsonLines, Progress, TensorBoard  # noqa: F401 - public here too
+from vaejax.callbacks import Callback, JsonLines, KeepBest, Progress, TensorBoard  # noqa: F401 - public here too
 from vaejax.errors import FitError, NonFinite, Preempted, WorkdirError, WriteFailed  # noqa: F401 - public here too
 from vaejax.workdir import MAX_TO_KEEP, Store, updates
 
 log = logging.getLogger("vaejax")
+EVAL_STREAM = 10**6  # epoch e's evaluation draws from fold_in(key, EVAL_STREAM + e), apart from the run's two streams
 
 
 class FitResult(NamedTuple):
@@ -57,16 +58,19 @@ class FitResult(NamedTuple):
 
 
 def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, epochs: int, batch_size: int, key,
-        models: str | None = None, eval_data: dict | None = None, hparams=None, mesh=None,
+        model_axis: str | None = None, train_rows=None, eval_data: dict | None = None, hparams=None, mesh=None,
         skip_nonfinite: bool = False, resume: bool = False, meta: dict | None = None, callbacks=(),
         pieces: int = 10, max_to_keep: int = MAX_TO_KEEP) -> FitResult:
     """Train for `epochs` epochs in total (a resumed run does what is left) and return the final state.
 
     init_params(key) -> params starts a fresh run, called as it is (once per model: pass a jitted function;
-    models.init is one); with models="vmap" | "map" | "auto", `key` is a stack of S keys (one model each) and
-    every number gains a model axis. train_data and the values of
+    models.init is one); with model_axis="vmap" | "map" | "auto", `key` is a stack of S keys (one model each)
+    and every number gains a model axis. train_data and the values of
     eval_data ({name: data}, each scored after every epoch as <name>_<metric>) are dataset
-    pytrees: arrays with a leading example axis, put on every device. hparams: the objective's
+    pytrees: arrays with a leading example axis, put on every device. train_rows: which rows of
+    train_data the model trains on, (L,) ints, or (S, L) with a model axis, each model its own rows
+    of the one shared dataset (nothing is copied); an epoch is then a pass over L rows, shuffled
+    anew each epoch. Default: every row. hparams: the objective's
     traced hyperparameters. mesh: a parallel.data_mesh (default: one device). workdir=None keeps
     nothing on disk (no checkpoints, log or resume). meta: JSON describing the run, written to
     <workdir>/run.json and saved with every checkpoint. pieces: compiled pieces per epoch, each one
@@ -75,15 +79,17 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     """
     mesh = mesh or parallel.data_mesh(1)
     replicated = parallel.replicated(mesh)
-    num_steps = engine.batch_size_of(train_data) // batch_size
+    rows = _check_rows(train_rows, engine.batch_size_of(train_data), model_axis, key)
+    num_examples = engine.batch_size_of(train_data) if rows is None else rows.shape[-1]
+    num_steps = num_examples // batch_size
     if num_steps == 0:
-        raise ValueError(f"batch size {batch_size} is larger than the {engine.batch_size_of(train_data)} "
-                         f"training examples; use a batch size of at most {engine.batch_size_of(train_data)}")
+        raise ValueError(f"batch size {batch_size} is larger than the {num_examples} "
+                         f"training examples; use a batch size of at most {num_examples}")
     if resume and workdir is None:
         raise ValueError("resume needs a workdir")
 
     def fresh_state(key):
-        if models is None:
+        if model_axis is None:
             return engine.init(init_params(key), optimizer)
         return engine.init_many(init_params, key, optimizer)
 
@@ -98,18 +104,18 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
 
     data = parallel.put_replicated(train_data, mesh)
     evals = {name: parallel.put_replicated(d, mesh) for name, d in (eval_data or {}).items()}
-    steps = engine.make_steps(objective, optimizer, models=models, mesh=mesh, skip_nonfinite=skip_nonfinite)
-    evaluate = _evaluator(objective, models, replicated)
+    steps = engine.make_steps(objective, optimizer, model_axis=model_axis, mesh=mesh, skip_nonfinite=skip_nonfinite)
+    evaluate = _evaluator(objective, model_axis, replicated)
     finite = jax.jit(engine.all_finite, out_shardings=replicated)
     callbacks = list(callbacks) if main else []
-    meta = dict(meta or {}, num_models=int(jnp.shape(key)[0]) if models else 0)  # what load() needs to know
+    meta = dict(meta or {}, num_models=int(jnp.shape(key)[0]) if model_axis else 0)  # what load() needs to know
     try:
         with _sigterm(enabled=workdir is not None) as stopping:
             for epoch in range(resumed_from // num_steps + 1, epochs + 1):
                 t0 = time.perf_counter()
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch, num_steps)
-                state, stats = _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, mesh,
+                state, stats = _run_epoch(state, steps, data, rows, key, hparams, num_steps, batch_size, pieces, mesh,
                                           partial, skip_nonfinite, stopping, epoch, callbacks)
                 partial = None
                 if stats["stopped_at"] is not None:
@@ -123,7 +129,7 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
                                     store.last_epoch())
                 record = {"epoch": epoch, **{f"train_{name}": _num(v) for name, v in stats["train"].items()}}
                 for set_name, d in evals.items():
-                    eval_key = _fold(key, 10**6 + epoch)
+                    eval_key = _fold(key, EVAL_STREAM + epoch)
                     for name, v in parallel.to_host(evaluate(state.params, d, eval_key, hparams, state.step)).items():
                         record[f"{set_name}_{name}"] = _num(v)
                 record["seconds"] = round(time.perf_counter() - t0, 3)
@@ -147,12 +153,30 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     return FitResult(state, records, resumed_from)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))  # one program per shape, not a dispatch per op each epoch
-def _epoch_orders(key, step, num_examples: int, batch_size: int):
-    """engine.epoch_order for one key, or for each of a stack of them."""
-    if jnp.ndim(key) == 0:
-        return engine.epoch_order(key, step, num_examples, batch_size)
-    return jax.vmap(engine.epoch_order, in_axes=(0, None, None, None))(key, step, num_examples, batch_size)
+def _check_rows(train_rows, num_examples: int, model_axis, key):
+    """train_rows as an int32 host array, checked against the data and the model axis (None stays None)."""
+    if train_rows is None:
+        return None
+    rows = np.asarray(train_rows)
+    want = (int(jnp.shape(key)[0]),) if model_axis else ()
+    if not np.issubdtype(rows.dtype, np.integer) or rows.ndim != len(want) + 1 or rows.shape[:-1] != want:
+        shape = "(S, L), one row of L indices per model" if model_axis else "(L,)"
+        raise ValueError(f"train_rows must be integer indices of shape {shape}, got {rows.dtype}{rows.shape}")
+    if rows.size and (rows.min() < 0 or rows.max() >= num_examples):
+        raise ValueError(f"train_rows must index the {num_examples} training examples, got values in "
+                         f"[{rows.min()}, {rows.max()}]")
+    return rows.astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))  # one program per shape, not a dispatch per op each epoch
+def _epoch_orders(key, step, rows, num_examples: int, batch_size: int):
+    """engine.epoch_order for one key, or for each of a stack of them; with rows, positions in them
+    turned into row numbers (each model's own)."""
+    def one(key, rows):
+        order = engine.epoch_order(key, step, num_examples, batch_size)
+        return order if rows is None else rows[order]
+
+    return one(key, rows) if jnp.ndim(key) == 0 else jax.vmap(one)(key, rows)
 
 
 def _fold(key, data):
@@ -162,19 +186,19 @@ def _fold(key, data):
     return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
 
 
-def _evaluator(objective, models, replicated):
-    """Jitted (params, data, key, hparams, step) -> the mean of every scalar metric (per model with models)."""
-    scores = engine.make_scores(objective, models=models)
+def _evaluator(objective, model_axis, replicated):
+    """Jitted (params, data, key, hparams, step) -> the mean of every scalar metric (per model with a model axis)."""
+    scores = engine.make_scores(objective, model_axis=model_axis)
 
     def mean_metrics(params, data, key, hparams, step):
         metrics = scores(params, data, key, hparams, step)
-        axis = 0 if models is None else 1
+        axis = 0 if model_axis is None else 1
         return {name: jnp.mean(v, axis=axis) for name, v in metrics.items() if v.ndim == axis + 1}
 
     return jax.jit(mean_metrics, out_shardings=replicated)
 
 
-def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, mesh, partial, skip_nonfinite,
+def _run_epoch(state, steps, data, rows, key, hparams, num_steps, batch_size, pieces, mesh, partial, skip_nonfinite,
                stopping, epoch, callbacks):
     """One epoch (or what is left of it) in a few compiled pieces, reporting between them.
 
@@ -183,10 +207,10 @@ def _run_epoch(state, steps, data, key, hparams, num_steps, batch_size, pieces, 
     metric, skipped updates, the first non-finite step, or where SIGTERM stopped it with the
     metrics of the steps so far.
     """
-    n = engine.batch_size_of(data)
+    n = engine.batch_size_of(data) if rows is None else rows.shape[-1]
     epoch_start = (epoch - 1) * num_steps
     done = updates(state) - epoch_start
-    order = np.asarray(_epoch_orders(key, epoch_start, n, batch_size))
+    order = np.asarray(_epoch_orders(key, epoch_start, rows, n, batch_size))
     series = {name: [np.asarray(v, np.float32)] for name, v in (partial or {}).items()}  # name -> pieces
     stats = {"nonfinite_at": None, "nonfinite_value": None, "stopped_at": None}
     bounds = np.linspace(0, num_steps, min(pieces, num_steps) + 1).astype(int)
