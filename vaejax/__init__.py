@@ -6,6 +6,14 @@
     vaejax.fit.fit(objective, optimizer, init_params, x_train, "runs/mine", epochs=10, ...)
 
 Submodules load on first use, so `import vaejax` stays light.
+
+Shape suffixes, everywhere in vaejax and its experiments (x_BHWC, z_ND, order_TB):
+    N  examples of a set (M those of a second set, Q queries)     B  a batch (or a chunk of one)
+    S  models on a model axis      T  update steps      E  epochs      J  chunks of a set
+    L  rows a model trains on      D  latent dimensions      F  features      K  classes
+    R  random draws per example (importance samples)      A  points along a path
+    H, W, C  an image's height, width and channels;  I, O  a kernel's input and output channels;
+    P  the values of one patch (kernel height x width x input channels)
 """
 
 from importlib import import_module

@@ -11,7 +11,7 @@ engine vmaps the objective over a batch and averages, so the model inside it may
 a Flax module's `apply`, or a plain function of params. Nothing here knows about presets.
 
     make_step   one jitted update on a batch: step(state, batch, key, hparams=None)
-    make_steps  K updates in one lax.scan over given batch indices (an epoch cut in pieces)
+    make_steps  T updates in one lax.scan over given batch indices (an epoch cut in pieces)
     make_epoch  a whole epoch in one program: shuffle on device, scan over fixed-size batches
     model_axis= "vmap", "map" or "auto": the same functions over a leading axis of S models, each
                 with its own state, key and hyperparameters; the data is shared
@@ -186,12 +186,12 @@ def over_models(fn, shared: tuple[int, ...], how: str = "auto"):
 
 
 def _steps_fn(update):
-    """(state, data, order_KB, key, hparams) -> (state, metrics_K): K updates in one lax.scan."""
-    def steps(state, data, order_KB, key, hparams=None):
+    """(state, data, order_TB, key, hparams) -> (state, metrics_T): T updates in one lax.scan."""
+    def steps(state, data, order_TB, key, hparams=None):
         def body(state, idx_B):
             return update(state, take(data, idx_B), key, hparams)
 
-        return jax.lax.scan(body, state, order_KB)
+        return jax.lax.scan(body, state, order_TB)
 
     return steps
 
@@ -214,9 +214,9 @@ def make_step(objective: Objective, optimizer, *, mesh=None, skip_nonfinite: boo
 
 def make_steps(objective: Objective, optimizer, *, model_axis: str | None = None, mesh=None,
                skip_nonfinite: bool = False):
-    """Jitted steps(state, data, order_KB, key, hparams=None) -> (state, metrics_K): a slice of an epoch.
+    """Jitted steps(state, data, order_TB, key, hparams=None) -> (state, metrics_T): a slice of an epoch.
 
-    order_KB holds K batches of indices into `data` (from epoch_order, cut in pieces), so a caller
+    order_TB holds T batches of indices into `data` (from epoch_order, cut in pieces), so a caller
     can report progress at one host sync per piece. With model_axis="vmap" | "map", state, order, key
     and hparams carry a leading model axis (each model its own batches); data is shared.
     """
@@ -237,8 +237,8 @@ def make_epoch(objective: Objective, optimizer, batch_size: int, *, model_axis: 
     steps = _steps_fn(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite))
 
     def epoch(state, data, key, hparams=None):
-        order_KB = epoch_order(key, state.step, batch_size_of(data), batch_size)
-        return steps(state, data, order_KB, key, hparams)
+        order_TB = epoch_order(key, state.step, batch_size_of(data), batch_size)
+        return steps(state, data, order_TB, key, hparams)
 
     if model_axis is not None:
         epoch = over_models(epoch, shared=(1,), how=model_axis)
@@ -256,9 +256,9 @@ def map_chunks(fn, data, chunk: int = 500):
     n = batch_size_of(data)
     chunk = min(chunk, n)
     pad = (-n) % chunk
-    data_CB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
-    out_CB = jax.lax.map(fn, data_CB)
-    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out_CB)
+    data_JB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
+    out_JB = jax.lax.map(fn, data_JB)
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out_JB)
 
 
 def _chunks(x_N, pad, chunk):

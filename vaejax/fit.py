@@ -221,13 +221,13 @@ def _run_epoch(state, steps, data, rows, key, hparams, num_steps, batch_size, pi
         order_piece = parallel.put_sharded(order[..., a:b, :], mesh, axis=order.ndim - 1)
         state, metrics = steps(state, data, order_piece, key, hparams)
         metrics = parallel.to_host(metrics)
-        loss = np.asarray(metrics["loss"])  # (K,) or (S, K)
+        loss = np.asarray(metrics["loss"])  # (T,) or (S, T)
         for name, v in metrics.items():
             if np.ndim(v) == loss.ndim:  # the scalar metrics (not, say, a KL per latent dimension)
                 series.setdefault(name, []).append(np.asarray(v))
-        bad_K = ~np.isfinite(loss.reshape(-1, b - a)).all(axis=0)
-        if not skip_nonfinite and bad_K.any():
-            i = int(np.argmax(bad_K))
+        bad_T = ~np.isfinite(loss.reshape(-1, b - a)).all(axis=0)
+        if not skip_nonfinite and bad_T.any():
+            i = int(np.argmax(bad_T))
             values = loss[..., i].reshape(-1)
             stats.update(nonfinite_at=a + i + 1, nonfinite_value=float(values[~np.isfinite(values)][0]))
             break

@@ -83,15 +83,15 @@ def _pad_hw(x_BHWC, padding):
     return lax.pad(x_BHWC, jnp.zeros((), x_BHWC.dtype), ((0, 0, 0), (t, b, 0), (l, r, 0), (0, 0, 0)))
 
 
-def _matmul(p_NK, w_KO):
+def _matmul(p_NP, w_PO):
     """p @ w, with w entering transposed behind an optimization barrier.
 
     The barrier only steers layout: XLA:CPU then computes the weight gradient p^T g into a
-    column-major (K, O) buffer, several times faster than its default for the tall, skinny
-    products of conv layers (K = k*k*C_in, O = C_out, contracting over every pixel).
+    column-major (P, O) buffer, several times faster than its default for the tall, skinny
+    products of conv layers (P = k*k*C_in, O = C_out, contracting over every pixel).
     """
-    w_OK = lax.optimization_barrier(w_KO.T)
-    return lax.dot_general(p_NK, w_OK, (((1,), (1,)), ((), ())))
+    w_OP = lax.optimization_barrier(w_PO.T)
+    return lax.dot_general(p_NP, w_OP, (((1,), (1,)), ((), ())))
 
 
 def conv_im2col(x_BHWC, kernel_HWIO, stride: int, padding):

@@ -278,12 +278,12 @@ def iwae_bound(model, likelihood: Likelihood, params, example, key, k: int):
     """
     x, target = split_example(example)
     mu, logvar = _posterior(model, params, x)
-    z_K = reparameterize(key, jnp.broadcast_to(mu, (k,) + mu.shape), logvar)
-    out_K = jax.vmap(lambda z: _checked(decode(model, params, z), target))(z_K)
-    log_px_K = -jax.vmap(likelihood.nll, in_axes=(0, None))(out_K, target)
-    log_pz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, 0.0, 0.0)
-    log_qz_K = jax.vmap(log_normal, in_axes=(0, None, None))(z_K, mu, logvar)
-    return jax.nn.logsumexp(log_px_K + log_pz_K - log_qz_K) - math.log(k)
+    z_R = reparameterize(key, jnp.broadcast_to(mu, (k,) + mu.shape), logvar)
+    out_R = jax.vmap(lambda z: _checked(decode(model, params, z), target))(z_R)
+    log_px_R = -jax.vmap(likelihood.nll, in_axes=(0, None))(out_R, target)
+    log_pz_R = jax.vmap(log_normal, in_axes=(0, None, None))(z_R, 0.0, 0.0)
+    log_qz_R = jax.vmap(log_normal, in_axes=(0, None, None))(z_R, mu, logvar)
+    return jax.nn.logsumexp(log_px_R + log_pz_R - log_qz_R) - math.log(k)
 
 
 def iwae(model, likelihood: Likelihood = bernoulli, k: int = 5):
