@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax_experiments import anomaly, common, denoise, overfit_ood, pretrain_classify, transform
 from vaejax import data
+from vaejax_experiments import anomaly, denoise, harness, overfit_ood, pretrain_classify, transform
 
 # ---------------------------------------------------------------------------- transform: T and its baselines
 
@@ -274,7 +274,7 @@ def _check_run(name, dataset, out, m):
     for fig in on_disk["figures"]:
         assert os.path.getsize(os.path.join(out, name, fig)) > 1000
     v, reason = module.verdict(on_disk)
-    assert v in common.VERDICTS and reason
+    assert v in harness.VERDICTS and reason
     text = module.report(on_disk)
     assert text.count("|") > 8 and re.search(r"±|\[-?\d", text)  # a table, with spreads or intervals
     _check_shapes(name, on_disk)
@@ -352,7 +352,7 @@ def _check_shapes(name, m):
 
 def test_unsupported_dataset_is_a_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        common.cli(overfit_ood.main, ["--scale", "smoke", "--dataset", "sample_patches", "--out", str(tmp_path)])
+        harness.cli(overfit_ood.main, ["--scale", "smoke", "--dataset", "sample_patches", "--out", str(tmp_path)])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: overfit_ood runs on") and err.count("\n") == 1

@@ -39,7 +39,7 @@ own tiny std would turn them into unit-variance noise that a probe with few labe
 
 Statistics. Per labels-per-class count: each method's mean test accuracy with a bootstrap interval
 over draws; each pretrained variant against scratch, pixels and PCA, paired by draw
-(common.paired_comparison: difference, 95% interval, d_z), on the draws both have; and the label
+(stats.paired_comparison: difference, 95% interval, d_z), on the draws both have; and the label
 efficiency: how many labels per class scratch needs to match a variant's accuracy, read off
 scratch's mean accuracy-against-labels curve (linear in log labels between measured counts), as a
 ratio to the variant's own count, with a bootstrap interval over draws.
@@ -65,7 +65,7 @@ import optax
 from sklearn.decomposition import PCA
 
 from vaejax import data, engine, models, objectives, plots
-from vaejax_experiments import common, sweep
+from vaejax_experiments import harness, markdown, stats, sweep, training
 
 CLAIM = ("An encoder pretrained as an autoencoder (or VAE) on unlabelled images lets a classifier reach a given "
          "accuracy with far fewer labelled images than the same network trained from scratch.")
@@ -366,13 +366,13 @@ class Fits(NamedTuple):
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("pretrain_classify", scale, dataset, seeds, out)
+    run = harness.start("pretrain_classify", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
     ae, vae = sweep.seed_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
     trained = {"ae": ae, "vae": vae}
-    unlabelled = common.train_images(sc, run.dataset).x
+    unlabelled = harness.train_images(sc, run.dataset).x
     full_train = data.load(run.dataset, "train")
-    test = common.load_images(run.dataset, "test")
+    test = harness.load_images(run.dataset, "test")
     n_test = sc.pick(smoke=sc.n_eval, quick=10000, full=None)
     x_test, y_test = (test.x[:n_test], test.y[:n_test]) if n_test else (test.x, test.y)
     counts = label_counts(full_train, sc.pick(smoke=(1, 10), quick=LABELS_PER_CLASS[:3], full=LABELS_PER_CLASS),
@@ -402,14 +402,14 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
               "methods": {key: label for key, label in METHODS}, "draws": {key: len(acc[key][0]) for key, _ in METHODS}}
     for key, _ in METHODS:
         result[key] = [float(np.mean(a)) for a in acc[key]]
-        result[f"{key}_std"] = [common.mean_std(a)[1] for a in acc[key]]
-        result[f"{key}_ci"] = [list(common.bootstrap_interval(a)) for a in acc[key]]
+        result[f"{key}_std"] = [stats.mean_std(a)[1] for a in acc[key]]
+        result[f"{key}_ci"] = [list(stats.bootstrap_interval(a)) for a in acc[key]]
         result[f"{key}_seeds"] = [[float(v) for v in a] for a in acc[key]]
         result[f"{key}_stop_step"] = stop[key]
     result.update(statistics(counts, acc))
-    result["train"] = {"ae": common.training_summary(ae), "vae": common.training_summary(vae)}
+    result["train"] = {"ae": training.training_summary(ae), "vae": training.training_summary(vae)}
     result["figures"] = [figure(result, run.path("accuracy_vs_labels.png"), run.dataset).split("/")[-1]]
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _log_curve(log, key, counts, acc):
@@ -518,7 +518,7 @@ def labels_to_match(counts, curve, target: float) -> tuple[float | None, str]:
     return None, "never"
 
 
-def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = common.BOOTSTRAP_RESAMPLES, seed: int = 0) -> list:
+def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = 0) -> list:
     """Per count: labels per class scratch needs to match the variant's mean accuracy there, as a ratio
     to the count, with a bootstrap interval over draws (acc and scratch: (draws, counts), paired by
     draw; a ratio that scratch never reaches counts as infinite, written null in metrics.json)."""
@@ -535,14 +535,14 @@ def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = common.BOOTSTR
     out = []
     for i, n in enumerate(counts):
         labels, where = labels_to_match(counts, mean_s, mean_a[i])
-        lo, hi = np.quantile(boot[:, i], [0.5 - common.CI_LEVEL / 2, 0.5 + common.CI_LEVEL / 2], method="inverted_cdf")
+        lo, hi = np.quantile(boot[:, i], [0.5 - stats.CI_LEVEL / 2, 0.5 + stats.CI_LEVEL / 2], method="inverted_cdf")
         out.append({"labels": labels, "ratio": None if labels is None else labels / n, "reached": where,
                     "ratio_ci": [float(lo), float(hi)]})
     return out
 
 
 def statistics(counts, acc: dict) -> dict:
-    """comparisons[variant][baseline]: per count, common.paired_comparison of test accuracies on the
+    """comparisons[variant][baseline]: per count, stats.paired_comparison of test accuracies on the
     draws both have (draw d is the same labelled subset for every method); label_efficiency[variant]:
     per count, label_efficiency against scratch. acc: method -> per count, (draws,) accuracies."""
     def paired(a, b):
@@ -555,7 +555,7 @@ def statistics(counts, acc: dict) -> dict:
         comparisons[v] = {}
         for b in against:
             a_DC, b_DC = paired(v, b)
-            comparisons[v][b] = [common.paired_comparison(a_DC[:, i], b_DC[:, i]) for i in range(len(counts))]
+            comparisons[v][b] = [stats.paired_comparison(a_DC[:, i], b_DC[:, i]) for i in range(len(counts))]
         efficiency[v] = label_efficiency(counts, *paired(v, "scratch"))
     return {"comparisons": comparisons, "label_efficiency": efficiency}
 
@@ -614,7 +614,7 @@ def _against(m: dict, best: str, baseline: str, low: list[int]) -> str:
         at = [i for i in low if c[i]["better"] == outcome]
         if at:
             said.append(f"{words} at {', '.join(str(counts[i]) for i in at)}/class "
-                        f"({'; '.join(common.ci_text(c[i], '.3f') for i in at)})")
+                        f"({'; '.join(markdown.ci_text(c[i], '.3f') for i in at)})")
     text = f"{m['methods'][baseline]} do " + ", ".join(said)
     gains = m["comparisons"][best]["scratch"]
     matched = [str(counts[i]) for i in low if c[i]["better"] != 1 and gains[i]["better"] == 1]
@@ -638,7 +638,7 @@ def verdict(m: dict) -> tuple[str, str]:
     best = max(everywhere or somewhere or PRETRAINED, key=mean_low)
     c = m["comparisons"][best]
     facts = "; ".join(f"{counts[i]}/class: {m['methods'][best]} {m[best][i]:.3f} vs scratch {m['scratch'][i]:.3f}, "
-                      f"difference {common.ci_text(c['scratch'][i], '.3f')}, scratch needs "
+                      f"difference {markdown.ci_text(c['scratch'][i], '.3f')}, scratch needs "
                       f"{_ratio_text(m['label_efficiency'][best][i], counts, i)} the labels" for i in low)
     baselines = [_against(m, best, b, low) for b in BASELINES]
     against = "Against the baselines: " + "; ".join(baselines) + "."
@@ -662,7 +662,7 @@ def report(m: dict) -> str:
         return f"{m[key][i]:.3f} [{lo:.3f}, {hi:.3f}]"
 
     rows = [[label, draws[key]] + [accuracy_cell(key, i) for i in range(len(counts))] for key, label in METHODS]
-    diff = lambda v, b: [m["methods"][v]] + [common.ci_text(c, ".3f") for c in m["comparisons"][v][b]]
+    diff = lambda v, b: [m["methods"][v]] + [markdown.ci_text(c, ".3f") for c in m["comparisons"][v][b]]
     efficiency = [[m["methods"][v]] + [_ratio_text(e, counts, i) for i, e in enumerate(m["label_efficiency"][v])]
                   for v in BASELINES + PRETRAINED]
     stops = [[label] + [f"{s:.0f}" for s in m[f"{key}_stop_step"]] for key, label in METHODS]
@@ -677,22 +677,22 @@ def report(m: dict) -> str:
             f"the start. Pretrained encoders: the {t['ae']['preset']} and {t['vae']['preset']} of the interpolation "
             f"experiment, trained on {t['ae']['n_train']} unlabelled images; PCA on those images, as many components "
             f"as the AE code is wide. Scratch: the AE's encoder architecture with a linear head, randomly initialised.")
-    parts = [head, common.table(["method", "draws"] + cols, rows),
+    parts = [head, markdown.table(["method", "draws"] + cols, rows),
              "Paired differences of test accuracy against scratch (draws both have; 95% interval, d_z):",
-             common.table(["method"] + cols, [diff(v, "scratch") for v in BASELINES + PRETRAINED])]
+             markdown.table(["method"] + cols, [diff(v, "scratch") for v in BASELINES + PRETRAINED])]
     for b in BASELINES:
         parts += [f"Paired differences against {m['methods'][b]}:",
-                  common.table(["method"] + cols, [diff(v, b) for v in PRETRAINED])]
+                  markdown.table(["method"] + cols, [diff(v, b) for v in PRETRAINED])]
     parts += [(f"Label efficiency: labels per class scratch needs to match each method, as a multiple of its own "
                f"(linear in log labels on scratch's mean curve, on the draws both have; 95% bootstrap interval; "
                f"∞: scratch does not get there within {counts[-1]}/class; ≤: scratch already matches it at "
                f"{counts[0]}/class). "
                f"The claim needs >= {RATIO:g}x at every count <= {LOW}/class."),
-              common.table(["method"] + cols, efficiency),
+              markdown.table(["method"] + cols, efficiency),
               "Step kept by early stopping (mean over draws):",
-              common.table(["method"] + cols, stops)]
+              markdown.table(["method"] + cols, stops)]
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

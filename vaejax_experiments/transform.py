@@ -26,7 +26,7 @@ upsampled, each channel independent: blobs of arbitrary colour). The seed's othe
 not apply: sample_patches' training set holds crops of both its photos. A model that learned T
 itself predicts T on all of them; one that learned T on the data manifold only does not.
 
-Verdicts come from paired comparisons over the images of a set (common.paired_comparison: the
+Verdicts come from paired comparisons over the images of a set (stats.paired_comparison: the
 mean difference of per-image MSE, its 95% bootstrap interval, and the effect size d_z): the
 autoencoder against the best weak baseline and against the linear map, and "R² clearly at least
 R2_BAR" as the autoencoder's MSE against (1 - R2_BAR) x the mean-image MSE, image by image
@@ -46,8 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from vaejax_experiments import common
 from vaejax import config, models, plots
+from vaejax_experiments import harness, markdown, stats, training
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
          "transformations, T = rescale 50% (rotate 90° (grayscale(x))): on test images it predicts T(x) far better "
@@ -115,12 +115,12 @@ def init_params(key, cfg: config.ModelConfig, in_shape):
 
 
 def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, log=None):
-    """S autoencoders trained at once (common.train_seeds) to map x_N to t_N.
+    """S autoencoders trained at once (training.train_seeds) to map x_N to t_N.
 
     Returns (params_S, train loss per epoch (S, E), test MSE per pixel per epoch (S, E), seconds).
     """
-    trained = common.train_seeds(cfg, tc, x_N, seeds, seed=seed, target_N=t_N, eval_sets={"test": (x_test, t_test)},
-                                 init_params=lambda key: init_params(key, cfg, x_N.shape[1:]), log=log)
+    trained = training.train_seeds(cfg, tc, x_N, seeds, seed=seed, target_N=t_N, eval_sets={"test": (x_test, t_test)},
+                                   init_params=lambda key: init_params(key, cfg, x_N.shape[1:]), log=log)
     test_mse = trained.eval_curves["test"]["recon"] / cfg.num_pixels
     return trained.params, trained.curves["loss"], test_mse, trained.seconds
 
@@ -206,7 +206,7 @@ def score_set(predict, params_S, W, mean_image, x_N) -> dict:
                  "mean_image": per_image_mse(mean_image[None], t),
                  "identity": per_image_mse(identity_resized(x), t)}
     out = {name: float(v.mean()) for name, v in per_image.items()}
-    out.update(common.stat("autoencoder", ae_SN.mean(1)))
+    out.update(stats.stat("autoencoder", ae_SN.mean(1)))
     out.update(n=len(x_N), per_image={name: v.tolist() for name, v in per_image.items()})
     return out
 
@@ -217,7 +217,7 @@ def judge(per_image: dict) -> dict:
     beats exactly when R² = 1 - MSE / mean-image MSE exceeds R2_BAR."""
     ae, mean_image = (np.asarray(per_image[k], np.float64) for k in ("autoencoder", "mean_image"))
     best = min(BASELINES, key=lambda k: float(np.mean(per_image[k])))
-    lower = functools.partial(common.paired_comparison, higher_is_better=False)
+    lower = functools.partial(stats.paired_comparison, higher_is_better=False)
     return {"r2": float(1.0 - ae.mean() / mean_image.mean()), "r2_bar": lower(ae, (1.0 - R2_BAR) * mean_image),
             "best_baseline": best, "vs_baseline": lower(ae, per_image[best]), "vs_linear": lower(ae, per_image["linear"])}
 
@@ -278,10 +278,10 @@ def compare_compute(cfg, params, x_B) -> dict:
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("transform", scale, dataset, seeds, out, default_dataset=DEFAULT_DATASET)
+    run = harness.start("transform", scale, dataset, seeds, out, default_dataset=DEFAULT_DATASET)
     sc, S = run.scale, run.seeds
-    train_x = common.train_images(sc, run.dataset).x
-    test_x = common.eval_images(sc, run.dataset).x
+    train_x = harness.train_images(sc, run.dataset).x
+    test_x = harness.eval_images(sc, run.dataset).x
     t_train, t_test = np.asarray(transform(jnp.asarray(train_x))), np.asarray(transform(jnp.asarray(test_x)))
     cfg = model_config(train_x.shape[1:])
     batch = min(sc.pick(smoke=64, quick=64, full=128), len(train_x))
@@ -311,8 +311,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         run.log(f"{name}: MSE autoencoder {o['autoencoder']:.3g}, linear {o['linear']:.3g}, "
                 f"mean image {o['mean_image']:.3g}, identity-resized {o['identity']:.3g}")
     mean_image_mse, identity_mse = test["mean_image"], test["identity"]
-    result = common.stat("test_mse", test_mse_S)
-    result.update(common.stat("r2", 1.0 - test_mse_S / mean_image_mse))
+    result = stats.stat("test_mse", test_mse_S)
+    result.update(stats.stat("r2", 1.0 - test_mse_S / mean_image_mse))
     result.update(mean_image_mse=mean_image_mse, mean_image_mse_std=0.0, identity_mse=identity_mse, identity_mse_std=0.0,
                   linear_mse=test["linear"], linear=linear, test_per_image=test["per_image"], off_manifold=off)
 
@@ -329,12 +329,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         model={"preset": f"mlp ae hidden {list(cfg.hidden)} latent {cfg.latent_dim}", "likelihood": cfg.likelihood,
                "params": int(models.param_count(seed0))},
         train={"epochs": tc.epochs, "batch_size": batch, "steps": tc.epochs * (len(train_x) // batch),
-               "seconds": round(seconds, 2), **common.stat("final_loss", loss_curve[:, -1])},
+               "seconds": round(seconds, 2), **stats.stat("final_loss", loss_curve[:, -1])},
         test_mse_curve=test_curve.mean(0).tolist(), test_mse_curve_std=test_curve.std(0, ddof=1 if S > 1 else 0).tolist(),
     )
     result["figures"] = _figures(run, cfg, seed0, test_x, t_test, test_curve, mean_image_mse, identity_mse, tc, len(train_x))
     result["figures"].append(_off_manifold_figure(run, cfg, seed0, W, test_x, off_inputs))
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _textured(t_N, k: int) -> np.ndarray:
@@ -423,8 +423,8 @@ def verdict(m: dict) -> tuple[str, str]:
 def _test_text(per_image: dict, j: dict) -> str:
     means = {k: float(np.mean(v)) for k, v in per_image.items()}
     return (f"its MSE per pixel is {means['autoencoder']:.3g} vs {PREDICTORS[j['best_baseline']]} "
-            f"{means[j['best_baseline']]:.3g}, the better weak baseline (difference {common.ci_text(j['vs_baseline'])}); "
-            f"R² {j['r2']:.3f}, bar {R2_BAR} ({_bar_label()} {common.ci_text(j['r2_bar'])})")
+            f"{means[j['best_baseline']]:.3g}, the better weak baseline (difference {markdown.ci_text(j['vs_baseline'])}); "
+            f"R² {j['r2']:.3f}, bar {R2_BAR} ({_bar_label()} {markdown.ci_text(j['r2_bar'])})")
 
 
 def _bar_label() -> str:
@@ -435,7 +435,7 @@ def _linear_text(per_image: dict, j: dict) -> str:
     side = {1: "clearly better than", -1: "clearly worse than", 0: "not clearly different from"}[j["vs_linear"]["better"]]
     return (f"T is linear, and a least-squares linear map fitted on the same training images predicts it with test "
             f"MSE {float(np.mean(per_image['linear'])):.3g}; the autoencoder is {side} it (difference "
-            f"{common.ci_text(j['vs_linear'])}).")
+            f"{markdown.ci_text(j['vs_linear'])}).")
 
 
 def _off_text(o: dict, j: dict) -> str:
@@ -443,7 +443,7 @@ def _off_text(o: dict, j: dict) -> str:
     clear = "clearly above" if j["r2_bar"]["better"] == 1 else "not clearly above"
     return (f"on {o['label']} the autoencoder's MSE is {means['autoencoder']:.3g} (linear map {means['linear']:.3g}, "
             f"{PREDICTORS[j['best_baseline']]} {means[j['best_baseline']]:.3g}), R² {j['r2']:.3g}, {clear} the bar "
-            f"({_bar_label()} {common.ci_text(j['r2_bar'])})")
+            f"({_bar_label()} {markdown.ci_text(j['r2_bar'])})")
 
 
 def _compute_text(c: dict) -> str:
@@ -463,11 +463,11 @@ def report(m: dict) -> str:
                             "mean_image": m["mean_image_mse"], "identity": m["identity_mse"]}}
     sets.update({o["label"]: o for o in m["off_manifold"].values()})
     mse_rows = [[PREDICTORS["autoencoder"] + " (± std over seeds)"]
-                + [common.pm(o["autoencoder"], o["autoencoder_std"]) for o in sets.values()]]
+                + [markdown.pm(o["autoencoder"], o["autoencoder_std"]) for o in sets.values()]]
     mse_rows += [[PREDICTORS[k]] + [f"{o[k]:.3g}" for o in sets.values()] for k in ("linear", *BASELINES)]
     judged = {label: judge(o["per_image"]) for label, o in sets.items()}
-    cmp_rows = [[label, f"{j['r2']:.3g}", common.ci_text(j["r2_bar"]), PREDICTORS[j["best_baseline"]],
-                 common.ci_text(j["vs_baseline"]), common.ci_text(j["vs_linear"])] for label, j in judged.items()]
+    cmp_rows = [[label, f"{j['r2']:.3g}", markdown.ci_text(j["r2_bar"]), PREDICTORS[j["best_baseline"]],
+                 markdown.ci_text(j["vs_baseline"]), markdown.ci_text(j["vs_linear"])] for label, j in judged.items()]
     t, lin = m["train"], m["linear"]
     head = (f"{m['n_train']} training and {m['n_test']} test images {tuple(m['input_shape'])} → T(x) "
             f"{tuple(m['output_shape'])}. Model: {m['model']['preset']} ({m['model']['params']:,} parameters), "
@@ -491,13 +491,13 @@ def report(m: dict) -> str:
                  f"timed apart), median of {c['direct']['windows']} windows. Peak memory: XLA's analysis of the "
                  f"compiled program (arguments + outputs + temporaries); the autoencoder's arguments include its "
                  f"{_mib(c['param_bytes'])} of parameters.")
-    return (head + "\n\n" + common.table(["prediction of T(x): MSE per pixel ↓", *sets], mse_rows) + "\n\n"
+    return (head + "\n\n" + markdown.table(["prediction of T(x): MSE per pixel ↓", *sets], mse_rows) + "\n\n"
             + cmp_head + "\n\n"
-            + common.table(["set", "R² of the autoencoder ↑", f"MSE − {1 - R2_BAR:.2g} × mean-image MSE",
-                            "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map"], cmp_rows)
-            + "\n\n" + comp_head + "\n\n" + common.table(["path", "µs per image", "FLOPs per image",
+            + markdown.table(["set", "R² of the autoencoder ↑", f"MSE − {1 - R2_BAR:.2g} × mean-image MSE",
+                              "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map"], cmp_rows)
+            + "\n\n" + comp_head + "\n\n" + markdown.table(["path", "µs per image", "FLOPs per image",
                                                             "peak memory per batch", "temporaries", "compile s"], comp))
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)
