@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, engine, latent, metrics, plots, recipe
-from vaejax_experiments import harness, markdown, settings, stats, training
+from vaejax_experiments import harness, judge, markdown, settings, stats, training
 
 CLAIM = ("An autoencoder overfits a small training set (train loss falls while test loss stays high), and it "
          "reconstructs images unlike its training data (another dataset, noise) poorly.")
@@ -59,7 +59,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     sets = {  # name -> (images, label)
         "primary_test": harness.eval_images(sc, primary).x,
         "other_test": harness.eval_images(sc, other).x,
-        "noise": metrics.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
+        "noise": judge.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
     }
     full_x = harness.train_images(sc, primary).x
     setups = {  # name -> (training images, description, its test set, its OOD sets)
