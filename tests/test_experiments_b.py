@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vaejax import data
-from vaejax_experiments import anomaly, denoise, few_labels, harness, overfit_ood, pretrain_classify, transform
+from vaejax_experiments import anomaly, costs, denoise, few_labels, harness, overfit_ood, pretrain_classify, transform
 
 # ---------------------------------------------------------------------------- transform: T and its baselines
 
@@ -50,7 +50,7 @@ def test_transform_model_maps_input_shape_to_output_shape():
 
 
 def test_measure_reports_time_and_memory():
-    m = transform.measure(lambda x: x * 2.0, jnp.ones((8, 4, 4, 1)), windows=3, window_seconds=0.001)
+    m = costs.measure(lambda x: x * 2.0, jnp.ones((8, 4, 4, 1)), windows=3, window_seconds=0.001)
     assert m["seconds_per_batch"] > 0 and m["windows"] == 3
     assert m["peak_bytes"] >= m["argument_bytes"] >= 8 * 16 * 4
 

@@ -13,8 +13,8 @@ Predictions of T(x), all scored by MSE per pixel against T(x), per image:
 - a least-squares linear map: T is linear (every output pixel is a fixed weighted sum of input
   values), so an affine map flatten(x) -> flatten(T(x)) fitted on the same training images recovers
   T exactly once they span the input space (more images than input values); with fewer (small
-  scales) it is the minimum-norm fit, exact on the span of the training images only. Its fitted weights are also
-  compared with T's own matrix;
+  scales) it is the minimum-norm fit, exact on the span of the training images only (linear_map.py). Its
+  fitted weights are also compared with T's own matrix;
 - the seed's two weak baselines: the mean T(x) of the training set, and the input itself, resized
   (x channel-averaged and downscaled to T's size but not rotated).
 
@@ -33,7 +33,7 @@ R2_BAR" as the autoencoder's MSE against (1 - R2_BAR) x the mean-image MSE, imag
 (R² = 1 - MSE / mean-image MSE, the mean image being the training set's mean T(x)).
 
 Then the seed's compute and memory comparison on this device: time per image and peak memory of
-computing T directly versus running the autoencoder, both compiled, on the same batch.
+computing T directly versus running the autoencoder, both compiled, on the same batch (costs.measure).
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from vaejax import config, models, plots
-from vaejax_experiments import harness, markdown, stats, training
+from vaejax_experiments import costs, harness, linear_map, markdown, stats, training
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
          "transformations, T = rescale 50% (rotate 90° (grayscale(x))): on test images it predicts T(x) far better "
@@ -56,10 +55,6 @@ DEFAULT_DATASET = "sample_patches"
 R2_BAR = 0.9  # "captures T": explains at least this fraction of T(x)'s variance around the mean image
 LUMA = (0.299, 0.587, 0.114)
 SHOW = 8
-# Ridge of the least-squares fit, relative to the Gram matrix's mean diagonal: numerical jitter that keeps an
-# exactly singular system (duplicate images) solvable, not regularisation (at the quick scale the fitted
-# weights are within 3e-7 of T's, whose largest is 0.15, with or without it).
-RIDGE = 1e-10
 PREDICTORS = {"autoencoder": "autoencoder dec(enc(x))", "linear": "least-squares linear map",
               "mean_image": "mean T(x) of the training set", "identity": "identity-resized"}
 BASELINES = ("mean_image", "identity")  # the seed's weak baselines
@@ -98,6 +93,14 @@ def identity_resized(x_NHWC):
     return rescale_half(jnp.mean(x_NHWC, axis=-1, keepdims=True))
 
 
+def transform_matrix(in_shape) -> np.ndarray:
+    """T's own matrix in linear_map.fit_linear's layout: T of every basis image, and a zero bias row."""
+    d = int(np.prod(in_shape))
+    basis = np.eye(d, dtype=np.float32).reshape((d,) + tuple(in_shape))
+    M = np.asarray(transform(jnp.asarray(basis)), np.float64).reshape(d, -1)
+    return np.concatenate([M, np.zeros((1, M.shape[1]))])
+
+
 # ---------------------------------------------------------------------------- model
 
 
@@ -123,49 +126,6 @@ def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, 
                                    init_params=lambda key: init_params(key, cfg, x_N.shape[1:]), log=log)
     test_mse = trained.eval_curves["test"]["recon"] / cfg.num_pixels
     return trained.params, trained.curves["loss"], test_mse, trained.seconds
-
-
-# ---------------------------------------------------------------------------- the least-squares linear map
-
-
-def _design(x_N) -> np.ndarray:
-    """Flattened images with a constant 1 appended (for the bias), float64: (N, D + 1)."""
-    x = np.asarray(x_N, np.float64).reshape(len(x_N), -1)
-    return np.concatenate([x, np.ones((len(x), 1))], axis=1)
-
-
-def _solve_gram(G, B) -> np.ndarray:
-    """G^-1 B for a Gram matrix G, with the RIDGE jitter (Cholesky)."""
-    G = G + RIDGE * np.trace(G) / len(G) * np.eye(len(G))
-    return scipy.linalg.solve(G, B, assume_a="pos")
-
-
-def fit_linear(x_N, t_N) -> np.ndarray:
-    """Least-squares affine map flatten(x) -> flatten(t): W of shape (D + 1, P), the bias its last row.
-
-    Normal equations in float64 (numpy's SVD-based lstsq takes about a minute on 5,700 images of 3,072
-    values on 2 CPU cores; these take seconds, and float64 absorbs their squared condition number). With
-    at least as many images as unknowns per output (N >= D + 1) W = (X'X)^-1 X'Y, the least-squares
-    solution. With fewer (small scales) the system is underdetermined and W = X'(XX')^-1 Y, its
-    minimum-norm solution: exact on the training images, blind to input directions outside their span.
-    """
-    X, Y = _design(x_N), np.asarray(t_N, np.float64).reshape(len(t_N), -1)
-    if len(X) >= X.shape[1]:
-        return _solve_gram(X.T @ X, X.T @ Y)
-    return X.T @ _solve_gram(X @ X.T, Y)
-
-
-def apply_linear(W, x_N, out_shape) -> np.ndarray:
-    """The linear map's prediction for images x_N, shaped (N, *out_shape)."""
-    return (_design(x_N) @ W).reshape((len(x_N),) + tuple(out_shape))
-
-
-def transform_matrix(in_shape) -> np.ndarray:
-    """T's own matrix in fit_linear's layout: T of every basis image, and a zero bias row."""
-    d = int(np.prod(in_shape))
-    basis = np.eye(d, dtype=np.float32).reshape((d,) + tuple(in_shape))
-    M = np.asarray(transform(jnp.asarray(basis)), np.float64).reshape(d, -1)
-    return np.concatenate([M, np.zeros((1, M.shape[1]))])
 
 
 # ---------------------------------------------------------------------------- off-manifold inputs and scores
@@ -202,7 +162,7 @@ def score_set(predict, params_S, W, mean_image, x_N) -> dict:
     t = np.asarray(transform(x))
     ae_SN = per_image_mse(predict(params_S, x), t[None])
     per_image = {"autoencoder": ae_SN.mean(0),
-                 "linear": per_image_mse(apply_linear(W, x_N, t.shape[1:]), t),
+                 "linear": per_image_mse(linear_map.apply_linear(W, x_N, t.shape[1:]), t),
                  "mean_image": per_image_mse(mean_image[None], t),
                  "identity": per_image_mse(identity_resized(x), t)}
     out = {name: float(v.mean()) for name, v in per_image.items()}
@@ -225,45 +185,11 @@ def judge(per_image: dict) -> dict:
 # ---------------------------------------------------------------------------- compute and memory
 
 
-def measure(fn, *args, windows: int = 7, window_seconds: float = 0.05) -> dict:
-    """Compile fn(*args) (timed apart), then the median of `windows` timed windows, each blocking once.
-
-    Memory from XLA's analysis of the compiled program: peak = arguments + outputs + temporaries
-    - aliased bytes (what the program needs resident at once; the same on every backend).
-    """
-    jitted = jax.jit(fn)
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    compile_seconds = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args))
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    once = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, int(window_seconds / once))
-    times = []
-    for _ in range(windows):
-        t0 = time.perf_counter()
-        out = None
-        for _ in range(reps):
-            out = compiled(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / reps)
-    mem = compiled.memory_analysis()
-    arg, outb, temp, alias = (int(getattr(mem, f, 0) or 0) for f in
-                              ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-                               "alias_size_in_bytes"))
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
-    return {"seconds_per_batch": float(np.median(times)), "compile_seconds": compile_seconds, "windows": windows,
-            "reps_per_window": reps, "argument_bytes": arg, "output_bytes": outb, "temp_bytes": temp,
-            "peak_bytes": arg + outb + temp - alias, "flops": float(cost.get("flops", float("nan")))}
-
-
 def compare_compute(cfg, params, x_B) -> dict:
     """Time per image and peak memory of T computed directly vs the autoencoder, on batch x_B."""
     n = x_B.shape[0]
-    direct = measure(transform, x_B)
-    net = measure(lambda p, x: jax.nn.sigmoid(models.apply(cfg, p, x)[0]), params, x_B)
+    direct = costs.measure(transform, x_B)
+    net = costs.measure(lambda p, x: jax.nn.sigmoid(models.apply(cfg, p, x)[0]), params, x_B)
     out = {}
     for name, m in (("direct", direct), ("autoencoder", net)):
         out[name] = dict(m, seconds_per_image=m["seconds_per_batch"] / n, flops_per_image=m["flops"] / n)
@@ -294,7 +220,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 
     test_mse_S = test_curve[:, -1]
     t0 = time.perf_counter()
-    W = fit_linear(train_x, t_train)  # on the images the AE trains on
+    W = linear_map.fit_linear(train_x, t_train)  # on the images the AE trains on
     linear_seconds = time.perf_counter() - t0
     truth = transform_matrix(train_x.shape[1:])
     linear = {"solution": "least squares" if len(train_x) >= W.shape[0] else "minimum norm (fewer images than inputs)",
@@ -381,7 +307,7 @@ def _off_manifold_figure(run, cfg, params, W, test_x, off_inputs, k: int = 3) ->
     for name, x_all in {"test images": test_x, **{name: x for name, (_, x) in off_inputs.items()}}.items():
         x = x_all[_textured(np.asarray(transform(jnp.asarray(x_all))), k)]
         t = np.asarray(transform(jnp.asarray(x)))
-        outputs = (t, jax.nn.sigmoid(models.apply(cfg, params, jnp.asarray(x))[0]), apply_linear(W, x, t.shape[1:]))
+        outputs = (t, jax.nn.sigmoid(models.apply(cfg, params, jnp.asarray(x))[0]), linear_map.apply_linear(W, x, t.shape[1:]))
         rows = [x] + [_at_input_size(o, x.shape[1:]) for o in outputs]
         panels[name] = np.concatenate(rows)
     path = plots.save_image_panels(panels, run.path("transform_off_manifold.png"), ncol=k,
