@@ -1,4 +1,4 @@
-"""Anomaly detection (seed 000): an autoencoder trained on normal images only, scoring test images.
+"""Anomaly detection (notes 000): an autoencoder trained on normal images only, scoring test images.
 
 Two protocols, each with K models per kind (AE, VAE) and S seeds:
 
@@ -280,7 +280,7 @@ def _detected(m, protocol, kind) -> list[bool]:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """With the seed's score (recon): holds when every class is detected above chance (95% interval of the
+    """With the notes' score (recon): holds when every class is detected above chance (95% interval of the
     AUROC above 0.5) by both kinds under both protocols; does not hold when no kind's mean AUROC is above
     chance under either protocol; mixed otherwise. The reason adds what the entropy floor explains."""
     names = m["class_names"]

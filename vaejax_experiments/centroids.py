@@ -1,4 +1,4 @@
-"""Class centroids (seed 000, Example 2): decode the mean latent of each class and points near it
+"""Class centroids (notes 000, Example 2): decode the mean latent of each class and points near it
 (midpoints between the centroid and the class's training codes nearest to it), and points
 between class groups (interpolation between the nearest-neighbour codes of two classes);
 AE vs VAE of the same architecture, scored by the reference classifier."""
@@ -128,7 +128,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     run = harness.start("centroids", scale, dataset, seeds, out)
     ref = judge.reference(run.scale, run.dataset, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
-    ae, vae = sweep.seed_pair(families)
+    ae, vae = sweep.notes_pair(families)
     train = harness.train_images(run.scale, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
     n = run.scale.n_eval
@@ -136,8 +136,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     pairs_count = k * (k - 1)
     bridge_alphas = np.linspace(0, 1, max(1, round(n / pairs_count)) + 2)[1:-1]
     along = sweep.score_members(families, functools.partial(centroid_scores, ref, train, k, per_class))
-    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
-    for trained, rows in ((ae, pair["ae"]), (vae, pair["vae"])):  # between class groups: the seeds' pair only
+    pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
+    for trained, rows in ((ae, pair["ae"]), (vae, pair["vae"])):  # between class groups: the notes' pair only
         for s, row in enumerate(rows):
             row.update(bridge_scores(ref, train, k, bridge_alphas, trained.model_cfg, trained.seed_params(s)))
     result = {name: stats.summarize([{k: v for k, v in r.items() if isinstance(v, float)} for r in rows])
@@ -191,10 +191,10 @@ def _figures(run, figure, k, train) -> list[str]:
 
 def verdict(m: dict) -> tuple[str, str]:
     """At matched distortion (sweep.verdict on the near-centroid set's plausibility and Frechet distance);
-    the reason adds class match, the hole ratio, the seeds' pair and the pixel-mean control."""
+    the reason adds class match, the hole ratio, the notes' pair and the pixel-mean control."""
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING}, "its near-centroid decodes")
     g, pixel = m["matched"], m["class_pixel_means"]
-    return v, (reason + " " + sweep.seed_pair_text(m, DECIDING) +
+    return v, (reason + " " + sweep.notes_pair_text(m, DECIDING) +
                f" Decoded centroids recognised as their class: AE {markdown.cell(m['ae'], 'centroid_class_match', '.2f')}, "
                f"VAE β 1 {markdown.cell(m['vae'], 'centroid_class_match', '.2f')}, VAE - AE at matched distortion "
                f"{sweep.difference_text(g['centroid_class_match'])}; the pixel mean of each class, the control: "

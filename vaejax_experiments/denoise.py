@@ -1,12 +1,12 @@
-"""Noise reduction (seed 000): denoisers trained on x + noise -> x, against classical denoisers.
+"""Noise reduction (notes 000): denoisers trained on x + noise -> x, against classical denoisers.
 
 Noise: Gaussian, sigma in intensity units, at several levels, both clipped to [0, 1] (what a
 sensor saturates to) and unclipped. Learned denoisers, each level x noise kind x seed one model of
 a single compiled program per family (sigma and clipping traced hyperparameters, fresh noise
 every step, objectives.denoising):
 
-- ae_bottleneck: the seed's autoencoder (the scale's MLP AE) trained with squared error, the
-  loss PSNR measures; ae_bottleneck_bce: the same trained with the seed's Bernoulli loss
+- ae_bottleneck: the notes' autoencoder (the scale's MLP AE) trained with squared error, the
+  loss PSNR measures; ae_bottleneck_bce: the same trained with the notes' Bernoulli loss
   (clipped noise; below full scale at the middle level only), to show what the loss changes;
 - denoiser_skip: a small residual convolutional denoiser without a bottleneck (DnCNN-style,
   Zhang et al. 2017: full-resolution 3x3 convs predict the noise, subtracted from the input;
@@ -296,7 +296,7 @@ def _best_classical(m, kind, i) -> str:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """On clipped noise (the seed's setting): holds when the bottleneck AE's PSNR beats the noisy input and
+    """On clipped noise (the notes' setting): holds when the bottleneck AE's PSNR beats the noisy input and
     the best classical denoiser at every level (95% intervals of the paired differences above 0); does not
     hold when it beats the noisy input at no level; mixed otherwise. The reason gives the ceiling and the
     residual denoiser for scale."""

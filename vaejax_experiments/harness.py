@@ -2,7 +2,7 @@
 
 An experiment is a module `vaejax_experiments.<name>` with
 
-    CLAIM: str                                    the seed's claim in one sentence
+    CLAIM: str                                    the notes' claim in one sentence
     main(scale, dataset, seeds, out) -> dict      runs it; writes <out>/<name>/metrics.json and PNGs
     verdict(metrics) -> (verdict, reason)         verdict in VERDICTS, derived from the numbers
     report(metrics) -> str                        markdown table(s), mean +- std over seeds

@@ -1,4 +1,4 @@
-"""Interpolation (seed 003): decode e = alpha e1 + (1 - alpha) e2 between the embeddings of two
+"""Interpolation (notes 003): decode e = alpha e1 + (1 - alpha) e2 between the embeddings of two
 test images of different classes, for an AE and a VAE of the same architecture, linearly and
 spherically; score the interior interpolants with the reference classifier.
 
@@ -6,7 +6,7 @@ Besides realism (plausibility, Frechet distance), two measures of the path itsel
 - smoothness, in the classifier's feature space: the path's length over the straight distance
   between its ends (1: a straight, even path), and its largest step over its mean step (1: even
   speed; large: the path jumps);
-- the seed's "alpha% similar to image 1": the classifier's probability of image 1's class along
+- the notes' "alpha% similar to image 1": the classifier's probability of image 1's class along
   alpha, and its mean absolute gap to alpha itself.
 The pixel cross-fade of the same pairs is the control for all of them."""
 
@@ -89,7 +89,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     run = harness.start("interpolation", scale, dataset, seeds, out)
     ref = judge.reference(run.scale, run.dataset, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
-    ae, vae = sweep.seed_pair(families)
+    ae, vae = sweep.notes_pair(families)
     test = harness.load_images(run.dataset, "test")
     interior = len(ALPHAS) - 2
     n_pairs = int(np.ceil(run.scale.n_eval / interior))
@@ -99,7 +99,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     run.log(f"{n_pairs} pairs x {interior} interior alphas, {run.seeds} seeds, every model of the sweep")
     score = functools.partial(path_scores, ref, x1=x1, x2=x2, y1=test.y[i1], recon_x=recon_x, n_eval=run.scale.n_eval)
     along = sweep.score_members(families, lambda cfg, params, s: score(cfg, params))
-    per_seed = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    per_seed = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     for name, trained in (("ae_slerp", ae), ("vae_slerp", vae)):  # against the same model's reconstructions
         per_seed[name] = [score(trained.model_cfg, trained.seed_params(s), method="slerp") for s in range(run.seeds)]
         for r, linear in zip(per_seed[name], per_seed[name.split("_")[0]]):
@@ -170,7 +170,7 @@ def _figures(run, strips, x1, x2, y1, y2, result) -> list[str]:
                                   ylabel="plausibility (mean max-softmax)",
                                   title=f"Plausibility along the path ({run.seeds} seeds)"))
     series = {label: (ALPHAS, np.asarray(class1[key])) for key, label in PATH_LABELS + (("crossfade", "pixel cross-fade"),)}
-    series["the seed's claim: α"] = (ALPHAS, ALPHAS)
+    series["the notes' claim: α"] = (ALPHAS, ALPHAS)
     figs.append(plots.save_curves(series, run.path("interpolation_class1.png"), xlabel="alpha (weight of image 1)",
                                   ylabel="P(class of image 1)",
                                   title=f"Is the interpolant α% like image 1? ({run.dataset}, mean over pairs)"))
@@ -179,10 +179,10 @@ def _figures(run, strips, x1, x2, y1, y2, result) -> list[str]:
 
 def verdict(m: dict) -> tuple[str, str]:
     """At matched distortion (sweep.verdict on plausibility and Frechet distance); the reason adds the
-    seeds' own pair (unmatched), the interpolants against each model's reconstructions and the controls."""
+    notes' own pair (unmatched), the interpolants against each model's reconstructions and the controls."""
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING}, "its interior interpolants")
     g = m["matched"]
-    return v, (reason + " " + sweep.seed_pair_text(m, DECIDING) +
+    return v, (reason + " " + sweep.notes_pair_text(m, DECIDING) +
                f" Against each model's own reconstructions the interpolants' Frechet distance rises by "
                f"{markdown.cell(m['ae'], 'frechet_minus_recon')} (AE) and {markdown.cell(m['vae'], 'frechet_minus_recon')} "
                f"(VAE β 1); at matched distortion VAE - AE {sweep.difference_text(g['frechet_minus_recon'])}. The pixel "
@@ -210,7 +210,7 @@ def report(m: dict) -> str:
     t = m["train"]
     head = (f"{m['n_pairs']} test-image pairs of different classes, {len(m['alphas']) - 2} interior α each "
             f"({m['n_interpolants']} images per model; Frechet distance on the first {m['n_frechet']}, the size of "
-            f"every scored set). The seeds' pair: {t['ae']['preset']}, Bernoulli likelihood, β 0 (AE) and β 1 (VAE), "
+            f"every scored set). The notes' pair: {t['ae']['preset']}, Bernoulli likelihood, β 0 (AE) and β 1 (VAE), "
             f"{t['vae']['n_train']} training images, {t['vae']['epochs']} epochs; final training loss AE "
             f"{markdown.cell(t['ae'], 'final_loss', '.4g')}, VAE {markdown.cell(t['vae'], 'final_loss', '.4g')} nats.")
     table = markdown.table(

@@ -74,13 +74,13 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     own = run.scale.pick(smoke=("bernoulli",), quick=("bernoulli",), full=tuple(FAMILIES))
     families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, own + tuple(families), betas, run.seeds,
                            log=run.log)
-    ae, vae = sweep.seed_pair(families)
+    ae, vae = sweep.notes_pair(families)
     g = max(2, int(round(np.sqrt(run.scale.n_eval))))  # scored grid: about n_eval images
     # Descriptive, not part of the verdict: decoded images darker than 99.5% of real test images.
     dark = float(np.percentile(full_test.x.mean(axis=(1, 2, 3)), 0.5))
     knn_train = harness.Images(train.x[:5000], train.y[:5000])
     along = sweep.score_members(families, functools.partial(grid_scores, ref, knn_train, test, dark, g))
-    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     grid_of = {"ae": "box_grid", "vae": "prior_grid"}  # each model's own grid
     result = {k: stats.summarize([{n.replace(grid_of[k], "grid"): v for n, v in r.items()
                                    if not n.startswith(grid_of["vae" if k == "ae" else "ae"])} for r in rows])

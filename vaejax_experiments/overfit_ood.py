@@ -1,4 +1,4 @@
-"""Overfitting and out-of-distribution inputs (seed 000, Example 2).
+"""Overfitting and out-of-distribution inputs (notes 000, Example 2).
 
 Autoencoders of one architecture (S seeds each, a vmapped axis), each with the same batch (BATCH) and
 about the same number of optimizer steps (whole epochs, so the count is rounded; it is recorded), so

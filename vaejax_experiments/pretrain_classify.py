@@ -1,4 +1,4 @@
-"""Pretraining with autoencoders (seed 003): pretrain AE and VAE encoders on the training images
+"""Pretraining with autoencoders (notes 003): pretrain AE and VAE encoders on the training images
 without labels, drop the decoder, and train a classifier on 1, 10, 100 and 1000 labelled images
 per class (at quick scale up to 100: the claim is about at most LOW labels per class, and 100 is far
 enough along scratch's curve to read the label efficiency at LOW). Methods (keys of metrics.json):
@@ -140,7 +140,7 @@ class Fits(NamedTuple):
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = harness.start("pretrain_classify", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
-    ae, vae = sweep.seed_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
+    ae, vae = sweep.notes_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
     trained = {"ae": ae, "vae": vae}
     unlabelled = harness.train_images(sc, run.dataset).x
     full_train = data.load(run.dataset, "train")

@@ -1,6 +1,6 @@
-"""Random latents (seed 003): decode random points of latent space. VAE: z ~ N(0, I), its prior.
+"""Random latents (notes 003): decode random points of latent space. VAE: z ~ N(0, I), its prior.
 AE: there is no prior, so random points with the mean and covariance of its training codes
-(a Gaussian fit), uniform in their bounding box, and N(0, I) as the seed literally says. Both:
+(a Gaussian fit), uniform in their bounding box, and N(0, I) as the notes literally say. Both:
 an ex-post density sampler, a Gaussian mixture of 10 components fitted to the training codes
 (Ghosh et al. 2020), which measures what a fitted sampler buys each model."""
 
@@ -63,15 +63,15 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     run = harness.start("random_latent", scale, dataset, seeds, out)
     ref = judge.reference(run.scale, run.dataset, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
-    ae, vae = sweep.seed_pair(families)
+    ae, vae = sweep.notes_pair(families)
     x_train = harness.train_images(run.scale, run.dataset).x
     score = functools.partial(sampler_scores, ref, x_train, run.scale.n_eval)
     along = sweep.score_members(families, score)
-    for s, d in enumerate(along[sweep.SEED_AE[0]][sweep.SEED_AE[1]]):  # the AE's other samplers
+    for s, d in enumerate(along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]]):  # the AE's other samplers
         d.update(score(ae.model_cfg, ae.seed_params(s), s, samplers=("gaussian_fit", "box", "gmm")))
-    for s, d in enumerate(along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]):
+    for s, d in enumerate(along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]):
         d.update(score(vae.model_cfg, vae.seed_params(s), s, samplers=("gmm",)))
-    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     result, shown = {}, {}
     for key, model, how, label in SAMPLERS:
         result[key] = stats.summarize([{k: r[f"{how}_{k}"] for k in SCORES} for r in pair[model]])
@@ -105,13 +105,13 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
 
 def verdict(m: dict) -> tuple[str, str]:
     """At matched distortion, the VAE's prior samples against the AE's samples from a Gaussian fitted to its
-    codes (the AE's counterpart of a prior); the reason adds the 10-component GMM and the seeds' pair."""
+    codes (the AE's counterpart of a prior); the reason adds the 10-component GMM and the notes' pair."""
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING},
                               "its prior samples (the AE: samples of a Gaussian fitted to its codes)")
     g = m["matched"]
     return v, (reason + f" Against the AE with a 10-component GMM on its codes, VAE prior - AE GMM at matched "
                f"distortion: Frechet {sweep.difference_text(g['frechet_vs_ae_gmm'])}, plausibility "
-               f"{sweep.difference_text(g['plausibility_vs_ae_gmm'])}. The seeds' pair, unmatched: Frechet VAE prior "
+               f"{sweep.difference_text(g['plausibility_vs_ae_gmm'])}. The notes' pair, unmatched: Frechet VAE prior "
                f"{markdown.cell(m['vae'], 'frechet')}, AE Gaussian fit {markdown.cell(m['ae'], 'frechet')}, AE GMM "
                f"{markdown.cell(m['ae_gmm'], 'frechet')}, AE N(0, I) {markdown.cell(m['ae_normal'], 'frechet')}, VAE GMM "
                f"{markdown.cell(m['vae_gmm'], 'frechet')}.")

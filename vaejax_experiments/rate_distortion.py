@@ -12,7 +12,7 @@ program; at beta = 0 the family's autoencoder. For every model, on test images:
   dimensions: 0 for a deterministic code. The beta = 0 member trains with the encoder's noise,
   so it is an AE only as far as this ratio is small.
 
-Families: Bernoulli (the seed's), a Gaussian with fixed sigma 0.1, which weighs a grey pixel's
+Families: Bernoulli (the notes'), a Gaussian with fixed sigma 0.1, which weighs a grey pixel's
 error about as an MSE does, and at full scale the sigma-VAE (Rybkin et al. 2021), which learns one
 sigma. The figures set rate and active units against distortion, a curve per family; comparing
 an AE with a VAE at equal distortion means reading these curves at the AE's distortion.
@@ -85,7 +85,7 @@ def report(m: dict) -> str:
              f"beta and seed one model of one program; measured on {m['n_test']} test images (mean ± std over "
              f"{m['seeds']} seeds). Rate: KL to the prior in nats; distortion: MSE per pixel of the reconstruction "
              f"at z = mu; active units: Cov_x(E[z_d]) > {sweep.ACTIVE}. These are the models of the latent-space "
-             f"experiments: the seeds' AE and VAE are the Bernoulli family's β 0 and β 1.", ""]
+             f"experiments: the notes' AE and VAE are the Bernoulli family's β 0 and β 1.", ""]
     rows = []
     for family, s in m["sweep"].items():
         for i, beta in enumerate(m["betas"]):

@@ -66,7 +66,7 @@ SCALES: dict[str, Scale] = {
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
                    classifier_train=25000, classifier_steps=390),
-    # headline numbers: the seed's conv models on the whole training split, 10 epochs each; the
+    # headline numbers: the notes' conv models on the whole training split, 10 epochs each; the
     # latent-space sweep alone is 360 of them (an accelerator's job; README, "Experiments").
     "full": Scale("full", seeds=5, n_train=None, steps=4700, batch_size=128, n_eval=2000, arch="conv",
                   classifier_train=None, classifier_steps=3750),

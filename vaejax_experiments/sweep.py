@@ -2,8 +2,8 @@
 
 A family is the scale's VAE with one likelihood, trained for every KL weight beta and every seed as
 one compiled program (beta a traced hyperparameter of objectives.elbo). Its beta = 0 member is the
-family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The seeds' AE and
-VAE are the Bernoulli family's beta 0 and beta 1 members (SEED_AE, SEED_VAE). At full scale every
+family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The notes' AE and
+VAE are the Bernoulli family's beta 0 and beta 1 members (NOTES_AE, NOTES_VAE). At full scale every
 family is also trained at the latent widths LATENT_SIZES, each width a family of its own. Which
 families there are, built-in or a user's, is families.py's business.
 
@@ -35,7 +35,7 @@ from vaejax_experiments.families import FAMILIES, UserFamily, label
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 LATENT_SIZES = (8, 16, 32, 64)  # swept at full scale besides the scale's own width
 ACTIVE = 0.01  # Burda et al. 2016's threshold on Cov_x(E_q[z_d])
-SEED_AE, SEED_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
+NOTES_AE, NOTES_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
 
 
 def families_for(scale: settings.Scale) -> tuple[str, ...]:
@@ -175,9 +175,9 @@ def shared(scale: settings.Scale, dataset: str, seeds: int, log=None, extra: tup
     return out
 
 
-def seed_pair(sweep: dict[str, Family]) -> tuple[training.Trained, training.Trained]:
-    """The seeds' AE and VAE: the Bernoulli family's beta 0 and beta 1 members."""
-    return sweep[SEED_AE[0]].member(SEED_AE[1]), sweep[SEED_VAE[0]].member(SEED_VAE[1])
+def notes_pair(sweep: dict[str, Family]) -> tuple[training.Trained, training.Trained]:
+    """The notes' AE and VAE: the Bernoulli family's beta 0 and beta 1 members."""
+    return sweep[NOTES_AE[0]].member(NOTES_AE[1]), sweep[NOTES_VAE[0]].member(NOTES_VAE[1])
 
 
 # ---------------------------------------------------------------------------- scores along the sweep
@@ -228,7 +228,7 @@ def _bracket(d_B: np.ndarray, target: float):
 
 
 def matched(sweep: dict[str, Family], scores: dict, name: str, higher_is_better: bool, ae_score: str | None = None,
-            ae=SEED_AE) -> dict:
+            ae=NOTES_AE) -> dict:
     """The AE's score against each family's VAE at the AE's distortion, seed by seed.
 
     Returns {"ae": {mean, std, ci, distortion}, family: {...}}: for a family that reaches the AE's distortion,
@@ -306,15 +306,15 @@ def difference_text(match: dict) -> str:
     return "not measured (no family reaches the AE's distortion)"
 
 
-def seed_pair_text(m: dict, deciding: dict[str, bool]) -> str:
-    """The seeds' own comparison, the Bernoulli VAE at beta 1 against the AE at their unequal distortions,
+def notes_pair_text(m: dict, deciding: dict[str, bool]) -> str:
+    """The notes' own comparison, the Bernoulli VAE at beta 1 against the AE at their unequal distortions,
     decided by the same interval rule."""
     d = {(e["family"], e["beta"]): e["distortion"] for e in m["sweep"]}
     parts = []
     for s, higher in deciding.items():
         c = stats.paired_comparison(m["vae"][f"{s}_seeds"], m["ae"][f"{s}_seeds"], higher)
         parts.append(f"{s} {markdown.ci_text(c)} ({_OUTCOME[c['better']]})")
-    return (f"As the seed states it (β 1 against the AE, distortion {d[SEED_VAE]:.4f} against {d[SEED_AE]:.4f}), "
+    return (f"As the notes state it (β 1 against the AE, distortion {d[NOTES_VAE]:.4f} against {d[NOTES_AE]:.4f}), "
             f"VAE - AE: " + "; ".join(parts) + ".")
 
 
@@ -373,8 +373,8 @@ def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel:
         v = np.array([values(scores, fam.name, b, name) for b in fam.betas])
         spread = v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(d))
         series[f"{label(fam.name)} (β {', '.join(f'{b:g}' for b in fam.betas)})"] = (d, v.mean(1), spread)
-    ae = values(scores, *SEED_AE, name)
-    d_ae = sweep[SEED_AE[0]].distortion[sweep[SEED_AE[0]].betas.index(SEED_AE[1])].mean()
+    ae = values(scores, *NOTES_AE, name)
+    d_ae = sweep[NOTES_AE[0]].distortion[sweep[NOTES_AE[0]].betas.index(NOTES_AE[1])].mean()
     series["the AE (Bernoulli, β 0)"] = ([d_ae], [ae.mean()], [0.0])
     styles["the AE (Bernoulli, β 0)"] = {"marker": "*", "markersize": 14, "linestyle": "none", "color": "black"}
     return plots.save_curves_spread(series, path, xlabel="distortion: test MSE per pixel", ylabel=ylabel,

@@ -1,4 +1,4 @@
-"""Learning a transformation (seed 000, Example 1): train an autoencoder on colour images x with the
+"""Learning a transformation (notes 000, Example 1): train an autoencoder on colour images x with the
 loss MSE(dec(enc(x)), T(x)), T(x) = rescale_0.5(rotate_90(grayscale(x))), and ask what it learned.
 
 T: grayscale with ITU-R 601 luma weights (what torchvision's Grayscale uses), rotation by 90 degrees
@@ -15,14 +15,14 @@ Predictions of T(x), all scored by MSE per pixel against T(x), per image:
   T exactly once they span the input space (more images than input values); with fewer (small
   scales) it is the minimum-norm fit, exact on the span of the training images only (linear_map.py). Its
   fitted weights are also compared with T's own matrix;
-- the seed's two weak baselines: the mean T(x) of the training set, and the input itself, resized
+- the notes' two weak baselines: the mean T(x) of the training set, and the input itself, resized
   (x channel-averaged and downscaled to T's size but not rotated).
 
 They are scored on the test images and on three sets of inputs unlike the training images
 (the off-manifold sets, as many images as the test set): the test images inverted (1 - x: natural
 edges and textures with intensities the training set does not have), uniform noise in [0, 1]
 (independent pixels), and smooth random fields (uniform noise at 1/8 of the size, bilinearly
-upsampled, each channel independent: blobs of arbitrary colour). The seed's other-photo test does
+upsampled, each channel independent: blobs of arbitrary colour). The notes' other-photo test does
 not apply: sample_patches' training set holds crops of both its photos. A model that learned T
 itself predicts T on all of them; one that learned T on the data manifold only does not.
 
@@ -32,7 +32,7 @@ autoencoder against the best weak baseline and against the linear map, and "R² 
 R2_BAR" as the autoencoder's MSE against (1 - R2_BAR) x the mean-image MSE, image by image
 (R² = 1 - MSE / mean-image MSE, the mean image being the training set's mean T(x)).
 
-Then the seed's compute and memory comparison on this device: time per image and peak memory of
+Then the notes' compute and memory comparison on this device: time per image and peak memory of
 computing T directly versus running the autoencoder, both compiled, on the same batch (costs.measure).
 """
 
@@ -57,7 +57,7 @@ LUMA = (0.299, 0.587, 0.114)
 SHOW = 8
 PREDICTORS = {"autoencoder": "autoencoder dec(enc(x))", "linear": "least-squares linear map",
               "mean_image": "mean T(x) of the training set", "identity": "identity-resized"}
-BASELINES = ("mean_image", "identity")  # the seed's weak baselines
+BASELINES = ("mean_image", "identity")  # the notes' weak baselines
 SMOOTH_FACTOR = 8  # smooth random fields: uniform noise at 1/8 of the image size, upsampled
 
 
