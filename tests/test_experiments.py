@@ -1,5 +1,5 @@
 """End-to-end: `python -m vaejax_experiments.run_all --scale smoke` writes REPORT.md and every metrics.json
-with the keys the issue names; the harness's helpers; verdicts follow the numbers."""
+with the keys its experiment promises; the harness's helpers; verdicts follow the numbers."""
 
 import json
 import math
@@ -15,7 +15,7 @@ import pytest
 from vaejax.cli import UsageError
 from vaejax_experiments import harness, judge, markdown, run_all, settings, stats
 
-# What each experiment's metrics.json must hold (issue 3, "How it will be checked").
+# What each experiment's metrics.json must hold.
 PAIRED = {  # metrics[model][score]
     "random_latent": (("ae", "vae"), ("plausibility", "frechet")),
     "interpolation": (("ae", "vae", "vae_slerp"), ("plausibility", "frechet")),

@@ -1,5 +1,5 @@
 """Experiments pretrain_classify, transform, overfit_ood, denoise, anomaly: their helpers, verdicts
-that follow the numbers, and a smoke-scale run of each that writes metrics.json with the keys of issue 3."""
+that follow the numbers, and a smoke-scale run of each that writes metrics.json with the keys its verdict and report read."""
 
 import json
 import math

@@ -120,7 +120,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                          "train": ev["train"]["loss"].mean(0).tolist(), "train_std": ev["train"]["loss"].std(0).tolist(),
                          "test": ev["test"]["loss"].mean(0).tolist(), "test_std": ev["test"]["loss"].std(0).tolist()}
         result["settings"][name] = row
-    for key in ("train_loss", "test_loss"):  # the keys: per setting, mean and std over seeds
+    for key in ("train_loss", "test_loss"):  # at the top level too: per setting, mean and std over seeds
         result[key] = {name: r[key] for name, r in result["settings"].items()}
         result[f"{key}_std"] = {name: r[f"{key}_std"] for name, r in result["settings"].items()}
     result["ood_loss"] = {name: {o: r["ood"][o]["loss"] for o in r["ood"]} for name, r in result["settings"].items()}

@@ -165,11 +165,10 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                   "of a set of images and of real test images (like FID; lower is closer; biased upwards for "
                   "small sets, so every scored set here has the same size). The classifier is trained with "
                   "outlier exposure: on pixel-shuffled images (and, in one variant, smooth random fields) its softmax is pushed "
-                  "towards uniform, because without it max-softmax rated uniform noise as more plausible than "
-                  "real images (about 0.97 vs 0.89 on fashion_mnist in development). Uniform noise is not among "
-                  "those outliers, so the noise row below is an independent check. Plausibility still has blind "
-                  "spots (on fashion_mnist an all-black image, or a faint blob, is called a sandal with probability "
-                  "about 0.8); the Frechet distance, "
+                  "towards uniform, because without it max-softmax can rate uniform noise as more plausible than "
+                  "real images. Uniform noise is not among those outliers, so the noise row below is an "
+                  "independent check. Plausibility still has blind spots (on fashion_mnist an all-black image, or "
+                  "a faint blob, can be called a sandal with high confidence); the Frechet distance, "
                   "which also sees a lack of variety, is the more robust of the two. *Precision* (the share of a set "
                   "on the real images' feature manifold) rewards realism, *recall* (the share of real images on the "
                   "set's manifold) variety (Kynkaanniemi et al. 2019); *KID* is a kernel distance whose estimate, "
@@ -200,7 +199,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         lines += [markdown.table(["dataset", "classifier (outlier exposure)", "test accuracy", "blur position",
                                   "images", "plausibility", "frechet"], rows), ""]
 
-    for name in harness.EXPERIMENTS:  # numbered as in the issue, also with --only
+    for name in harness.EXPERIMENTS:  # numbered in the order of EXPERIMENTS, also with --only
         if name in modules:
             lines += _section(_title(name, modules[name]), name, modules[name], results.get(name), out, full_dir)
     for name in harness.SECTIONS:
