@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test setup data clean
 
-# The eight experiments of the seeds at quick scale; writes results/REPORT.md.
+# The eight experiments of the lecture notes at quick scale; writes results/REPORT.md.
 demo: setup
 	$(PY) -m vaejax_experiments.run_all --scale quick
 

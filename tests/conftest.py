@@ -34,8 +34,8 @@ from vaejax import config
 # Tiny variants of the presets: the same code paths, a fraction of the compute.
 TINY_MLP_VAE = config.replace(config.preset("mlp_vae"), hidden=(32,), latent_dim=4)
 TINY_MLP_AE = config.replace(config.preset("mlp_ae"), hidden=(32,), latent_dim=4)
-TINY_CONV_AE = config.replace(config.preset("conv_ae"), conv_layers=config.seed_conv_stack((4, 8, 8)), latent_dim=8)
-TINY_CONV_VAE = config.replace(config.preset("conv_vae"), conv_layers=config.seed_conv_stack((4, 8, 8)), latent_dim=3)
+TINY_CONV_AE = config.replace(config.preset("conv_ae"), conv_layers=config.notes_conv_stack((4, 8, 8)), latent_dim=8)
+TINY_CONV_VAE = config.replace(config.preset("conv_vae"), conv_layers=config.notes_conv_stack((4, 8, 8)), latent_dim=3)
 
 
 def fake_params(cfg, seed=0):

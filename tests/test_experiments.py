@@ -1,5 +1,5 @@
 """End-to-end: `python -m vaejax_experiments.run_all --scale smoke` writes REPORT.md and every metrics.json
-with the keys the issue names; the harness's helpers; verdicts follow the numbers."""
+with the keys its experiment promises; the harness's helpers; verdicts follow the numbers."""
 
 import json
 import math
@@ -12,9 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from vaejax_experiments import common, run_all
+from vaejax.cli import UsageError
+from vaejax_experiments import harness, judge, markdown, run_all, settings, stats
 
-# What each experiment's metrics.json must hold (issue 3, "How it will be checked").
+# What each experiment's metrics.json must hold.
 PAIRED = {  # metrics[model][score]
     "random_latent": (("ae", "vae"), ("plausibility", "frechet")),
     "interpolation": (("ae", "vae", "vae_slerp"), ("plausibility", "frechet")),
@@ -47,7 +48,7 @@ def smoke(smoke_results):
 
 
 def present():
-    return [n for n in common.EXPERIMENTS + common.SECTIONS if common.load_experiment(n) is not None]
+    return [n for n in harness.EXPERIMENTS + harness.SECTIONS if harness.load_experiment(n) is not None]
 
 
 def test_run_all_smoke_succeeds_and_writes_the_report(smoke):
@@ -58,28 +59,28 @@ def test_run_all_smoke_succeeds_and_writes_the_report(smoke):
     assert f"Reproduce with `python -m vaejax_experiments.run_all --scale smoke --out {out}`" in report
     assert "Produced by vaejax " in report and ", jax 0.1" in report
     for name in present():
-        m = common.read_metrics(out, name)
+        m = harness.read_metrics(out, name)
         assert m is not None, name
-        module = common.load_experiment(name)
+        module = harness.load_experiment(name)
         assert module.report(m) in report
         if hasattr(module, "verdict"):  # figure sections may have none
             v, reason = module.verdict(m)
-            assert v in common.VERDICTS and reason
+            assert v in harness.VERDICTS and reason
             assert f"{v}.**" in report
         for fig in m["figures"]:
             assert os.path.getsize(os.path.join(out, name, fig)) > 1000
             assert f"({name}/{fig})" in report  # relative link from REPORT.md
-    for name in common.EXPERIMENTS:
+    for name in harness.EXPERIMENTS:
         if name not in present():
             assert f"`{name}`: not written yet" in report
 
 
-@pytest.mark.parametrize("name", list(common.EXPERIMENTS + common.SECTIONS))
+@pytest.mark.parametrize("name", list(harness.EXPERIMENTS + harness.SECTIONS))
 def test_metrics_json_has_the_required_keys(smoke, name):
     out, _ = smoke
-    if common.load_experiment(name) is None:
+    if harness.load_experiment(name) is None:
         pytest.skip(f"vaejax_experiments/{name}.py not written yet")
-    m = common.read_metrics(out, name)
+    m = harness.read_metrics(out, name)
     assert isinstance(m["seconds"], float) and m["seconds"] > 0
     assert m["device"] and m["scale"] == "smoke" and m["seeds"] >= 2
     versions = m["provenance"]["versions"]
@@ -96,7 +97,7 @@ def test_metrics_json_has_the_required_keys(smoke, name):
 
 
 def test_rate_distortion_sweep(smoke):
-    m = common.read_metrics(smoke[0], "rate_distortion")
+    m = harness.read_metrics(smoke[0], "rate_distortion")
     bernoulli = m["sweep"]["bernoulli"]
     assert m["betas"][0] == 0.0 and len(bernoulli["rate_seeds"]) == len(m["betas"])
     assert bernoulli["rate"][-1] < bernoulli["rate"][0]  # the KL weight lowers the rate, even after a few steps
@@ -105,7 +106,7 @@ def test_rate_distortion_sweep(smoke):
 
 @pytest.mark.parametrize("name", ["interpolation", "random_latent", "centroids", "latent_space"])
 def test_latent_experiments_compare_along_the_sweep(smoke, name):
-    m = common.read_metrics(smoke[0], name)
+    m = harness.read_metrics(smoke[0], name)
     models = {(e["family"], e["beta"]) for e in m["sweep"]}
     assert ("bernoulli", 0.0) in models and ("bernoulli", 1.0) in models
     assert all(0 < e["distortion"] < 1 and e["latent_dim"] >= 2 for e in m["sweep"])
@@ -169,18 +170,18 @@ def test_report_only_writes_the_same_report_and_adds_full_scale_verdicts(smoke, 
 
     # A full-scale metrics.json in <out>/full gives each section its full-scale verdict.
     for name in present():
-        m = common.read_metrics(copy, name)
-        common.write_json(os.path.join(copy, "full", name, "metrics.json"), dict(m, scale="full"))
+        m = harness.read_metrics(copy, name)
+        harness.write_json(os.path.join(copy, "full", name, "metrics.json"), dict(m, scale="full"))
     assert run_all.main(["--report-only", "--out", copy]) == 0
     report = open(os.path.join(copy, "REPORT.md")).read()
     assert "At full scale: not run here" not in report
-    judged = [n for n in present() if hasattr(common.load_experiment(n), "verdict")]
+    judged = [n for n in present() if hasattr(harness.load_experiment(n), "verdict")]
     assert report.count("**At full scale (") == len(judged)
 
     # Rewritten elsewhere, the report still names the device the results were measured on.
     for name in present():
-        m = common.read_metrics(copy, name)
-        common.write_json(os.path.join(copy, name, "metrics.json"), dict(m, device="gpu (H100) x8"))
+        m = harness.read_metrics(copy, name)
+        harness.write_json(os.path.join(copy, name, "metrics.json"), dict(m, device="gpu (H100) x8"))
     assert run_all.main(["--report-only", "--out", copy]) == 0
     report = open(os.path.join(copy, "REPORT.md")).read()
     assert "on **gpu (H100) x8**" in report and "Device: gpu (H100) x8." in report
@@ -211,11 +212,11 @@ def test_missing_data_makes_run_all_exit_2_with_one_line(tmp_path, monkeypatch, 
 
 def test_usage_error_is_one_line_exit_2(capsys):
     def main(scale, dataset, seeds, out):
-        raise common.UsageError("transform runs on sample_patches, cifar10; pass --dataset sample_patches")
+        raise UsageError("transform runs on sample_patches, cifar10; pass --dataset sample_patches")
 
     main.__module__ = __name__
     with pytest.raises(SystemExit) as e:
-        common.cli(main, ["--scale", "smoke"])
+        harness.cli(main, ["--scale", "smoke"])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: transform runs on") and err.count("\n") == 1
@@ -225,51 +226,51 @@ def test_usage_error_is_one_line_exit_2(capsys):
 
 
 def test_statistics_helpers():
-    assert common.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
-    assert common.mean_std([5.0]) == (5.0, 0.0)
-    s = common.summarize([{"a": 1.0}, {"a": 3.0}])
+    assert stats.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert stats.mean_std([5.0]) == (5.0, 0.0)
+    s = stats.summarize([{"a": 1.0}, {"a": 3.0}])
     assert s["a"] == 2.0 and s["a_std"] == pytest.approx(math.sqrt(2)) and s["a_seeds"] == [1.0, 3.0]
-    assert common.pm(1.23456, 0.01) == "1.23 ± 0.01"
+    assert markdown.pm(1.23456, 0.01) == "1.23 ± 0.01"
 
 
 def _anchors(real, blur, noise):
     """Anchors with plausibility p and Frechet distance f per image set, every blur width alike."""
-    sets = {"real": real, "noise": noise, **{f"blur_{px:g}": blur for px in common.BLUR_CONTROLS}}
+    sets = {"real": real, "noise": noise, **{f"blur_{px:g}": blur for px in judge.BLUR_CONTROLS}}
     return {k: {"plausibility": p, "frechet": f} for k, (p, f) in sets.items()}
 
 
 def test_the_reference_kept_is_the_one_that_charges_least_for_blur_with_noise_at_the_bottom():
     harsh = _anchors(real=(0.9, 1.0), blur=(0.6, 60.0), noise=(0.1, 101.0))  # blur halfway to noise: 0.5 / 0.6
     mild = _anchors(real=(0.9, 1.0), blur=(0.8, 11.0), noise=(0.1, 101.0))
-    assert common.blur_position(harsh)["blur_position"] == pytest.approx((3 / 8 + 59 / 100) / 2)
-    assert common.blur_position(mild)["blur_position"] == pytest.approx((1 / 8 + 10 / 100) / 2)
+    assert judge.blur_position(harsh)["blur_position"] == pytest.approx((3 / 8 + 59 / 100) / 2)
+    assert judge.blur_position(mild)["blur_position"] == pytest.approx((1 / 8 + 10 / 100) / 2)
     confident_on_noise = _anchors(real=(0.9, 1.0), blur=(0.8, 11.0), noise=(0.95, 101.0))
-    assert not common.blur_position(confident_on_noise)["noise_at_bottom"]
-    variants = {name: {**a, **common.blur_position(a)} for name, a in
+    assert not judge.blur_position(confident_on_noise)["noise_at_bottom"]
+    variants = {name: {**a, **judge.blur_position(a)} for name, a in
                 (("harsh", harsh), ("mild", mild), ("fooled", confident_on_noise))}
-    assert common.choose_reference(variants) == "mild"
+    assert judge.choose_reference(variants) == "mild"
     del variants["mild"]
-    assert common.choose_reference(variants) == "harsh"  # the fooled one has the lower position but fails the check
+    assert judge.choose_reference(variants) == "harsh"  # the fooled one has the lower position but fails the check
 
 
 def test_write_json_is_strict_and_atomic(tmp_path):
     path = tmp_path / "m.json"
-    common.write_json(str(path), {"x": np.float32(1.5), "nan": float("nan"), "arr": np.arange(3), "n": np.int64(2)})
+    harness.write_json(str(path), {"x": np.float32(1.5), "nan": float("nan"), "arr": np.arange(3), "n": np.int64(2)})
     assert json.loads(path.read_text()) == {"x": 1.5, "nan": None, "arr": [0, 1, 2], "n": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
 def test_scales():
-    quick = common.get_scale("quick")
+    quick = settings.get_scale("quick")
     assert quick.seeds >= 3
     assert quick.epochs_for(20000) * (20000 // 128) == pytest.approx(quick.steps, rel=0.1)
     assert quick.train_config(4000).epochs > quick.train_config(20000).epochs  # same steps, fewer images
-    assert common.get_scale("smoke").pick(smoke=1, quick=2, full=3) == 1
-    with pytest.raises(common.UsageError):
-        common.get_scale("huge")
-    ae, vae = common.model_pair(quick, "sample_patches")
+    assert settings.get_scale("smoke").pick(smoke=1, quick=2, full=3) == 1
+    with pytest.raises(UsageError):
+        settings.get_scale("huge")
+    ae, vae = settings.model_pair(quick, "sample_patches")
     assert ae.image_shape == vae.image_shape == (32, 32, 3) and ae.kind == "ae" and vae.kind == "vae"
     for scale in ("quick", "full"):  # AE and VAE differ in their objective only, not in the latent width
         for dataset in ("fashion_mnist", "sample_patches"):
-            ae, vae = common.model_pair(common.get_scale(scale), dataset)
-            assert ae.arch == vae.arch == common.get_scale(scale).arch and ae.latent_dim == vae.latent_dim
+            ae, vae = settings.model_pair(settings.get_scale(scale), dataset)
+            assert ae.arch == vae.arch == settings.get_scale(scale).arch and ae.latent_dim == vae.latent_dim

@@ -1,5 +1,5 @@
 """Experiments pretrain_classify, transform, overfit_ood, denoise, anomaly: their helpers, verdicts
-that follow the numbers, and a smoke-scale run of each that writes metrics.json with the keys of issue 3."""
+that follow the numbers, and a smoke-scale run of each that writes metrics.json with the keys its verdict and report read."""
 
 import json
 import math
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax_experiments import anomaly, common, denoise, overfit_ood, pretrain_classify, transform
 from vaejax import data
+from vaejax_experiments import anomaly, costs, denoise, few_labels, harness, overfit_ood, pretrain_classify, transform
 
 # ---------------------------------------------------------------------------- transform: T and its baselines
 
@@ -50,7 +50,7 @@ def test_transform_model_maps_input_shape_to_output_shape():
 
 
 def test_measure_reports_time_and_memory():
-    m = transform.measure(lambda x: x * 2.0, jnp.ones((8, 4, 4, 1)), windows=3, window_seconds=0.001)
+    m = costs.measure(lambda x: x * 2.0, jnp.ones((8, 4, 4, 1)), windows=3, window_seconds=0.001)
     assert m["seconds_per_batch"] > 0 and m["windows"] == 3
     assert m["peak_bytes"] >= m["argument_bytes"] >= 8 * 16 * 4
 
@@ -109,8 +109,8 @@ def test_entropy_floor_and_png_bits():
 
 def test_label_counts_cap_at_the_smallest_class():
     split = data.Split(np.zeros((50, 1, 1, 1), np.uint8), np.repeat(np.arange(2), 25).astype(np.int32))
-    assert pretrain_classify.label_counts(split, (1, 10, 100)) == [1, 10, 25]
-    assert pretrain_classify.label_counts(split, (1, 10)) == [1, 10]
+    assert few_labels.label_counts(split, (1, 10, 100)) == [1, 10, 25]
+    assert few_labels.label_counts(split, (1, 10)) == [1, 10]
 
 
 def test_make_fit_learns_a_separable_problem_using_only_the_first_n():
@@ -120,13 +120,13 @@ def test_make_fit_learns_a_separable_problem_using_only_the_first_n():
     y[30:] = 1 - y[30:]  # padding rows with wrong labels must be ignored
     rows = np.tile(np.arange(40), (2, 1))
     truth = np.tile((table[:30, 0] > 0).astype(np.int32), (2, 1))
-    draws = pretrain_classify.Draws(rows, np.tile(y, (2, 1)), np.array([30, 30]), rows[:, :30], truth,
-                                    np.ones((2, 30), np.float32))
-    predict = lambda p, h: pretrain_classify.head_apply(p, h)  # noqa: E731
-    p0 = pretrain_classify.head_init(np.random.default_rng(0), (2, 2), 2)
-    fit = pretrain_classify.make_fit(predict, steps=200, batch=16)
+    draws = few_labels.Draws(rows, np.tile(y, (2, 1)), np.array([30, 30]), rows[:, :30], truth,
+                             np.ones((2, 30), np.float32))
+    predict = lambda p, h: few_labels.head_apply(p, h)  # noqa: E731
+    p0 = few_labels.head_init(np.random.default_rng(0), (2, 2), 2)
+    fit = few_labels.make_fit(predict, steps=200, batch=16)
     p, val = fit(p0, jnp.full(2, 0.05), jnp.asarray(table), draws, jax.random.split(jax.random.key(1), 2))
-    acc = pretrain_classify.make_accuracy(predict)(p, jnp.asarray(table), rows[:, :30], truth)
+    acc = few_labels.make_accuracy(predict)(p, jnp.asarray(table), rows[:, :30], truth)
     assert np.all(np.asarray(acc) > 0.9) and np.all(np.asarray(val)[:, -1] > 0.9)
 
 
@@ -136,7 +136,7 @@ def test_code_scaling_keeps_inactive_dimensions_quiet():
     active = 3.0 * jax.random.normal(key_active, (2, 5000, 3)) + 1.0
     inactive = 1e-3 * jax.random.normal(key_inactive, (2, 5000, 1))
     c = jnp.concatenate([active, inactive], -1)
-    mu, sd = pretrain_classify.code_scaling(c)
+    mu, sd = few_labels.code_scaling(c)
     assert mu.shape == (2, 4) and sd.shape == (2, 1)
     h = (c - mu[:, None]) / sd[:, None]
     np.testing.assert_allclose(jnp.mean(h ** 2, (1, 2)), 1.0, rtol=1e-3)  # one scale for the whole code
@@ -274,7 +274,7 @@ def _check_run(name, dataset, out, m):
     for fig in on_disk["figures"]:
         assert os.path.getsize(os.path.join(out, name, fig)) > 1000
     v, reason = module.verdict(on_disk)
-    assert v in common.VERDICTS and reason
+    assert v in harness.VERDICTS and reason
     text = module.report(on_disk)
     assert text.count("|") > 8 and re.search(r"±|\[-?\d", text)  # a table, with spreads or intervals
     _check_shapes(name, on_disk)
@@ -352,7 +352,7 @@ def _check_shapes(name, m):
 
 def test_unsupported_dataset_is_a_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        common.cli(overfit_ood.main, ["--scale", "smoke", "--dataset", "sample_patches", "--out", str(tmp_path)])
+        harness.cli(overfit_ood.main, ["--scale", "smoke", "--dataset", "sample_patches", "--out", str(tmp_path)])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: overfit_ood runs on") and err.count("\n") == 1

@@ -13,14 +13,14 @@ from vaejax import config, models
 KEY = jax.random.key(0)
 
 
-class SeedEncoder(nn.Module):
-    """The seed's encoder, written with flax's own conv layers: the reference."""
+class NotesEncoder(nn.Module):
+    """The notes' encoder, written with flax's own conv layers: the reference."""
 
     cfg: config.ModelConfig
 
     @nn.compact
     def __call__(self, x):
-        (c0, _, _, _), (c1, _, _, _), (c2, k, _, _) = self.cfg.conv_layers  # the seed's stack
+        (c0, _, _, _), (c1, _, _, _), (c2, k, _, _) = self.cfg.conv_layers  # the notes' stack
         pad = ((1, 1), (1, 1))
         h = nn.relu(nn.Conv(c0, (3, 3), strides=(2, 2), padding=pad)(x))
         h = nn.relu(nn.Conv(c1, (3, 3), strides=(2, 2), padding=pad)(h))
@@ -28,12 +28,12 @@ class SeedEncoder(nn.Module):
         return h.reshape(h.shape[:-3] + (c2,))
 
 
-def seed_conv_transpose(features, k, s=1, p=0, op=0):
+def notes_conv_transpose(features, k, s=1, p=0, op=0):
     lo, hi = k - 1 - p, k - 1 - p + op
     return nn.ConvTranspose(features, (k, k), strides=(s, s), padding=((lo, hi), (lo, hi)))
 
 
-class SeedDecoder(nn.Module):
+class NotesDecoder(nn.Module):
     cfg: config.ModelConfig
 
     @nn.compact
@@ -41,9 +41,9 @@ class SeedDecoder(nn.Module):
         (c0, _, _, _), (c1, _, _, _), (c2, k, _, _) = self.cfg.conv_layers
         _, (op2, op1, _) = models.conv_plan(self.cfg)
         h = code.reshape(code.shape[:-1] + (1, 1, c2))
-        h = nn.relu(seed_conv_transpose(c1, k)(h))
-        h = nn.relu(seed_conv_transpose(c0, 3, 2, 1, op1)(h))
-        return seed_conv_transpose(self.cfg.image_shape[-1], 3, 2, 1, op2)(h)
+        h = nn.relu(notes_conv_transpose(c1, k)(h))
+        h = nn.relu(notes_conv_transpose(c0, 3, 2, 1, op1)(h))
+        return notes_conv_transpose(self.cfg.image_shape[-1], 3, 2, 1, op2)(h)
 
 
 def assert_trees_close(a, b, rtol=2e-4, atol=2e-4):
@@ -71,8 +71,8 @@ def test_encoder_and_decoder_match_flax_layers(name):
     cfg = config.preset(name)
     x = jax.random.uniform(jax.random.key(1), (3,) + cfg.image_shape)
     code = jax.random.normal(jax.random.key(2), (3, cfg.code_size))
-    pairs = ((models.ConvEncoder(cfg, "fast"), SeedEncoder(cfg), x),
-             (models.ConvDecoder(cfg, "fast"), SeedDecoder(cfg), code))
+    pairs = ((models.ConvEncoder(cfg, "fast"), NotesEncoder(cfg), x),
+             (models.ConvDecoder(cfg, "fast"), NotesDecoder(cfg), code))
     inits = jax.jit(lambda k: [(fast.init(k, inp), ref.init(k, inp)) for fast, ref, inp in pairs])(KEY)
     for fast_params, params in inits:  # the same parameter tree, names, shapes and initial values
         assert_trees_close(fast_params, params, rtol=0, atol=0)
@@ -105,13 +105,13 @@ def test_whole_model_paths_agree(monkeypatch):
 # ------------------------------------------------------------------ primitives over a grid of shapes
 
 
-# (stride, kernel, padding p, output padding op, input size, C_in, C_out): the seed's layers,
+# (stride, kernel, padding p, output padding op, input size, C_in, C_out): the notes' layers,
 # stride 1 and 3, even kernels, kernels smaller than the stride (phases without taps),
 # p = k - 1, 1x1 inputs, and few output channels (where the fast path scatters).
 TRANSPOSED = [(2, 3, 1, 1, 7, 3, 2), (2, 3, 1, 0, 4, 8, 1), (1, 3, 1, 0, 4, 3, 2), (3, 5, 2, 2, 3, 8, 1),
               (2, 4, 1, 1, 3, 3, 2), (3, 2, 0, 1, 2, 3, 2), (1, 7, 0, 0, 1, 3, 2), (3, 4, 3, 0, 2, 8, 1)]
 FORMS = (models.conv_transpose_fast, models.conv_transpose_phases, models.conv_transpose_scatter)
-# (stride, kernel, padding, input size) for convs: the seed's, stride 1 and 3, whole-map kernels.
+# (stride, kernel, padding, input size) for convs: the notes', stride 1 and 3, whole-map kernels.
 CONVS = [(2, 3, 1, 28), (2, 3, 1, 7), (1, 3, 1, 5), (3, 4, 1, 8), (1, 7, 0, 7), (2, 7, 0, 8), (2, 1, 0, 5)]
 
 

@@ -28,7 +28,7 @@ def test_embed_and_decode_shapes_and_chunking(kind):
     assert grid.shape == (2, 3, 28, 28, 1)
 
 
-def test_linear_interpolation_follows_the_seed_convention():
+def test_linear_interpolation_follows_the_notes_convention():
     e1, e2 = jnp.array([1.0, 0.0]), jnp.array([0.0, 2.0])
     path = latent.interpolate(e1, e2, [0.0, 0.25, 1.0])
     np.testing.assert_allclose(path, [[0.0, 2.0], [0.25, 1.5], [1.0, 0.0]])  # alpha e1 + (1 - alpha) e2

@@ -68,7 +68,7 @@ def test_mlp_vae_param_count_is_pytorch_examples_vae():
     assert models.param_count(abstract_params(config.preset("mlp_vae"))) == expected
 
 
-def test_conv_ae_param_count_is_the_seed_conv_ae():
+def test_conv_ae_param_count_is_the_notes_conv_ae():
     # Conv(1->16, 3x3) Conv(16->32, 3x3) Conv(32->64, 7x7) | ConvT(64->32, 7x7) ConvT(32->16, 3x3) ConvT(16->1, 3x3)
     encoder = conv(3, 1, 16) + conv(3, 16, 32) + conv(7, 32, 64)
     decoder = conv(7, 64, 32) + conv(3, 32, 16) + conv(3, 16, 1)
@@ -120,7 +120,7 @@ def test_conv_transpose_output_size_formula_by_hand():
     # PyTorch's documented H_out = (H_in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
     for i, s, k, p, op in GRID:
         assert models.conv_transpose_output_size(i, s, k, p, op) == (i - 1) * s - 2 * p + (k - 1) + op + 1
-    # the seed's decoder: 1 -> 7 -> 14 -> 28
+    # the notes' decoder: 1 -> 7 -> 14 -> 28
     assert models.conv_transpose_output_size(1, 1, 7, 0, 0) == 7
     assert models.conv_transpose_output_size(7, 2, 3, 1, 1) == 14
     assert models.conv_transpose_output_size(14, 2, 3, 1, 1) == 28
@@ -292,7 +292,7 @@ def test_presets_are_returned_by_name():
         dict(arch="conv", conv_layers=((16, 0, 2, 1),)),
         dict(arch="conv", conv_layers=()),
         dict(arch="conv", image_shape=(28, 32, 1)),
-        dict(kind="ae", arch="conv", latent_dim=20),  # the seed's code is 1x1x64
+        dict(kind="ae", arch="conv", latent_dim=20),  # the notes' code is 1x1x64
     ],
 )
 def test_model_config_validation(overrides):
@@ -325,7 +325,7 @@ def test_valid_configs_construct():
     config.ModelConfig()
     config.TrainConfig()
     config.TrainConfig(beta=0.0, epochs=0, batch_size=1, binarize="dynamic")
-    config.replace(config.preset("conv_ae"), conv_layers=config.seed_conv_stack((4, 8, 8)), latent_dim=8)
+    config.replace(config.preset("conv_ae"), conv_layers=config.notes_conv_stack((4, 8, 8)), latent_dim=8)
 
 
 @pytest.mark.parametrize("kind", ["ae", "vae"])

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from vaejax_experiments import common
+from vaejax_experiments import markdown, stats
 
 
 def test_bootstrap_interval_covers_the_true_mean_about_as_often_as_its_level():
     rng = np.random.default_rng(0)
     covered = [lo <= 2.0 <= hi for lo, hi in
-               (common.bootstrap_interval(rng.normal(2.0, 1.0, 60), resamples=500, seed=i) for i in range(200))]
+               (stats.bootstrap_interval(rng.normal(2.0, 1.0, 60), resamples=500, seed=i) for i in range(200))]
     assert 0.88 <= np.mean(covered) <= 0.99  # percentile bootstrap runs slightly narrow at n = 60
 
 
@@ -16,24 +16,24 @@ def test_paired_comparison_uses_the_pairing():
     rng = np.random.default_rng(1)
     base = rng.normal(0.0, 5.0, 40)  # large spread between units, small paired difference
     a, b = base + 0.5 + rng.normal(0, 0.1, 40), base
-    paired = common.paired_comparison(a, b)
+    paired = stats.paired_comparison(a, b)
     assert paired["better"] == 1 and paired["ci"][0] > 0.3 and paired["effect_size"] > 3
-    assert common.paired_comparison(a, b, higher_is_better=False)["better"] == -1
+    assert stats.paired_comparison(a, b, higher_is_better=False)["better"] == -1
     # unpaired, the same numbers overlap by far: the spread between units hides the difference
-    assert common.bootstrap_interval(a)[0] < common.bootstrap_interval(b)[1]
+    assert stats.bootstrap_interval(a)[0] < stats.bootstrap_interval(b)[1]
 
 
 def test_paired_comparison_without_a_difference():
     rng = np.random.default_rng(2)
     a = rng.normal(0, 1, 30)
-    same = common.paired_comparison(a, a)
+    same = stats.paired_comparison(a, a)
     assert same["diff"] == 0 and same["effect_size"] is None and same["better"] == 0
-    text = common.ci_text({"diff": 0.123, "ci": [0.05, 0.2], "effect_size": 1.27})
+    text = markdown.ci_text({"diff": 0.123, "ci": [0.05, 0.2], "effect_size": 1.27})
     assert text == "+0.123 [0.05, 0.2], d = 1.3"
 
 
 def test_last_quarter_change_reads_a_plateau_and_a_falling_curve():
     curves = [[10.0, 8.0, 6.0, 5.0, 5.0, 5.0, 5.0, 5.0], [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]]
-    np.testing.assert_allclose(common.last_quarter_change(curves), [0.0, (1.0 - 3.0) / 3.0])  # 8 points: back 2
-    np.testing.assert_allclose(common.last_quarter_change([[4.0, 2.0]]), [-0.5])  # at least one point back
-    assert np.isnan(common.last_quarter_change([[3.0]])[0])  # one point: no change to read
+    np.testing.assert_allclose(stats.last_quarter_change(curves), [0.0, (1.0 - 3.0) / 3.0])  # 8 points: back 2
+    np.testing.assert_allclose(stats.last_quarter_change([[4.0, 2.0]]), [-0.5])  # at least one point back
+    assert np.isnan(stats.last_quarter_change([[3.0]])[0])  # one point: no change to read

@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 
-from vaejax_experiments import common, sweep
+from vaejax_experiments import families, settings, stats, sweep, training
 
 BETAS = (0.0, 0.1, 1.0)
 
@@ -75,17 +75,17 @@ def test_a_family_that_never_reaches_the_aes_distortion_decides_nothing():
 
 def test_few_units_get_students_t_many_the_bootstrap():
     v = np.array([1.0, 2.0, 4.0])
-    lo, hi = common.interval(v)
+    lo, hi = stats.interval(v)
     half = 4.302652729911275 * v.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
     assert (lo, hi) == pytest.approx((v.mean() - half, v.mean() + half))
     many = np.random.default_rng(0).normal(size=50)
-    assert common.interval(many) == common.bootstrap_interval(many)
+    assert stats.interval(many) == stats.bootstrap_interval(many)
 
 
 def test_select_takes_models_off_the_model_axis():
-    t = common.Trained(model_cfg=None, train_cfg=None, params={"w": np.arange(6.0)[:, None]},
-                       curves={"loss": np.arange(12.0).reshape(6, 2)}, eval_curves={"test": {"loss": np.ones((6, 2))}},
-                       seconds=1.0, n_train=10)
+    t = training.Trained(model_cfg=None, train_cfg=None, params={"w": np.arange(6.0)[:, None]},
+                         curves={"loss": np.arange(12.0).reshape(6, 2)}, eval_curves={"test": {"loss": np.ones((6, 2))}},
+                         seconds=1.0, n_train=10)
     s = t.select([2, 3])
     assert s.num_seeds == 2 and s.params["w"][:, 0].tolist() == [2.0, 3.0]
     assert s.final().tolist() == [5.0, 7.0] and s.eval_curves["test"]["loss"].shape == (2, 2)
@@ -101,10 +101,10 @@ def test_the_ae_can_be_scored_by_its_own_measure():
 
 
 def test_latent_widths_are_swept_at_full_scale_and_named_in_tables():
-    assert sweep.latent_sizes_for(common.get_scale("full"), 64) == (8, 16, 32, 64)
-    assert sweep.latent_sizes_for(common.get_scale("quick"), 20) == (20,)
-    assert sweep.label("bernoulli_z8") == "Bernoulli, latent 8"
-    assert sweep.label("gaussian") == "Gaussian σ 0.1" and sweep.label("mine") == "mine"
+    assert sweep.latent_sizes_for(settings.get_scale("full"), 64) == (8, 16, 32, 64)
+    assert sweep.latent_sizes_for(settings.get_scale("quick"), 20) == (20,)
+    assert families.label("bernoulli_z8") == "Bernoulli, latent 8"
+    assert families.label("gaussian") == "Gaussian σ 0.1" and families.label("mine") == "mine"
 
 
 def test_each_width_is_a_family_of_its_own(monkeypatch):
@@ -112,7 +112,7 @@ def test_each_width_is_a_family_of_its_own(monkeypatch):
     monkeypatch.setattr(sweep, "latent_sizes_for", lambda scale, own: (own, 4))
     monkeypatch.setattr(sweep, "families_for", lambda scale: ("bernoulli",))
     monkeypatch.setattr(sweep, "_SWEEPS", {})
-    families = sweep.shared(common.get_scale("smoke"), "fashion_mnist", seeds=1)
+    families = sweep.shared(settings.get_scale("smoke"), "fashion_mnist", seeds=1)
     assert list(families) == ["bernoulli", "bernoulli_z4"]
     scores = sweep.score_members(families, lambda model, params, s: {"one": 1.0})
     widths = {(e["family"], e["latent_dim"]) for e in sweep.entries(families, scores, ["one"])}

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax_experiments import transform
+from vaejax_experiments import linear_map, transform
 
 
 def _t(x):
@@ -15,19 +15,19 @@ def test_least_squares_recovers_T_exactly():
     """T is linear: with more images than inputs the fit is T itself, on any input."""
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(400, 8, 8, 3)).astype(np.float32)  # 192 inputs + bias < 400 images
-    W = transform.fit_linear(x, _t(x))
+    W = linear_map.fit_linear(x, _t(x))
     fresh = rng.uniform(size=(100, 8, 8, 3)).astype(np.float32)
-    assert np.mean(np.square(transform.apply_linear(W, fresh, (4, 4, 1)) - _t(fresh))) < 1e-10
+    assert np.mean(np.square(linear_map.apply_linear(W, fresh, (4, 4, 1)) - _t(fresh))) < 1e-10
     np.testing.assert_allclose(W, transform.transform_matrix((8, 8, 3)), atol=1e-5)
 
 
 def test_underdetermined_fit_is_exact_on_its_images_only():
     rng = np.random.default_rng(1)
     x = rng.uniform(size=(50, 8, 8, 3)).astype(np.float32)  # fewer images than inputs: minimum-norm solution
-    W = transform.fit_linear(x, _t(x))
-    assert np.mean(np.square(transform.apply_linear(W, x, (4, 4, 1)) - _t(x))) < 1e-10
+    W = linear_map.fit_linear(x, _t(x))
+    assert np.mean(np.square(linear_map.apply_linear(W, x, (4, 4, 1)) - _t(x))) < 1e-10
     fresh = rng.uniform(size=(50, 8, 8, 3)).astype(np.float32)
-    assert np.mean(np.square(transform.apply_linear(W, fresh, (4, 4, 1)) - _t(fresh))) > 1e-4
+    assert np.mean(np.square(linear_map.apply_linear(W, fresh, (4, 4, 1)) - _t(fresh))) > 1e-4
 
 
 def test_off_manifold_inputs_are_images_in_unit_range():

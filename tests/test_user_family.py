@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from vaejax_experiments import common, run_all, sweep
+from vaejax_experiments import families, harness, run_all, settings, sweep
 
 FAMILY = textwrap.dedent('''
     """A VAE written against vaejax's model interface: one example in, no batch axis."""
@@ -55,9 +55,9 @@ def test_a_user_family_runs_through_the_latent_space_experiments(family_module, 
                          "tiny=tiny_family:make", "--out", out])
     assert code == 0
     for name, latent_dim in (("interpolation", 20), ("latent_space", 2)):
-        m = common.read_metrics(out, name)
+        m = harness.read_metrics(out, name)
         tiny = [e for e in m["sweep"] if e["family"] == "tiny"]
-        assert [e["beta"] for e in tiny] == list(sweep.betas_for(common.get_scale("smoke")))
+        assert [e["beta"] for e in tiny] == list(sweep.betas_for(settings.get_scale("smoke")))
         assert all(e["latent_dim"] == latent_dim and 0 < e["distortion"] < 1 for e in tiny)
         assert all("tiny" in match for match in m["matched"].values())  # judged against the AE like the others
     report = open(os.path.join(out, "REPORT.md")).read()
@@ -67,7 +67,7 @@ def test_a_user_family_runs_through_the_latent_space_experiments(family_module, 
     import tiny_family
 
     results = run_all.run_all(scale="smoke", only=["rate_distortion"], out=out,
-                              families=[sweep.UserFamily("tiny", tiny_family.make)])
+                              families=[families.UserFamily("tiny", tiny_family.make)])
     assert results["rate_distortion"]["sweep"]["tiny"]["model"].startswith("TinyVAE (a user family)")
 
 

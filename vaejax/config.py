@@ -10,8 +10,8 @@ ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_optimal", "gaussian_learned", "continuous_bernoulli", "mse")
 
 
-def seed_conv_stack(widths=(16, 32, 64), image_size: int = 28) -> tuple[tuple[int, int, int, int], ...]:
-    """The seed's encoder as (channels, kernel, stride, padding) layers: two 3x3 stride-2 convs with
+def notes_conv_stack(widths=(16, 32, 64), image_size: int = 28) -> tuple[tuple[int, int, int, int], ...]:
+    """The notes' encoder as (channels, kernel, stride, padding) layers: two 3x3 stride-2 convs with
     padding 1, then a valid conv whose kernel covers the map that is left, giving a 1x1 code."""
     left = conv_sizes(image_size, ((widths[0], 3, 2, 1), (widths[1], 3, 2, 1)))[-1]
     return (widths[0], 3, 2, 1), (widths[1], 3, 2, 1), (widths[2], left, 1, 0)
@@ -35,7 +35,7 @@ class ModelConfig:
       transposed convs that land exactly on the encoder's sizes).
     latent_dim: size of z. A conv AE's code is its last conv's map, so latent_dim == code_size.
     conv_layers: the conv encoder as (channels, kernel, stride, padding) per layer, ReLU between;
-      default the seed's stack for 28x28 images (seed_conv_stack builds it for other sizes).
+      default the notes' stack for 28x28 images (notes_conv_stack builds it for other sizes).
     likelihood: how reconstructions are scored from the decoder's logits (objectives.py):
       "bernoulli" (BCE in nats), "gaussian" (N(sigmoid(logits), obs_sigma^2)), "gaussian_optimal"
       (each image's maximum-likelihood sigma), "gaussian_learned" (one learned sigma, a parameter
@@ -46,7 +46,7 @@ class ModelConfig:
     arch: str = "mlp"
     image_shape: tuple[int, int, int] = (28, 28, 1)
     hidden: tuple[int, ...] = (400,)
-    conv_layers: tuple[tuple[int, int, int, int], ...] = seed_conv_stack()
+    conv_layers: tuple[tuple[int, int, int, int], ...] = notes_conv_stack()
     latent_dim: int = 20
     likelihood: str = "bernoulli"
     obs_sigma: float = 0.1
@@ -126,7 +126,7 @@ PRESETS: dict[str, ModelConfig] = {
     # 784-400-20 with ReLU: the architecture of the pytorch/examples VAE.
     "mlp_ae": ModelConfig(kind="ae", arch="mlp", image_shape=_MNIST, hidden=(400,), latent_dim=20),
     "mlp_vae": ModelConfig(kind="vae", arch="mlp", image_shape=_MNIST, hidden=(400,), latent_dim=20),
-    # The seed's conv autoencoder: 28 -> 14 -> 7 -> 1x1x64 code, mirrored by transposed convs.
+    # The notes' conv autoencoder: 28 -> 14 -> 7 -> 1x1x64 code, mirrored by transposed convs.
     "conv_ae": ModelConfig(kind="ae", arch="conv", image_shape=_MNIST, latent_dim=64),
     "conv_vae": ModelConfig(kind="vae", arch="conv", image_shape=_MNIST, latent_dim=16),
     # Two-dimensional latents, for scatter plots and decoded manifolds.
@@ -135,9 +135,9 @@ PRESETS: dict[str, ModelConfig] = {
     # 32x32 RGB (cifar10, sample_patches): 32 -> 16 -> 8 -> 1x1 code.
     "mlp_ae_rgb": ModelConfig(kind="ae", arch="mlp", image_shape=_RGB32, hidden=(1024,), latent_dim=64),
     "mlp_vae_rgb": ModelConfig(kind="vae", arch="mlp", image_shape=_RGB32, hidden=(1024,), latent_dim=64),
-    "conv_ae_rgb": ModelConfig(kind="ae", arch="conv", image_shape=_RGB32, conv_layers=seed_conv_stack((32, 64, 128), 32),
+    "conv_ae_rgb": ModelConfig(kind="ae", arch="conv", image_shape=_RGB32, conv_layers=notes_conv_stack((32, 64, 128), 32),
                                latent_dim=128),
-    "conv_vae_rgb": ModelConfig(kind="vae", arch="conv", image_shape=_RGB32, conv_layers=seed_conv_stack((32, 64, 128), 32),
+    "conv_vae_rgb": ModelConfig(kind="vae", arch="conv", image_shape=_RGB32, conv_layers=notes_conv_stack((32, 64, 128), 32),
                                 latent_dim=64),
 }
 

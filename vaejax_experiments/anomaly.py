@@ -1,4 +1,4 @@
-"""Anomaly detection (seed 000): an autoencoder trained on normal images only, scoring test images.
+"""Anomaly detection (notes 000): an autoencoder trained on normal images only, scoring test images.
 
 Two protocols, each with K models per kind (AE, VAE) and S seeds:
 
@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 from scipy.special import entr
 
-from vaejax_experiments import common
 from vaejax import config, data, engine, metrics, models, plots, recipe
+from vaejax_experiments import harness, markdown, settings, stats
 
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "
          "higher reconstruction error (AE) or negative ELBO (VAE), so the score detects them (AUROC above chance).")
@@ -189,19 +189,19 @@ def paired_auroc(a: dict, b: dict) -> dict:
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("anomaly", scale, dataset, seeds, out)
+    run = harness.start("anomaly", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
-    train_set = common.train_images(sc, run.dataset)
+    train_set = harness.train_images(sc, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
     n_score = sc.pick(smoke=sc.n_eval, quick=2000, full=None)
-    test = common.load_images(run.dataset, "test")
+    test = harness.load_images(run.dataset, "test")
     if n_score and n_score < len(test.y):
         pick = np.asarray(jax.random.permutation(jax.random.key(4321), len(test.y)))[:n_score]
-        test = common.Images(test.x[pick], test.y[pick])
+        test = harness.Images(test.x[pick], test.y[pick])
     steps = sc.pick(smoke=sc.steps, quick=160, full=1500)
     batch = sc.pick(smoke=sc.batch_size, quick=64, full=128)
-    names = common.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
-    configs = dict(zip(("ae", "vae"), common.model_pair(sc, run.dataset)))
+    names = harness.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
+    configs = dict(zip(("ae", "vae"), settings.model_pair(sc, run.dataset)))
     floor, bits = entropy_floor(test.x), png_bits(test.x)
     result = {"class_names": names, "n_test": int(len(test.y)), "steps": steps, "batch_size": {},
               "positives_per_class": [int(np.sum(test.y == c)) for c in range(k)],
@@ -228,7 +228,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                                                         for score, _ in SCORES))
         _store(result, protocol, tables)
     result["figures"] = _figures(run, result, hist, test.y, names)
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _store(result: dict, protocol: str, tables: dict) -> None:
@@ -280,7 +280,7 @@ def _detected(m, protocol, kind) -> list[bool]:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """With the seed's score (recon): holds when every class is detected above chance (95% interval of the
+    """With the notes' score (recon): holds when every class is detected above chance (95% interval of the
     AUROC above 0.5) by both kinds under both protocols; does not hold when no kind's mean AUROC is above
     chance under either protocol; mixed otherwise. The reason adds what the entropy floor explains."""
     names = m["class_names"]
@@ -313,7 +313,7 @@ def report(m: dict) -> str:
     for protocol, title in PROTOCOLS:
         auroc, ci = m["auroc"][protocol], m["auroc_ci"][protocol]
         pieces = m["loss_pieces"][protocol]
-        change = {kind: common.last_quarter_change([pieces[kind]])[0] for kind, _ in KINDS}
+        change = {kind: stats.last_quarter_change([pieces[kind]])[0] for kind, _ in KINDS}
         plateau = ", ".join(f"{label} {100 * change[kind]:+.1f}%" for kind, label in KINDS
                             if not np.isnan(change[kind]))
         lines += [f"**{title}** ({m['n_train_per_model'][protocol]} training images per model, batch "
@@ -331,7 +331,7 @@ def report(m: dict) -> str:
         rows.append(["**mean**", f"{mean['floor_only']['ae']['auroc']:.3f} {_interval(mean['floor_only']['ae']['ci'], '.2f')}"]
                     + [f"**{mean[score][kind]['auroc']:.3f}** {_interval(mean[score][kind]['ci'], '.2f')}"
                        for kind, _ in KINDS for score, _ in SCORES if score != "floor_only"])
-        lines += [common.table(header, rows), ""]
+        lines += [markdown.table(header, rows), ""]
         paired = m["paired"][protocol]
         lines += ["Paired differences of the mean AUROC on the same test images, with 95% intervals: "
                   + "; ".join(f"{label} recon − floor minus recon {_diff(paired['floor_correction'][kind])}, "
@@ -350,4 +350,4 @@ def _diff(d: dict) -> str:
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax_experiments import common
 from vaejax import config, data, engine, parallel, recipe
+from vaejax_experiments import harness
 
 PRESETS = ("mlp_vae", "conv_ae", "conv_vae")
 MODES = ("step", "epoch", "seeds", "seeds_map", "devices")
@@ -405,7 +405,7 @@ def main(argv=None) -> list[dict]:
               f"({ttq['vaejax_seconds']:.1f} s vs {ttq['peer_seconds']:.1f} s)")
         records.append({"mode": "time_to_quality", **ttq})
     if args.json:
-        common.write_json(args.json, records)
+        harness.write_json(args.json, records)
         print(f"\nwrote {len(records)} records to {args.json}")
     return records
 

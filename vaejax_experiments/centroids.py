@@ -1,4 +1,4 @@
-"""Class centroids (seed 000, Example 2): decode the mean latent of each class and points near it
+"""Class centroids (notes 000, Example 2): decode the mean latent of each class and points near it
 (midpoints between the centroid and the class's training codes nearest to it), and points
 between class groups (interpolation between the nearest-neighbour codes of two classes);
 AE vs VAE of the same architecture, scored by the reference classifier."""
@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax_experiments import common, sweep
 from vaejax import data, latent, plots
+from vaejax_experiments import harness, judge, markdown, stats, sweep, training
 
 CLAIM = ("A plain autoencoder's latent space is not continuous: the mean latent of a class, and points near it, "
          "do not decode to a good example of the class (and a VAE's do).")
@@ -124,36 +124,36 @@ ALONG_SWEEP = ("plausibility", "frechet", "centroid_class_match", "near_class_ma
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
-    """families: user families (sweep.UserFamily) swept and judged beside the built-in ones."""
-    run = common.start("centroids", scale, dataset, seeds, out)
-    ref = common.reference(run.scale, run.dataset, out)
+    """families: user families (families.UserFamily) swept and judged beside the built-in ones."""
+    run = harness.start("centroids", scale, dataset, seeds, out)
+    ref = judge.reference(run.scale, run.dataset, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
-    ae, vae = sweep.seed_pair(families)
-    train = common.train_images(run.scale, run.dataset)
+    ae, vae = sweep.notes_pair(families)
+    train = harness.train_images(run.scale, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
     n = run.scale.n_eval
     per_class = max(2, n // k)
     pairs_count = k * (k - 1)
     bridge_alphas = np.linspace(0, 1, max(1, round(n / pairs_count)) + 2)[1:-1]
     along = sweep.score_members(families, functools.partial(centroid_scores, ref, train, k, per_class))
-    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
-    for trained, rows in ((ae, pair["ae"]), (vae, pair["vae"])):  # between class groups: the seeds' pair only
+    pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
+    for trained, rows in ((ae, pair["ae"]), (vae, pair["vae"])):  # between class groups: the notes' pair only
         for s, row in enumerate(rows):
             row.update(bridge_scores(ref, train, k, bridge_alphas, trained.model_cfg, trained.seed_params(s)))
-    result = {name: common.summarize([{k: v for k, v in r.items() if isinstance(v, float)} for r in rows])
+    result = {name: stats.summarize([{k: v for k, v in r.items() if isinstance(v, float)} for r in rows])
               for name, rows in pair.items()}
     means = np.stack([train.x[train.y == c].mean(0) for c in range(k)])  # the control: centroids in pixel space
     mean_probs = ref.outputs(means)[0]
     result["class_pixel_means"] = {"plausibility": float(mean_probs.max(-1).mean()),
                                    "class_match": float(np.mean(mean_probs.argmax(-1) == np.arange(k)))}
-    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    anchors = judge.reference_anchors(run.scale, run.dataset, out)
     result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
     result["matched"] = {s: sweep.matched(families, along, s, higher) for s, higher in
                          {**DECIDING, "centroid_class_match": True, "hole_ratio": False}.items()}
     result.update(
         n_near=k * per_class, n_bridge=pairs_count * len(bridge_alphas), bridge_alphas=bridge_alphas.tolist(),
-        anchors=anchors, controls={"class_pixel_means": result["class_pixel_means"], **common.controls(anchors)},
-        train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
+        anchors=anchors, controls={"class_pixel_means": result["class_pixel_means"], **judge.controls(anchors)},
+        train={"ae": training.training_summary(ae), "vae": training.training_summary(vae)},
     )
     figure = {name: (rows[0]["near_images"], rows[0]["bridge_images"], rows[0]["pairs"]) for name, rows in pair.items()}
     result["figures"] = _figures(run, figure, k, train)
@@ -164,11 +164,11 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
         result["figures"].append(sweep.figure(
             run.path(f"centroids_sweep_{s}.png"), families, along, s, f"near-centroid decodes: {label}", levels,
             f"Near-centroid decodes' {s} against distortion ({run.dataset})").split("/")[-1])
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _figures(run, figure, k, train) -> list[str]:
-    names = common.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
+    names = harness.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
     shape = figure["ae"][0].shape[2:]
     # A real training image of each class for orientation, then the decoded centroid and near points.
     first = np.stack([train.x[np.flatnonzero(train.y == c)[0]] for c in range(k)])[:, None]
@@ -191,12 +191,12 @@ def _figures(run, figure, k, train) -> list[str]:
 
 def verdict(m: dict) -> tuple[str, str]:
     """At matched distortion (sweep.verdict on the near-centroid set's plausibility and Frechet distance);
-    the reason adds class match, the hole ratio, the seeds' pair and the pixel-mean control."""
+    the reason adds class match, the hole ratio, the notes' pair and the pixel-mean control."""
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING}, "its near-centroid decodes")
     g, pixel = m["matched"], m["class_pixel_means"]
-    return v, (reason + " " + sweep.seed_pair_text(m, DECIDING) +
-               f" Decoded centroids recognised as their class: AE {common.cell(m['ae'], 'centroid_class_match', '.2f')}, "
-               f"VAE β 1 {common.cell(m['vae'], 'centroid_class_match', '.2f')}, VAE - AE at matched distortion "
+    return v, (reason + " " + sweep.notes_pair_text(m, DECIDING) +
+               f" Decoded centroids recognised as their class: AE {markdown.cell(m['ae'], 'centroid_class_match', '.2f')}, "
+               f"VAE β 1 {markdown.cell(m['vae'], 'centroid_class_match', '.2f')}, VAE - AE at matched distortion "
                f"{sweep.difference_text(g['centroid_class_match'])}; the pixel mean of each class, the control: "
                f"{pixel['class_match']:.2f}. Hole ratio VAE - AE at matched distortion "
                f"{sweep.difference_text(g['hole_ratio'])}.")
@@ -207,13 +207,13 @@ def report(m: dict) -> str:
     rows = []
     for key, label in (("ae", "AE"), ("vae", "VAE")):
         r = m[key]
-        rows.append([label, common.cell(r, "plausibility"), common.cell(r, "frechet"),
-                     common.cell(r, "centroid_plausibility"), common.cell(r, "centroid_class_match", ".2f"),
-                     common.cell(r, "near_class_match", ".2f"), common.cell(r, "bridge_plausibility"),
-                     common.cell(r, "bridge_frechet")])
+        rows.append([label, markdown.cell(r, "plausibility"), markdown.cell(r, "frechet"),
+                     markdown.cell(r, "centroid_plausibility"), markdown.cell(r, "centroid_class_match", ".2f"),
+                     markdown.cell(r, "near_class_match", ".2f"), markdown.cell(r, "bridge_plausibility"),
+                     markdown.cell(r, "bridge_frechet")])
     if "hole_ratio" in m["ae"]:
-        lines = [f"{label}: hole ratio {common.cell(m[key], 'hole_ratio', '.3g')}; class match at r = "
-                 + ", ".join(f"{r:g}: {common.cell(m[key], f'class_match_r{r:g}', '.2f')}" for r in RADII)
+        lines = [f"{label}: hole ratio {markdown.cell(m[key], 'hole_ratio', '.3g')}; class match at r = "
+                 + ", ".join(f"{r:g}: {markdown.cell(m[key], f'class_match_r{r:g}', '.2f')}" for r in RADII)
                  for key, label in (("ae", "AE"), ("vae", "VAE"))]
         around = ("Around each centroid (decoded at distance r × the class's spread, the root-mean-square distance "
                   f"of its codes to the centroid, in {RADIUS_DRAWS} random directions): " + "; ".join(lines)
@@ -225,17 +225,17 @@ def report(m: dict) -> str:
         c = m["class_pixel_means"]
         rows.append(["pixel mean of each class's training images (control)", "", "", f"{c['plausibility']:.3g}",
                      f"{c['class_match']:.2f}", "", "", ""])
-    rows += common.anchor_rows(a, columns=7)
+    rows += judge.anchor_rows(a, columns=7)
     head = (f"Near-centroid set: each class's decoded centroid plus midpoints to its nearest training codes "
             f"({m['n_near']} images). Bridges: for every ordered class pair, interpolants between the nearest "
             f"codes of the two groups ({m['n_bridge']} images). *Class match*: fraction recognised by the "
             f"reference classifier as the class whose centroid they came from.")
     head += (" " + around) if around else ""
-    table = common.table(
+    table = markdown.table(
         ["model", "near: plausibility ↑", "near: frechet ↓", "centroid: plausibility", "centroid: class match",
          "near: class match", "bridge: plausibility", "bridge: frechet"], rows)
     return "\n\n".join([head, table, sweep.report(m, ALONG_SWEEP)])
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

@@ -1,12 +1,12 @@
-"""Noise reduction (seed 000): denoisers trained on x + noise -> x, against classical denoisers.
+"""Noise reduction (notes 000): denoisers trained on x + noise -> x, against classical denoisers.
 
 Noise: Gaussian, sigma in intensity units, at several levels, both clipped to [0, 1] (what a
 sensor saturates to) and unclipped. Learned denoisers, each level x noise kind x seed one model of
 a single compiled program per family (sigma and clipping traced hyperparameters, fresh noise
 every step, objectives.denoising):
 
-- ae_bottleneck: the seed's autoencoder (the scale's MLP AE) trained with squared error, the
-  loss PSNR measures; ae_bottleneck_bce: the same trained with the seed's Bernoulli loss
+- ae_bottleneck: the notes' autoencoder (the scale's MLP AE) trained with squared error, the
+  loss PSNR measures; ae_bottleneck_bce: the same trained with the notes' Bernoulli loss
   (clipped noise; below full scale at the middle level only), to show what the loss changes;
 - denoiser_skip: a small residual convolutional denoiser without a bottleneck (DnCNN-style,
   Zhang et al. 2017: full-resolution 3x3 convs predict the noise, subtracted from the input;
@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from vaejax_experiments import common
 from vaejax import config, latent, metrics, models, objectives, plots, recipe
+from vaejax_experiments import harness, markdown, settings, stats, training
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "
          "than the noisy inputs and than classical denoisers.")
@@ -144,8 +144,8 @@ def train_family(name, cfg, tc, x_N, conds, seeds: int, log, objective=None, ini
                "noise_clip": jnp.repeat(jnp.asarray([c[1] == "clipped" for c in conds], jnp.float32), seeds)}
     log(f"{name}: {len(conds)} conditions x {seeds} seeds")
     objective = objectives.denoising(objective or recipe.objective(cfg, tc))
-    return common.train_seeds(cfg, tc, x_N, len(conds) * seeds, objective=objective, hparams=hparams,
-                              init_params=init_params, log=log)
+    return training.train_seeds(cfg, tc, x_N, len(conds) * seeds, objective=objective, hparams=hparams,
+                                init_params=init_params, log=log)
 
 
 def outputs_per_seed(apply, params_M, x_N, seeds: int, cond: int) -> np.ndarray:
@@ -158,13 +158,13 @@ def outputs_per_seed(apply, params_M, x_N, seeds: int, cond: int) -> np.ndarray:
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("denoise", scale, dataset, seeds, out)
+    run = harness.start("denoise", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
-    ae_cfg, _ = common.model_pair(sc, run.dataset)
+    ae_cfg, _ = settings.model_pair(sc, run.dataset)
     ae_mse = config.replace(ae_cfg, likelihood="mse")
-    x = common.train_images(sc, run.dataset).x
-    test = common.eval_images(sc, run.dataset).x
-    held_out = common.eval_images(sc, run.dataset, split="train").x[: sc.pick(smoke=50, quick=100, full=500)]
+    x = harness.train_images(sc, run.dataset).x
+    test = harness.eval_images(sc, run.dataset).x
+    held_out = harness.eval_images(sc, run.dataset, split="train").x[: sc.pick(smoke=50, quick=100, full=500)]
     levels = sc.pick(smoke=(0.1, 0.5), quick=LEVELS, full=LEVELS)
     n_bm3d = sc.pick(smoke=4, quick=16, full=200) if importlib.util.find_spec("bm3d") else 0
     steps = sc.pick(smoke=sc.steps, quick=500, full=3000)
@@ -233,7 +233,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                   skip_training={"seeds": skip_seeds, "epochs": skip_tc.epochs},
                   train_seconds={name: round(t.seconds, 1) for name, t in families.items()})
     result["figures"] = _figures(run, result, figure, levels)
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _summarize(per_image: dict, choices: dict, levels) -> dict:
@@ -256,7 +256,7 @@ def _mean(per_image, kind, sigma, method, score):
 
 def _ci(per_image, kind, sigma, method, score):
     v = per_image.get((kind, sigma, method))
-    return None if v is None else list(common.bootstrap_interval(v[score]))
+    return None if v is None else list(stats.bootstrap_interval(v[score]))
 
 
 def _paired(per_image, kind, sigma) -> dict:
@@ -267,7 +267,7 @@ def _paired(per_image, kind, sigma) -> dict:
         other = per_image.get((kind, sigma, method))
         if method != "ae_bottleneck" and other is not None:
             n = len(other["psnr"])
-            out[method] = common.paired_comparison(ae[:n], other["psnr"])
+            out[method] = stats.paired_comparison(ae[:n], other["psnr"])
     return out
 
 
@@ -296,7 +296,7 @@ def _best_classical(m, kind, i) -> str:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """On clipped noise (the seed's setting): holds when the bottleneck AE's PSNR beats the noisy input and
+    """On clipped noise (the notes' setting): holds when the bottleneck AE's PSNR beats the noisy input and
     the best classical denoiser at every level (95% intervals of the paired differences above 0); does not
     hold when it beats the noisy input at no level; mixed otherwise. The reason gives the ceiling and the
     residual denoiser for scale."""
@@ -308,7 +308,7 @@ def verdict(m: dict) -> tuple[str, str]:
         vs_noisy.append(paired["noisy"]["better"] == 1)
         vs_classical.append(paired[best]["better"] == 1)
         parts.append(f"σ {sigma}: AE {m['psnr'][kind]['ae_bottleneck'][i]:.2f} dB, minus noisy "
-                     f"{common.ci_text(paired['noisy'], '.2f')}, minus {best} {common.ci_text(paired[best], '.2f')}; "
+                     f"{markdown.ci_text(paired['noisy'], '.2f')}, minus {best} {markdown.ci_text(paired[best], '.2f')}; "
                      f"residual denoiser {m['psnr'][kind]['denoiser_skip'][i]:.2f}, clean-input ceiling "
                      f"{m['psnr'][kind]['clean_ceiling'][i]:.2f}")
     nums = "; ".join(parts)
@@ -337,7 +337,7 @@ def report(m: dict) -> str:
                 continue
             rows.append([label] + [_cell(m, kind, method, i) for i in range(len(m["noise_levels"]))])
         lines += [f"**{kind.capitalize()} noise** (PSNR dB / SSIM):", "",
-                  common.table(["method"] + [f"σ {s}" for s in m["noise_levels"]], rows), ""]
+                  markdown.table(["method"] + [f"σ {s}" for s in m["noise_levels"]], rows), ""]
     return "\n".join(lines)
 
 
@@ -350,4 +350,4 @@ def _cell(m, kind, method, i) -> str:
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

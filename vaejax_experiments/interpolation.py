@@ -1,4 +1,4 @@
-"""Interpolation (seed 003): decode e = alpha e1 + (1 - alpha) e2 between the embeddings of two
+"""Interpolation (notes 003): decode e = alpha e1 + (1 - alpha) e2 between the embeddings of two
 test images of different classes, for an AE and a VAE of the same architecture, linearly and
 spherically; score the interior interpolants with the reference classifier.
 
@@ -6,7 +6,7 @@ Besides realism (plausibility, Frechet distance), two measures of the path itsel
 - smoothness, in the classifier's feature space: the path's length over the straight distance
   between its ends (1: a straight, even path), and its largest step over its mean step (1: even
   speed; large: the path jumps);
-- the seed's "alpha% similar to image 1": the classifier's probability of image 1's class along
+- the notes' "alpha% similar to image 1": the classifier's probability of image 1's class along
   alpha, and its mean absolute gap to alpha itself.
 The pixel cross-fade of the same pairs is the control for all of them."""
 
@@ -16,8 +16,8 @@ import functools
 
 import numpy as np
 
-from vaejax_experiments import common, sweep
 from vaejax import latent, plots
+from vaejax_experiments import harness, judge, markdown, stats, sweep, training
 
 CLAIM = ("Decoding e = alpha e1 + (1 - alpha) e2 between the embeddings of two images gives new in-between "
          "images, and a VAE, whose latent space is made smooth, gives more plausible interpolants than a plain "
@@ -85,35 +85,35 @@ ALONG_SWEEP = ("plausibility", "frechet", "frechet_minus_recon", "max_step_ratio
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
-    """families: user families (sweep.UserFamily) swept and judged beside the built-in ones."""
-    run = common.start("interpolation", scale, dataset, seeds, out)
-    ref = common.reference(run.scale, run.dataset, out)
+    """families: user families (families.UserFamily) swept and judged beside the built-in ones."""
+    run = harness.start("interpolation", scale, dataset, seeds, out)
+    ref = judge.reference(run.scale, run.dataset, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
-    ae, vae = sweep.seed_pair(families)
-    test = common.load_images(run.dataset, "test")
+    ae, vae = sweep.notes_pair(families)
+    test = harness.load_images(run.dataset, "test")
     interior = len(ALPHAS) - 2
     n_pairs = int(np.ceil(run.scale.n_eval / interior))
     i1, i2 = different_class_pairs(test.y, n_pairs)
     x1, x2 = test.x[i1], test.x[i2]
-    recon_x = common.eval_images(run.scale, run.dataset).x
+    recon_x = harness.eval_images(run.scale, run.dataset).x
     run.log(f"{n_pairs} pairs x {interior} interior alphas, {run.seeds} seeds, every model of the sweep")
     score = functools.partial(path_scores, ref, x1=x1, x2=x2, y1=test.y[i1], recon_x=recon_x, n_eval=run.scale.n_eval)
     along = sweep.score_members(families, lambda cfg, params, s: score(cfg, params))
-    per_seed = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    per_seed = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     for name, trained in (("ae_slerp", ae), ("vae_slerp", vae)):  # against the same model's reconstructions
         per_seed[name] = [score(trained.model_cfg, trained.seed_params(s), method="slerp") for s in range(run.seeds)]
         for r, linear in zip(per_seed[name], per_seed[name.split("_")[0]]):
             r["frechet_minus_recon"] = r["frechet"] - linear["recon_frechet"]
-    result = {name: common.summarize([_floats(r, recon=False) for r in rows]) for name, rows in per_seed.items()}
+    result = {name: stats.summarize([_floats(r, recon=False) for r in rows]) for name, rows in per_seed.items()}
     for name in ("ae", "vae"):
-        result[f"{name}_recon"] = common.summarize([{k[6:]: v for k, v in r.items() if k.startswith("recon_")}
-                                                    for r in per_seed[name]])
+        result[f"{name}_recon"] = stats.summarize([{k[6:]: v for k, v in r.items() if k.startswith("recon_")}
+                                                   for r in per_seed[name]])
     fade = ALPHAS[:, None, None, None, None] * x1[None] + (1 - ALPHAS[:, None, None, None, None]) * x2[None]
     fade = score_paths(ref, fade, test.y[i1], run.scale.n_eval)  # the control: the same pairs faded in pixels
     fade_class1 = fade["class1"]
     result["crossfade"] = _floats(fade)
-    anchors = common.reference_anchors(run.scale, run.dataset, out)
-    result["controls"] = {"crossfade": result["crossfade"], **common.controls(anchors)}
+    anchors = judge.reference_anchors(run.scale, run.dataset, out)
+    result["controls"] = {"crossfade": result["crossfade"], **judge.controls(anchors)}
     result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
     result["matched"] = {s: sweep.matched(families, along, s, higher) for s, higher in
                          {**DECIDING, "frechet_minus_recon": False, "max_step_ratio": False, "class1_gap": False}.items()}
@@ -125,11 +125,11 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
         per_alpha_plausibility_std={k: np.std([r["per_alpha"] for r in rows], 0, ddof=1 if len(rows) > 1 else 0).tolist()
                                     for k, rows in per_seed.items()},
         anchors=anchors,
-        train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
+        train={"ae": training.training_summary(ae), "vae": training.training_summary(vae)},
     )
     result["figures"] = _figures(run, {k: rows[0]["strip"] for k, rows in per_seed.items()}, x1, x2, test.y[i1],
                                  test.y[i2], result) + _sweep_figures(run, families, along, result)
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _floats(scores: dict, recon: bool = True) -> dict:
@@ -151,7 +151,7 @@ def _sweep_figures(run, families, along, result) -> list[str]:
 
 def _figures(run, strips, x1, x2, y1, y2, result) -> list[str]:
     result_alpha, anchors, class1 = result["per_alpha_plausibility"], result["anchors"], result["class1_probability"]
-    names = common.CLASS_NAMES.get(run.dataset)
+    names = harness.CLASS_NAMES.get(run.dataset)
     k = STRIP_PAIRS
     panels = {}
     for name, title in (("ae", "AE, linear"), ("vae", "VAE, linear"), ("vae_slerp", "VAE, spherical")):
@@ -170,7 +170,7 @@ def _figures(run, strips, x1, x2, y1, y2, result) -> list[str]:
                                   ylabel="plausibility (mean max-softmax)",
                                   title=f"Plausibility along the path ({run.seeds} seeds)"))
     series = {label: (ALPHAS, np.asarray(class1[key])) for key, label in PATH_LABELS + (("crossfade", "pixel cross-fade"),)}
-    series["the seed's claim: α"] = (ALPHAS, ALPHAS)
+    series["the notes' claim: α"] = (ALPHAS, ALPHAS)
     figs.append(plots.save_curves(series, run.path("interpolation_class1.png"), xlabel="alpha (weight of image 1)",
                                   ylabel="P(class of image 1)",
                                   title=f"Is the interpolant α% like image 1? ({run.dataset}, mean over pairs)"))
@@ -179,12 +179,12 @@ def _figures(run, strips, x1, x2, y1, y2, result) -> list[str]:
 
 def verdict(m: dict) -> tuple[str, str]:
     """At matched distortion (sweep.verdict on plausibility and Frechet distance); the reason adds the
-    seeds' own pair (unmatched), the interpolants against each model's reconstructions and the controls."""
+    notes' own pair (unmatched), the interpolants against each model's reconstructions and the controls."""
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING}, "its interior interpolants")
     g = m["matched"]
-    return v, (reason + " " + sweep.seed_pair_text(m, DECIDING) +
+    return v, (reason + " " + sweep.notes_pair_text(m, DECIDING) +
                f" Against each model's own reconstructions the interpolants' Frechet distance rises by "
-               f"{common.cell(m['ae'], 'frechet_minus_recon')} (AE) and {common.cell(m['vae'], 'frechet_minus_recon')} "
+               f"{markdown.cell(m['ae'], 'frechet_minus_recon')} (AE) and {markdown.cell(m['vae'], 'frechet_minus_recon')} "
                f"(VAE β 1); at matched distortion VAE - AE {sweep.difference_text(g['frechet_minus_recon'])}. The pixel "
                f"cross-fade of the same pairs scores {m['crossfade']['frechet']:.3g}, real images blurred by 1 px "
                f"{m['controls']['blur_1']['frechet']:.3g}. Path: largest step over mean step VAE - AE "
@@ -194,30 +194,30 @@ def verdict(m: dict) -> tuple[str, str]:
 
 def report(m: dict) -> str:
     def path_cells(d):
-        return [common.cell(d, "path_stretch", ".3g"), common.cell(d, "max_step_ratio", ".3g"),
-                common.cell(d, "class1_gap", ".3f")]
+        return [markdown.cell(d, "path_stretch", ".3g"), markdown.cell(d, "max_step_ratio", ".3g"),
+                markdown.cell(d, "class1_gap", ".3f")]
 
-    rows = [[f"{label}, interior α", common.cell(m[key], "plausibility"), common.cell(m[key], "frechet"),
-             common.cell(m[key], "frechet_minus_recon")] + path_cells(m[key])
+    rows = [[f"{label}, interior α", markdown.cell(m[key], "plausibility"), markdown.cell(m[key], "frechet"),
+             markdown.cell(m[key], "frechet_minus_recon")] + path_cells(m[key])
             for key, label in PATH_LABELS]
-    rows += [[label, common.cell(m[key], "plausibility"), common.cell(m[key], "frechet"), "", "", "", ""]
+    rows += [[label, markdown.cell(m[key], "plausibility"), markdown.cell(m[key], "frechet"), "", "", "", ""]
              for key, label in (("ae_recon", "AE reconstructions (α ∈ {0, 1})"),
                                 ("vae_recon", "VAE reconstructions (α ∈ {0, 1})"))]
     rows.append(["pixel cross-fade α·x1 + (1-α)·x2, interior α (control)", f"{m['crossfade']['plausibility']:.3g}",
                  f"{m['crossfade']['frechet']:.3g}", ""] + [f"{m['crossfade'][k]:.3g}" for k in
                                                            ("path_stretch", "max_step_ratio", "class1_gap")])
-    rows += common.anchor_rows(m["anchors"], columns=6)
+    rows += judge.anchor_rows(m["anchors"], columns=6)
     t = m["train"]
     head = (f"{m['n_pairs']} test-image pairs of different classes, {len(m['alphas']) - 2} interior α each "
             f"({m['n_interpolants']} images per model; Frechet distance on the first {m['n_frechet']}, the size of "
-            f"every scored set). The seeds' pair: {t['ae']['preset']}, Bernoulli likelihood, β 0 (AE) and β 1 (VAE), "
+            f"every scored set). The notes' pair: {t['ae']['preset']}, Bernoulli likelihood, β 0 (AE) and β 1 (VAE), "
             f"{t['vae']['n_train']} training images, {t['vae']['epochs']} epochs; final training loss AE "
-            f"{common.cell(t['ae'], 'final_loss', '.4g')}, VAE {common.cell(t['vae'], 'final_loss', '.4g')} nats.")
-    table = common.table(
+            f"{markdown.cell(t['ae'], 'final_loss', '.4g')}, VAE {markdown.cell(t['vae'], 'final_loss', '.4g')} nats.")
+    table = markdown.table(
         ["images", "plausibility ↑", "frechet ↓", "frechet minus the model's reconstructions' (per seed)",
          "path length / straight line (features)", "largest step / mean step", "mean gap between P(class 1) and α"], rows)
     return "\n\n".join([head, table, sweep.report(m, ALONG_SWEEP)])
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

@@ -9,8 +9,9 @@ import functools
 import numpy as np
 from scipy.stats import norm
 
-from vaejax_experiments import common, sweep
 from vaejax import config, data, latent, plots
+from vaejax_experiments import harness, judge, markdown, stats, sweep, training
+from vaejax_experiments.families import FAMILIES
 
 TITLE = "Latent space"
 CLAIM = ("A VAE's latent space is continuous and packed around the origin, so a grid over it decodes to "
@@ -60,49 +61,49 @@ ALONG_SWEEP = ("prior_grid_plausibility", "prior_grid_frechet", "box_grid_freche
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
-    """families: user families (sweep.UserFamily), made with a 2-D latent, judged beside the built-in ones."""
-    run = common.start("latent_space", scale, dataset, seeds, out)
-    ref = common.reference(run.scale, run.dataset, out)
-    train = common.train_images(run.scale, run.dataset)
-    test = common.eval_images(run.scale, run.dataset)
-    full_test = common.load_images(run.dataset, "test")
+    """families: user families (families.UserFamily), made with a 2-D latent, judged beside the built-in ones."""
+    run = harness.start("latent_space", scale, dataset, seeds, out)
+    ref = judge.reference(run.scale, run.dataset, out)
+    train = harness.train_images(run.scale, run.dataset)
+    test = harness.eval_images(run.scale, run.dataset)
+    full_test = harness.load_images(run.dataset, "test")
     tc = sweep.train_config(run.scale, len(train.x))
     betas = run.scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.3, 1.0), full=sweep.BETAS)
     # In the demo the 2-D sweep is the Bernoulli family alone: its other families' VAEs do not reach the AE's
     # distortion at this size, and the demo's time goes to the shared sweep.
-    own = run.scale.pick(smoke=("bernoulli",), quick=("bernoulli",), full=tuple(sweep.FAMILIES))
+    own = run.scale.pick(smoke=("bernoulli",), quick=("bernoulli",), full=tuple(FAMILIES))
     families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, own + tuple(families), betas, run.seeds,
                            log=run.log)
-    ae, vae = sweep.seed_pair(families)
+    ae, vae = sweep.notes_pair(families)
     g = max(2, int(round(np.sqrt(run.scale.n_eval))))  # scored grid: about n_eval images
     # Descriptive, not part of the verdict: decoded images darker than 99.5% of real test images.
     dark = float(np.percentile(full_test.x.mean(axis=(1, 2, 3)), 0.5))
-    knn_train = common.Images(train.x[:5000], train.y[:5000])
+    knn_train = harness.Images(train.x[:5000], train.y[:5000])
     along = sweep.score_members(families, functools.partial(grid_scores, ref, knn_train, test, dark, g))
-    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     grid_of = {"ae": "box_grid", "vae": "prior_grid"}  # each model's own grid
-    result = {k: common.summarize([{n.replace(grid_of[k], "grid"): v for n, v in r.items()
-                                    if not n.startswith(grid_of["vae" if k == "ae" else "ae"])} for r in rows])
+    result = {k: stats.summarize([{n.replace(grid_of[k], "grid"): v for n, v in r.items()
+                                   if not n.startswith(grid_of["vae" if k == "ae" else "ae"])} for r in rows])
               for k, rows in pair.items()}
-    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    anchors = judge.reference_anchors(run.scale, run.dataset, out)
     result["sweep"] = sweep.entries(families, along, ALONG_SWEEP)
     result["matched"] = {s: sweep.matched(families, along, f"prior_grid_{s}", higher, ae_score=f"box_grid_{s}")
                          for s, higher in DECIDING.items()}
     result["matched"]["knn_accuracy"] = sweep.matched(families, along, "knn_accuracy", True)
-    result.update(grid_size=g, dark_threshold=dark, anchors=anchors, controls=common.controls(anchors),
-                  train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)})
+    result.update(grid_size=g, dark_threshold=dark, anchors=anchors, controls=judge.controls(anchors),
+                  train={"ae": training.training_summary(ae), "vae": training.training_summary(vae)})
     result["figures"] = _figures(run, ae, vae, full_test) + [sweep.figure(
         run.path(f"latent_space_sweep_{s}.png"), families, along, f"prior_grid_{s}", f"grid over N(0, I): {label}",
         {"AE, grid over its codes' box": result["ae"][f"grid_{s}"], "real blurred 1 px (control)": anchors["blur_1"][s],
          "real test images": anchors["real"][s]},
         f"2-D prior grids' {s} against distortion ({run.dataset})").split("/")[-1]
         for s, label in (("frechet", "Frechet distance ↓"), ("plausibility", "plausibility ↑"))]
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _figures(run, ae, vae, full_test) -> list[str]:
     """Seed 0 of each: test codes scattered by class, and the decoded GRID x GRID manifold."""
-    shown = common.Images(full_test.x[:5000], full_test.y[:5000])
+    shown = harness.Images(full_test.x[:5000], full_test.y[:5000])
     scatter, manifolds = {}, {}
     for kind, tr in (("ae", ae), ("vae", vae)):
         cfg, params = tr.model_cfg, tr.seed_params(0)
@@ -110,7 +111,7 @@ def _figures(run, ae, vae, full_test) -> list[str]:
         scatter[kind] = (z, shown.y)
         grid = prior_grid(GRID) if kind == "vae" else latent.grid_2d(*latent.bounding_box(z), GRID)
         manifolds[kind] = np.asarray(latent.decode(cfg, params, grid))
-    names = common.CLASS_NAMES.get(run.dataset)
+    names = harness.CLASS_NAMES.get(run.dataset)
     figs = [
         plots.save_latent_scatter({"AE, β 0 (2-D mean mu)": scatter["ae"], "VAE, β 1 (2-D mean mu)": scatter["vae"]},
                                   run.path("latent_scatter.png"), class_names=names,
@@ -128,7 +129,7 @@ def verdict(m: dict) -> tuple[str, str]:
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING},
                               "its decoded grid over the prior (the AE: over its codes' bounding box)")
     return v, (reason + f" Classes separate in the 2-D codes with {KNN}-NN accuracy AE "
-               f"{common.cell(m['ae'], 'knn_accuracy', '.3f')}, VAE β 1 {common.cell(m['vae'], 'knn_accuracy', '.3f')}; "
+               f"{markdown.cell(m['ae'], 'knn_accuracy', '.3f')}, VAE β 1 {markdown.cell(m['vae'], 'knn_accuracy', '.3f')}; "
                f"VAE - AE at matched distortion {sweep.difference_text(m['matched']['knn_accuracy'])}.")
 
 
@@ -136,18 +137,18 @@ def report(m: dict) -> str:
     rows = []
     for kind, label in (("ae", "AE (β 0), 2-D, grid over its codes' box"), ("vae", "VAE (β 1), 2-D, grid over N(0, I)")):
         r = m[kind]
-        rows.append([label, common.cell(r, "grid_plausibility"), common.cell(r, "grid_frechet"),
-                     common.cell(r, "grid_dark_fraction", ".2f"), common.cell(r, "knn_accuracy", ".3f"),
-                     common.cell(r, "code_std")])
+        rows.append([label, markdown.cell(r, "grid_plausibility"), markdown.cell(r, "grid_frechet"),
+                     markdown.cell(r, "grid_dark_fraction", ".2f"), markdown.cell(r, "knn_accuracy", ".3f"),
+                     markdown.cell(r, "code_std")])
     head = (f"Decoded grids of {m['grid_size']}x{m['grid_size']} latents (VAE: the N(0, I) quantiles; AE: its "
             f"training codes' bounding box) scored by the reference classifier; {KNN}-NN accuracy of test codes "
             f"against training codes measures how well classes separate in the 2-D space. *Dark fraction* "
             f"(descriptive, not used by the verdict): grid images darker on average than 99.5% of real test "
             f"images, i.e. (nearly) empty decodes, which the classifier's plausibility does not penalise.")
-    table = common.table(["model", "grid plausibility ↑", "grid frechet ↓", "dark fraction", f"{KNN}-NN accuracy",
-                          "code std"], rows + common.anchor_rows(m["anchors"], columns=5))
+    table = markdown.table(["model", "grid plausibility ↑", "grid frechet ↓", "dark fraction", f"{KNN}-NN accuracy",
+                            "code std"], rows + judge.anchor_rows(m["anchors"], columns=5))
     return "\n\n".join([head, table, sweep.report(m, ALONG_SWEEP)])
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

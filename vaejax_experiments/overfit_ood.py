@@ -1,4 +1,4 @@
-"""Overfitting and out-of-distribution inputs (seed 000, Example 2).
+"""Overfitting and out-of-distribution inputs (notes 000, Example 2).
 
 Autoencoders of one architecture (S seeds each, a vmapped axis), each with the same batch (BATCH) and
 about the same number of optimizer steps (whole epochs, so the count is rounded; it is recorded), so
@@ -13,7 +13,7 @@ Loss: the training objective (Bernoulli NLL, nats per image); also MSE per pixel
 that depends on the images, to compare different image sets.
 
 Overfitting. Train loss is measured on (up to n_eval of) a model's training images, test loss on
-n_eval test images, after training; gap = test - train. Its interval is common.paired_comparison of
+n_eval test images, after training; gap = test - train. Its interval is stats.paired_comparison of
 each seed's test loss against the same seed's train loss (a bootstrap over seeds), with d_z. The curve
 gives the gap against the training-set size, and the first size at which it is no longer significant. Overfitting shows if the gap at the small size is significant and larger than at the
 curve's largest size (paired by seed: models of the same seed start from the same parameters).
@@ -26,7 +26,7 @@ however badly it is reconstructed):
               components averaged over seeds, so that each image counts once); the AUROC by the loss is
               recorded beside it;
   excess MSE  of the same images under this model against under the model trained on their dataset,
-              paired per image (common.paired_comparison over images); noise has no such model.
+              paired per image (stats.paired_comparison over images); noise has no such model.
 An OOD set is reconstructed clearly worse if its AUROC interval lies above 0.5 and, where there is one,
 its excess-MSE interval above 0.
 """
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import data, engine, latent, metrics, plots, recipe
-from vaejax_experiments import common
+from vaejax_experiments import harness, judge, markdown, settings, stats, training
 
 CLAIM = ("An autoencoder overfits a small training set (train loss falls while test loss stays high), and it "
          "reconstructs images unlike its training data (another dataset, noise) poorly.")
@@ -49,24 +49,24 @@ CURVE_SMALLEST = 100  # images in the curve's smallest training set
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("overfit_ood", scale, dataset, seeds, out, datasets=tuple(COUNTERPART))
+    run = harness.start("overfit_ood", scale, dataset, seeds, out, datasets=tuple(COUNTERPART))
     sc, S = run.scale, run.seeds
     primary, other = run.dataset, COUNTERPART[run.dataset]
-    cfg, _ = common.model_pair(sc, primary)
+    cfg, _ = settings.model_pair(sc, primary)
     n_small = sc.pick(smoke=100, quick=500, full=500)
     steps = sc.pick(smoke=sc.steps, quick=600, full=3000)
     n = sc.n_eval
     sets = {  # name -> (images, label)
-        "primary_test": common.eval_images(sc, primary).x,
-        "other_test": common.eval_images(sc, other).x,
-        "noise": metrics.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
+        "primary_test": harness.eval_images(sc, primary).x,
+        "other_test": harness.eval_images(sc, other).x,
+        "noise": judge.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
     }
-    full_x = common.train_images(sc, primary).x
-    settings = {  # name -> (training images, description, its test set, its OOD sets)
-        "small": (common.load_images(primary, "train", n_small).x, f"{primary}, {n_small} images",
+    full_x = harness.train_images(sc, primary).x
+    setups = {  # name -> (training images, description, its test set, its OOD sets)
+        "small": (harness.load_images(primary, "train", n_small).x, f"{primary}, {n_small} images",
                   "primary_test", ("other_test", "noise")),
         "full": (full_x, f"{primary}, full training set", "primary_test", ("other_test", "noise")),
-        "reverse": (common.train_images(sc, other).x, f"{other}, full training set",
+        "reverse": (harness.train_images(sc, other).x, f"{other}, full training set",
                     "other_test", ("primary_test", "noise")),
     }
     set_labels = {"primary_test": f"{primary} test", "other_test": f"{other} test", "noise": "uniform noise"}
@@ -77,11 +77,11 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         batch = min(BATCH, len(x))
         tc = sc.train_config(len(x), batch_size=batch, epochs=max(1, round(steps / (len(x) // batch))))
         run.log(f"{label}: {len(x)} images, {tc.epochs} epochs of batch {batch}")
-        t = common.train_seeds(cfg, tc, x, S, eval_sets=eval_sets, log=run.log)
+        t = training.train_seeds(cfg, tc, x, S, eval_sets=eval_sets, log=run.log)
         return t, _score(t, dict(sets, train=x[:n]), scores, mse_of)  # every set, and the training images
 
     trained, per_image = {}, {}
-    for name, (x, desc, test_set, _) in settings.items():
+    for name, (x, desc, test_set, _) in setups.items():
         trained[name], per_image[name] = train_and_score(f"{name}: {desc}", x,
                                                          {"train": x[:n], "test": sets[test_set]})
     points = {}  # size -> (Trained, per-image scores)
@@ -90,29 +90,29 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         if size in reused:
             points[size] = trained[reused[size]], per_image[reused[size]]
         else:
-            x = common.load_images(primary, "train", size).x
+            x = harness.load_images(primary, "train", size).x
             points[size] = train_and_score(f"curve: {primary}, {size} images", x)
 
     result = {"settings": {}, "set_labels": set_labels, "n_eval": n, "primary": primary, "other": other}
     own_model = {"primary_test": "full", "other_test": "reverse"}  # the model trained on each test set's dataset
-    for name, (x, desc, test_set, ood_sets) in settings.items():
+    for name, (x, desc, test_set, ood_sets) in setups.items():
         t, pi = trained[name], per_image[name]
         own_test_mse = pi[test_set]["mse"].mean(1)
         row = {"description": desc, "dataset": primary if name != "reverse" else other, "test_set": test_set,
-               **common.training_summary(t), **_losses(pi, test_set)}
-        row.update(common.stat("train_mse", pi["train"]["mse"].mean(1)))
-        row.update(common.stat("test_mse", own_test_mse))
+               **training.training_summary(t), **_losses(pi, test_set)}
+        row.update(stats.stat("train_mse", pi["train"]["mse"].mean(1)))
+        row.update(stats.stat("test_mse", own_test_mse))
         row["ood"] = {}
         for o in ood_sets:
             own = per_image[own_model[o]][o]["mse"] if o in own_model else None  # under their dataset's model
             ref_mse = own_test_mse if own is None else own.mean(1)  # noise: the model's own test error
-            ood = {**common.stat("loss", pi[o]["loss"].mean(1)), **common.stat("mse", pi[o]["mse"].mean(1)),
-                   **common.stat("reference_mse", ref_mse), **common.stat("mse_ratio", pi[o]["mse"].mean(1) / ref_mse),
+            ood = {**stats.stat("loss", pi[o]["loss"].mean(1)), **stats.stat("mse", pi[o]["mse"].mean(1)),
+                   **stats.stat("reference_mse", ref_mse), **stats.stat("mse_ratio", pi[o]["mse"].mean(1) / ref_mse),
                    "reference": "the same images under the model trained on their dataset" if o in own_model
                    else "this model's own test images",
                    "auroc": _aurocs(pi, o, test_set)}
             if own is not None:  # per image, averaged over seeds; better = +1 means this model's MSE is higher
-                ood["excess_mse"] = common.paired_comparison(pi[o]["mse"].mean(0), own.mean(0))
+                ood["excess_mse"] = stats.paired_comparison(pi[o]["mse"].mean(0), own.mean(0))
             row["ood"][o] = ood
         steps_per_epoch = t.n_train // t.train_cfg.batch_size
         ev = t.eval_curves
@@ -120,15 +120,15 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                          "train": ev["train"]["loss"].mean(0).tolist(), "train_std": ev["train"]["loss"].std(0).tolist(),
                          "test": ev["test"]["loss"].mean(0).tolist(), "test_std": ev["test"]["loss"].std(0).tolist()}
         result["settings"][name] = row
-    for key in ("train_loss", "test_loss"):  # the issue's keys: per setting, mean and std over seeds
+    for key in ("train_loss", "test_loss"):  # at the top level too: per setting, mean and std over seeds
         result[key] = {name: r[key] for name, r in result["settings"].items()}
         result[f"{key}_std"] = {name: r[f"{key}_std"] for name, r in result["settings"].items()}
     result["ood_loss"] = {name: {o: r["ood"][o]["loss"] for o in r["ood"]} for name, r in result["settings"].items()}
     result["ood_loss_std"] = {name: {o: r["ood"][o]["loss_std"] for o in r["ood"]} for name, r in result["settings"].items()}
     result["ood_auroc"] = {name: {o: r["ood"][o]["auroc"] for o in r["ood"]} for name, r in result["settings"].items()}
     result["gap_curve"] = _gap_curve(points, n_small)
-    result["figures"] = _figures(run, result, trained, per_image, sets, settings)
-    return common.finish(run, result)
+    result["figures"] = _figures(run, result, trained, per_image, sets, setups)
+    return harness.finish(run, result)
 
 
 def _curve_sizes(smallest: int, n_small: int, n_full: int, k: int) -> list[int]:
@@ -150,8 +150,8 @@ def _score(t, image_sets: dict, scores, mse_of) -> dict:
 def _losses(pi: dict, test_set: str) -> dict:
     """Train and test loss and their gap per seed (mean ± std), and the gap's paired interval over seeds."""
     train, test = pi["train"]["loss"].mean(1), pi[test_set]["loss"].mean(1)
-    gap = common.paired_comparison(test, train)  # the same model's test against train loss
-    return {**common.stat("train_loss", train), **common.stat("test_loss", test), **common.stat("gap", test - train),
+    gap = stats.paired_comparison(test, train)  # the same model's test against train loss
+    return {**stats.stat("train_loss", train), **stats.stat("test_loss", test), **stats.stat("gap", test - train),
             "gap_ci": gap["ci"], "gap_effect_size": gap["effect_size"], "gap_better": gap["better"]}
 
 
@@ -160,11 +160,11 @@ def _aurocs(pi: dict, o: str, test_set: str) -> dict:
     return {score: auroc_interval(pi[o][score], pi[test_set][score]) for score in ("mse", "loss")}
 
 
-def auroc_interval(pos, neg, level: float = common.CI_LEVEL) -> dict:
+def auroc_interval(pos, neg, level: float = stats.CI_LEVEL) -> dict:
     """AUROC of scores `pos` (positives) over `neg` (negatives), per model and averaged, with DeLong's interval.
 
     pos (S, m), neg (S, n): S models scoring the same images (higher = more positive). Returns
-    common.stat("auroc", per-model AUROCs) plus se and ci (normal, clipped to [0, 1]) of their mean,
+    stats.stat("auroc", per-model AUROCs) plus se and ci (normal, clipped to [0, 1]) of their mean,
     from metrics.auroc_influence: the components are averaged over models first, so an image counts
     once however many models score it (the interval is over images, not over seeds).
     """
@@ -173,7 +173,7 @@ def auroc_interval(pos, neg, level: float = common.CI_LEVEL) -> dict:
     labels = np.r_[np.ones(pos.shape[1]), np.zeros(neg.shape[1])]
     value, influence = metrics.auroc_influence(scores, labels)
     lo, hi = metrics.auroc_interval(value, influence, level)
-    return {**common.stat("auroc", [metrics.auroc(row, labels) for row in scores]),
+    return {**stats.stat("auroc", [metrics.auroc(row, labels) for row in scores]),
             "se": float(np.sqrt(np.sum(np.square(influence)))), "ci": [max(0.0, lo), min(1.0, hi)], "level": level}
 
 
@@ -183,7 +183,7 @@ def _gap_curve(points: dict, n_small: int) -> dict:
     small size against the largest (paired by seed)."""
     rows = []
     for size, (t, pi) in sorted(points.items()):
-        rows.append({"sizes": size, "steps": common.training_summary(t)["steps"], **_losses(pi, "primary_test"),
+        rows.append({"sizes": size, "steps": training.training_summary(t)["steps"], **_losses(pi, "primary_test"),
                      "ood_auroc": {o: _aurocs(pi, o, "primary_test") for o in ("other_test", "noise")}})
     curve = {key: [r[key] for r in rows] for key in rows[0] if key != "ood_auroc"}
     curve["ood_auroc"] = {o: [r["ood_auroc"][o] for r in rows] for o in rows[0]["ood_auroc"]}
@@ -191,7 +191,7 @@ def _gap_curve(points: dict, n_small: int) -> dict:
     curve["small"] = n_small
     curve["gap_stops_at"] = next((s for s, b in zip(curve["sizes"], curve["gap_better"]) if b != 1), None)
     gap_seeds = {s: np.asarray(g) for s, g in zip(curve["sizes"], curve["gap_seeds"])}
-    curve["small_vs_largest"] = common.paired_comparison(gap_seeds[n_small], gap_seeds[curve["sizes"][-1]])
+    curve["small_vs_largest"] = stats.paired_comparison(gap_seeds[n_small], gap_seeds[curve["sizes"][-1]])
     return curve
 
 
@@ -203,12 +203,12 @@ def _mse_fn(cfg):
     return mse
 
 
-def _figures(run, result, trained, per_image, sets, settings) -> list[str]:
+def _figures(run, result, trained, per_image, sets, setups) -> list[str]:
     series, styles = {}, {}
     colors = {"small": "tab:red", "full": "tab:blue", "reverse": "tab:green"}
     for name in ("small", "full", "reverse"):
         c = result["settings"][name]["curves"]
-        label = f"{name} ({settings[name][1]})"
+        label = f"{name} ({setups[name][1]})"
         for part, ls in (("train", "--"), ("test", "-")):
             key = f"{label}: {part}"
             series[key] = (c["steps"], c[part], c[f"{part}_std"])
@@ -272,16 +272,16 @@ def verdict(m: dict) -> tuple[str, str]:
     overfit = c["gap_better"][i] == 1 and c["small_vs_largest"]["better"] == 1
     stops = (f"no longer significant from {c['gap_stops_at']} images on" if c["gap_stops_at"] is not None
              else f"significant at every size up to {c['sizes'][-1]} images")
-    gap = (f"test-minus-train loss gap in nats per image, 95% intervals over seeds: {common.ci_text(_gap(c, i))} "
-           f"at {c['small']} training images against {common.ci_text(_gap(c, last))} at {c['sizes'][-1]}, "
-           f"difference {common.ci_text(c['small_vs_largest'])}; the gap is {stops}")
+    gap = (f"test-minus-train loss gap in nats per image, 95% intervals over seeds: {markdown.ci_text(_gap(c, i))} "
+           f"at {c['small']} training images against {markdown.ci_text(_gap(c, last))} at {c['sizes'][-1]}, "
+           f"difference {markdown.ci_text(c['small_vs_largest'])}; the gap is {stops}")
     ood = {(name, o): _ood_decision(d) for name in ("full", "reverse") for o, d in s[name]["ood"].items()}
 
     def against(name, o):
         d = s[name]["ood"][o]
         text = f"{s[name]['dataset']} model on {m['set_labels'][o]}: AUROC by MSE {_auc_text(d['auroc']['mse'])}"
         if "excess_mse" in d:
-            text += f", MSE above their own model's {common.ci_text(d['excess_mse'])}"
+            text += f", MSE above their own model's {markdown.ci_text(d['excess_mse'])}"
         return text
     ood_text = "; ".join(against(name, o) for (name, o) in ood)
     ood_ok = all(v == 1 for v in ood.values())
@@ -301,30 +301,30 @@ def report(m: dict) -> str:
     rows = []
     for name in ("small", "full", "reverse"):
         r = s[name]
-        rows.append([f"{name}: {r['description']}", r["n_train"], r["steps"], common.cell(r, "train_loss"),
-                     common.cell(r, "test_loss"), common.cell(r, "gap"), "[{:.3g}, {:.3g}]".format(*r["gap_ci"]),
-                     common.cell(r, "train_mse", ".3g"), common.cell(r, "test_mse", ".3g")])
-    t1 = common.table(["setting", "train images", "steps", "train loss", "test loss", "gap", "gap 95% CI",
-                       "train MSE", "test MSE"], rows)
+        rows.append([f"{name}: {r['description']}", r["n_train"], r["steps"], markdown.cell(r, "train_loss"),
+                     markdown.cell(r, "test_loss"), markdown.cell(r, "gap"), "[{:.3g}, {:.3g}]".format(*r["gap_ci"]),
+                     markdown.cell(r, "train_mse", ".3g"), markdown.cell(r, "test_mse", ".3g")])
+    t1 = markdown.table(["setting", "train images", "steps", "train loss", "test loss", "gap", "gap 95% CI",
+                         "train MSE", "test MSE"], rows)
     rows = []
     for k, size in enumerate(c["sizes"]):
-        rows.append([size, c["steps"][k], common.pm(c["train_loss"][k], c["train_loss_std"][k]),
-                     common.pm(c["test_loss"][k], c["test_loss_std"][k]), common.ci_text(_gap(c, k)),
+        rows.append([size, c["steps"][k], markdown.pm(c["train_loss"][k], c["train_loss_std"][k]),
+                     markdown.pm(c["test_loss"][k], c["test_loss_std"][k]), markdown.ci_text(_gap(c, k)),
                      "yes" if c["gap_better"][k] == 1 else "no"]
                     + [_auc_text(c["ood_auroc"][o][k]["mse"]) for o in c["ood_auroc"]])
-    t2 = common.table(["train images", "steps", "train loss", "test loss", "gap [95% CI], d_z", "gap significant"]
-                      + [f"AUROC {m['set_labels'][o]} (MSE)" for o in c["ood_auroc"]], rows)
+    t2 = markdown.table(["train images", "steps", "train loss", "test loss", "gap [95% CI], d_z", "gap significant"]
+                        + [f"AUROC {m['set_labels'][o]} (MSE)" for o in c["ood_auroc"]], rows)
     rows = []
     for name in ("small", "full", "reverse"):
         r = s[name]
         for o, d in r["ood"].items():
-            rows.append([f"{r['dataset']} ({name})", m["set_labels"][o], common.cell(d, "loss"),
-                         common.cell(d, "mse", ".3g"), common.cell(d, "reference_mse", ".3g"),
-                         common.cell(d, "mse_ratio", ".3g"), _auc_text(d["auroc"]["mse"]),
+            rows.append([f"{r['dataset']} ({name})", m["set_labels"][o], markdown.cell(d, "loss"),
+                         markdown.cell(d, "mse", ".3g"), markdown.cell(d, "reference_mse", ".3g"),
+                         markdown.cell(d, "mse_ratio", ".3g"), _auc_text(d["auroc"]["mse"]),
                          _auc_text(d["auroc"]["loss"]),
-                         common.ci_text(d["excess_mse"]) if "excess_mse" in d else "n/a", d["reference"]])
-    t3 = common.table(["model", "fed", "loss", "MSE", "in-distribution MSE", "ratio", "AUROC by MSE [95% CI]",
-                       "AUROC by loss [95% CI]", "excess MSE per image [95% CI], d_z", "reference"], rows)
+                         markdown.ci_text(d["excess_mse"]) if "excess_mse" in d else "n/a", d["reference"]])
+    t3 = markdown.table(["model", "fed", "loss", "MSE", "in-distribution MSE", "ratio", "AUROC by MSE [95% CI]",
+                         "AUROC by loss [95% CI]", "excess MSE per image [95% CI], d_z", "reference"], rows)
     head = (f"Loss: Bernoulli NLL in nats per image (the training objective); MSE per pixel of the reconstruction. "
             f"Train loss is measured on (up to) {m['n_eval']} training images after training, test loss on "
             f"{m['n_eval']} test images; gap = test - train, mean ± std over seeds, its 95% interval a paired bootstrap "
@@ -346,4 +346,4 @@ def report(m: dict) -> str:
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

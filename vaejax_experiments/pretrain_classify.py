@@ -1,4 +1,4 @@
-"""Pretraining with autoencoders (seed 003): pretrain AE and VAE encoders on the training images
+"""Pretraining with autoencoders (notes 003): pretrain AE and VAE encoders on the training images
 without labels, drop the decoder, and train a classifier on 1, 10, 100 and 1000 labelled images
 per class (at quick scale up to 100: the claim is about at most LOW labels per class, and 100 is far
 enough along scratch's curve to read the label efficiency at LOW). Methods (keys of metrics.json):
@@ -25,21 +25,15 @@ scale, all in one vmapped program); scratch and LP-FT get 2 per pretrained model
 scale (draw d fine-tunes pretrained model d % seeds), and plain fine-tuning, kept to set LP-FT
 against, one.
 
-Training. Every run takes a fixed number of Adam steps on its labelled subset (batches of 128
-drawn with replacement, so that one compiled program serves every count) and scores its
-validation subset at CHECKS + 1 evenly spaced points, the start included; it keeps the parameters
-with the best validation accuracy (the earliest on a tie), so fine-tuning that hurts falls back to
-where it started (for lp_ft: the linear probe).
-
-Codes enter every head centred by their mean over the unlabelled training images and divided by
-one number per encoder (or per pixel/PCA representation), their root-mean-square spread (no labels
-needed for either), so the heads see inputs of one scale. One number, not a std per dimension: a
-VAE leaves some dimensions inactive (posterior mean nearly constant), and dividing those by their
-own tiny std would turn them into unit-variance noise that a probe with few labels fits.
+Training and scaling (few_labels.py). Every run takes a fixed number of Adam steps of batches of 128
+and keeps the parameters that score best on its validation subset, so fine-tuning that hurts falls
+back to where it started (for lp_ft: the linear probe). Codes enter every head centred by their mean
+over the unlabelled training images and divided by one root-mean-square spread per encoder (or per
+pixel/PCA representation): no labels are needed for either.
 
 Statistics. Per labels-per-class count: each method's mean test accuracy with a bootstrap interval
 over draws; each pretrained variant against scratch, pixels and PCA, paired by draw
-(common.paired_comparison: difference, 95% interval, d_z), on the draws both have; and the label
+(stats.paired_comparison: difference, 95% interval, d_z), on the draws both have; and the label
 efficiency: how many labels per class scratch needs to match a variant's accuracy, read off
 scratch's mean accuracy-against-labels curve (linear in log labels between measured counts), as a
 ratio to the variant's own count, with a bootstrap interval over draws.
@@ -53,19 +47,16 @@ says where they do as well, i.e. where the gain needs no deep autoencoder.
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from sklearn.decomposition import PCA
 
-from vaejax import data, engine, models, objectives, plots
-from vaejax_experiments import common, sweep
+from vaejax import data, engine, models, plots
+from vaejax_experiments import few_labels, harness, markdown, stats, sweep, training
 
 CLAIM = ("An encoder pretrained as an autoencoder (or VAE) on unlabelled images lets a classifier reach a given "
          "accuracy with far fewer labelled images than the same network trained from scratch.")
@@ -98,228 +89,9 @@ HEADS.update({f"{e}_frozen_mlp": (f"{e} code", (MLP_WIDTH,)) for e in ("ae", "va
 LEARNING_RATE = 1e-3  # networks trained from scratch
 FINETUNE_LEARNING_RATE = LEARNING_RATE / 10  # pretrained networks: small steps keep the pretrained features
 HEAD_LEARNING_RATE = 1e-2  # heads on frozen codes: small convex-ish problems, converge in fewer steps
-CHECKS = 10  # validation checkpoints per training run, after the start
-VAL_MIN, VAL_MAX = 10, 100  # validation labels per class: val_per_class
 SCALING_IMAGES = 5000  # unlabelled images that set the feature scaling
 LOW = 10  # the claim is about at most this many labels per class
 RATIO = 3.0  # "far fewer": scratch needs at least this many times the labels (lower end of the interval)
-
-
-def val_per_class(per_class: int) -> int:
-    return min(max(per_class, VAL_MIN), VAL_MAX)
-
-
-# ---------------------------------------------------------------------------- heads (plain jnp parameters)
-
-
-def head_init(rng: np.random.Generator, dims: tuple[int, ...], count: int):
-    """`count` heads (a leading axis): dense layers of the given widths (dims[0] inputs ... dims[-1]
-    logits), LeCun-normal weights. Drawn by numpy: jax.random would compile a program per shape."""
-    return [{"w": jnp.asarray(rng.standard_normal((count, a, b)) / np.sqrt(a), jnp.float32),
-             "b": jnp.zeros((count, b))} for a, b in itertools.pairwise(dims)]
-
-
-def head_apply(layers, h):
-    for i, layer in enumerate(layers):
-        h = h @ layer["w"] + layer["b"]
-        if i < len(layers) - 1:
-            h = jax.nn.relu(h)
-    return h
-
-
-def code_fn(cfg):
-    """(params, x) -> code: the AE's z, the VAE's posterior mean; differentiable in params."""
-    def code(params, x):
-        out = models.encode(cfg, params, x)
-        return out[0] if cfg.kind == "vae" else out
-    return code
-
-
-def feature_fn(cfg):
-    """(params, x) -> (code, hidden): code_fn's code and the encoder's last hidden layer, flattened.
-
-    The hidden layer is the one before the bottleneck: the last Dense of an MLP encoder's hidden
-    stack, the second-to-last conv of a conv encoder, after its ReLU. Flax records it while encoding
-    (capture_intermediates), so one pass gives both and nothing depends on the modules' internals
-    beyond their layer names.
-    """
-    layer = f"Dense_{len(cfg.hidden) - 1}" if cfg.arch == "mlp" else f"Conv_{len(cfg.conv_layers) - 2}"
-
-    def features(params, x):
-        out, state = models.module(cfg).apply({"params": params}, x, method="encode",
-                                              capture_intermediates=True, mutable=["intermediates"])
-        code = out[0] if cfg.kind == "vae" else out
-        hidden = jax.nn.relu(state["intermediates"]["encoder"][layer]["__call__"][0])
-        return code, hidden.reshape(code.shape[:-1] + (-1,))
-    return features
-
-
-# ---------------------------------------------------------------------------- labelled draws
-
-
-class Draws(NamedTuple):
-    """Labelled subsets, one row per draw, as rows of a table: training rows idx (the first n of
-    each row; the rest is padding) with labels y, validation rows val_idx with labels val_y and
-    weights val_w (0 on padding). Padding keeps one shape for every count: one compiled program."""
-
-    idx: np.ndarray  # (D, P) int
-    y: np.ndarray  # (D, P) int
-    n: np.ndarray  # (D,) int
-    val_idx: np.ndarray  # (D, V) int
-    val_y: np.ndarray  # (D, V) int
-    val_w: np.ndarray  # (D, V) float
-
-
-def draw_split(labels, per_class: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of per_class random images of each class, and of `val` other images of each class."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    train, held = [], []
-    for c in np.unique(labels):
-        members = order[labels[order] == c]
-        train.append(members[:per_class])
-        held.append(members[per_class:per_class + val])
-    return np.concatenate(train), np.concatenate(held)
-
-
-def labelled_draws(labels, per_class: int, draws: int, pad_to: int, val_pad_to: int) -> Draws:
-    """Draws of per_class labelled and val_per_class(per_class) validation images per class; draw d
-    uses seed 1000 + d whatever the count, so a draw's subsets grow by adding images."""
-    labels = np.asarray(labels)
-    splits = [draw_split(labels, per_class, val_per_class(per_class), 1000 + d) for d in range(draws)]
-    idx = np.stack([np.pad(t, (0, pad_to - len(t))) for t, _ in splits])
-    val_idx = np.stack([np.pad(v, (0, val_pad_to - len(v))) for _, v in splits])
-    n_val = len(splits[0][1])
-    return Draws(idx, labels[idx].astype(np.int32), np.full(draws, len(splits[0][0]), np.int32), val_idx,
-                 labels[val_idx].astype(np.int32), np.tile((np.arange(val_pad_to) < n_val).astype(np.float32),
-                                                           (draws, 1)))
-
-
-def pooled(draws_per_count: list[Draws]) -> tuple[np.ndarray, list[Draws]]:
-    """(rows, draws): the training-split rows any draw uses, and the draws indexing into those rows,
-    so that features are computed once per image, and only for images some draw uses."""
-    rows = np.unique(np.concatenate([np.concatenate([d.idx.ravel(), d.val_idx.ravel()]) for d in draws_per_count]))
-    at = lambda a: np.searchsorted(rows, a).astype(np.int32)
-    return rows, [d._replace(idx=at(d.idx), val_idx=at(d.val_idx)) for d in draws_per_count]
-
-
-def for_models(draws: Draws, count: int, n_models: int, rows: int) -> Draws:
-    """The first `count` draws, draw d reading the rows of model d % n_models in a table that
-    stacks the models' copies (`rows` each)."""
-    offset = (np.arange(count) % n_models * rows)[:, None]
-    d = Draws(*(a[:count] for a in draws))
-    return d._replace(idx=d.idx + offset, val_idx=d.val_idx + offset)
-
-
-def label_counts(split: data.Split, wanted=LABELS_PER_CLASS, reserve: int = 0) -> list[int]:
-    """The wanted labels per class that the split has (keeping `reserve` more per class for validation),
-    plus all that the smallest class has left if some were too many."""
-    fewest = int(np.unique(split.labels, return_counts=True)[1].min()) - reserve
-    counts = [n for n in wanted if n <= fewest]
-    if len(counts) < len(wanted) and fewest not in counts:
-        counts.append(fewest)
-    return counts
-
-
-# ---------------------------------------------------------------------------- training many classifiers at once
-
-
-def accuracy(predict, params, table, idx_N, y_N, w_N, chunk: int = 1000):
-    """Weighted fraction of rows idx_N of table that predict(params, rows) -> logits labels y_N, in chunks."""
-    n = idx_N.shape[0]
-    c = min(chunk, n)
-    rows = jnp.pad(idx_N, (0, (-n) % c)).reshape(-1, c)
-    pred = jax.lax.map(lambda r: jnp.argmax(predict(params, table[r]), -1), rows).reshape(-1)[:n]
-    return jnp.sum(w_N * (pred == y_N)) / jnp.sum(w_N)
-
-
-def keep_best(best, candidate):
-    """Whichever (params, validation accuracy) pair has the higher accuracy; `best` on a tie."""
-    better = candidate[1] > best[1]
-    return jax.tree_util.tree_map(lambda c, b: jnp.where(better, c, b), candidate, best)
-
-
-def steps_per_check(steps: int) -> int:
-    return max(1, steps // CHECKS)
-
-
-def make_fit(predict, steps: int, batch: int, how: str = "auto"):
-    """Jitted fit(params_D, lr_D, table, draws, keys_D) -> (params_D, val_accuracy_DC): D classifiers.
-
-    Classifier d takes CHECKS * steps_per_check(steps) Adam steps (learning rate lr_d) of
-    cross-entropy on rows draws.idx[d, :n_d] of the shared table, each step `batch` of them drawn
-    with replacement (one program for every labelled-set size); it scores its validation rows at
-    the start and after every steps_per_check steps and returns the parameters that scored best,
-    with the CHECKS + 1 validation accuracies.
-    how: engine.over_models ("vmap" suits small heads; "auto" maps networks one after another on CPU).
-    """
-    per_check = steps_per_check(steps)
-    objective = objectives.classification(predict)
-
-    def one(params, lr, table, draws, key):
-        optimizer = optax.adam(lr)
-        update = engine.make_update(objective, optimizer)
-        validate = lambda p: accuracy(predict, p, table, draws.val_idx, draws.val_y, draws.val_w)
-
-        def step(state, rows_B):
-            i = draws.idx[rows_B]
-            return update(state, (table[i], draws.y[rows_B]), key)[0], None
-
-        def segment(carry, rows_KB):
-            state, best = carry
-            state = jax.lax.scan(step, state, rows_KB)[0]
-            acc = validate(state.params)
-            return (state, keep_best(best, (state.params, acc))), acc
-
-        start = (params, validate(params))
-        rows = jax.random.randint(key, (CHECKS, per_check, batch), 0, draws.n)
-        (_, (best, _)), accs = jax.lax.scan(segment, (engine.init(params, optimizer), start), rows)
-        return best, jnp.concatenate([start[1][None], accs])
-
-    return jax.jit(engine.over_models(one, shared=(2,), how=how))
-
-
-def make_accuracy(predict, how: str = "auto"):
-    """Jitted accuracy(params_D, table, idx_DN, y_DN) -> (D,) test accuracies."""
-    one = lambda p, table, idx, y: accuracy(predict, p, table, idx, y, jnp.ones(y.shape))
-    return jax.jit(engine.over_models(one, shared=(1,), how=how))
-
-
-def frozen_predict(p, h):
-    return head_apply(p["head"], (h - jax.lax.stop_gradient(p["mu"])) / jax.lax.stop_gradient(p["sd"]))
-
-
-def net_predict(cfg):
-    """A whole network: the encoder's code, scaled by constants (no gradient into them), a head."""
-    code = code_fn(cfg)
-    return lambda p, x: frozen_predict(p, code(p["enc"], x))
-
-
-# ---------------------------------------------------------------------------- features
-
-
-def code_scaling(c_SND: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(S, D) means and (S, 1) root-mean-square spreads of S encoders' codes of N images: h -> (h - mu) / sd."""
-    return jnp.mean(c_SND, 1), jnp.sqrt(jnp.mean(jnp.var(c_SND, 1), -1, keepdims=True)) + 1e-6
-
-
-CHUNK = 1000
-
-
-def encoder_features(cfg, params_S, x) -> tuple[jax.Array, jax.Array]:
-    """(codes (S, N, D), hidden (S, N, H)) of images x (N, H, W, C) under S encoders.
-
-    Fixed-size chunks through one jitted program per architecture, whatever N.
-    """
-    x = np.asarray(x, np.float32)
-    n = x.shape[0]
-    out = [_features_chunk(cfg, params_S, np.pad(x[i:i + CHUNK], [(0, max(0, i + CHUNK - n))] + [(0, 0)] * 3))
-           for i in range(0, n, CHUNK)]
-    return tuple(jnp.concatenate(parts, axis=1)[:, :n] for parts in zip(*out))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _features_chunk(cfg, params_S, x_B):
-    return jax.vmap(feature_fn(cfg), in_axes=(0, None))(params_S, x_B)
 
 
 def _flat(x):
@@ -336,7 +108,7 @@ def frozen_features(source: str, trained: dict, unlabelled, x_pool, x_test) -> d
         pca = PCA(trained["ae"].model_cfg.latent_dim, random_state=0).fit(_flat(unlabelled))
         return {"pca": tuple(pca.transform(_flat(x)).astype(np.float32)[None] for x in (x_pool, x_test, scaling))}
     cfg, params = trained[source].model_cfg, trained[source].params
-    code, hidden = zip(*(encoder_features(cfg, params, x) for x in (x_pool, x_test, scaling)))
+    code, hidden = zip(*(few_labels.encoder_features(cfg, params, x) for x in (x_pool, x_test, scaling)))
     return {f"{source} code": code, f"{source} hidden": hidden}
 
 
@@ -366,17 +138,17 @@ class Fits(NamedTuple):
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("pretrain_classify", scale, dataset, seeds, out)
+    run = harness.start("pretrain_classify", scale, dataset, seeds, out)
     sc, S = run.scale, run.seeds
-    ae, vae = sweep.seed_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
+    ae, vae = sweep.notes_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
     trained = {"ae": ae, "vae": vae}
-    unlabelled = common.train_images(sc, run.dataset).x
+    unlabelled = harness.train_images(sc, run.dataset).x
     full_train = data.load(run.dataset, "train")
-    test = common.load_images(run.dataset, "test")
+    test = harness.load_images(run.dataset, "test")
     n_test = sc.pick(smoke=sc.n_eval, quick=10000, full=None)
     x_test, y_test = (test.x[:n_test], test.y[:n_test]) if n_test else (test.x, test.y)
-    counts = label_counts(full_train, sc.pick(smoke=(1, 10), quick=LABELS_PER_CLASS[:3], full=LABELS_PER_CLASS),
-                          reserve=VAL_MAX)
+    wanted = sc.pick(smoke=(1, 10), quick=LABELS_PER_CLASS[:3], full=LABELS_PER_CLASS)
+    counts = few_labels.label_counts(full_train, wanted, reserve=few_labels.VAL_MAX)
     k = data.NUM_CLASSES[run.dataset]
     steps = sc.pick(smoke=10, quick=250, full=1000)
     probe_steps = sc.pick(smoke=20, quick=500, full=2000)
@@ -386,9 +158,9 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run.log(f"labels per class {counts}, {steps} network steps, {probe_steps} head steps, {len(y_test)} test images, "
             f"{head_draws} draws for heads, {net_draws} for networks")
 
-    draws = [labelled_draws(full_train.labels, n, head_draws, k * max(counts), k * val_per_class(max(counts)))
-             for n in counts]
-    rows, draws = pooled(draws)
+    val_pad = k * few_labels.val_per_class(max(counts))
+    draws = [few_labels.labelled_draws(full_train.labels, n, head_draws, k * max(counts), val_pad) for n in counts]
+    rows, draws = few_labels.pooled(draws)
     labelled = Labelled(data.to_float(full_train.images[rows]), draws, x_test, y_test, k)
     fits = Fits({}, {})
     probes = frozen_heads(fits, trained, unlabelled, labelled, probe_steps, batch, run.log)
@@ -396,20 +168,21 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     acc, stop = fits
 
     result = {"labels_per_class": counts, "n_test": len(y_test), "steps": steps, "probe_steps": probe_steps,
-              "checks": CHECKS, "batch_size": batch, "val_per_class": [val_per_class(n) for n in counts],
+              "checks": few_labels.CHECKS, "batch_size": batch,
+              "val_per_class": [few_labels.val_per_class(n) for n in counts],
               "learning_rates": {"scratch": LEARNING_RATE, "finetune": FINETUNE_LEARNING_RATE,
                                  "head": HEAD_LEARNING_RATE},
               "methods": {key: label for key, label in METHODS}, "draws": {key: len(acc[key][0]) for key, _ in METHODS}}
     for key, _ in METHODS:
         result[key] = [float(np.mean(a)) for a in acc[key]]
-        result[f"{key}_std"] = [common.mean_std(a)[1] for a in acc[key]]
-        result[f"{key}_ci"] = [list(common.bootstrap_interval(a)) for a in acc[key]]
+        result[f"{key}_std"] = [stats.mean_std(a)[1] for a in acc[key]]
+        result[f"{key}_ci"] = [list(stats.bootstrap_interval(a)) for a in acc[key]]
         result[f"{key}_seeds"] = [[float(v) for v in a] for a in acc[key]]
         result[f"{key}_stop_step"] = stop[key]
     result.update(statistics(counts, acc))
-    result["train"] = {"ae": common.training_summary(ae), "vae": common.training_summary(vae)}
+    result["train"] = {"ae": training.training_summary(ae), "vae": training.training_summary(vae)}
     result["figures"] = [figure(result, run.path("accuracy_vs_labels.png"), run.dataset).split("/")[-1]]
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _log_curve(log, key, counts, acc):
@@ -420,7 +193,8 @@ def frozen_heads(fits: Fits, trained: dict, unlabelled, labelled: Labelled, step
     """Heads on frozen features (HEADS), every draw of a method in one vmapped program, one feature
     source at a time (so that only one source's features are in memory). Returns the linear probes:
     "ae"/"vae" -> per count (params, mu, sd), which LP-FT starts from."""
-    fit, acc = make_fit(frozen_predict, steps, batch, how="vmap"), make_accuracy(frozen_predict, how="vmap")
+    fit = few_labels.make_fit(few_labels.frozen_predict, steps, batch, how="vmap")
+    acc = few_labels.make_accuracy(few_labels.frozen_predict, how="vmap")
     draws, n_test = labelled.draws[0].n.shape[0], len(labelled.y_test)
     counts = [int(d.n[0]) // labelled.k for d in labelled.draws]
     probes = {}
@@ -432,16 +206,17 @@ def frozen_heads(fits: Fits, trained: dict, unlabelled, labelled: Labelled, step
             pool, test, scaling = tables[feature]
             n_models, rows, width = pool.shape
             m = np.arange(draws) % n_models  # draw d reads model d % n_models
-            mu, sd = code_scaling(jnp.asarray(scaling))
+            mu, sd = few_labels.code_scaling(jnp.asarray(scaling))
             table, test_table = jnp.reshape(pool, (-1, width)), jnp.reshape(test, (-1, width))
             test_rows = (m * n_test)[:, None] + np.arange(n_test)
             for ci, d in enumerate(labelled.draws):
-                heads = head_init(np.random.default_rng([_index(key), ci]), (width,) + widths + (labelled.k,), draws)
+                heads = few_labels.head_init(np.random.default_rng([_index(key), ci]), (width,) + widths + (labelled.k,),
+                                             draws)
                 p, val = fit({"head": heads, "mu": mu[m], "sd": sd[m]}, jnp.full(draws, HEAD_LEARNING_RATE),
-                             table, for_models(d, draws, n_models, rows),
+                             table, few_labels.for_models(d, draws, n_models, rows),
                              jax.random.split(jax.random.key(100 * _index(key) + ci), draws))
                 fits.add(key, acc(p, test_table, test_rows, np.tile(labelled.y_test, (draws, 1))), val,
-                         steps_per_check(steps))
+                         few_labels.steps_per_check(steps))
                 if key.endswith("_frozen"):
                     probes.setdefault(source, []).append((p, mu, sd))
             _log_curve(log, key, counts, fits.acc)
@@ -461,7 +236,8 @@ def networks(fits: Fits, trained: dict, unlabelled, labelled: Labelled, probes: 
     stack = lambda *trees: jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
     scratch = engine.stack_models([models.init(kk, ae.model_cfg)
                                    for kk in jax.random.split(jax.random.key(77), net_draws)])
-    scratch_mu, scratch_sd = code_scaling(encoder_features(ae.model_cfg, scratch, unlabelled[:SCALING_IMAGES])[0])
+    scratch_codes = few_labels.encoder_features(ae.model_cfg, scratch, unlabelled[:SCALING_IMAGES])[0]
+    scratch_mu, scratch_sd = few_labels.code_scaling(scratch_codes)
 
     def start(name, ci, fresh):
         """(initial params, learning rate) of a network method's draws at count ci; fresh: random heads."""
@@ -479,20 +255,21 @@ def networks(fits: Fits, trained: dict, unlabelled, labelled: Labelled, probes: 
     counts = [int(d.n[0]) // k for d in labelled.draws]
     for cfg, names in ((ae.model_cfg, ("scratch", "ae_finetune", "ae_lp_ft")),
                        (trained["vae"].model_cfg, ("vae_finetune", "vae_lp_ft"))):
-        fit, acc = make_fit(net_predict(cfg), steps, batch), make_accuracy(net_predict(cfg))
+        predict = few_labels.net_predict(cfg)
+        fit, acc = few_labels.make_fit(predict, steps, batch), few_labels.make_accuracy(predict)
         sizes = [draws_of[name] for name in names]
         ends = np.cumsum([0] + sizes)
         test_rows = np.tile(np.arange(len(labelled.y_test)), (ends[-1], 1))
         for ci, draws in enumerate(labelled.draws):
-            fresh = head_init(np.random.default_rng([len(METHODS), ci]), (cfg.latent_dim, k), net_draws)
+            fresh = few_labels.head_init(np.random.default_rng([len(METHODS), ci]), (cfg.latent_dim, k), net_draws)
             starts = [start(name, ci, fresh) for name in names]
             lrs = np.concatenate([np.full(d, lr) for d, (_, lr) in zip(sizes, starts)])
-            sub = Draws(*(np.concatenate([a[:d] for d in sizes]) for a in draws))
+            sub = few_labels.Draws(*(np.concatenate([a[:d] for d in sizes]) for a in draws))
             p, val = fit(stack(*(params for params, _ in starts)), jnp.asarray(lrs), x_pool, sub,
                          jax.random.split(jax.random.key(2000 + ci), ends[-1]))
             a = np.asarray(acc(p, x_test, test_rows, np.tile(labelled.y_test, (ends[-1], 1))))
             for name, lo, hi in zip(names, ends[:-1], ends[1:]):
-                fits.add(name, a[lo:hi], np.asarray(val)[lo:hi], steps_per_check(steps))
+                fits.add(name, a[lo:hi], np.asarray(val)[lo:hi], few_labels.steps_per_check(steps))
         for name in names:
             _log_curve(log, name, counts, fits.acc)
 
@@ -504,47 +281,10 @@ def _index(key: str) -> int:
 # ---------------------------------------------------------------------------- statistics
 
 
-def labels_to_match(counts, curve, target: float) -> tuple[float | None, str]:
-    """Labels per class at which an accuracy curve (measured at increasing counts) first reaches target,
-    linear in log(labels) between measured counts: (labels, "within"); (counts[0], "below") when it
-    already does at the smallest count (so: at most that many); (None, "never") when it does not
-    within the measured counts."""
-    if curve[0] >= target:
-        return float(counts[0]), "below"
-    for n0, n1, a0, a1 in zip(counts[:-1], counts[1:], curve[:-1], curve[1:]):
-        if a1 >= target:  # the first crossing: a0 < target <= a1
-            t = (target - a0) / (a1 - a0)
-            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))), "within"
-    return None, "never"
-
-
-def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = common.BOOTSTRAP_RESAMPLES, seed: int = 0) -> list:
-    """Per count: labels per class scratch needs to match the variant's mean accuracy there, as a ratio
-    to the count, with a bootstrap interval over draws (acc and scratch: (draws, counts), paired by
-    draw; a ratio that scratch never reaches counts as infinite, written null in metrics.json)."""
-    def ratios(a_C, s_C):
-        out = []
-        for i, n in enumerate(counts):
-            labels, _ = labels_to_match(counts, s_C, a_C[i])
-            out.append(math.inf if labels is None else labels / n)
-        return out
-
-    pick = np.random.default_rng(seed).integers(0, len(acc_DC), (resamples, len(acc_DC)))
-    boot = np.array([ratios(acc_DC[p].mean(0), scratch_DC[p].mean(0)) for p in pick])
-    mean_a, mean_s = acc_DC.mean(0), scratch_DC.mean(0)
-    out = []
-    for i, n in enumerate(counts):
-        labels, where = labels_to_match(counts, mean_s, mean_a[i])
-        lo, hi = np.quantile(boot[:, i], [0.5 - common.CI_LEVEL / 2, 0.5 + common.CI_LEVEL / 2], method="inverted_cdf")
-        out.append({"labels": labels, "ratio": None if labels is None else labels / n, "reached": where,
-                    "ratio_ci": [float(lo), float(hi)]})
-    return out
-
-
 def statistics(counts, acc: dict) -> dict:
-    """comparisons[variant][baseline]: per count, common.paired_comparison of test accuracies on the
+    """comparisons[variant][baseline]: per count, stats.paired_comparison of test accuracies on the
     draws both have (draw d is the same labelled subset for every method); label_efficiency[variant]:
-    per count, label_efficiency against scratch. acc: method -> per count, (draws,) accuracies."""
+    per count, few_labels.label_efficiency against scratch. acc: method -> per count, (draws,) accuracies."""
     def paired(a, b):
         d = min(len(acc[a][0]), len(acc[b][0]))
         return np.stack([x[:d] for x in acc[a]], 1), np.stack([x[:d] for x in acc[b]], 1)
@@ -555,8 +295,8 @@ def statistics(counts, acc: dict) -> dict:
         comparisons[v] = {}
         for b in against:
             a_DC, b_DC = paired(v, b)
-            comparisons[v][b] = [common.paired_comparison(a_DC[:, i], b_DC[:, i]) for i in range(len(counts))]
-        efficiency[v] = label_efficiency(counts, *paired(v, "scratch"))
+            comparisons[v][b] = [stats.paired_comparison(a_DC[:, i], b_DC[:, i]) for i in range(len(counts))]
+        efficiency[v] = few_labels.label_efficiency(counts, *paired(v, "scratch"))
     return {"comparisons": comparisons, "label_efficiency": efficiency}
 
 
@@ -614,7 +354,7 @@ def _against(m: dict, best: str, baseline: str, low: list[int]) -> str:
         at = [i for i in low if c[i]["better"] == outcome]
         if at:
             said.append(f"{words} at {', '.join(str(counts[i]) for i in at)}/class "
-                        f"({'; '.join(common.ci_text(c[i], '.3f') for i in at)})")
+                        f"({'; '.join(markdown.ci_text(c[i], '.3f') for i in at)})")
     text = f"{m['methods'][baseline]} do " + ", ".join(said)
     gains = m["comparisons"][best]["scratch"]
     matched = [str(counts[i]) for i in low if c[i]["better"] != 1 and gains[i]["better"] == 1]
@@ -638,7 +378,7 @@ def verdict(m: dict) -> tuple[str, str]:
     best = max(everywhere or somewhere or PRETRAINED, key=mean_low)
     c = m["comparisons"][best]
     facts = "; ".join(f"{counts[i]}/class: {m['methods'][best]} {m[best][i]:.3f} vs scratch {m['scratch'][i]:.3f}, "
-                      f"difference {common.ci_text(c['scratch'][i], '.3f')}, scratch needs "
+                      f"difference {markdown.ci_text(c['scratch'][i], '.3f')}, scratch needs "
                       f"{_ratio_text(m['label_efficiency'][best][i], counts, i)} the labels" for i in low)
     baselines = [_against(m, best, b, low) for b in BASELINES]
     against = "Against the baselines: " + "; ".join(baselines) + "."
@@ -662,7 +402,7 @@ def report(m: dict) -> str:
         return f"{m[key][i]:.3f} [{lo:.3f}, {hi:.3f}]"
 
     rows = [[label, draws[key]] + [accuracy_cell(key, i) for i in range(len(counts))] for key, label in METHODS]
-    diff = lambda v, b: [m["methods"][v]] + [common.ci_text(c, ".3f") for c in m["comparisons"][v][b]]
+    diff = lambda v, b: [m["methods"][v]] + [markdown.ci_text(c, ".3f") for c in m["comparisons"][v][b]]
     efficiency = [[m["methods"][v]] + [_ratio_text(e, counts, i) for i, e in enumerate(m["label_efficiency"][v])]
                   for v in BASELINES + PRETRAINED]
     stops = [[label] + [f"{s:.0f}" for s in m[f"{key}_stop_step"]] for key, label in METHODS]
@@ -677,22 +417,22 @@ def report(m: dict) -> str:
             f"the start. Pretrained encoders: the {t['ae']['preset']} and {t['vae']['preset']} of the interpolation "
             f"experiment, trained on {t['ae']['n_train']} unlabelled images; PCA on those images, as many components "
             f"as the AE code is wide. Scratch: the AE's encoder architecture with a linear head, randomly initialised.")
-    parts = [head, common.table(["method", "draws"] + cols, rows),
+    parts = [head, markdown.table(["method", "draws"] + cols, rows),
              "Paired differences of test accuracy against scratch (draws both have; 95% interval, d_z):",
-             common.table(["method"] + cols, [diff(v, "scratch") for v in BASELINES + PRETRAINED])]
+             markdown.table(["method"] + cols, [diff(v, "scratch") for v in BASELINES + PRETRAINED])]
     for b in BASELINES:
         parts += [f"Paired differences against {m['methods'][b]}:",
-                  common.table(["method"] + cols, [diff(v, b) for v in PRETRAINED])]
+                  markdown.table(["method"] + cols, [diff(v, b) for v in PRETRAINED])]
     parts += [(f"Label efficiency: labels per class scratch needs to match each method, as a multiple of its own "
                f"(linear in log labels on scratch's mean curve, on the draws both have; 95% bootstrap interval; "
                f"∞: scratch does not get there within {counts[-1]}/class; ≤: scratch already matches it at "
                f"{counts[0]}/class). "
                f"The claim needs >= {RATIO:g}x at every count <= {LOW}/class."),
-              common.table(["method"] + cols, efficiency),
+              markdown.table(["method"] + cols, efficiency),
               "Step kept by early stopping (mean over draws):",
-              common.table(["method"] + cols, stops)]
+              markdown.table(["method"] + cols, stops)]
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

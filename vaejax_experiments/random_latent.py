@@ -1,6 +1,6 @@
-"""Random latents (seed 003): decode random points of latent space. VAE: z ~ N(0, I), its prior.
+"""Random latents (notes 003): decode random points of latent space. VAE: z ~ N(0, I), its prior.
 AE: there is no prior, so random points with the mean and covariance of its training codes
-(a Gaussian fit), uniform in their bounding box, and N(0, I) as the seed literally says. Both:
+(a Gaussian fit), uniform in their bounding box, and N(0, I) as the notes literally say. Both:
 an ex-post density sampler, a Gaussian mixture of 10 components fitted to the training codes
 (Ghosh et al. 2020), which measures what a fitted sampler buys each model."""
 
@@ -11,8 +11,8 @@ import functools
 import jax
 import numpy as np
 
-from vaejax_experiments import common, sweep
 from vaejax import latent, plots
+from vaejax_experiments import harness, judge, markdown, stats, sweep, training
 
 CLAIM = ("Decoding a random embedding with a plain autoencoder usually gives nonsense, while a VAE, trained to "
          "match a N(0, I) prior, is a true generative model: random latents decode to plausible images.")
@@ -59,24 +59,24 @@ DECIDING = {"plausibility": True, "frechet": False}  # the VAE's prior against t
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
-    """families: user families (sweep.UserFamily) swept and judged beside the built-in ones."""
-    run = common.start("random_latent", scale, dataset, seeds, out)
-    ref = common.reference(run.scale, run.dataset, out)
+    """families: user families (families.UserFamily) swept and judged beside the built-in ones."""
+    run = harness.start("random_latent", scale, dataset, seeds, out)
+    ref = judge.reference(run.scale, run.dataset, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
-    ae, vae = sweep.seed_pair(families)
-    x_train = common.train_images(run.scale, run.dataset).x
+    ae, vae = sweep.notes_pair(families)
+    x_train = harness.train_images(run.scale, run.dataset).x
     score = functools.partial(sampler_scores, ref, x_train, run.scale.n_eval)
     along = sweep.score_members(families, score)
-    for s, d in enumerate(along[sweep.SEED_AE[0]][sweep.SEED_AE[1]]):  # the AE's other samplers
+    for s, d in enumerate(along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]]):  # the AE's other samplers
         d.update(score(ae.model_cfg, ae.seed_params(s), s, samplers=("gaussian_fit", "box", "gmm")))
-    for s, d in enumerate(along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]):
+    for s, d in enumerate(along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]):
         d.update(score(vae.model_cfg, vae.seed_params(s), s, samplers=("gmm",)))
-    pair = {"ae": along[sweep.SEED_AE[0]][sweep.SEED_AE[1]], "vae": along[sweep.SEED_VAE[0]][sweep.SEED_VAE[1]]}
+    pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     result, shown = {}, {}
     for key, model, how, label in SAMPLERS:
-        result[key] = common.summarize([{k: r[f"{how}_{k}"] for k in SCORES} for r in pair[model]])
+        result[key] = stats.summarize([{k: r[f"{how}_{k}"] for k in SCORES} for r in pair[model]])
         shown[label] = pair[model][0][f"{how}_images"]
-    anchors = common.reference_anchors(run.scale, run.dataset, out)
+    anchors = judge.reference_anchors(run.scale, run.dataset, out)
     result["sweep"] = sweep.entries(families, along, [f"prior_{k}" for k in SCORES])
     result["matched"] = {
         **{s: sweep.matched(families, along, f"prior_{s}", higher, ae_score=f"gaussian_fit_{s}")
@@ -84,9 +84,9 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
         **{f"{s}_vs_ae_gmm": sweep.matched(families, along, f"prior_{s}", higher, ae_score=f"gmm_{s}")
            for s, higher in DECIDING.items()}}
     result.update(
-        n_samples=run.scale.n_eval, anchors=anchors, controls=common.controls(anchors),
-        code_spread={m: common.stat("code_std", [r["code_std"] for r in rows]) for m, rows in pair.items()},
-        train={"ae": common.training_summary(ae), "vae": common.training_summary(vae)},
+        n_samples=run.scale.n_eval, anchors=anchors, controls=judge.controls(anchors),
+        code_spread={m: stats.stat("code_std", [r["code_std"] for r in rows]) for m, rows in pair.items()},
+        train={"ae": training.training_summary(ae), "vae": training.training_summary(vae)},
     )
     result["figures"] = [plots.save_image_panels(
         {"": np.concatenate(list(shown.values()))}, run.path("random_latent_samples.png"), ncol=SHOW,
@@ -100,37 +100,37 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
             levels, f"Prior samples' {s} against distortion ({run.dataset})").split("/")[-1])
     result["scores_note"] = ("precision: share of samples on the real images' feature manifold; recall: share of "
                              "real images on the samples' (Kynkaanniemi et al. 2019, k = 3)")
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def verdict(m: dict) -> tuple[str, str]:
     """At matched distortion, the VAE's prior samples against the AE's samples from a Gaussian fitted to its
-    codes (the AE's counterpart of a prior); the reason adds the 10-component GMM and the seeds' pair."""
+    codes (the AE's counterpart of a prior); the reason adds the 10-component GMM and the notes' pair."""
     v, reason = sweep.verdict({s: m["matched"][s] for s in DECIDING},
                               "its prior samples (the AE: samples of a Gaussian fitted to its codes)")
     g = m["matched"]
     return v, (reason + f" Against the AE with a 10-component GMM on its codes, VAE prior - AE GMM at matched "
                f"distortion: Frechet {sweep.difference_text(g['frechet_vs_ae_gmm'])}, plausibility "
-               f"{sweep.difference_text(g['plausibility_vs_ae_gmm'])}. The seeds' pair, unmatched: Frechet VAE prior "
-               f"{common.cell(m['vae'], 'frechet')}, AE Gaussian fit {common.cell(m['ae'], 'frechet')}, AE GMM "
-               f"{common.cell(m['ae_gmm'], 'frechet')}, AE N(0, I) {common.cell(m['ae_normal'], 'frechet')}, VAE GMM "
-               f"{common.cell(m['vae_gmm'], 'frechet')}.")
+               f"{sweep.difference_text(g['plausibility_vs_ae_gmm'])}. The notes' pair, unmatched: Frechet VAE prior "
+               f"{markdown.cell(m['vae'], 'frechet')}, AE Gaussian fit {markdown.cell(m['ae'], 'frechet')}, AE GMM "
+               f"{markdown.cell(m['ae_gmm'], 'frechet')}, AE N(0, I) {markdown.cell(m['ae_normal'], 'frechet')}, VAE GMM "
+               f"{markdown.cell(m['vae_gmm'], 'frechet')}.")
 
 
 def report(m: dict) -> str:
     a = m["anchors"]
-    rows = [[label] + [common.cell(m[key], s) if s in m[key] else "" for s in SCORES]
+    rows = [[label] + [markdown.cell(m[key], s) if s in m[key] else "" for s in SCORES]
             for key, _, _, label in SAMPLERS if key in m]
-    rows += common.anchor_rows(a, columns=len(SCORES), scores=SCORES)
+    rows += judge.anchor_rows(a, columns=len(SCORES), scores=SCORES)
     t = m["train"]
     head = (f"{m['n_samples']} decoded latents per sampler and seed. The same models as the interpolation "
             f"experiment ({t['ae']['preset']}, {t['vae']['preset']}). Spread of the training codes (std over all "
-            f"dimensions): AE {common.cell(m['code_spread']['ae'], 'code_std')}, "
-            f"VAE (means) {common.cell(m['code_spread']['vae'], 'code_std')}.")
-    table = common.table(["sampler", "plausibility ↑", "frechet ↓", "precision ↑", "recall ↑",
-                          "KID ↓ (unbiased at any size)"], rows)
+            f"dimensions): AE {markdown.cell(m['code_spread']['ae'], 'code_std')}, "
+            f"VAE (means) {markdown.cell(m['code_spread']['vae'], 'code_std')}.")
+    table = markdown.table(["sampler", "plausibility ↑", "frechet ↓", "precision ↑", "recall ↑",
+                            "KID ↓ (unbiased at any size)"], rows)
     return "\n\n".join([head, table, sweep.report(m, [f"prior_{k}" for k in SCORES])])
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

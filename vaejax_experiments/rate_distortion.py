@@ -12,7 +12,7 @@ program; at beta = 0 the family's autoencoder. For every model, on test images:
   dimensions: 0 for a deterministic code. The beta = 0 member trains with the encoder's noise,
   so it is an AE only as far as this ratio is small.
 
-Families: Bernoulli (the seed's), a Gaussian with fixed sigma 0.1, which weighs a grey pixel's
+Families: Bernoulli (the notes'), a Gaussian with fixed sigma 0.1, which weighs a grey pixel's
 error about as an MSE does, and at full scale the sigma-VAE (Rybkin et al. 2021), which learns one
 sigma. The figures set rate and active units against distortion, a curve per family; comparing
 an AE with a VAE at equal distortion means reading these curves at the AE's distortion.
@@ -24,8 +24,8 @@ import math
 
 import numpy as np
 
-from vaejax_experiments import common, sweep
 from vaejax import plots
+from vaejax_experiments import families, harness, markdown, stats, sweep
 
 TITLE = "Rate and distortion: from AE to VAE"
 CLAIM = ("Between the autoencoder (beta = 0) and the VAE (beta = 1) lies a curve: a larger KL weight buys a "
@@ -35,30 +35,30 @@ MEASURES = ("rate", "distortion", "active_units", "noise_ratio")
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
-    """families: user families (sweep.UserFamily) swept beside the built-in ones."""
-    run = common.start("rate_distortion", scale, dataset, seeds, out)
+    """families: user families (families.UserFamily) swept beside the built-in ones."""
+    run = harness.start("rate_distortion", scale, dataset, seeds, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
     first = next(iter(families.values())).trained
     result = {"betas": list(sweep.betas_for(run.scale)), "families": list(families), "sweep": {},
-              "n_train": first.n_train, "n_test": len(common.eval_images(run.scale, run.dataset).x),
+              "n_train": first.n_train, "n_test": len(harness.eval_images(run.scale, run.dataset).x),
               "epochs": first.train_cfg.epochs, "batch_size": first.train_cfg.batch_size}
     for name, fam in families.items():
         entry = {"model": sweep.describe(fam),
                  "seconds": round(fam.trained.seconds, 1)}
         for measure in MEASURES:
-            per_beta = [common.mean_std(v) for v in getattr(fam, measure)]
+            per_beta = [stats.mean_std(v) for v in getattr(fam, measure)]
             entry[measure] = [m for m, _ in per_beta]
             entry[f"{measure}_std"] = [s for _, s in per_beta]
             entry[f"{measure}_seeds"] = getattr(fam, measure).tolist()
         loss = fam.trained.curves["loss"].reshape(len(fam.betas), fam.seeds, -1).mean(1)  # (betas, epochs)
         entry["loss_curve"] = loss.tolist()
-        entry["last_quarter_change"] = common.last_quarter_change(loss).tolist()
+        entry["last_quarter_change"] = stats.last_quarter_change(loss).tolist()
         result["sweep"][name] = entry
         run.log(f"  {name}: " + "; ".join(
             f"beta {b}: rate {r:.1f} nats, distortion {d:.4f}, {a:.0f} active, noise ratio {n:.3f}"
             for b, r, d, a, n in zip(fam.betas, *(entry[k] for k in MEASURES))))
     result["figures"] = _figures(run, result)
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _figures(run, result) -> list[str]:
@@ -68,10 +68,10 @@ def _figures(run, result) -> list[str]:
         series = {f"β {b:g}": (epochs, c, np.zeros(len(c))) for b, c in zip(result["betas"], s["loss_curve"])}
         figs.append(plots.save_curves_spread(series, run.path(f"sweep_training_{family}.png"), xlabel="epoch",
                                              ylabel="training loss (nats per image)",
-                                             title=f"{sweep.label(family)}: training loss ({run.dataset}, "
+                                             title=f"{families.label(family)}: training loss ({run.dataset}, "
                                                    f"mean over seeds)"))
     for name, label, log_y in (("rate", "rate: KL in nats per image", True), ("active_units", "active units", False)):
-        series = {f"{sweep.label(family)} (β {', '.join(f'{b:g}' for b in result['betas'])})":
+        series = {f"{families.label(family)} (β {', '.join(f'{b:g}' for b in result['betas'])})":
                   (s["distortion"], s[name], s[f"{name}_std"]) for family, s in result["sweep"].items()}
         figs.append(plots.save_curves_spread(series, run.path(f"sweep_{name}.png"), xlabel="distortion: MSE per pixel",
                                              ylabel=label, log_y=log_y,
@@ -85,19 +85,19 @@ def report(m: dict) -> str:
              f"beta and seed one model of one program; measured on {m['n_test']} test images (mean ± std over "
              f"{m['seeds']} seeds). Rate: KL to the prior in nats; distortion: MSE per pixel of the reconstruction "
              f"at z = mu; active units: Cov_x(E[z_d]) > {sweep.ACTIVE}. These are the models of the latent-space "
-             f"experiments: the seeds' AE and VAE are the Bernoulli family's β 0 and β 1.", ""]
+             f"experiments: the notes' AE and VAE are the Bernoulli family's β 0 and β 1.", ""]
     rows = []
     for family, s in m["sweep"].items():
         for i, beta in enumerate(m["betas"]):
-            rows.append([sweep.label(family) if i == 0 else "", f"{beta:g}" + (" (AE)" if beta == 0 else ""),
-                         common.pm(s["rate"][i], s["rate_std"][i], ".3g"),
-                         common.pm(s["distortion"][i], s["distortion_std"][i], ".4f"),
-                         common.pm(s["active_units"][i], s["active_units_std"][i], ".3g"),
-                         common.pm(s["noise_ratio"][i], s["noise_ratio_std"][i], ".3g"),
+            rows.append([families.label(family) if i == 0 else "", f"{beta:g}" + (" (AE)" if beta == 0 else ""),
+                         markdown.pm(s["rate"][i], s["rate_std"][i], ".3g"),
+                         markdown.pm(s["distortion"][i], s["distortion_std"][i], ".4f"),
+                         markdown.pm(s["active_units"][i], s["active_units_std"][i], ".3g"),
+                         markdown.pm(s["noise_ratio"][i], s["noise_ratio_std"][i], ".3g"),
                          _change(s, i)])
-    lines.append(common.table(["family", "beta", "rate (nats)", "distortion (MSE/pixel)", "active units",
-                               "noise ratio (posterior std / code spread)",
-                               "training loss change, last quarter of the epochs"], rows))
+    lines.append(markdown.table(["family", "beta", "rate (nats)", "distortion (MSE/pixel)", "active units",
+                                 "noise ratio (posterior std / code spread)",
+                                 "training loss change, last quarter of the epochs"], rows))
     lines += ["", "A model on a plateau changes its training loss by well under 1% over the last quarter of its "
                   "epochs; one that changes more was still learning when it stopped (curves: the figures below)."]
     return "\n".join(lines)
@@ -110,4 +110,4 @@ def _change(s: dict, i: int) -> str:
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

@@ -21,8 +21,10 @@ import sys
 import time
 import traceback
 
-from vaejax_experiments import common, sweep
 from vaejax import provenance
+from vaejax.cli import UsageError
+from vaejax_experiments import harness, judge, markdown, settings
+from vaejax_experiments.families import user_family
 
 RUN_FILE = "run_all.json"  # the last run's scale, total seconds and notes, for --report-only
 
@@ -31,30 +33,30 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             families=()) -> dict:
     """Run the experiments (all, or `only`), write <out>/REPORT.md; returns {name: metrics or None}.
 
-    families: user families (sweep.UserFamily, or "name=package.module:function" strings) that the
+    families: user families (families.UserFamily, or "name=package.module:function" strings) that the
     experiments taking a `families` argument (the latent-space ones) sweep and judge beside theirs."""
-    families = tuple(sweep.user_family(f) if isinstance(f, str) else f for f in families)
-    scale = common.get_scale(scale)
-    known = common.EXPERIMENTS + common.SECTIONS
+    families = tuple(user_family(f) if isinstance(f, str) else f for f in families)
+    scale = settings.get_scale(scale)
+    known = harness.EXPERIMENTS + harness.SECTIONS
     names = list(only) if only else list(known)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise common.UsageError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(known)}")
+        raise UsageError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(known)}")
     started = time.perf_counter()
     results, modules, notes, skipped = {}, {}, [], []
     for name in names:
-        module = common.load_experiment(name)
+        module = harness.load_experiment(name)
         if module is None:
             notes.append(f"`{name}`: not written yet (no `vaejax_experiments/{name}.py`); skipped.")
             print(f"[run_all] {name}: no module yet, skipped", flush=True)
             continue
         modules[name] = module
-        ds = dataset or getattr(module, "DEFAULT_DATASET", common.DEFAULT_DATASET)
+        ds = dataset or getattr(module, "DEFAULT_DATASET", harness.DEFAULT_DATASET)
         print(f"[run_all] {name} (scale {scale.name}, {ds})", flush=True)
         try:
             extra = {"families": families} if families and _takes_families(module) else {}
             results[name] = module.main(scale=scale, dataset=ds, seeds=seeds, out=out, **extra)
-        except common.user_errors() as e:
+        except harness.user_errors() as e:
             notes.append(f"`{name}`: skipped: {e}")
             skipped.append(f"{name} skipped: {e}")
             print(f"[run_all] {name}: skipped: {e}", flush=True)
@@ -64,9 +66,9 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     total = time.perf_counter() - started
     command = _command(scale, only, dataset, seeds, out, families)
-    common.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
-                                                    "seconds": total, "notes": notes, "skipped": skipped,
-                                                    "command": command})
+    harness.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
+                                                     "seconds": total, "notes": notes, "skipped": skipped,
+                                                     "command": command})
     write_report(scale, modules, results, notes, total, out, full_results, command)
     return results
 
@@ -89,17 +91,17 @@ def _command(scale, only, dataset, seeds, out, families=()) -> str:
 def report_only(out="results", full_results=None) -> dict:
     """Write <out>/REPORT.md again from the metrics.json files there (no training); returns {name: metrics}."""
     modules, results = {}, {}
-    for name in common.EXPERIMENTS + common.SECTIONS:
-        m = common.read_metrics(out, name)
+    for name in harness.EXPERIMENTS + harness.SECTIONS:
+        m = harness.read_metrics(out, name)
         if m is not None:
-            modules[name], results[name] = common.load_experiment(name), m
+            modules[name], results[name] = harness.load_experiment(name), m
     if not results:
-        raise common.UsageError(f"no results in {out!r}; run `python -m vaejax_experiments.run_all --out {out}` first")
+        raise UsageError(f"no results in {out!r}; run `python -m vaejax_experiments.run_all --out {out}` first")
     scales = sorted({m["scale"] for m in results.values()})
     if len(scales) > 1:
-        raise common.UsageError(f"{out!r} mixes scales {', '.join(scales)}; rerun the experiments at one scale")
-    scale = common.get_scale(scales[0])
-    last = common.read_json(os.path.join(out, RUN_FILE)) or {}
+        raise UsageError(f"{out!r} mixes scales {', '.join(scales)}; rerun the experiments at one scale")
+    scale = settings.get_scale(scales[0])
+    last = harness.read_json(os.path.join(out, RUN_FILE)) or {}
     if last.get("scale") == scale.name and last.get("experiments") == sorted(results):
         total, notes, command = last["seconds"], last.get("notes", []), last.get("command")
     else:  # no record of the run: render_report sums the experiments' own times
@@ -113,7 +115,7 @@ def write_report(scale, modules, results, notes, total, out, full_results=None, 
     command: what produced the results (None: the plain run of their scale)."""
     full_dir = full_results or (os.path.join(out, "full") if scale.name != "full" else None)
     text = render_report(scale, modules, results, notes, total, out, full_dir, command)
-    common.write_text(os.path.join(out, "REPORT.md"), text)
+    harness.write_text(os.path.join(out, "REPORT.md"), text)
     print(f"[run_all] wrote {os.path.join(out, 'REPORT.md')}", flush=True)
 
 
@@ -143,7 +145,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         "",
     ]
     rows = []
-    for name in list(common.EXPERIMENTS) + list(common.SECTIONS):
+    for name in list(harness.EXPERIMENTS) + list(harness.SECTIONS):
         if name not in modules and not any(name in n for n in notes):
             continue
         m = results.get(name)
@@ -153,7 +155,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
             module = modules[name]
             v = f"**{module.verdict(m)[0]}**" if hasattr(module, "verdict") else "figures and table"
             rows.append([f"[{name}](#{_anchor(name, module)})", v, m["dataset"], _secs(m)])
-    lines += [common.table(["experiment", "verdict", "dataset", "seconds"], rows), ""]
+    lines += [markdown.table(["experiment", "verdict", "dataset", "seconds"], rows), ""]
 
     if datasets:
         lines += ["## Reference classifier", "",
@@ -163,11 +165,10 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                   "of a set of images and of real test images (like FID; lower is closer; biased upwards for "
                   "small sets, so every scored set here has the same size). The classifier is trained with "
                   "outlier exposure: on pixel-shuffled images (and, in one variant, smooth random fields) its softmax is pushed "
-                  "towards uniform, because without it max-softmax rated uniform noise as more plausible than "
-                  "real images (about 0.97 vs 0.89 on fashion_mnist in development). Uniform noise is not among "
-                  "those outliers, so the noise row below is an independent check. Plausibility still has blind "
-                  "spots (on fashion_mnist an all-black image, or a faint blob, is called a sandal with probability "
-                  "about 0.8); the Frechet distance, "
+                  "towards uniform, because without it max-softmax can rate uniform noise as more plausible than "
+                  "real images. Uniform noise is not among those outliers, so the noise row below is an "
+                  "independent check. Plausibility still has blind spots (on fashion_mnist an all-black image, or "
+                  "a faint blob, can be called a sandal with high confidence); the Frechet distance, "
                   "which also sees a lack of variety, is the more robust of the two. *Precision* (the share of a set "
                   "on the real images' feature manifold) rewards realism, *recall* (the share of real images on the "
                   "set's manifold) variety (Kynkaanniemi et al. 2019); *KID* is a kernel distance whose estimate, "
@@ -188,20 +189,20 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                 rows.append([ds, label, f"{v['test_accuracy']:.3f}", position,
                              f"real held-out test images (n={a['n_real']})",
                              f"{v['real']['plausibility']:.3f}", f"{v['real']['frechet']:.3g}"])
-                for px in common.BLUR_CONTROLS:
+                for px in judge.BLUR_CONTROLS:
                     if f"blur_{px:g}" in v:
                         b = v[f"blur_{px:g}"]
                         rows.append(["", "", "", "", f"the same, blurred {px:g} px", f"{b['plausibility']:.3f}",
                                      f"{b['frechet']:.3g}"])
                 rows.append(["", "", "", "", f"uniform noise (n={a['n_noise']})",
                              f"{v['noise']['plausibility']:.3f}", f"{v['noise']['frechet']:.3g}"])
-        lines += [common.table(["dataset", "classifier (outlier exposure)", "test accuracy", "blur position",
-                                "images", "plausibility", "frechet"], rows), ""]
+        lines += [markdown.table(["dataset", "classifier (outlier exposure)", "test accuracy", "blur position",
+                                  "images", "plausibility", "frechet"], rows), ""]
 
-    for name in common.EXPERIMENTS:  # numbered as in the issue, also with --only
+    for name in harness.EXPERIMENTS:  # numbered in the order of EXPERIMENTS, also with --only
         if name in modules:
             lines += _section(_title(name, modules[name]), name, modules[name], results.get(name), out, full_dir)
-    for name in common.SECTIONS:
+    for name in harness.SECTIONS:
         if name in modules:
             lines += _section(_title(name, modules[name]), name, modules[name], results.get(name), out, full_dir)
 
@@ -209,7 +210,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
     rows = [[n, m["dataset"], m["seeds"], f"{m['seconds']:.1f}"] for n, m in ran.items()]
     total_label = "sum of the above" if summed else "run_all, including the reference classifier and data loading"
     rows.append([f"**total** ({total_label})", "", "", f"{total_seconds:.1f}"])
-    lines += [common.table(["experiment", "dataset", "seeds", "seconds"], rows), ""]
+    lines += [markdown.table(["experiment", "dataset", "seeds", "seconds"], rows), ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
@@ -229,7 +230,7 @@ def _section(title, name, module, m, out, full_dir) -> list[str]:
         v, reason = module.verdict(m)
         lines += [f"**Verdict ({m['scale']} scale): {v}.** {reason}", ""]
         if m["scale"] != "full":
-            full = common.read_metrics(full_dir, name) if full_dir else None
+            full = harness.read_metrics(full_dir, name) if full_dir else None
             if full is not None and full.get("scale") == "full":
                 fv, freason = module.verdict(full)
                 lines += [f"**At full scale ({full['device']}, {full['seconds']:.0f} s): {fv}.** {freason}", ""]
@@ -252,8 +253,8 @@ def _secs(m) -> str:
 
 def _title(name: str, module) -> str:
     """A section's heading: numbered experiments, then the figure sections by their TITLE."""
-    if name in common.EXPERIMENTS:
-        return f"{common.EXPERIMENTS.index(name) + 1}. {name}"
+    if name in harness.EXPERIMENTS:
+        return f"{harness.EXPERIMENTS.index(name) + 1}. {name}"
     return getattr(module, "TITLE", name)
 
 
@@ -265,24 +266,24 @@ def _anchor(name: str, module) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaejax_experiments.run_all", description=__doc__.splitlines()[0])
-    common.add_common_args(parser)
+    harness.add_common_args(parser)
     parser.add_argument("--only", nargs="+", metavar="NAME",
-                        choices=list(common.EXPERIMENTS + common.SECTIONS), help="run just these")
+                        choices=list(harness.EXPERIMENTS + harness.SECTIONS), help="run just these")
     parser.add_argument("--full-results", default=None,
                         help="folder of full-scale results to compare with (default: <out>/full)")
     parser.add_argument("--report-only", action="store_true",
                         help="write REPORT.md again from the results in --out; trains nothing")
-    common.add_family_arg(parser)
+    harness.add_family_arg(parser)
     args = parser.parse_args(argv)
     try:
         if args.report_only:
             report_only(args.out, args.full_results)
             return 0
         results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results, args.family)
-    except common.user_errors() as e:
+    except harness.user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    skipped = (common.read_json(os.path.join(args.out, RUN_FILE)) or {}).get("skipped", [])
+    skipped = (harness.read_json(os.path.join(args.out, RUN_FILE)) or {}).get("skipped", [])
     if skipped:  # e.g. missing data: the report is there, but it is not the whole run
         more = f" (and {len(skipped) - 1} more, listed in the report)" if len(skipped) > 1 else ""
         print(f"error: {skipped[0]}{more}", file=sys.stderr)

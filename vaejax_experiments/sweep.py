@@ -2,9 +2,10 @@
 
 A family is the scale's VAE with one likelihood, trained for every KL weight beta and every seed as
 one compiled program (beta a traced hyperparameter of objectives.elbo). Its beta = 0 member is the
-family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The seeds' AE and
-VAE are the Bernoulli family's beta 0 and beta 1 members (SEED_AE, SEED_VAE). At full scale every
-family is also trained at the latent widths LATENT_SIZES, each width a family of its own.
+family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The notes' AE and
+VAE are the Bernoulli family's beta 0 and beta 1 members (NOTES_AE, NOTES_VAE). At full scale every
+family is also trained at the latent widths LATENT_SIZES, each width a family of its own. Which
+families there are, built-in or a user's, is families.py's business.
 
 Two models whose decoders differ in sharpness differ in more than their latent spaces. So every
 latent-space score is also read along the sweep, and the AE is compared with the VAE *at its own
@@ -13,7 +14,7 @@ AE's, interpolated linearly between the two members that bracket it. A family wh
 reach the AE's distortion gives no matched comparison, and the report says so.
 
 The verdict rule (written into the report): for each score, the difference VAE - AE at matched
-distortion has a 95% interval over seeds (common.paired_comparison); the VAE is better on that
+distortion has a 95% interval over seeds (stats.paired_comparison); the VAE is better on that
 score when the interval lies wholly on the better side of 0. The claim holds when the VAE is better
 on every deciding score in every family that reaches the AE's distortion, does not hold when it is
 better on none of them in any, and is mixed otherwise.
@@ -22,72 +23,32 @@ better on none of them in any, and is mixed otherwise.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import re
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vaejax import config, latent, objectives, plots
-from vaejax_experiments import common
+from vaejax_experiments import harness, markdown, settings, stats, training
+from vaejax_experiments.families import FAMILIES, UserFamily, label
 
-FAMILIES = {"bernoulli": {"likelihood": "bernoulli"},
-            "gaussian": {"likelihood": "gaussian", "obs_sigma": 0.1},
-            "sigma_vae": {"likelihood": "gaussian_learned"}}
-FAMILY_LABELS = {"bernoulli": "Bernoulli", "gaussian": "Gaussian σ 0.1", "sigma_vae": "σ-VAE (learned σ)"}
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 LATENT_SIZES = (8, 16, 32, 64)  # swept at full scale besides the scale's own width
 ACTIVE = 0.01  # Burda et al. 2016's threshold on Cov_x(E_q[z_d])
-SEED_AE, SEED_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
+NOTES_AE, NOTES_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
 
 
-def families_for(scale: common.Scale) -> tuple[str, ...]:
+def families_for(scale: settings.Scale) -> tuple[str, ...]:
     return scale.pick(smoke=("bernoulli",), quick=("bernoulli", "gaussian"), full=tuple(FAMILIES))
 
 
-def betas_for(scale: common.Scale) -> tuple[float, ...]:
+def betas_for(scale: settings.Scale) -> tuple[float, ...]:
     return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS)
 
 
-def latent_sizes_for(scale: common.Scale, own: int) -> tuple[int, ...]:
+def latent_sizes_for(scale: settings.Scale, own: int) -> tuple[int, ...]:
     """The latent widths each family is trained at: the scale's own, and at full scale LATENT_SIZES too."""
     return scale.pick(smoke=(own,), quick=(own,), full=tuple(sorted({own, *LATENT_SIZES})))
-
-
-@dataclasses.dataclass(frozen=True)
-class UserFamily:
-    """A family of one's own, swept and judged beside the built-in ones: make(image_shape, latent_dim)
-    returns a Linen module of the model interface (objectives.py; encode gives (mu, logvar)) and its
-    objectives.Likelihood. spec: how the command line named it ("name=package.module:function")."""
-
-    name: str
-    make: Callable
-    spec: str | None = dataclasses.field(default=None, compare=False)
-
-
-def user_family(spec: str) -> UserFamily:
-    """The UserFamily that "name=package.module:function" names (a one-line UsageError otherwise)."""
-    name, _, target = spec.partition("=")
-    module_name, _, function = target.partition(":")
-    if not (name and module_name and function) or name in FAMILIES:
-        raise common.UsageError(f"--family {spec!r}: expected NAME=package.module:function with a NAME other than "
-                                f"{', '.join(FAMILIES)}, e.g. --family mine=my_models:make_vae")
-    try:
-        make = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as e:
-        raise common.UsageError(f"--family {spec!r}: cannot load {target} ({type(e).__name__}: {e}); put its folder "
-                                f"on PYTHONPATH") from None
-    return UserFamily(name, make, spec)
-
-
-def label(family: str) -> str:
-    """A family's name in tables: "bernoulli_z8" (the Bernoulli family at latent width 8) -> "Bernoulli, latent 8"."""
-    match = re.fullmatch(r"(.+)_z(\d+)", family)
-    if match:
-        return f"{label(match[1])}, latent {match[2]}"
-    return FAMILY_LABELS.get(family, family)
 
 
 def describe(fam: "Family") -> str:
@@ -106,7 +67,7 @@ class Family:
     name: str
     betas: tuple[float, ...]
     model: config.ModelConfig | latent.Model
-    trained: common.Trained
+    trained: training.Trained
     rate: np.ndarray
     distortion: np.ndarray
     active_units: np.ndarray
@@ -116,13 +77,13 @@ class Family:
     def seeds(self) -> int:
         return self.trained.num_seeds // len(self.betas)
 
-    def member(self, beta: float) -> common.Trained:
+    def member(self, beta: float) -> training.Trained:
         """The seeds of one beta, as their own Trained."""
         b = self.betas.index(beta)
         return self.trained.select(np.arange(b * self.seeds, (b + 1) * self.seeds))
 
 
-def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model | None = None) -> common.Trained:
+def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model | None = None) -> training.Trained:
     """len(betas) * seeds models (beta-major: model b * seeds + s) in one program, beta traced: the preset
     cfg, or `model` (trained with the ELBO of its likelihood, cfg giving the image shape)."""
     beta_M = jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)
@@ -133,7 +94,7 @@ def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model 
             k_init, k_sample = jax.random.split(key)
             return model.module.init(k_init, jnp.zeros(cfg.image_shape, jnp.float32), k_sample)["params"]
         custom = {"objective": objectives.elbo(model.module, model.likelihood), "init_params": init_params}
-    return common.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log, **custom)
+    return training.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log, **custom)
 
 
 def measure(model, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
@@ -161,7 +122,7 @@ def active_units(mu_MND) -> np.ndarray:
     return (np.var(np.asarray(mu_MND, np.float64), axis=1) > ACTIVE).sum(-1)
 
 
-def train_config(scale: common.Scale, n_train: int) -> config.TrainConfig:
+def train_config(scale: settings.Scale, n_train: int) -> config.TrainConfig:
     """The scale's training, but half its steps in the demo: a sweep is len(betas) models per family and seed."""
     epochs = scale.epochs_for(n_train)
     return scale.train_config(n_train, epochs=scale.pick(smoke=epochs, quick=max(1, epochs // 2), full=epochs))
@@ -195,28 +156,28 @@ def train(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, 
 _SWEEPS: dict = {}
 
 
-def shared(scale: common.Scale, dataset: str, seeds: int, log=None, extra: tuple = ()) -> dict[str, Family]:
+def shared(scale: settings.Scale, dataset: str, seeds: int, log=None, extra: tuple = ()) -> dict[str, Family]:
     """The scale's families, and the user families in `extra`, trained on the scale's training images at
     every latent width of latent_sizes_for (a family at another width than the scale's own is named
     <family>_z<width>). Memoized per family in this process: the latent-space experiments,
     pretrain_classify and rate_distortion study the same models."""
-    x = common.train_images(scale, dataset).x
-    _, vae = common.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
+    x = harness.train_images(scale, dataset).x
+    _, vae = settings.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
     out = {}
     for size in latent_sizes_for(scale, vae.latent_dim):
         for family in families_for(scale) + tuple(extra):
             key = (scale, dataset, seeds, family, size)
             if key not in _SWEEPS:
                 fam = train_one(config.replace(vae, latent_dim=size), train_config(scale, len(x)), x,
-                                common.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log)
+                                harness.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log)
                 _SWEEPS[key] = fam if size == vae.latent_dim else dataclasses.replace(fam, name=f"{fam.name}_z{size}")
             out[_SWEEPS[key].name] = _SWEEPS[key]
     return out
 
 
-def seed_pair(sweep: dict[str, Family]) -> tuple[common.Trained, common.Trained]:
-    """The seeds' AE and VAE: the Bernoulli family's beta 0 and beta 1 members."""
-    return sweep[SEED_AE[0]].member(SEED_AE[1]), sweep[SEED_VAE[0]].member(SEED_VAE[1])
+def notes_pair(sweep: dict[str, Family]) -> tuple[training.Trained, training.Trained]:
+    """The notes' AE and VAE: the Bernoulli family's beta 0 and beta 1 members."""
+    return sweep[NOTES_AE[0]].member(NOTES_AE[1]), sweep[NOTES_VAE[0]].member(NOTES_VAE[1])
 
 
 # ---------------------------------------------------------------------------- scores along the sweep
@@ -252,7 +213,7 @@ def entries(sweep: dict[str, Family], scores: dict, names) -> list[dict]:
 
 
 def _mean_std(name, v) -> dict:
-    m, s = common.mean_std(v)
+    m, s = stats.mean_std(v)
     return {name: m, f"{name}_std": s}
 
 
@@ -267,24 +228,24 @@ def _bracket(d_B: np.ndarray, target: float):
 
 
 def matched(sweep: dict[str, Family], scores: dict, name: str, higher_is_better: bool, ae_score: str | None = None,
-            ae=SEED_AE) -> dict:
+            ae=NOTES_AE) -> dict:
     """The AE's score against each family's VAE at the AE's distortion, seed by seed.
 
     Returns {"ae": {mean, std, ci, distortion}, family: {...}}: for a family that reaches the AE's distortion,
     the two bracketing betas, the weight between them, the interpolated beta (geometric), the VAE's
-    score and common.paired_comparison(VAE, AE); for one that does not, reached False and its nearest
+    score and stats.paired_comparison(VAE, AE); for one that does not, reached False and its nearest
     member. Also `along`: each member (beta > 0) against the AE, where the claim starts or stops holding.
     ae_score: the AE's score to compare with, when it is not `name` (a sampler that the VAEs do not use).
     """
     a = values(scores, *ae, ae_score or name)
     d_ae = float(sweep[ae[0]].distortion[sweep[ae[0]].betas.index(ae[1])].mean())
     out = {"ae": {"family": ae[0], "beta": ae[1], "distortion": d_ae, "score": ae_score or name,
-                  **_mean_std("mean", a), "ci": list(common.interval(a))}}
+                  **_mean_std("mean", a), "ci": list(stats.interval(a))}}
     for fam in sweep.values():
         vae_betas = [b for b in fam.betas if b > 0]
         d_B = np.array([fam.distortion[fam.betas.index(b)].mean() for b in vae_betas])
         along = [{"beta": b, "distortion": float(d),
-                  **common.paired_comparison(values(scores, fam.name, b, name), a, higher_is_better)}
+                  **stats.paired_comparison(values(scores, fam.name, b, name), a, higher_is_better)}
                  for b, d in zip(vae_betas, d_B)]
         hit = _bracket(d_B, d_ae)
         if hit is None:
@@ -297,8 +258,8 @@ def matched(sweep: dict[str, Family], scores: dict, name: str, higher_is_better:
              + w * values(scores, fam.name, vae_betas[i + 1], name))
         beta = float(np.exp((1 - w) * np.log(vae_betas[i]) + w * np.log(vae_betas[i + 1])))
         out[fam.name] = {"reached": True, "betas": [vae_betas[i], vae_betas[i + 1]], "weight": w, "beta": beta,
-                         "distortion": d_ae, "score": name, **_mean_std("mean", v), "ci": list(common.interval(v)),
-                         "vs_ae": common.paired_comparison(v, a, higher_is_better), "along": along}
+                         "distortion": d_ae, "score": name, **_mean_std("mean", v), "ci": list(stats.interval(v)),
+                         "vs_ae": stats.paired_comparison(v, a, higher_is_better), "along": along}
     return out
 
 
@@ -311,7 +272,7 @@ def verdict(matches: dict[str, dict], what: str) -> tuple[str, str]:
     wins = {(s, f): matches[s][f]["vs_ae"]["better"] for s in matches for f in reached}
     parts = "; ".join(f"{s} {label(f)} β≈{matches[s][f]['beta']:.2g}: VAE "
                       f"{matches[s][f]['mean']:.3g} vs AE {matches[s]['ae']['mean']:.3g}, "
-                      f"{common.ci_text(matches[s][f]['vs_ae'])}" for s in matches for f in reached)
+                      f"{markdown.ci_text(matches[s][f]['vs_ae'])}" for s in matches for f in reached)
     if all(w == 1 for w in wins.values()):
         v = "holds"
     elif all(w < 1 for w in wins.values()):
@@ -341,19 +302,19 @@ def difference_text(match: dict) -> str:
     """The paired VAE - AE difference at matched distortion in the first family that reaches it."""
     for family, fm in match.items():
         if family != "ae" and fm["reached"]:
-            return f"{common.ci_text(fm['vs_ae'])} ({label(family)})"
+            return f"{markdown.ci_text(fm['vs_ae'])} ({label(family)})"
     return "not measured (no family reaches the AE's distortion)"
 
 
-def seed_pair_text(m: dict, deciding: dict[str, bool]) -> str:
-    """The seeds' own comparison, the Bernoulli VAE at beta 1 against the AE at their unequal distortions,
+def notes_pair_text(m: dict, deciding: dict[str, bool]) -> str:
+    """The notes' own comparison, the Bernoulli VAE at beta 1 against the AE at their unequal distortions,
     decided by the same interval rule."""
     d = {(e["family"], e["beta"]): e["distortion"] for e in m["sweep"]}
     parts = []
     for s, higher in deciding.items():
-        c = common.paired_comparison(m["vae"][f"{s}_seeds"], m["ae"][f"{s}_seeds"], higher)
-        parts.append(f"{s} {common.ci_text(c)} ({_OUTCOME[c['better']]})")
-    return (f"As the seed states it (β 1 against the AE, distortion {d[SEED_VAE]:.4f} against {d[SEED_AE]:.4f}), "
+        c = stats.paired_comparison(m["vae"][f"{s}_seeds"], m["ae"][f"{s}_seeds"], higher)
+        parts.append(f"{s} {markdown.ci_text(c)} ({_OUTCOME[c['better']]})")
+    return (f"As the notes state it (β 1 against the AE, distortion {d[NOTES_VAE]:.4f} against {d[NOTES_AE]:.4f}), "
             f"VAE - AE: " + "; ".join(parts) + ".")
 
 
@@ -361,10 +322,10 @@ def report(m: dict, names) -> str:
     """The report's sweep part: each model's scores against its distortion, the comparison at matched
     distortion, and the rule that decides the verdict."""
     rows = [[label(e["family"]), f"{e['beta']:g}" + (" (AE)" if e["beta"] == 0 else ""),
-             common.pm(e["distortion"], e["distortion_std"], ".4f"), common.pm(e["rate"], e["rate_std"], ".3g")]
-            + [common.pm(e[n], e[f"{n}_std"], ".3g") for n in names] for e in m["sweep"]]
-    sweep_table = common.table(["family", "β", "distortion (MSE/pixel)", "rate (nats)", *names], rows)
-    matched_table = common.table(MATCHED_HEADER, [r for s in m["matched"] for r in matched_rows({s: m["matched"][s]})])
+             markdown.pm(e["distortion"], e["distortion_std"], ".4f"), markdown.pm(e["rate"], e["rate_std"], ".3g")]
+            + [markdown.pm(e[n], e[f"{n}_std"], ".3g") for n in names] for e in m["sweep"]]
+    sweep_table = markdown.table(["family", "β", "distortion (MSE/pixel)", "rate (nats)", *names], rows)
+    matched_table = markdown.table(MATCHED_HEADER, [r for s in m["matched"] for r in matched_rows({s: m["matched"][s]})])
     return (f"**Along the sweep** (every model of the shared sweep, mean ± std over seeds):\n\n{sweep_table}\n\n"
             f"**At the AE's distortion** ({RULE}):\n\n{matched_table}")
 
@@ -386,13 +347,13 @@ def matched_rows(matches: dict[str, dict], fmt: str = ".3g") -> list[list[str]]:
                 near = fm["nearest"]
                 rows.append([s, label(f), f"{m['ae']['mean']:{fmt}}",
                              f"not reached; nearest: β {fm['nearest_beta']:g}, distortion {fm['nearest_distortion']:.4f} "
-                             f"(AE {m['ae']['distortion']:.4f})", common.ci_text(near, fmt),
+                             f"(AE {m['ae']['distortion']:.4f})", markdown.ci_text(near, fmt),
                              f"(not deciding) {_OUTCOME[near['better']]}"])
                 continue
             lo, hi = fm["ci"]
             rows.append([s, label(f), f"{m['ae']['mean']:{fmt}} [{m['ae']['ci'][0]:{fmt}}, {m['ae']['ci'][1]:{fmt}}]",
                          f"{fm['mean']:{fmt}} [{lo:{fmt}}, {hi:{fmt}}] (β ≈ {fm['beta']:.2g}, between {fm['betas'][0]:g} "
-                         f"and {fm['betas'][1]:g})", common.ci_text(fm["vs_ae"], fmt),
+                         f"and {fm['betas'][1]:g})", markdown.ci_text(fm["vs_ae"], fmt),
                          _OUTCOME[fm["vs_ae"]["better"]]])
     return rows
 
@@ -412,8 +373,8 @@ def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel:
         v = np.array([values(scores, fam.name, b, name) for b in fam.betas])
         spread = v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(d))
         series[f"{label(fam.name)} (β {', '.join(f'{b:g}' for b in fam.betas)})"] = (d, v.mean(1), spread)
-    ae = values(scores, *SEED_AE, name)
-    d_ae = sweep[SEED_AE[0]].distortion[sweep[SEED_AE[0]].betas.index(SEED_AE[1])].mean()
+    ae = values(scores, *NOTES_AE, name)
+    d_ae = sweep[NOTES_AE[0]].distortion[sweep[NOTES_AE[0]].betas.index(NOTES_AE[1])].mean()
     series["the AE (Bernoulli, β 0)"] = ([d_ae], [ae.mean()], [0.0])
     styles["the AE (Bernoulli, β 0)"] = {"marker": "*", "markersize": 14, "linestyle": "none", "color": "black"}
     return plots.save_curves_spread(series, path, xlabel="distortion: test MSE per pixel", ylabel=ylabel,

@@ -2,7 +2,7 @@
 
 - mlp_vae: the pytorch/examples VAE, 784-400-20 with ReLU (its two 400->20 heads as one 400->40 layer,
   as vaejax has them; the same function and parameter count).
-- conv_ae / conv_vae: the seed's conv stack, Conv2d(1,16,3,s2,p1)-ReLU-Conv2d(16,32,3,s2,p1)-ReLU-Conv2d(32,64,7)
+- conv_ae / conv_vae: the notes' conv stack, Conv2d(1,16,3,s2,p1)-ReLU-Conv2d(16,32,3,s2,p1)-ReLU-Conv2d(32,64,7)
   and its mirror of ConvTranspose2d layers; conv_vae adds Linear(64, 2*16) heads and Linear(16, 64).
 
 The loss is vaejax's: per image, Bernoulli NLL from logits summed over pixels (+ KL for a VAE),

@@ -1,4 +1,4 @@
-"""Learning a transformation (seed 000, Example 1): train an autoencoder on colour images x with the
+"""Learning a transformation (notes 000, Example 1): train an autoencoder on colour images x with the
 loss MSE(dec(enc(x)), T(x)), T(x) = rescale_0.5(rotate_90(grayscale(x))), and ask what it learned.
 
 T: grayscale with ITU-R 601 luma weights (what torchvision's Grayscale uses), rotation by 90 degrees
@@ -13,27 +13,27 @@ Predictions of T(x), all scored by MSE per pixel against T(x), per image:
 - a least-squares linear map: T is linear (every output pixel is a fixed weighted sum of input
   values), so an affine map flatten(x) -> flatten(T(x)) fitted on the same training images recovers
   T exactly once they span the input space (more images than input values); with fewer (small
-  scales) it is the minimum-norm fit, exact on the span of the training images only. Its fitted weights are also
-  compared with T's own matrix;
-- the seed's two weak baselines: the mean T(x) of the training set, and the input itself, resized
+  scales) it is the minimum-norm fit, exact on the span of the training images only (linear_map.py). Its
+  fitted weights are also compared with T's own matrix;
+- the notes' two weak baselines: the mean T(x) of the training set, and the input itself, resized
   (x channel-averaged and downscaled to T's size but not rotated).
 
 They are scored on the test images and on three sets of inputs unlike the training images
 (the off-manifold sets, as many images as the test set): the test images inverted (1 - x: natural
 edges and textures with intensities the training set does not have), uniform noise in [0, 1]
 (independent pixels), and smooth random fields (uniform noise at 1/8 of the size, bilinearly
-upsampled, each channel independent: blobs of arbitrary colour). The seed's other-photo test does
+upsampled, each channel independent: blobs of arbitrary colour). The notes' other-photo test does
 not apply: sample_patches' training set holds crops of both its photos. A model that learned T
 itself predicts T on all of them; one that learned T on the data manifold only does not.
 
-Verdicts come from paired comparisons over the images of a set (common.paired_comparison: the
+Verdicts come from paired comparisons over the images of a set (stats.paired_comparison: the
 mean difference of per-image MSE, its 95% bootstrap interval, and the effect size d_z): the
 autoencoder against the best weak baseline and against the linear map, and "R² clearly at least
 R2_BAR" as the autoencoder's MSE against (1 - R2_BAR) x the mean-image MSE, image by image
 (R² = 1 - MSE / mean-image MSE, the mean image being the training set's mean T(x)).
 
-Then the seed's compute and memory comparison on this device: time per image and peak memory of
-computing T directly versus running the autoencoder, both compiled, on the same batch.
+Then the notes' compute and memory comparison on this device: time per image and peak memory of
+computing T directly versus running the autoencoder, both compiled, on the same batch (costs.measure).
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
-from vaejax_experiments import common
 from vaejax import config, models, plots
+from vaejax_experiments import costs, harness, linear_map, markdown, stats, training
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
          "transformations, T = rescale 50% (rotate 90° (grayscale(x))): on test images it predicts T(x) far better "
@@ -56,13 +55,9 @@ DEFAULT_DATASET = "sample_patches"
 R2_BAR = 0.9  # "captures T": explains at least this fraction of T(x)'s variance around the mean image
 LUMA = (0.299, 0.587, 0.114)
 SHOW = 8
-# Ridge of the least-squares fit, relative to the Gram matrix's mean diagonal: numerical jitter that keeps an
-# exactly singular system (duplicate images) solvable, not regularisation (at the quick scale the fitted
-# weights are within 3e-7 of T's, whose largest is 0.15, with or without it).
-RIDGE = 1e-10
 PREDICTORS = {"autoencoder": "autoencoder dec(enc(x))", "linear": "least-squares linear map",
               "mean_image": "mean T(x) of the training set", "identity": "identity-resized"}
-BASELINES = ("mean_image", "identity")  # the seed's weak baselines
+BASELINES = ("mean_image", "identity")  # the notes' weak baselines
 SMOOTH_FACTOR = 8  # smooth random fields: uniform noise at 1/8 of the image size, upsampled
 
 
@@ -98,6 +93,14 @@ def identity_resized(x_NHWC):
     return rescale_half(jnp.mean(x_NHWC, axis=-1, keepdims=True))
 
 
+def transform_matrix(in_shape) -> np.ndarray:
+    """T's own matrix in linear_map.fit_linear's layout: T of every basis image, and a zero bias row."""
+    d = int(np.prod(in_shape))
+    basis = np.eye(d, dtype=np.float32).reshape((d,) + tuple(in_shape))
+    M = np.asarray(transform(jnp.asarray(basis)), np.float64).reshape(d, -1)
+    return np.concatenate([M, np.zeros((1, M.shape[1]))])
+
+
 # ---------------------------------------------------------------------------- model
 
 
@@ -115,57 +118,14 @@ def init_params(key, cfg: config.ModelConfig, in_shape):
 
 
 def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, log=None):
-    """S autoencoders trained at once (common.train_seeds) to map x_N to t_N.
+    """S autoencoders trained at once (training.train_seeds) to map x_N to t_N.
 
     Returns (params_S, train loss per epoch (S, E), test MSE per pixel per epoch (S, E), seconds).
     """
-    trained = common.train_seeds(cfg, tc, x_N, seeds, seed=seed, target_N=t_N, eval_sets={"test": (x_test, t_test)},
-                                 init_params=lambda key: init_params(key, cfg, x_N.shape[1:]), log=log)
+    trained = training.train_seeds(cfg, tc, x_N, seeds, seed=seed, target_N=t_N, eval_sets={"test": (x_test, t_test)},
+                                   init_params=lambda key: init_params(key, cfg, x_N.shape[1:]), log=log)
     test_mse = trained.eval_curves["test"]["recon"] / cfg.num_pixels
     return trained.params, trained.curves["loss"], test_mse, trained.seconds
-
-
-# ---------------------------------------------------------------------------- the least-squares linear map
-
-
-def _design(x_N) -> np.ndarray:
-    """Flattened images with a constant 1 appended (for the bias), float64: (N, D + 1)."""
-    x = np.asarray(x_N, np.float64).reshape(len(x_N), -1)
-    return np.concatenate([x, np.ones((len(x), 1))], axis=1)
-
-
-def _solve_gram(G, B) -> np.ndarray:
-    """G^-1 B for a Gram matrix G, with the RIDGE jitter (Cholesky)."""
-    G = G + RIDGE * np.trace(G) / len(G) * np.eye(len(G))
-    return scipy.linalg.solve(G, B, assume_a="pos")
-
-
-def fit_linear(x_N, t_N) -> np.ndarray:
-    """Least-squares affine map flatten(x) -> flatten(t): W of shape (D + 1, P), the bias its last row.
-
-    Normal equations in float64 (numpy's SVD-based lstsq takes about a minute on 5,700 images of 3,072
-    values on 2 CPU cores; these take seconds, and float64 absorbs their squared condition number). With
-    at least as many images as unknowns per output (N >= D + 1) W = (X'X)^-1 X'Y, the least-squares
-    solution. With fewer (small scales) the system is underdetermined and W = X'(XX')^-1 Y, its
-    minimum-norm solution: exact on the training images, blind to input directions outside their span.
-    """
-    X, Y = _design(x_N), np.asarray(t_N, np.float64).reshape(len(t_N), -1)
-    if len(X) >= X.shape[1]:
-        return _solve_gram(X.T @ X, X.T @ Y)
-    return X.T @ _solve_gram(X @ X.T, Y)
-
-
-def apply_linear(W, x_N, out_shape) -> np.ndarray:
-    """The linear map's prediction for images x_N, shaped (N, *out_shape)."""
-    return (_design(x_N) @ W).reshape((len(x_N),) + tuple(out_shape))
-
-
-def transform_matrix(in_shape) -> np.ndarray:
-    """T's own matrix in fit_linear's layout: T of every basis image, and a zero bias row."""
-    d = int(np.prod(in_shape))
-    basis = np.eye(d, dtype=np.float32).reshape((d,) + tuple(in_shape))
-    M = np.asarray(transform(jnp.asarray(basis)), np.float64).reshape(d, -1)
-    return np.concatenate([M, np.zeros((1, M.shape[1]))])
 
 
 # ---------------------------------------------------------------------------- off-manifold inputs and scores
@@ -202,11 +162,11 @@ def score_set(predict, params_S, W, mean_image, x_N) -> dict:
     t = np.asarray(transform(x))
     ae_SN = per_image_mse(predict(params_S, x), t[None])
     per_image = {"autoencoder": ae_SN.mean(0),
-                 "linear": per_image_mse(apply_linear(W, x_N, t.shape[1:]), t),
+                 "linear": per_image_mse(linear_map.apply_linear(W, x_N, t.shape[1:]), t),
                  "mean_image": per_image_mse(mean_image[None], t),
                  "identity": per_image_mse(identity_resized(x), t)}
     out = {name: float(v.mean()) for name, v in per_image.items()}
-    out.update(common.stat("autoencoder", ae_SN.mean(1)))
+    out.update(stats.stat("autoencoder", ae_SN.mean(1)))
     out.update(n=len(x_N), per_image={name: v.tolist() for name, v in per_image.items()})
     return out
 
@@ -217,7 +177,7 @@ def judge(per_image: dict) -> dict:
     beats exactly when R² = 1 - MSE / mean-image MSE exceeds R2_BAR."""
     ae, mean_image = (np.asarray(per_image[k], np.float64) for k in ("autoencoder", "mean_image"))
     best = min(BASELINES, key=lambda k: float(np.mean(per_image[k])))
-    lower = functools.partial(common.paired_comparison, higher_is_better=False)
+    lower = functools.partial(stats.paired_comparison, higher_is_better=False)
     return {"r2": float(1.0 - ae.mean() / mean_image.mean()), "r2_bar": lower(ae, (1.0 - R2_BAR) * mean_image),
             "best_baseline": best, "vs_baseline": lower(ae, per_image[best]), "vs_linear": lower(ae, per_image["linear"])}
 
@@ -225,45 +185,11 @@ def judge(per_image: dict) -> dict:
 # ---------------------------------------------------------------------------- compute and memory
 
 
-def measure(fn, *args, windows: int = 7, window_seconds: float = 0.05) -> dict:
-    """Compile fn(*args) (timed apart), then the median of `windows` timed windows, each blocking once.
-
-    Memory from XLA's analysis of the compiled program: peak = arguments + outputs + temporaries
-    - aliased bytes (what the program needs resident at once; the same on every backend).
-    """
-    jitted = jax.jit(fn)
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    compile_seconds = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args))
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    once = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, int(window_seconds / once))
-    times = []
-    for _ in range(windows):
-        t0 = time.perf_counter()
-        out = None
-        for _ in range(reps):
-            out = compiled(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / reps)
-    mem = compiled.memory_analysis()
-    arg, outb, temp, alias = (int(getattr(mem, f, 0) or 0) for f in
-                              ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-                               "alias_size_in_bytes"))
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
-    return {"seconds_per_batch": float(np.median(times)), "compile_seconds": compile_seconds, "windows": windows,
-            "reps_per_window": reps, "argument_bytes": arg, "output_bytes": outb, "temp_bytes": temp,
-            "peak_bytes": arg + outb + temp - alias, "flops": float(cost.get("flops", float("nan")))}
-
-
 def compare_compute(cfg, params, x_B) -> dict:
     """Time per image and peak memory of T computed directly vs the autoencoder, on batch x_B."""
     n = x_B.shape[0]
-    direct = measure(transform, x_B)
-    net = measure(lambda p, x: jax.nn.sigmoid(models.apply(cfg, p, x)[0]), params, x_B)
+    direct = costs.measure(transform, x_B)
+    net = costs.measure(lambda p, x: jax.nn.sigmoid(models.apply(cfg, p, x)[0]), params, x_B)
     out = {}
     for name, m in (("direct", direct), ("autoencoder", net)):
         out[name] = dict(m, seconds_per_image=m["seconds_per_batch"] / n, flops_per_image=m["flops"] / n)
@@ -278,10 +204,10 @@ def compare_compute(cfg, params, x_B) -> dict:
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
-    run = common.start("transform", scale, dataset, seeds, out, default_dataset=DEFAULT_DATASET)
+    run = harness.start("transform", scale, dataset, seeds, out, default_dataset=DEFAULT_DATASET)
     sc, S = run.scale, run.seeds
-    train_x = common.train_images(sc, run.dataset).x
-    test_x = common.eval_images(sc, run.dataset).x
+    train_x = harness.train_images(sc, run.dataset).x
+    test_x = harness.eval_images(sc, run.dataset).x
     t_train, t_test = np.asarray(transform(jnp.asarray(train_x))), np.asarray(transform(jnp.asarray(test_x)))
     cfg = model_config(train_x.shape[1:])
     batch = min(sc.pick(smoke=64, quick=64, full=128), len(train_x))
@@ -294,7 +220,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 
     test_mse_S = test_curve[:, -1]
     t0 = time.perf_counter()
-    W = fit_linear(train_x, t_train)  # on the images the AE trains on
+    W = linear_map.fit_linear(train_x, t_train)  # on the images the AE trains on
     linear_seconds = time.perf_counter() - t0
     truth = transform_matrix(train_x.shape[1:])
     linear = {"solution": "least squares" if len(train_x) >= W.shape[0] else "minimum norm (fewer images than inputs)",
@@ -311,8 +237,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         run.log(f"{name}: MSE autoencoder {o['autoencoder']:.3g}, linear {o['linear']:.3g}, "
                 f"mean image {o['mean_image']:.3g}, identity-resized {o['identity']:.3g}")
     mean_image_mse, identity_mse = test["mean_image"], test["identity"]
-    result = common.stat("test_mse", test_mse_S)
-    result.update(common.stat("r2", 1.0 - test_mse_S / mean_image_mse))
+    result = stats.stat("test_mse", test_mse_S)
+    result.update(stats.stat("r2", 1.0 - test_mse_S / mean_image_mse))
     result.update(mean_image_mse=mean_image_mse, mean_image_mse_std=0.0, identity_mse=identity_mse, identity_mse_std=0.0,
                   linear_mse=test["linear"], linear=linear, test_per_image=test["per_image"], off_manifold=off)
 
@@ -329,12 +255,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         model={"preset": f"mlp ae hidden {list(cfg.hidden)} latent {cfg.latent_dim}", "likelihood": cfg.likelihood,
                "params": int(models.param_count(seed0))},
         train={"epochs": tc.epochs, "batch_size": batch, "steps": tc.epochs * (len(train_x) // batch),
-               "seconds": round(seconds, 2), **common.stat("final_loss", loss_curve[:, -1])},
+               "seconds": round(seconds, 2), **stats.stat("final_loss", loss_curve[:, -1])},
         test_mse_curve=test_curve.mean(0).tolist(), test_mse_curve_std=test_curve.std(0, ddof=1 if S > 1 else 0).tolist(),
     )
     result["figures"] = _figures(run, cfg, seed0, test_x, t_test, test_curve, mean_image_mse, identity_mse, tc, len(train_x))
     result["figures"].append(_off_manifold_figure(run, cfg, seed0, W, test_x, off_inputs))
-    return common.finish(run, result)
+    return harness.finish(run, result)
 
 
 def _textured(t_N, k: int) -> np.ndarray:
@@ -381,7 +307,7 @@ def _off_manifold_figure(run, cfg, params, W, test_x, off_inputs, k: int = 3) ->
     for name, x_all in {"test images": test_x, **{name: x for name, (_, x) in off_inputs.items()}}.items():
         x = x_all[_textured(np.asarray(transform(jnp.asarray(x_all))), k)]
         t = np.asarray(transform(jnp.asarray(x)))
-        outputs = (t, jax.nn.sigmoid(models.apply(cfg, params, jnp.asarray(x))[0]), apply_linear(W, x, t.shape[1:]))
+        outputs = (t, jax.nn.sigmoid(models.apply(cfg, params, jnp.asarray(x))[0]), linear_map.apply_linear(W, x, t.shape[1:]))
         rows = [x] + [_at_input_size(o, x.shape[1:]) for o in outputs]
         panels[name] = np.concatenate(rows)
     path = plots.save_image_panels(panels, run.path("transform_off_manifold.png"), ncol=k,
@@ -423,8 +349,8 @@ def verdict(m: dict) -> tuple[str, str]:
 def _test_text(per_image: dict, j: dict) -> str:
     means = {k: float(np.mean(v)) for k, v in per_image.items()}
     return (f"its MSE per pixel is {means['autoencoder']:.3g} vs {PREDICTORS[j['best_baseline']]} "
-            f"{means[j['best_baseline']]:.3g}, the better weak baseline (difference {common.ci_text(j['vs_baseline'])}); "
-            f"R² {j['r2']:.3f}, bar {R2_BAR} ({_bar_label()} {common.ci_text(j['r2_bar'])})")
+            f"{means[j['best_baseline']]:.3g}, the better weak baseline (difference {markdown.ci_text(j['vs_baseline'])}); "
+            f"R² {j['r2']:.3f}, bar {R2_BAR} ({_bar_label()} {markdown.ci_text(j['r2_bar'])})")
 
 
 def _bar_label() -> str:
@@ -435,7 +361,7 @@ def _linear_text(per_image: dict, j: dict) -> str:
     side = {1: "clearly better than", -1: "clearly worse than", 0: "not clearly different from"}[j["vs_linear"]["better"]]
     return (f"T is linear, and a least-squares linear map fitted on the same training images predicts it with test "
             f"MSE {float(np.mean(per_image['linear'])):.3g}; the autoencoder is {side} it (difference "
-            f"{common.ci_text(j['vs_linear'])}).")
+            f"{markdown.ci_text(j['vs_linear'])}).")
 
 
 def _off_text(o: dict, j: dict) -> str:
@@ -443,7 +369,7 @@ def _off_text(o: dict, j: dict) -> str:
     clear = "clearly above" if j["r2_bar"]["better"] == 1 else "not clearly above"
     return (f"on {o['label']} the autoencoder's MSE is {means['autoencoder']:.3g} (linear map {means['linear']:.3g}, "
             f"{PREDICTORS[j['best_baseline']]} {means[j['best_baseline']]:.3g}), R² {j['r2']:.3g}, {clear} the bar "
-            f"({_bar_label()} {common.ci_text(j['r2_bar'])})")
+            f"({_bar_label()} {markdown.ci_text(j['r2_bar'])})")
 
 
 def _compute_text(c: dict) -> str:
@@ -463,11 +389,11 @@ def report(m: dict) -> str:
                             "mean_image": m["mean_image_mse"], "identity": m["identity_mse"]}}
     sets.update({o["label"]: o for o in m["off_manifold"].values()})
     mse_rows = [[PREDICTORS["autoencoder"] + " (± std over seeds)"]
-                + [common.pm(o["autoencoder"], o["autoencoder_std"]) for o in sets.values()]]
+                + [markdown.pm(o["autoencoder"], o["autoencoder_std"]) for o in sets.values()]]
     mse_rows += [[PREDICTORS[k]] + [f"{o[k]:.3g}" for o in sets.values()] for k in ("linear", *BASELINES)]
     judged = {label: judge(o["per_image"]) for label, o in sets.items()}
-    cmp_rows = [[label, f"{j['r2']:.3g}", common.ci_text(j["r2_bar"]), PREDICTORS[j["best_baseline"]],
-                 common.ci_text(j["vs_baseline"]), common.ci_text(j["vs_linear"])] for label, j in judged.items()]
+    cmp_rows = [[label, f"{j['r2']:.3g}", markdown.ci_text(j["r2_bar"]), PREDICTORS[j["best_baseline"]],
+                 markdown.ci_text(j["vs_baseline"]), markdown.ci_text(j["vs_linear"])] for label, j in judged.items()]
     t, lin = m["train"], m["linear"]
     head = (f"{m['n_train']} training and {m['n_test']} test images {tuple(m['input_shape'])} → T(x) "
             f"{tuple(m['output_shape'])}. Model: {m['model']['preset']} ({m['model']['params']:,} parameters), "
@@ -491,13 +417,13 @@ def report(m: dict) -> str:
                  f"timed apart), median of {c['direct']['windows']} windows. Peak memory: XLA's analysis of the "
                  f"compiled program (arguments + outputs + temporaries); the autoencoder's arguments include its "
                  f"{_mib(c['param_bytes'])} of parameters.")
-    return (head + "\n\n" + common.table(["prediction of T(x): MSE per pixel ↓", *sets], mse_rows) + "\n\n"
+    return (head + "\n\n" + markdown.table(["prediction of T(x): MSE per pixel ↓", *sets], mse_rows) + "\n\n"
             + cmp_head + "\n\n"
-            + common.table(["set", "R² of the autoencoder ↑", f"MSE − {1 - R2_BAR:.2g} × mean-image MSE",
-                            "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map"], cmp_rows)
-            + "\n\n" + comp_head + "\n\n" + common.table(["path", "µs per image", "FLOPs per image",
+            + markdown.table(["set", "R² of the autoencoder ↑", f"MSE − {1 - R2_BAR:.2g} × mean-image MSE",
+                              "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map"], cmp_rows)
+            + "\n\n" + comp_head + "\n\n" + markdown.table(["path", "µs per image", "FLOPs per image",
                                                             "peak memory per batch", "temporaries", "compile s"], comp))
 
 
 if __name__ == "__main__":
-    common.cli(main)
+    harness.cli(main)

@@ -1,0 +1,71 @@
+"""The package layout: the library knows nothing of the experiments, and the experiments import without cycles.
+
+Read from the source with ast (imports inside functions included), so nothing is imported to check it.
+"""
+
+import ast
+import os
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """module -> the top-level modules of vaejax or vaejax_experiments it imports ("package.name")."""
+    graph = {}
+    folder = os.path.join(ROOT, package)
+    for filename in sorted(os.listdir(folder)):
+        if not filename.endswith(".py"):
+            continue
+        module = f"{package}.{filename[:-3]}"
+        with open(os.path.join(folder, filename)) as f:
+            tree = ast.parse(f.read(), filename)
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[module] = {name for name in found if name.count(".") == 1
+                         and name.split(".")[0] in ("vaejax", "vaejax_experiments")} - {module}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph (restricted to its own modules), or None."""
+    state = {}  # module -> "open" while on the path, "done" after
+
+    def visit(module, path):
+        state[module] = "open"
+        for other in sorted(graph[module] & graph.keys()):
+            if state.get(other) == "open":
+                return path[path.index(other):] + [other]
+            if other not in state:
+                found = visit(other, path + [other])
+                if found:
+                    return found
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            found = visit(module, [module])
+            if found:
+                return found
+    return None
+
+
+def test_the_library_imports_nothing_of_the_experiments():
+    for module, imported in _imports("vaejax").items():
+        assert not {m for m in imported if m.startswith("vaejax_experiments")}, module
+
+
+def test_the_experiments_import_without_cycles():
+    graph = _imports("vaejax_experiments")
+    assert "vaejax_experiments.harness" in graph and "vaejax_experiments.sweep" in graph
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

@@ -1,0 +1,296 @@
+"""Classifiers from few labels, many at once: the machinery of pretrain_classify.
+
+    Draws               class-balanced labelled subsets, one row per draw, padded to one shape, each
+                        with a disjoint labelled validation subset (val_per_class labels per class)
+    head_init / _apply  heads as plain jnp parameters (dense layers; a leading axis of heads)
+    code_fn, feature_fn an encoder's code, and its last hidden layer, as differentiable functions
+    encoder_features    codes and hidden layers of S encoders, in fixed-size chunks
+    make_fit            one compiled program that trains D classifiers, each on its own draw
+    label_efficiency    how many labels a reference curve needs to match an accuracy, with intervals
+
+Training. Every run takes a fixed number of Adam steps on its labelled subset (batches drawn with
+replacement, so that one compiled program serves every count) and scores its validation subset at
+CHECKS + 1 evenly spaced points, the start included; it keeps the parameters with the best
+validation accuracy (the earliest on a tie), so fine-tuning that hurts falls back to where it
+started.
+
+Scaling. Codes enter every head centred by a mean and divided by one number per encoder (or per
+pixel/PCA representation), their root-mean-square spread (code_scaling), so the heads see inputs of
+one scale. One number, not a std per dimension: a VAE leaves some dimensions inactive (posterior
+mean nearly constant), and dividing those by their own tiny std would turn them into unit-variance
+noise that a probe with few labels fits.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaejax import data, engine, models, objectives
+from vaejax_experiments import stats
+
+CHECKS = 10  # validation checkpoints per training run, after the start
+VAL_MIN, VAL_MAX = 10, 100  # validation labels per class: val_per_class
+CHUNK = 1000  # images per call of the feature extractor
+
+
+def val_per_class(per_class: int) -> int:
+    return min(max(per_class, VAL_MIN), VAL_MAX)
+
+
+# ---------------------------------------------------------------------------- heads (plain jnp parameters)
+
+
+def head_init(rng: np.random.Generator, dims: tuple[int, ...], count: int):
+    """`count` heads (a leading axis): dense layers of the given widths (dims[0] inputs ... dims[-1]
+    logits), LeCun-normal weights. Drawn by numpy: jax.random would compile a program per shape."""
+    return [{"w": jnp.asarray(rng.standard_normal((count, a, b)) / np.sqrt(a), jnp.float32),
+             "b": jnp.zeros((count, b))} for a, b in itertools.pairwise(dims)]
+
+
+def head_apply(layers, h):
+    for i, layer in enumerate(layers):
+        h = h @ layer["w"] + layer["b"]
+        if i < len(layers) - 1:
+            h = jax.nn.relu(h)
+    return h
+
+
+def code_fn(cfg):
+    """(params, x) -> code: the AE's z, the VAE's posterior mean; differentiable in params."""
+    def code(params, x):
+        out = models.encode(cfg, params, x)
+        return out[0] if cfg.kind == "vae" else out
+    return code
+
+
+def feature_fn(cfg):
+    """(params, x) -> (code, hidden): code_fn's code and the encoder's last hidden layer, flattened.
+
+    The hidden layer is the one before the bottleneck: the last Dense of an MLP encoder's hidden
+    stack, the second-to-last conv of a conv encoder, after its ReLU. Flax records it while encoding
+    (capture_intermediates), so one pass gives both and nothing depends on the modules' internals
+    beyond their layer names.
+    """
+    layer = f"Dense_{len(cfg.hidden) - 1}" if cfg.arch == "mlp" else f"Conv_{len(cfg.conv_layers) - 2}"
+
+    def features(params, x):
+        out, state = models.module(cfg).apply({"params": params}, x, method="encode",
+                                              capture_intermediates=True, mutable=["intermediates"])
+        code = out[0] if cfg.kind == "vae" else out
+        hidden = jax.nn.relu(state["intermediates"]["encoder"][layer]["__call__"][0])
+        return code, hidden.reshape(code.shape[:-1] + (-1,))
+    return features
+
+
+# ---------------------------------------------------------------------------- labelled draws
+
+
+class Draws(NamedTuple):
+    """Labelled subsets, one row per draw, as rows of a table: training rows idx (the first n of
+    each row; the rest is padding) with labels y, validation rows val_idx with labels val_y and
+    weights val_w (0 on padding). Padding keeps one shape for every count: one compiled program."""
+
+    idx: np.ndarray  # (D, P) int
+    y: np.ndarray  # (D, P) int
+    n: np.ndarray  # (D,) int
+    val_idx: np.ndarray  # (D, V) int
+    val_y: np.ndarray  # (D, V) int
+    val_w: np.ndarray  # (D, V) float
+
+
+def draw_split(labels, per_class: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of per_class random images of each class, and of `val` other images of each class."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    train, held = [], []
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        train.append(members[:per_class])
+        held.append(members[per_class:per_class + val])
+    return np.concatenate(train), np.concatenate(held)
+
+
+def labelled_draws(labels, per_class: int, draws: int, pad_to: int, val_pad_to: int) -> Draws:
+    """Draws of per_class labelled and val_per_class(per_class) validation images per class; draw d
+    uses seed 1000 + d whatever the count, so a draw's subsets grow by adding images."""
+    labels = np.asarray(labels)
+    splits = [draw_split(labels, per_class, val_per_class(per_class), 1000 + d) for d in range(draws)]
+    idx = np.stack([np.pad(t, (0, pad_to - len(t))) for t, _ in splits])
+    val_idx = np.stack([np.pad(v, (0, val_pad_to - len(v))) for _, v in splits])
+    n_val = len(splits[0][1])
+    return Draws(idx, labels[idx].astype(np.int32), np.full(draws, len(splits[0][0]), np.int32), val_idx,
+                 labels[val_idx].astype(np.int32), np.tile((np.arange(val_pad_to) < n_val).astype(np.float32),
+                                                           (draws, 1)))
+
+
+def pooled(draws_per_count: list[Draws]) -> tuple[np.ndarray, list[Draws]]:
+    """(rows, draws): the training-split rows any draw uses, and the draws indexing into those rows,
+    so that features are computed once per image, and only for images some draw uses."""
+    rows = np.unique(np.concatenate([np.concatenate([d.idx.ravel(), d.val_idx.ravel()]) for d in draws_per_count]))
+    at = lambda a: np.searchsorted(rows, a).astype(np.int32)
+    return rows, [d._replace(idx=at(d.idx), val_idx=at(d.val_idx)) for d in draws_per_count]
+
+
+def for_models(draws: Draws, count: int, n_models: int, rows: int) -> Draws:
+    """The first `count` draws, draw d reading the rows of model d % n_models in a table that
+    stacks the models' copies (`rows` each)."""
+    offset = (np.arange(count) % n_models * rows)[:, None]
+    d = Draws(*(a[:count] for a in draws))
+    return d._replace(idx=d.idx + offset, val_idx=d.val_idx + offset)
+
+
+def label_counts(split: data.Split, wanted, reserve: int = 0) -> list[int]:
+    """The wanted labels per class that the split has (keeping `reserve` more per class for validation),
+    plus all that the smallest class has left if some were too many."""
+    fewest = int(np.unique(split.labels, return_counts=True)[1].min()) - reserve
+    counts = [n for n in wanted if n <= fewest]
+    if len(counts) < len(wanted) and fewest not in counts:
+        counts.append(fewest)
+    return counts
+
+
+# ---------------------------------------------------------------------------- training many classifiers at once
+
+
+def accuracy(predict, params, table, idx_N, y_N, w_N, chunk: int = 1000):
+    """Weighted fraction of rows idx_N of table that predict(params, rows) -> logits labels y_N, in chunks."""
+    n = idx_N.shape[0]
+    c = min(chunk, n)
+    rows = jnp.pad(idx_N, (0, (-n) % c)).reshape(-1, c)
+    pred = jax.lax.map(lambda r: jnp.argmax(predict(params, table[r]), -1), rows).reshape(-1)[:n]
+    return jnp.sum(w_N * (pred == y_N)) / jnp.sum(w_N)
+
+
+def keep_best(best, candidate):
+    """Whichever (params, validation accuracy) pair has the higher accuracy; `best` on a tie."""
+    better = candidate[1] > best[1]
+    return jax.tree_util.tree_map(lambda c, b: jnp.where(better, c, b), candidate, best)
+
+
+def steps_per_check(steps: int) -> int:
+    return max(1, steps // CHECKS)
+
+
+def make_fit(predict, steps: int, batch: int, how: str = "auto"):
+    """Jitted fit(params_D, lr_D, table, draws, keys_D) -> (params_D, val_accuracy_DC): D classifiers.
+
+    Classifier d takes CHECKS * steps_per_check(steps) Adam steps (learning rate lr_d) of
+    cross-entropy on rows draws.idx[d, :n_d] of the shared table, each step `batch` of them drawn
+    with replacement (one program for every labelled-set size); it scores its validation rows at
+    the start and after every steps_per_check steps and returns the parameters that scored best,
+    with the CHECKS + 1 validation accuracies.
+    how: engine.over_models ("vmap" suits small heads; "auto" maps networks one after another on CPU).
+    """
+    per_check = steps_per_check(steps)
+    objective = objectives.classification(predict)
+
+    def one(params, lr, table, draws, key):
+        optimizer = optax.adam(lr)
+        update = engine.make_update(objective, optimizer)
+        validate = lambda p: accuracy(predict, p, table, draws.val_idx, draws.val_y, draws.val_w)
+
+        def step(state, rows_B):
+            i = draws.idx[rows_B]
+            return update(state, (table[i], draws.y[rows_B]), key)[0], None
+
+        def segment(carry, rows_KB):
+            state, best = carry
+            state = jax.lax.scan(step, state, rows_KB)[0]
+            acc = validate(state.params)
+            return (state, keep_best(best, (state.params, acc))), acc
+
+        start = (params, validate(params))
+        rows = jax.random.randint(key, (CHECKS, per_check, batch), 0, draws.n)
+        (_, (best, _)), accs = jax.lax.scan(segment, (engine.init(params, optimizer), start), rows)
+        return best, jnp.concatenate([start[1][None], accs])
+
+    return jax.jit(engine.over_models(one, shared=(2,), how=how))
+
+
+def make_accuracy(predict, how: str = "auto"):
+    """Jitted accuracy(params_D, table, idx_DN, y_DN) -> (D,) test accuracies."""
+    one = lambda p, table, idx, y: accuracy(predict, p, table, idx, y, jnp.ones(y.shape))
+    return jax.jit(engine.over_models(one, shared=(1,), how=how))
+
+
+def frozen_predict(p, h):
+    return head_apply(p["head"], (h - jax.lax.stop_gradient(p["mu"])) / jax.lax.stop_gradient(p["sd"]))
+
+
+def net_predict(cfg):
+    """A whole network: the encoder's code, scaled by constants (no gradient into them), a head."""
+    code = code_fn(cfg)
+    return lambda p, x: frozen_predict(p, code(p["enc"], x))
+
+
+# ---------------------------------------------------------------------------- features
+
+
+def code_scaling(c_SND: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(S, D) means and (S, 1) root-mean-square spreads of S encoders' codes of N images: h -> (h - mu) / sd."""
+    return jnp.mean(c_SND, 1), jnp.sqrt(jnp.mean(jnp.var(c_SND, 1), -1, keepdims=True)) + 1e-6
+
+
+
+def encoder_features(cfg, params_S, x) -> tuple[jax.Array, jax.Array]:
+    """(codes (S, N, D), hidden (S, N, H)) of images x (N, H, W, C) under S encoders.
+
+    Fixed-size chunks through one jitted program per architecture, whatever N.
+    """
+    x = np.asarray(x, np.float32)
+    n = x.shape[0]
+    out = [_features_chunk(cfg, params_S, np.pad(x[i:i + CHUNK], [(0, max(0, i + CHUNK - n))] + [(0, 0)] * 3))
+           for i in range(0, n, CHUNK)]
+    return tuple(jnp.concatenate(parts, axis=1)[:, :n] for parts in zip(*out))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features_chunk(cfg, params_S, x_B):
+    return jax.vmap(feature_fn(cfg), in_axes=(0, None))(params_S, x_B)
+
+
+# ---------------------------------------------------------------------------- label efficiency
+
+
+def labels_to_match(counts, curve, target: float) -> tuple[float | None, str]:
+    """Labels per class at which an accuracy curve (measured at increasing counts) first reaches target,
+    linear in log(labels) between measured counts: (labels, "within"); (counts[0], "below") when it
+    already does at the smallest count (so: at most that many); (None, "never") when it does not
+    within the measured counts."""
+    if curve[0] >= target:
+        return float(counts[0]), "below"
+    for n0, n1, a0, a1 in zip(counts[:-1], counts[1:], curve[:-1], curve[1:]):
+        if a1 >= target:  # the first crossing: a0 < target <= a1
+            t = (target - a0) / (a1 - a0)
+            return float(math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))), "within"
+    return None, "never"
+
+
+def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = 0) -> list:
+    """Per count: labels per class scratch needs to match the variant's mean accuracy there, as a ratio
+    to the count, with a bootstrap interval over draws (acc and scratch: (draws, counts), paired by
+    draw; a ratio that scratch never reaches counts as infinite, written null in metrics.json)."""
+    def ratios(a_C, s_C):
+        out = []
+        for i, n in enumerate(counts):
+            labels, _ = labels_to_match(counts, s_C, a_C[i])
+            out.append(math.inf if labels is None else labels / n)
+        return out
+
+    pick = np.random.default_rng(seed).integers(0, len(acc_DC), (resamples, len(acc_DC)))
+    boot = np.array([ratios(acc_DC[p].mean(0), scratch_DC[p].mean(0)) for p in pick])
+    mean_a, mean_s = acc_DC.mean(0), scratch_DC.mean(0)
+    out = []
+    for i, n in enumerate(counts):
+        labels, where = labels_to_match(counts, mean_s, mean_a[i])
+        lo, hi = np.quantile(boot[:, i], [0.5 - stats.CI_LEVEL / 2, 0.5 + stats.CI_LEVEL / 2], method="inverted_cdf")
+        out.append({"labels": labels, "ratio": None if labels is None else labels / n, "reached": where,
+                    "ratio_ci": [float(lo), float(hi)]})
+    return out

@@ -1,0 +1,278 @@
+"""The judge of generated images: a reference classifier per dataset, validated with controls.
+
+A small CNN (classifier.py) trained on a dataset's real training split judges images without eyes:
+`plausibility` is its mean max-softmax probability, `frechet` the Frechet distance between its
+penultimate features of the images and of real test images (a Frechet classifier distance: FID for
+MNIST-sized data), beside precision, recall and KID on the same features (vaejax.metrics). It trains
+with outlier exposure, so that max-softmax stays low off the data manifold.
+
+A judge earns its place with controls (reference_anchors): real held-out images and uniform noise
+are the two ends of its scale, and real images blurred by BLUR_CONTROLS px show what blur alone
+costs. Two variants are trained, with and without smooth random fields among the outliers, and
+the one kept (choose_reference) keeps blurred images closest to real ones while noise scores worst.
+
+fit_reference caches a trained classifier under <out>/.cache, keyed by a hash of its settings; the
+settings and the file layout are those of earlier runs, so their caches stay valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from vaejax import data, files, metrics
+from vaejax_experiments import classifier
+from vaejax_experiments.settings import Scale
+
+# ---------------------------------------------------------------------------- the reference classifier
+
+
+REAL_FEATURES = 2000  # real reference features kept for the nearest-neighbour and kernel metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceClassifier:
+    """A CNN trained on real training images, with the feature statistics of real test images.
+
+    The real statistics come from one half of the test images (reference_halves: the even
+    ranks within each class); the other half is left out of them, so it can stand for "real
+    images" in a sanity row.
+    """
+
+    dataset: str
+    params: Any
+    real_mu: np.ndarray
+    real_cov: np.ndarray
+    test_accuracy: float
+    settings: dict
+    real_features: np.ndarray  # of REAL_FEATURES reference images, for precision, recall and KID
+
+    @functools.cached_property
+    def real_radii(self) -> np.ndarray:
+        """manifold_radii of the real features, computed once for every set scored."""
+        return metrics.manifold_radii(self.real_features)
+
+    def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, penultimate features) of images."""
+        return classifier.classifier_outputs(self.params, images)
+
+    def predict(self, images) -> np.ndarray:
+        return self.outputs(images)[0].argmax(-1)
+
+    def plausibility(self, images) -> float:
+        """Mean max-softmax probability: near 1 for confidently recognised images, near 1/K for nonsense."""
+        return float(self.outputs(images)[0].max(-1).mean())
+
+    def frechet(self, images) -> float:
+        """Squared Frechet distance between the images' features and the real test features (lower is closer)."""
+        return self.frechet_of_features(self.outputs(images)[1])
+
+    def frechet_of_features(self, features_NF) -> float:
+        """frechet() for penultimate features already computed (outputs(images)[1])."""
+        return metrics.frechet_distance(*metrics.gaussian_stats(features_NF), self.real_mu, self.real_cov)
+
+    def scores(self, images) -> dict[str, float]:
+        """{"plausibility", "frechet", "precision", "recall", "kid"} of images, from one pass of the classifier."""
+        return self.scores_of_outputs(*self.outputs(images))
+
+    def scores_of_outputs(self, probs, feats) -> dict[str, float]:
+        """scores() for outputs already computed (outputs(images))."""
+        precision, recall = metrics.precision_recall(self.real_features, feats, real_radii=self.real_radii)
+        return {"plausibility": float(probs.max(-1).mean()), "frechet": self.frechet_of_features(feats),
+                "precision": precision, "recall": recall, "kid": metrics.kernel_inception_distance(self.real_features, feats)}
+
+
+def real_holdout(dataset: str) -> data.Split:
+    """The real test images left out of the reference statistics (the odd ranks within each class)."""
+    test = data.load(dataset, "test")
+    _, held_out = reference_halves(test.labels)
+    return data.Split(test.images[held_out], test.labels[held_out])
+
+
+def reference_halves(labels) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, held-out) index arrays splitting a test set in two class-balanced halves:
+    within each class, the examples at even and at odd ranks (in the split's order).
+
+    Not test[0::2] / test[1::2]: in a class-interleaved split (mnist_5k) that would put whole
+    classes on one side.
+    """
+    labels = np.asarray(labels)
+    rank = np.empty(len(labels), np.int64)
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        rank[idx] = np.arange(len(idx))
+    return np.flatnonzero(rank % 2 == 0), np.flatnonzero(rank % 2 == 1)
+
+
+def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, seed: int = 0,
+                  cache_dir: str | None = None, batch_size: int = 128,
+                  outlier_exposure: float = 0.5, smooth_fields: bool = True) -> ReferenceClassifier:
+    """The reference classifier of `dataset`, trained on n_train real training images (None: all).
+
+    With outlier exposure (default 0.5, see classifier_objective) on pixel-shuffled images and,
+    with smooth_fields, smooth random fields: without it a ReLU classifier is often more confident
+    on uniform noise than on real images, and max-softmax is no plausibility scale. Uniform noise
+    itself is not among the training outliers, so the noise anchor stays an independent check.
+
+    Read from `cache_dir` when a copy trained with the same settings is there; else trained
+    and written there (atomically). No cache_dir: always trained.
+    """
+    settings = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "seed": seed,
+                "batch_size": batch_size, "outlier_exposure": outlier_exposure, "smooth_fields": smooth_fields,
+                "arch": "patchconv32-64-dense64-v4"}
+    tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    path = os.path.join(cache_dir, f"classifier-{dataset}-{tag}.npz") if cache_dir else None
+    if path and os.path.exists(path):
+        try:
+            return _read_reference(path, dataset, settings)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: train again
+    train = data.load(dataset, "train")
+    if n_train is not None and n_train < len(train.labels):
+        per_class = max(1, n_train // data.NUM_CLASSES[dataset])
+        train = data.subset_per_class(train, per_class, seed)
+    params = classifier.train_classifier(jax.random.key(seed), data.to_float(train.images), train.labels,
+                                         data.NUM_CLASSES[dataset], epochs, batch_size, outlier_exposure=outlier_exposure,
+                                         smooth_fields=smooth_fields)
+    test = data.load(dataset, "test")
+    probs, feats = classifier.classifier_outputs(params, test.images)
+    reference = feats[reference_halves(test.labels)[0]]
+    real_mu, real_cov = metrics.gaussian_stats(reference)
+    accuracy = float(np.mean(probs.argmax(-1) == test.labels))
+    ref = ReferenceClassifier(dataset, params, real_mu, real_cov, accuracy, settings, reference[:REAL_FEATURES])
+    if path:
+        _write_reference(path, ref)
+    return ref
+
+
+def _write_reference(path: str, ref: ReferenceClassifier) -> None:
+    flat = {"/".join(k): np.asarray(v) for k, v in _flatten(ref.params).items()}
+    files.write_atomic(path, lambda f: np.savez(
+        f, **{f"params/{k}": v for k, v in flat.items()}, real_mu=ref.real_mu, real_cov=ref.real_cov,
+        real_features=ref.real_features,
+        test_accuracy=np.float64(ref.test_accuracy), settings=json.dumps(ref.settings, sort_keys=True)))
+
+
+def _read_reference(path: str, dataset: str, settings: dict) -> ReferenceClassifier:
+    with np.load(path, allow_pickle=False) as z:
+        if json.loads(str(z["settings"])) != settings:
+            raise ValueError("cached classifier has other settings")
+        params: dict = {}
+        for name in z.files:
+            if name.startswith("params/"):
+                *parents, leaf = name.split("/")[1:]
+                node = params
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = jnp.asarray(z[name])
+        return ReferenceClassifier(dataset, params, z["real_mu"], z["real_cov"], float(z["test_accuracy"]), settings,
+                                   z["real_features"])
+
+
+def _flatten(tree, prefix=()) -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) or hasattr(v, "items"):
+            out.update(_flatten(v, prefix + (str(k),)))
+        else:
+            out[prefix + (str(k),)] = v
+    return out
+
+
+def uniform_noise(key, n: int, image_shape) -> np.ndarray:
+    """n images of independent uniform [0, 1] pixels: the 'nonsense' end of the scale."""
+    return np.asarray(jax.random.uniform(key, (n,) + tuple(image_shape)))
+
+
+# ---------------------------------------------------------------------------- variants, anchors and controls
+
+
+# Outlier exposure with and without smooth random fields: the fields keep max-softmax low on
+# structureless images, but they may also teach the classifier that smoothness itself is unreal.
+REFERENCE_VARIANTS = {"shuffled_and_smooth": True, "shuffled_only": False}  # name: smooth_fields
+BLUR_CONTROLS = (0.5, 1.0, 1.5)  # px: real images made as smooth as a decoder's output, nothing else changed
+
+
+@functools.lru_cache(maxsize=8)
+def reference(scale: Scale, dataset: str, out: str) -> ReferenceClassifier:
+    """The dataset's reference classifier at this scale: the variant reference_anchors keeps."""
+    return _reference_variant(scale, dataset, out, reference_anchors(scale, dataset, out)["kept"])
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_variant(scale: Scale, dataset: str, out: str, variant: str) -> ReferenceClassifier:
+    """One variant of the classifier, cached under <out>/.cache."""
+    available = len(data.load(dataset, "train").labels)
+    n = available if scale.classifier_train is None else min(scale.classifier_train, available)
+    epochs = max(1, round(scale.classifier_steps / max(1, n // 128)))  # about classifier_steps updates of 128
+    return fit_reference(dataset, n_train=scale.classifier_train, epochs=epochs, batch_size=128,
+                         cache_dir=os.path.join(out, ".cache"), smooth_fields=REFERENCE_VARIANTS[variant])
+
+
+@functools.lru_cache(maxsize=8)
+def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
+    """Both ends of the scale, n_eval images each: real held-out test images and uniform noise; and
+    between them the controls, the same real images blurred by a Gaussian of BLUR_CONTROLS px, which
+    show how much of a score blur alone costs. Measured for every classifier variant; `kept` names
+    the one whose blurred images stay closest to real ones while noise stays below them all
+    (choose_reference), and the top-level scores are its."""
+    real = real_holdout(dataset).images[: scale.n_eval]
+    noise = uniform_noise(jax.random.key(7), scale.n_eval, data.SHAPES[dataset])
+    real_float = data.to_float(real)
+    blurred = {f"blur_{px:g}": ndimage.gaussian_filter(real_float, sigma=(0, px, px, 0), mode="reflect")
+               for px in BLUR_CONTROLS}
+    variants = {}
+    for name in REFERENCE_VARIANTS:
+        ref = _reference_variant(scale, dataset, out, name)
+        v = {"real": ref.scores(real), "noise": ref.scores(noise), **{k: ref.scores(x) for k, x in blurred.items()},
+             "test_accuracy": ref.test_accuracy}
+        variants[name] = {**v, **blur_position(v)}
+    kept = choose_reference(variants)
+    return {**variants[kept], "kept": kept, "variants": variants,
+            "n_real": int(len(real)), "n_noise": int(scale.n_eval)}
+
+
+def blur_position(anchors: dict, scores=("plausibility", "frechet")) -> dict:
+    """Where the blurred controls sit between real images (0) and uniform noise (1), averaged over the
+    blur widths and scores (`blur_position`); and whether noise stays below real and every blur on
+    every score (`noise_at_bottom`)."""
+    positions, bottom = [], True
+    for s in scores:
+        sign = 1.0 if s == "frechet" else -1.0  # oriented so that larger is worse
+        real, noise = sign * anchors["real"][s], sign * anchors["noise"][s]
+        for px in BLUR_CONTROLS:
+            blur = sign * anchors[f"blur_{px:g}"][s]
+            positions.append((blur - real) / (noise - real))
+            bottom &= noise > max(blur, real)
+    return {"blur_position": float(np.mean(positions)), "noise_at_bottom": bool(bottom)}
+
+
+def choose_reference(variants: dict) -> str:
+    """The variant with the smallest blur_position among those that keep noise at the bottom (else
+    the first variant)."""
+    fit = [n for n, v in variants.items() if v["noise_at_bottom"]]
+    return min(fit, key=lambda n: variants[n]["blur_position"]) if fit else next(iter(variants))
+
+
+def controls(anchors: dict) -> dict:
+    """The blurred-real control sets' scores, from reference_anchors."""
+    return {f"blur_{px:g}": anchors[f"blur_{px:g}"] for px in BLUR_CONTROLS}
+
+
+def anchor_rows(anchors: dict, columns: int = 2, scores=("plausibility", "frechet")) -> list[list[str]]:
+    """Table rows (the named scores, then empty cells up to `columns` values) for real images, the
+    blurred controls and uniform noise."""
+    labels = [("real", "real test images")] + [(f"blur_{px:g}", f"real test images blurred {px:g} px (control)")
+                                               for px in BLUR_CONTROLS if f"blur_{px:g}" in anchors]
+    labels.append(("noise", "uniform noise"))
+    return [[label] + [f"{anchors[k][s]:.3g}" if s in anchors[k] else "" for s in scores]
+            + [""] * (columns - len(scores)) for k, label in labels]
