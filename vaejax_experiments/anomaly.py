@@ -20,10 +20,10 @@ Five scores per test image, higher = more anomalous:
 
 AUROCs are averaged over seeds; their 95% intervals and paired differences (between scores, or
 AE against VAE, on the same test images) come from DeLong's per-image influences
-(metrics.auroc_influence). All K x S models of one kind and protocol train in one compiled
-program: engine.make_steps(models="auto") maps over a leading model axis, each model with its own
-batch order drawn from the indices of its training images (the data is shared, not copied).
-Every model of a protocol trains on the same number of images.
+(metrics.auroc_influence). All K x S models of one kind and protocol train at once through
+vaejax.fit on a model axis, each model on its own rows of the shared training images (train_rows:
+nothing is copied). Every model of a protocol trains on the same number of images, for the same
+number of updates.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy.special import entr
 
-from vaejax import config, data, engine, metrics, models, plots, recipe
+from vaejax import config, data, engine, fit, metrics, models, plots, recipe
 from vaejax_experiments import harness, markdown, settings, stats
 
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "
@@ -84,53 +84,46 @@ def png_bits(x_N) -> np.ndarray:
     return np.array([bits(image) for image in images], np.float64)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch"))  # compiled once per shape, not per call
-def batch_orders(keys_M, idx_ML, steps: int, batch: int):
-    """(M, steps, batch) indices: model m shuffles its own idx_ML[m] each epoch, drops the remainder."""
-    length = idx_ML.shape[1]
-    per_epoch = length // batch
-    epochs = -(-steps // per_epoch)
+def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0, log=None):
+    """K * S models (class-major: model k * S + s), model k on images idx_KL[k], all at once through fit.
 
-    def one(key, idx_L):
-        def epoch(e):
-            perm = jax.random.permutation(jax.random.fold_in(key, e), length)
-            return idx_L[perm[: per_epoch * batch]].reshape(per_epoch, batch)
-        return jax.vmap(epoch)(jnp.arange(epochs)).reshape(-1, batch)[:steps]
-
-    return jax.vmap(one)(keys_M, idx_ML)
-
-
-def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0, log=None, pieces: int = 4):
-    """K * S models (class-major: model k * S + s), model k on images idx_KL[k], in one compiled program.
-
-    Returns (params with a leading model axis M, (pieces,) mean training loss over the models at the
-    end of each piece): the last two show whether training reached a plateau.
+    Each model trains on its own rows of the shared images, epoch after epoch, for the whole number
+    of epochs nearest to `steps` updates (at least one). Returns (params with a leading model axis M, the mean training loss
+    over the models in each quarter of every epoch, the updates taken).
     """
-    k = idx_KL.shape[0]
-    m = k * seeds
-    init_key, order_key, run_key = jax.random.split(jax.random.key(seed), 3)
-    r, fn = _trainer(cfg, tc)
-    states = engine.init_many(r.init_params, jax.random.split(init_key, m), r.optimizer)
-    orders = batch_orders(jax.random.split(order_key, m), np.repeat(idx_KL, seeds, axis=0), steps, tc.batch_size)
-    keys = jax.random.split(run_key, m)
-    x_N = jnp.asarray(x_N, jnp.float32)
-    bounds = np.linspace(0, steps, min(pieces, steps) + 1).astype(int)
-    losses = []
-    for a, b in zip(bounds[:-1], bounds[1:]):  # equal-sized pieces compile once (a remainder piece once more)
-        states, mets = fn(states, x_N, orders[:, a:b], keys)
-        losses.append(float(jnp.mean(mets["loss"])))  # over the piece's steps and all models
-        if log:
-            log(f"  {cfg.kind}: step {b}/{steps}, loss {losses[-1]:.2f} (mean over {m} models)")
-    return states.params, np.array(losses)
-
-
-@functools.cache  # one compiled training program per model and training config, shared by both protocols
-def _trainer(cfg, tc):
+    rows_ML = np.repeat(idx_KL, seeds, axis=0)
+    per_epoch = rows_ML.shape[1] // tc.batch_size
+    epochs = max(1, round(steps / per_epoch))
     r = recipe.build(cfg, tc)
-    return r, engine.make_steps(r.objective, r.optimizer, models="auto")
+    curve = LossPieces(cfg.kind, epochs, rows_ML.shape[0], log)
+    result = fit.fit(r.objective, r.optimizer, r.init_params, jnp.asarray(x_N, jnp.float32), None, epochs=epochs,
+                     batch_size=tc.batch_size, key=jax.random.split(jax.random.key(seed), rows_ML.shape[0]),
+                     model_axis="auto", train_rows=rows_ML, pieces=4, callbacks=[curve])
+    return result.state.params, np.array(curve.losses), epochs * per_epoch
 
 
-def model_scores(cfg, params_M, x_N, samples: int, chunk: int = 500) -> dict[str, np.ndarray]:
+class LossPieces(fit.Callback):
+    """The mean training loss over all models in each compiled piece of each epoch (from the running
+    means fit reports), logged at each epoch's end."""
+
+    def __init__(self, kind, epochs, num_models, log=None):
+        self.kind, self.epochs, self.num_models, self.log = kind, epochs, num_models, log
+        self.losses = []
+
+    def on_epoch_begin(self, epoch, num_steps):
+        self.done, self.mean = 0, 0.0
+
+    def on_steps(self, epoch, done, num_steps, mean_loss):
+        self.losses.append((mean_loss * done - self.mean * self.done) / (done - self.done))
+        self.done, self.mean = done, mean_loss
+
+    def on_epoch_end(self, epoch, record, state):
+        if self.log:
+            self.log(f"  {self.kind}: epoch {epoch}/{self.epochs}, loss {self.mean:.2f} "
+                     f"(mean over {self.num_models} models)")
+
+
+def model_scores(cfg, params_M, x_N, samples: int) -> dict[str, np.ndarray]:
     """{"recon": (M, N) training loss per image (VAE: mean of `samples` ELBO draws), "mse": (M, N) summed
     squared error of the mean reconstruction}."""
     x = jnp.asarray(x_N, jnp.float32)
@@ -138,25 +131,25 @@ def model_scores(cfg, params_M, x_N, samples: int, chunk: int = 500) -> dict[str
     reps = samples if cfg.kind == "vae" else 1
     recon = np.mean([np.asarray(_scores(cfg)(params_M, x, jax.random.split(jax.random.key(1000 + r), m))["loss"])
                      for r in range(reps)], axis=0)
-    mse = np.concatenate([np.asarray(_squared_error(cfg, params_M, x[i:i + chunk])) for i in range(0, len(x), chunk)],
-                         axis=1)
-    return {"recon": recon, "mse": mse}
+    return {"recon": recon, "mse": np.asarray(_squared_error(cfg, params_M, x))}
 
 
 @functools.cache  # one compiled scorer per model config, shared by both protocols
 def _scores(cfg):
-    return engine.make_scores(recipe.objective(cfg), models="vmap")
+    return engine.make_scores(recipe.objective(cfg), model_axis="vmap")
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def _squared_error(cfg, params_M, x_B):
-    """(M, B) summed squared error of each model's mean reconstruction (z = the code, or mu)."""
+def _squared_error(cfg, params_M, x_N):
+    """(M, N) summed squared error of each model's mean reconstruction (decoded from its code)."""
     mean_of = recipe.likelihood(cfg).mean
 
     def one(params):
-        code = models.encode(cfg, params, x_B)
-        x_hat = mean_of(models.decode(cfg, params, code[0] if cfg.kind == "vae" else code))
-        return jnp.sum(jnp.square(x_hat - x_B), axis=(1, 2, 3))
+        def chunk(x_B):
+            x_hat = mean_of(models.decode(cfg, params, models.embed(cfg, params, x_B)))
+            return jnp.sum(jnp.square(x_hat - x_B), axis=(1, 2, 3))
+
+        return engine.map_chunks(chunk, x_N)
 
     return jax.vmap(one)(params_M)
 
@@ -207,19 +200,21 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
               "positives_per_class": [int(np.sum(test.y == c)) for c in range(k)],
               "models": {kind: f"{c.arch} {c.kind} latent {c.latent_dim}, {c.likelihood}" for kind, c in configs.items()},
               "auroc": {}, "auroc_ci": {}, "auroc_seeds": {}, "mean_auroc": {}, "n_train_per_model": {},
-              "loss_pieces": {}, "paired": {}}
+              "loss_pieces": {}, "steps_taken": {}, "paired": {}}
     hist = {}
     for protocol, _ in PROTOCOLS:
         idx_KL = training_indices(train_set.y, k, protocol)
-        tc = config.TrainConfig(learning_rate=sc.learning_rate, batch_size=min(batch, idx_KL.shape[1]))  # steps, not epochs
+        idx_KL = idx_KL[:, : steps * batch]  # more images than `steps` updates can see: a fixed random subset
+        tc = config.TrainConfig(learning_rate=sc.learning_rate, batch_size=min(batch, idx_KL.shape[1]))
         run.log(f"{protocol}: {k} models x {S} seeds per kind, {idx_KL.shape[1]} training images each, "
                 f"{steps} steps of batch {tc.batch_size}; scoring {len(test.y)} test images")
         result["n_train_per_model"][protocol] = int(idx_KL.shape[1])
         result["batch_size"][protocol] = tc.batch_size
         tables = {}
         for kind, cfg in configs.items():
-            params, losses = train_on_subsets(cfg, tc, train_set.x, idx_KL, steps, S, seed=11, log=run.log)
+            params, losses, taken = train_on_subsets(cfg, tc, train_set.x, idx_KL, steps, S, seed=11, log=run.log)
             result["loss_pieces"].setdefault(protocol, {})[kind] = losses.tolist()
+            result["steps_taken"][protocol] = taken
             scores = all_scores(model_scores(cfg, params, test.x, ELBO_SAMPLES), floor, bits)
             for score, _ in SCORES:
                 tables[score, kind] = auroc_table(scores[score].reshape(k, S, -1), test.y, protocol)
@@ -305,7 +300,9 @@ def verdict(m: dict) -> tuple[str, str]:
 
 def report(m: dict) -> str:
     names = m["class_names"]
-    lines = [f"Models: AE {m['models']['ae']}; VAE {m['models']['vae']}; {m['steps']} steps each; "
+    taken = m.get("steps_taken", {})
+    lines = [f"Models: AE {m['models']['ae']}; VAE {m['models']['vae']}; "
+             + "; ".join(f"{taken[p]} updates each ({p.replace('_', ' ')})" for p, _ in PROTOCOLS if p in taken) + "; "
              f"{m['n_test']} test images scored. AUROC (seed mean over {m['seeds']} "
              f"seeds) with its 95% interval over test images (DeLong): 1 = every anomaly scores above every "
              f"normal image, 0.5 = chance, below 0.5 = anomalies look *more* normal. The floor is the image's "

@@ -128,7 +128,7 @@ def epoch_runner(name: str, trainee, batch: int, x_N: np.ndarray, seeds: int = 0
         state = engine.init(trainee.init_params(key), trainee.optimizer)
         box = {"state": state if mesh is None else parallel.put_replicated(state, mesh)}
     make = functools.partial(engine.make_epoch, trainee.objective, trainee.optimizer, batch,
-                             models=model_axis if seeds else None, mesh=mesh)
+                             model_axis=model_axis if seeds else None, mesh=mesh)
     fn = {}
 
     def compile_():

@@ -15,7 +15,7 @@ import importlib
 import re
 from typing import Callable
 
-from vaejax.cli import UsageError
+from vaejax.errors import UsageError
 
 FAMILIES = {"bernoulli": {"likelihood": "bernoulli"},
             "gaussian": {"likelihood": "gaussian", "obs_sigma": 0.1},

@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from vaejax import data, files, provenance
-from vaejax.cli import UsageError
+from vaejax.errors import UsageError
 from vaejax_experiments import families, settings
 from vaejax_experiments.settings import Scale
 

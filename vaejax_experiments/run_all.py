@@ -22,7 +22,7 @@ import time
 import traceback
 
 from vaejax import provenance
-from vaejax.cli import UsageError
+from vaejax.errors import UsageError
 from vaejax_experiments import harness, judge, markdown, settings
 from vaejax_experiments.families import user_family
 

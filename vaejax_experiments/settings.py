@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from vaejax import config, data
-from vaejax.cli import UsageError
+from vaejax.errors import UsageError
 from vaejax.config import ModelConfig, TrainConfig
 
 

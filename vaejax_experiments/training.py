@@ -74,7 +74,7 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
     train_data = x_N if target_N is None else (x_N, jnp.asarray(target_N, jnp.float32))
     result = fit.fit(objective or r.objective, r.optimizer, init_params or r.init_params, train_data, None,
                      epochs=train_cfg.epochs, batch_size=train_cfg.batch_size,
-                     key=jax.random.split(jax.random.key(seed), seeds), models="auto", hparams=hparams,
+                     key=jax.random.split(jax.random.key(seed), seeds), model_axis="auto", hparams=hparams,
                      eval_data={name: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), d)
                                 for name, d in (eval_sets or {}).items()},
                      callbacks=[_EpochLog(model_cfg.kind, train_cfg.epochs, seeds, log)] if log else [], pieces=1)
