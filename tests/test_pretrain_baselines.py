@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vaejax_experiments import few_labels
 from vaejax_experiments import pretrain_classify as pc
 
 COUNTS = [1, 10, 100, 1000]
@@ -19,7 +20,7 @@ COUNTS = [1, 10, 100, 1000]
 def test_keep_best_keeps_the_highest_accuracy_and_the_earlier_on_a_tie():
     best = (jnp.array(0.0), jnp.array(0.2))
     for step, acc in enumerate([0.7, 0.5, 0.7, 0.1], start=1):
-        best = pc.keep_best(best, (jnp.array(float(step)), jnp.array(acc)))
+        best = few_labels.keep_best(best, (jnp.array(float(step)), jnp.array(acc)))
     assert float(best[0]) == 1.0 and float(best[1]) == pytest.approx(0.7)
 
 
@@ -30,14 +31,14 @@ def _two_class_problem(flip_training: bool):
     train, val = np.arange(0, 40, 2), np.arange(1, 40, 2)
     y = 1 - truth if flip_training else truth
     d = 2  # draws
-    draws = pc.Draws(np.tile(train, (d, 1)), np.tile(y[train], (d, 1)), np.full(d, 20, np.int32),
-                     np.tile(val, (d, 1)), np.tile(truth[val], (d, 1)), np.ones((d, 20), np.float32))
+    draws = few_labels.Draws(np.tile(train, (d, 1)), np.tile(y[train], (d, 1)), np.full(d, 20, np.int32),
+                             np.tile(val, (d, 1)), np.tile(truth[val], (d, 1)), np.ones((d, 20), np.float32))
     return jnp.asarray(x), draws
 
 
 def _fit(draws, table, head):
     params = {"head": head, "mu": jnp.zeros((2, 1)), "sd": jnp.ones((2, 1))}
-    fit = pc.make_fit(pc.frozen_predict, steps=100, batch=8, how="vmap")
+    fit = few_labels.make_fit(few_labels.frozen_predict, steps=100, batch=8, how="vmap")
     return fit(params, jnp.full(2, 0.1), table, draws, jax.random.split(jax.random.key(0), 2))
 
 
@@ -46,7 +47,7 @@ def test_early_stopping_falls_back_to_the_start_when_training_hurts_validation()
     head = [{"w": jnp.tile(jnp.array([[-3.0, 3.0]]), (2, 1, 1)), "b": jnp.zeros((2, 2))}]  # right on validation
     params, val = _fit(draws, table, head)
     val = np.asarray(val)
-    assert val.shape == (2, pc.CHECKS + 1)
+    assert val.shape == (2, few_labels.CHECKS + 1)
     assert np.all(val[:, 0] == 1.0) and np.all(val[:, -1] < 0.5)  # training on wrong labels ruins it...
     np.testing.assert_array_equal(params["head"][0]["w"], head[0]["w"])  # ...so the start is kept
 
@@ -57,7 +58,7 @@ def test_early_stopping_keeps_the_checkpoint_that_scored_best():
     params, val = _fit(draws, table, head)
     val = np.asarray(val)
     assert np.all(val[:, 0] == 0.0) and np.all(val.max(1) == 1.0)
-    kept = pc.make_accuracy(pc.frozen_predict, how="vmap")(
+    kept = few_labels.make_accuracy(few_labels.frozen_predict, how="vmap")(
         {"head": params["head"], "mu": jnp.zeros((2, 1)), "sd": jnp.ones((2, 1))}, table, jnp.asarray(draws.val_idx),
         jnp.asarray(draws.val_y))
     np.testing.assert_allclose(kept, val.max(1))
@@ -65,13 +66,13 @@ def test_early_stopping_keeps_the_checkpoint_that_scored_best():
 
 def test_validation_draws_are_disjoint_from_the_labelled_ones_and_balanced():
     labels = np.repeat(np.arange(3), 40).astype(np.int32)
-    d = pc.labelled_draws(labels, 2, draws=3, pad_to=9, val_pad_to=3 * pc.val_per_class(2))
-    assert d.idx.shape == (3, 9) and d.val_idx.shape == (3, 3 * pc.VAL_MIN)
+    d = few_labels.labelled_draws(labels, 2, draws=3, pad_to=9, val_pad_to=3 * few_labels.val_per_class(2))
+    assert d.idx.shape == (3, 9) and d.val_idx.shape == (3, 3 * few_labels.VAL_MIN)
     for s in range(3):
         train, val = d.idx[s, :d.n[s]], d.val_idx[s][d.val_w[s] > 0]
         assert not set(train) & set(val)
         assert sorted(labels[train].tolist()) == [0, 0, 1, 1, 2, 2]
-        assert np.bincount(labels[val]).tolist() == [pc.VAL_MIN] * 3
+        assert np.bincount(labels[val]).tolist() == [few_labels.VAL_MIN] * 3
     assert not np.array_equal(d.idx[0, :6], d.idx[1, :6])
 
 
@@ -88,19 +89,19 @@ SCRATCH = [0.4, 0.6, 0.8, 0.85]
     (0.9, None, "never"),
 ])
 def test_labels_to_match_reads_the_curve_in_log_labels(target, labels, where):
-    got, got_where = pc.labels_to_match(COUNTS, SCRATCH, target)
+    got, got_where = few_labels.labels_to_match(COUNTS, SCRATCH, target)
     assert got_where == where
     assert got == (None if labels is None else pytest.approx(labels))
 
 
 def test_labels_to_match_takes_the_first_crossing():
-    assert pc.labels_to_match(COUNTS, [0.4, 0.7, 0.6, 0.8], 0.65)[0] == pytest.approx(10 ** (0.25 / 0.3))  # not 100
+    assert few_labels.labels_to_match(COUNTS, [0.4, 0.7, 0.6, 0.8], 0.65)[0] == pytest.approx(10 ** (0.25 / 0.3))  # not 100
 
 
 def test_label_efficiency_ratio_and_never_reached():
     scratch = np.tile(SCRATCH, (5, 1))
     variant = np.tile([0.6, 0.9, 0.9, 0.9], (5, 1))  # at 1/class what scratch gets at 10; then never
-    e = pc.label_efficiency(COUNTS, variant, scratch)
+    e = few_labels.label_efficiency(COUNTS, variant, scratch)
     assert e[0]["ratio"] == pytest.approx(10.0) and e[0]["ratio_ci"] == pytest.approx([10.0, 10.0])
     assert e[1]["labels"] is None and e[1]["ratio"] is None and e[1]["reached"] == "never"
     assert e[1]["ratio_ci"] == [math.inf, math.inf]

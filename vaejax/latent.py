@@ -70,7 +70,7 @@ def _decode(model, params, z_ND, chunk):
 def interpolate(e1, e2, alphas, method: str = "linear"):
     """Latents between e1 and e2 (..., D) for each alpha: (A, ..., D).
 
-    linear: e = alpha e1 + (1 - alpha) e2, so alpha = 1 gives e1 and alpha = 0 gives e2 (the seed's convention).
+    linear: e = alpha e1 + (1 - alpha) e2, so alpha = 1 gives e1 and alpha = 0 gives e2 (the notes' convention).
     slerp:  along the great circle, e = sin(alpha t)/sin(t) e1 + sin((1 - alpha) t)/sin(t) e2,
             t the angle between e1 and e2; it keeps the norm a Gaussian prior expects. Falls back
             to linear where the two are (nearly) parallel.

@@ -269,6 +269,9 @@ def _flatten_image(x):
 
 
 class MLPEncoder(nn.Module):
+    """Flatten -> Dense -> ReLU per hidden width -> Dense(out_dim). The last hidden layer's activations
+    are sown as intermediates "hidden" (read with mutable=["intermediates"])."""
+
     hidden: Sequence[int]
     out_dim: int
 
@@ -277,6 +280,7 @@ class MLPEncoder(nn.Module):
         h = _flatten_image(x)
         for width in self.hidden:
             h = nn.relu(_dense(width, h.shape[-1])(h))
+        self.sow("intermediates", "hidden", h)
         return _dense(self.out_dim, h.shape[-1])(h)
 
 
@@ -296,9 +300,10 @@ class MLPDecoder(nn.Module):
 class ConvEncoder(nn.Module):
     """cfg.conv_layers as Conv -> ReLU -> ... -> Conv; the last map, flattened, is the code.
 
-    The seed's stack: Conv(16, 3x3, s2, p1) -> ReLU -> Conv(32, 3x3, s2, p1) -> ReLU -> Conv(64, 7x7),
+    The notes' stack: Conv(16, 3x3, s2, p1) -> ReLU -> Conv(32, 3x3, s2, p1) -> ReLU -> Conv(64, 7x7),
     a 1x1x64 code. path: "fast" | "lax" | None (conv_path(): $VAEJAX_CONV_PATH, else by backend);
-    the same parameters either way.
+    the same parameters either way. The map before the last conv, after its ReLU, is sown as
+    intermediates "hidden" (read with mutable=["intermediates"]).
     """
 
     cfg: ModelConfig
@@ -308,6 +313,8 @@ class ConvEncoder(nn.Module):
     def __call__(self, x):
         h = x
         for i, (c, k, s, p) in enumerate(self.cfg.conv_layers):
+            if i == len(self.cfg.conv_layers) - 1:
+                self.sow("intermediates", "hidden", h)
             h = Conv(c, k, s, ((p, p), (p, p)), self.path)(h)
             h = nn.relu(h) if i < len(self.cfg.conv_layers) - 1 else h
         return h.reshape(h.shape[:-3] + (-1,))
@@ -316,7 +323,7 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """The encoder mirrored by transposed convs, each landing on the size its conv was given.
 
-    The seed's stack: ConvT(32, 7x7) -> ReLU -> ConvT(16, 3x3, s2) -> ReLU -> ConvT(C, 3x3, s2).
+    The notes' stack: ConvT(32, 7x7) -> ReLU -> ConvT(16, 3x3, s2) -> ReLU -> ConvT(C, 3x3, s2).
     path: as for ConvEncoder.
     """
 

@@ -57,7 +57,7 @@ def read_spec(workdir: str) -> RunSpec | None:
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-    """A loaded run: the model, its likelihood and the parameters of one model (the seed chosen at load).
+    """A loaded run: the model, its likelihood and the parameters of one model (the one chosen at load).
 
     model_cfg and train_cfg are those of a preset run (None for a model of one's own).
     """

@@ -3,9 +3,9 @@
     Classifier                  Conv(3x3, s2) -> ReLU -> Conv(3x3, s2) -> ReLU -> Dense -> ReLU -> Dense(K);
                                 its convolutions are patches and a matmul (the same function, faster on CPU)
     classifier_init / _apply    pure functions of params: the sizes are read off the kernels
-    train_classifier            Adam on (image, label) pairs through vaejax.engine, optionally with
+    train_classifier            Adam on (image, label) pairs through vaejax.fit, optionally with
                                 outlier exposure on structureless images (classifier_objective)
-    classifier_outputs          softmax probabilities and penultimate features, in fixed-size chunks
+    classifier_outputs          softmax probabilities and penultimate features (engine.map_chunks)
 
 judge.py builds the reference classifier of a dataset from these; the layer names (conv0, conv1,
 hidden, head) are part of its on-disk cache, so they do not change.
@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, engine
+from vaejax import data, engine, fit
 
 # ---------------------------------------------------------------------------- the network
 
@@ -116,41 +116,41 @@ def classifier_objective(outlier_exposure: float = 0.0, smooth_fields: bool = Tr
 def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: int = 128,
                      learning_rate: float = 1e-3, channels=(32, 64), width: int = 64,
                      outlier_exposure: float = 0.0, smooth_fields: bool = True):
-    """Parameters of a Classifier trained from scratch (Adam) on images x_N (float NHWC) and labels y_N.
+    """Parameters of a Classifier trained from scratch (Adam, through vaejax.fit) on images x_N (float NHWC)
+    and labels y_N.
 
     outlier_exposure, smooth_fields: see classifier_objective (0: plain cross-entropy).
     """
     init_key, run_key = jax.random.split(key)
     x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
-    init = jax.jit(classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
-    optimizer = optax.adam(learning_rate)
-    state = engine.init(init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width), optimizer)
-    objective = classifier_objective(outlier_exposure, smooth_fields)
-    epoch = engine.make_epoch(objective, optimizer, min(batch_size, x_N.shape[0]))
-    for _ in range(epochs):
-        state, _ = epoch(state, (x_N, y_N), run_key)
-    return state.params
+    fresh = _init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width)
+    result = fit.fit(classifier_objective(outlier_exposure, smooth_fields), optax.adam(learning_rate),
+                     lambda _: fresh, (x_N, y_N), None, epochs=epochs, batch_size=min(batch_size, x_N.shape[0]),
+                     key=run_key, pieces=1)
+    return result.state.params
 
 
-_apply_features = jax.jit(lambda params, x: classifier_apply(params, x, features=True))
+_init = jax.jit(classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
 
 
-def classifier_outputs(params, images, chunk: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def classifier_outputs(params, images) -> tuple[np.ndarray, np.ndarray]:
     """(softmax probabilities (N, K), penultimate features (N, F)) for images (float in [0, 1] or uint8)."""
-    x = _as_float(images)
-    probs, feats = [], []
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk]
-        pad = chunk - len(part)  # every call has one shape: one compile
-        logits, f = _apply_features(params, jnp.pad(part, [(0, pad)] + [(0, 0)] * 3))
-        probs.append(np.asarray(jax.nn.softmax(logits))[: len(part)])
-        feats.append(np.asarray(f)[: len(part)])
-    return np.concatenate(probs), np.concatenate(feats)
+    probs, feats = _outputs(params, jnp.asarray(_as_float(images)))
+    return np.asarray(probs), np.asarray(feats)
 
 
-def classifier_accuracy(params, images, labels, chunk: int = 500) -> float:
+@jax.jit
+def _outputs(params, x_N):
+    def chunk(x_B):
+        logits, features = classifier_apply(params, x_B, features=True)
+        return jax.nn.softmax(logits), features
+
+    return engine.map_chunks(chunk, x_N)
+
+
+def classifier_accuracy(params, images, labels) -> float:
     """Fraction of images whose most probable class is their label."""
-    probs, _ = classifier_outputs(params, images, chunk)
+    probs, _ = classifier_outputs(params, images)
     return float(np.mean(probs.argmax(-1) == np.asarray(labels)))
 
 

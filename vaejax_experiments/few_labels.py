@@ -64,28 +64,20 @@ def head_apply(layers, h):
 
 
 def code_fn(cfg):
-    """(params, x) -> code: the AE's z, the VAE's posterior mean; differentiable in params."""
-    def code(params, x):
-        out = models.encode(cfg, params, x)
-        return out[0] if cfg.kind == "vae" else out
-    return code
+    """(params, x) -> code: the model's embed (the AE's z, the VAE's posterior mean); differentiable in params."""
+    return lambda params, x: models.embed(cfg, params, x)
 
 
 def feature_fn(cfg):
     """(params, x) -> (code, hidden): code_fn's code and the encoder's last hidden layer, flattened.
 
-    The hidden layer is the one before the bottleneck: the last Dense of an MLP encoder's hidden
-    stack, the second-to-last conv of a conv encoder, after its ReLU. Flax records it while encoding
-    (capture_intermediates), so one pass gives both and nothing depends on the modules' internals
-    beyond their layer names.
+    The hidden layer is the one before the bottleneck (the last of an MLP encoder's hidden stack, the
+    map before a conv encoder's last conv, after its ReLU), which the encoders sow as "hidden": one
+    pass gives both.
     """
-    layer = f"Dense_{len(cfg.hidden) - 1}" if cfg.arch == "mlp" else f"Conv_{len(cfg.conv_layers) - 2}"
-
     def features(params, x):
-        out, state = models.module(cfg).apply({"params": params}, x, method="encode",
-                                              capture_intermediates=True, mutable=["intermediates"])
-        code = out[0] if cfg.kind == "vae" else out
-        hidden = jax.nn.relu(state["intermediates"]["encoder"][layer]["__call__"][0])
+        code, state = models.module(cfg).apply({"params": params}, x, method="embed", mutable=["intermediates"])
+        hidden = state["intermediates"]["encoder"]["hidden"][0]
         return code, hidden.reshape(code.shape[:-1] + (-1,))
     return features
 
@@ -159,12 +151,9 @@ def label_counts(split: data.Split, wanted, reserve: int = 0) -> list[int]:
 # ---------------------------------------------------------------------------- training many classifiers at once
 
 
-def accuracy(predict, params, table, idx_N, y_N, w_N, chunk: int = 1000):
+def accuracy(predict, params, table, idx_N, y_N, w_N, chunk: int = CHUNK):
     """Weighted fraction of rows idx_N of table that predict(params, rows) -> logits labels y_N, in chunks."""
-    n = idx_N.shape[0]
-    c = min(chunk, n)
-    rows = jnp.pad(idx_N, (0, (-n) % c)).reshape(-1, c)
-    pred = jax.lax.map(lambda r: jnp.argmax(predict(params, table[r]), -1), rows).reshape(-1)[:n]
+    pred = engine.map_chunks(lambda rows: jnp.argmax(predict(params, table[rows]), -1), idx_N, chunk)
     return jnp.sum(w_N * (pred == y_N)) / jnp.sum(w_N)
 
 
@@ -240,20 +229,13 @@ def code_scaling(c_SND: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def encoder_features(cfg, params_S, x) -> tuple[jax.Array, jax.Array]:
-    """(codes (S, N, D), hidden (S, N, H)) of images x (N, H, W, C) under S encoders.
-
-    Fixed-size chunks through one jitted program per architecture, whatever N.
-    """
-    x = np.asarray(x, np.float32)
-    n = x.shape[0]
-    out = [_features_chunk(cfg, params_S, np.pad(x[i:i + CHUNK], [(0, max(0, i + CHUNK - n))] + [(0, 0)] * 3))
-           for i in range(0, n, CHUNK)]
-    return tuple(jnp.concatenate(parts, axis=1)[:, :n] for parts in zip(*out))
+    """(codes (S, N, D), hidden (S, N, H)) of images x (N, H, W, C) under S encoders."""
+    return _features(cfg, params_S, jnp.asarray(x, jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _features_chunk(cfg, params_S, x_B):
-    return jax.vmap(feature_fn(cfg), in_axes=(0, None))(params_S, x_B)
+@functools.partial(jax.jit, static_argnums=0)  # once per architecture and shape
+def _features(cfg, params_S, x_N):
+    return jax.vmap(lambda params: engine.map_chunks(lambda x_B: feature_fn(cfg)(params, x_B), x_N, CHUNK))(params_S)
 
 
 # ---------------------------------------------------------------------------- label efficiency

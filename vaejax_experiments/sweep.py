@@ -23,12 +23,13 @@ better on none of them in any, and is mixed otherwise.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax import config, latent, objectives, plots
+from vaejax import config, engine, latent, objectives, plots
 from vaejax_experiments import harness, markdown, settings, stats, training
 from vaejax_experiments.families import FAMILIES, UserFamily, label
 
@@ -97,10 +98,19 @@ def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model 
     return training.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log, **custom)
 
 
-def measure(model, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
+def measure(model, params_M, x_N) -> dict[str, np.ndarray]:
     """Per model (M,), on images x_N: rate (nats), distortion (MSE per pixel), active units, and the
     noise ratio: the posterior's standard deviation over the spread of the codes' means, averaged over
     dimensions (0: a deterministic code, as a plain AE's; near 1: codes drowned in their noise)."""
+    mu, kl, se, var = (np.asarray(a) for a in _posterior_terms(model, params_M, jnp.asarray(x_N, jnp.float32)))
+    spread = np.maximum(np.std(mu.astype(np.float64), axis=1), 1e-12)  # (M, D)
+    noise_ratio = np.mean(np.sqrt(var.astype(np.float64).mean(axis=1)) / spread, axis=-1)
+    return {"rate": kl.mean(1), "distortion": se.mean(1), "active_units": active_units(mu), "noise_ratio": noise_ratio}
+
+
+@functools.partial(jax.jit, static_argnums=0)  # once per model and shape
+def _posterior_terms(model, params_M, x_N):
+    """(mu (M, N, D), KL (M, N), squared error per pixel (M, N), posterior variance (M, N, D)) of M VAEs."""
     module, likelihood = latent.module_and_likelihood(model)
 
     def one_image(params, x):
@@ -108,13 +118,7 @@ def measure(model, params_M, x_N, chunk: int = 500) -> dict[str, np.ndarray]:
         x_hat = likelihood.mean(objectives.decode(module, params, mu))
         return mu, jnp.sum(objectives.kl_per_dim(mu, logvar)), jnp.mean(jnp.square(x_hat - x)), jnp.exp(logvar)
 
-    one_chunk = jax.jit(jax.vmap(jax.vmap(one_image, in_axes=(None, 0)), in_axes=(0, None)))
-    x = jnp.asarray(x_N, jnp.float32)
-    parts = [one_chunk(params_M, x[i:i + chunk]) for i in range(0, len(x), chunk)]
-    mu, kl, se, var = (np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in range(4))
-    spread = np.maximum(np.std(mu.astype(np.float64), axis=1), 1e-12)  # (M, D)
-    noise_ratio = np.mean(np.sqrt(var.astype(np.float64).mean(axis=1)) / spread, axis=-1)
-    return {"rate": kl.mean(1), "distortion": se.mean(1), "active_units": active_units(mu), "noise_ratio": noise_ratio}
+    return jax.vmap(lambda p: engine.map_chunks(jax.vmap(lambda x: one_image(p, x)), x_N))(params_M)
 
 
 def active_units(mu_MND) -> np.ndarray:
