@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cli_runs
-from vaejax import checkpoint, cli, config, engine, recipe
+from vaejax import checkpoint, cli, config, engine, fit, recipe
 
 EPOCHS = 4
 
@@ -351,3 +351,19 @@ def _passes(message, exc):
     """Whether the asyncio logger lets a record of `message` about `exc` through its filters."""
     record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, (type(exc), exc, exc.__traceback__))
     return bool(logging.getLogger("asyncio").filter(record))
+
+
+def test_the_write_probe_follows_no_planted_link(tmp_path):
+    """A link planted at the probe's name is neither written through nor removed."""
+    from vaejax import workdir
+
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me")
+    (tmp_path / "run").mkdir()
+    link = tmp_path / "run" / f".write-probe-{os.getpid()}-0"
+    link.symlink_to(target)
+    with pytest.raises(fit.WorkdirError, match="cannot write to workdir"):
+        workdir.prepare_workdir(str(tmp_path / "run"), need_bytes=0)
+    assert target.read_bytes() == b"keep me" and link.is_symlink()
+    workdir.prepare_workdir(str(tmp_path / "other"), need_bytes=0)  # a fresh folder takes the probe and drops it
+    assert os.listdir(tmp_path / "other") == []

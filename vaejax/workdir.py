@@ -182,14 +182,15 @@ def prepare_workdir(workdir: str, need_bytes: int) -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write-probe-{os.getpid()}-{parallel.process_index()}")
+        # created here or not at all: a file or link already at that name is neither followed nor removed
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            with open(probe, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 f.write(b"\0" * 65536)
                 f.flush()
                 os.fsync(f.fileno())
         finally:
-            if os.path.exists(probe):
-                os.remove(probe)
+            os.remove(probe)
         free = free_bytes(workdir)
         if free < need_bytes:
             raise WorkdirError(f"{workdir} has {free / 2**20:.1f} MiB free but checkpoints and figures need about "

@@ -1,10 +1,14 @@
-"""The package layout: the library knows nothing of the experiments, and the experiments import without cycles.
+"""The package layout: the library knows nothing of the experiments, neither package has an import
+cycle, files stay short, the judge lives with the experiments and "seed" means a PRNG seed.
 
 Read from the source with ast (imports inside functions included), so nothing is imported to check it.
 """
 
 import ast
 import os
+import re
+
+import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -69,3 +73,30 @@ def test_the_experiments_import_without_cycles():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+MAX_LINES = 450
+
+
+def _sources(package: str) -> dict[str, str]:
+    folder = os.path.join(ROOT, package)
+    return {name: open(os.path.join(folder, name)).read() for name in sorted(os.listdir(folder)) if name.endswith(".py")}
+
+
+@pytest.mark.parametrize("package", ["vaejax", "vaejax_experiments"])
+def test_no_file_over_the_limit(package):
+    long = {name: n for name, text in _sources(package).items() if (n := text.count("\n")) > MAX_LINES}
+    assert not long, f"split by idea: files over {MAX_LINES} lines: {long}"
+
+
+def test_the_judge_is_not_in_the_library():
+    for name, text in _sources("vaejax").items():
+        assert not re.search(r"ReferenceClassifier|fit_reference|class Classifier", text), name
+
+
+def test_seed_means_a_prng_seed():
+    pattern = re.compile(r"SEED_AE|SEED_VAE|seed_pair|seed_conv_stack")
+    for package in ("vaejax", "vaejax_experiments", "tests"):
+        for name, text in _sources(package).items():
+            if name != "test_structure.py":
+                assert not pattern.search(text), f"{package}/{name}"
