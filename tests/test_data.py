@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from vaejax import data
+from vaejax import data, idx
 
 DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -287,7 +287,7 @@ def test_download_stops_at_the_size_cap(tmp_path, monkeypatch):
     (tmp_path / "publisher" / "train-labels-idx1-ubyte.gz").write_bytes(bytes(10))
     serve_idx(monkeypatch, "mnist", tmp_path / "publisher")
     monkeypatch.setattr(data, "_prepared_tfds", lambda *args: None)
-    monkeypatch.setattr(data, "_DOWNLOAD_MAX_BYTES", 2**20)
+    monkeypatch.setattr(idx, "_DOWNLOAD_MAX_BYTES", 2**20)
     with pytest.raises(data.DatasetError, match="larger than 1 MiB") as e:
         data.load("mnist", "train", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
     assert_one_line(e.value)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import config, models
+from vaejax import config, layers, models
 
 KEY = jax.random.key(0)
 
@@ -110,7 +110,7 @@ def test_whole_model_paths_agree(monkeypatch):
 # p = k - 1, 1x1 inputs, and few output channels (where the fast path scatters).
 TRANSPOSED = [(2, 3, 1, 1, 7, 3, 2), (2, 3, 1, 0, 4, 8, 1), (1, 3, 1, 0, 4, 3, 2), (3, 5, 2, 2, 3, 8, 1),
               (2, 4, 1, 1, 3, 3, 2), (3, 2, 0, 1, 2, 3, 2), (1, 7, 0, 0, 1, 3, 2), (3, 4, 3, 0, 2, 8, 1)]
-FORMS = (models.conv_transpose_fast, models.conv_transpose_phases, models.conv_transpose_scatter)
+FORMS = (layers.conv_transpose_fast, layers.conv_transpose_phases, layers.conv_transpose_scatter)
 # (stride, kernel, padding, input size) for convs: the notes', stride 1 and 3, whole-map kernels.
 CONVS = [(2, 3, 1, 28), (2, 3, 1, 7), (1, 3, 1, 5), (3, 4, 1, 8), (1, 7, 0, 7), (2, 7, 0, 8), (2, 1, 0, 5)]
 
@@ -132,7 +132,7 @@ def test_transposed_conv_forms_match_lax_over_a_grid():
         out = []
         for (s, k, p, op, *_), x, w in zip(TRANSPOSED, xs, ws):
             pad = ((k - 1 - p, k - 1 - p + op),) * 2
-            lax_fn = lambda x, w: models.conv_transpose2d(x, w, s, pad, "lax")
+            lax_fn = lambda x, w: layers.conv_transpose2d(x, w, s, pad, "lax")
             for form in FORMS:
                 out.append(_vjp_pair(lambda x, w: form(x, w, s, pad), lax_fn, x, w))
         return out
@@ -151,8 +151,8 @@ def test_dense_transposed_conv_matches_lax():
         out = []
         for (k, p, s), x, w in zip(cases, xs, ws):
             pad = ((k - 1 - p, k - 1 - p),) * 2
-            out.append(_vjp_pair(lambda x, w: models.conv_transpose_dense(x, w, pad),
-                                 lambda x, w: models.conv_transpose2d(x, w, s, pad, "lax"), x, w))
+            out.append(_vjp_pair(lambda x, w: layers.conv_transpose_dense(x, w, pad),
+                                 lambda x, w: layers.conv_transpose2d(x, w, s, pad, "lax"), x, w))
         return out
 
     xs = [_rand((3, 1, 1, 5), k) for k, _, _ in cases]
@@ -166,8 +166,8 @@ def test_strided_conv_im2col_matches_lax_over_a_grid():
         out = []
         for (s, k, p, i), x, w in zip(CONVS, xs, ws):
             pad = ((p, p), (p, p))
-            out.append(_vjp_pair(lambda x, w: models.conv_im2col(x, w, s, pad),
-                                 lambda x, w: models.conv2d(x, w, s, pad, "lax"), x, w))
+            out.append(_vjp_pair(lambda x, w: layers.conv_im2col(x, w, s, pad),
+                                 lambda x, w: layers.conv2d(x, w, s, pad, "lax"), x, w))
         return out
 
     xs = [_rand((2, i, i, 3), n) for n, (s, k, p, i) in enumerate(CONVS)]
@@ -180,9 +180,9 @@ def test_strided_conv_im2col_matches_lax_over_a_grid():
 def test_conv_transpose_helper_keeps_pytorch_sizes_on_both_paths():
     x = _rand((1, 7, 7, 3), 0)
     for path in ("fast", "lax"):
-        layer = models.conv_transpose(2, 3, 2, 1, 1, path=path)
+        layer = layers.conv_transpose(2, 3, 2, 1, 1, path=path)
         out, _ = layer.init_with_output(KEY, x)
-        assert out.shape == (1, models.conv_transpose_output_size(7, 2, 3, 1, 1), 14, 2)
+        assert out.shape == (1, layers.conv_transpose_output_size(7, 2, 3, 1, 1), 14, 2)
 
 
 # ------------------------------------------------------------------ choosing the path
@@ -190,11 +190,11 @@ def test_conv_transpose_helper_keeps_pytorch_sizes_on_both_paths():
 
 def test_conv_path_choice(monkeypatch):
     monkeypatch.delenv("VAEJAX_CONV_PATH", raising=False)
-    assert models.conv_path() == ("fast" if jax.default_backend() == "cpu" else "lax")
-    assert models.conv_path("lax") == "lax"
+    assert layers.conv_path() == ("fast" if jax.default_backend() == "cpu" else "lax")
+    assert layers.conv_path("lax") == "lax"
     monkeypatch.setenv("VAEJAX_CONV_PATH", "lax")
-    assert models.conv_path() == "lax"
-    assert models.conv_path("fast") == "fast"  # an explicit argument wins over the environment
+    assert layers.conv_path() == "lax"
+    assert layers.conv_path("fast") == "fast"  # an explicit argument wins over the environment
     monkeypatch.setenv("VAEJAX_CONV_PATH", "cudnn")
     with pytest.raises(ValueError, match="VAEJAX_CONV_PATH"):
-        models.conv_path()
+        layers.conv_path()

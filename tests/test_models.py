@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import config, models, objectives
+from vaejax import config, layers, models, objectives
 from conftest import TINY_CONV_AE, TINY_CONV_VAE, TINY_MLP_AE, TINY_MLP_VAE, fake_params
 
 KEY = jax.random.key(0)
@@ -109,7 +109,7 @@ def _grid():
     for i, s, k in itertools.product((1, 2, 5), (1, 2, 3), (1, 2, 3, 4, 7)):
         for p in sorted({0, 1, k // 2, k - 1} & set(range(k))):  # no padding, some, the most
             for op in range(min(s, k)):
-                if models.conv_transpose_output_size(i, s, k, p, op) >= 1:
+                if layers.conv_transpose_output_size(i, s, k, p, op) >= 1:
                     yield i, s, k, p, op
 
 
@@ -119,21 +119,21 @@ GRID = list(_grid())
 def test_conv_transpose_output_size_formula_by_hand():
     # PyTorch's documented H_out = (H_in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
     for i, s, k, p, op in GRID:
-        assert models.conv_transpose_output_size(i, s, k, p, op) == (i - 1) * s - 2 * p + (k - 1) + op + 1
+        assert layers.conv_transpose_output_size(i, s, k, p, op) == (i - 1) * s - 2 * p + (k - 1) + op + 1
     # the notes' decoder: 1 -> 7 -> 14 -> 28
-    assert models.conv_transpose_output_size(1, 1, 7, 0, 0) == 7
-    assert models.conv_transpose_output_size(7, 2, 3, 1, 1) == 14
-    assert models.conv_transpose_output_size(14, 2, 3, 1, 1) == 28
+    assert layers.conv_transpose_output_size(1, 1, 7, 0, 0) == 7
+    assert layers.conv_transpose_output_size(7, 2, 3, 1, 1) == 14
+    assert layers.conv_transpose_output_size(14, 2, 3, 1, 1) == 28
 
 
 def test_conv_transpose_output_size_matches_layer_shapes():
     assert len(GRID) > 100
     mismatches = []
     for i, s, k, p, op in GRID:
-        layer = models.conv_transpose(2, k, s, p, op)
+        layer = layers.conv_transpose(2, k, s, p, op)
         x = jax.ShapeDtypeStruct((1, i, i, 3), jnp.float32)
         out, _ = jax.eval_shape(layer.init_with_output, KEY, x)
-        want = models.conv_transpose_output_size(i, s, k, p, op)
+        want = layers.conv_transpose_output_size(i, s, k, p, op)
         if out.shape != (1, want, want, 2):
             mismatches.append(((i, s, k, p, op), out.shape, want))
     assert not mismatches, mismatches[:10]
@@ -150,15 +150,15 @@ def random_like(shapes_tree, seed=0):
 
 def test_conv_transpose_output_size_matches_computed_outputs():
     """The same check on real computed outputs (one compiled program for all the cases)."""
-    layers, xs, params = [], [], []
+    convs, xs, params = [], [], []
     for j, (i, s, k, p, op) in enumerate(COMPUTED):
-        layers.append(models.conv_transpose(4, k, s, p, op))
+        convs.append(layers.conv_transpose(4, k, s, p, op))
         xs.append(np.random.default_rng(j).normal(size=(2, i, i, 3)).astype(np.float32))
-        params.append(random_like(jax.eval_shape(layers[-1].init, KEY, xs[-1]), seed=j))
+        params.append(random_like(jax.eval_shape(convs[-1].init, KEY, xs[-1]), seed=j))
 
-    outs = jax.jit(lambda params, xs: [l.apply(p, x) for l, p, x in zip(layers, params, xs)])(params, xs)
+    outs = jax.jit(lambda params, xs: [c.apply(p, x) for c, p, x in zip(convs, params, xs)])(params, xs)
     for (i, s, k, p, op), out in zip(COMPUTED, outs):
-        want = models.conv_transpose_output_size(i, s, k, p, op)
+        want = layers.conv_transpose_output_size(i, s, k, p, op)
         assert out.shape == (2, want, want, 4), (i, s, k, p, op)
         assert bool(jnp.all(jnp.isfinite(out))) and bool(jnp.any(out != 0))
 

@@ -20,7 +20,7 @@ EPOCHS = 3
 # the one-line error for a batch that does not split, and the compiled step's all-reduce.
 _FOUR_DEVICES = textwrap.dedent("""
     import contextlib, io, json, sys
-    import jax, numpy as np
+    import jax, numpy as np, optax
     from vaejax import checkpoint, cli, config, engine, parallel, recipe
 
     root, tiny, epochs = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
@@ -49,6 +49,17 @@ _FOUR_DEVICES = textwrap.dedent("""
     hlo = steps.lower(state, x, order, jax.random.key(0)).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
     out["order_shard"] = list(order.addressable_shards[0].data.shape)
+    # plain SGD, whose step is proportional to the gradient: a sum over devices instead of a mean shows
+    batch = np.random.default_rng(0).uniform(size=(200, 28, 28, 1)).astype(np.float32)
+    params = r.init_params(jax.random.key(0))
+    out["sgd"] = {"init": [np.asarray(a).ravel().tolist() for a in jax.tree_util.tree_leaves(params)]}
+    for n in (1, 4):
+        mesh_n, sgd = parallel.data_mesh(n), optax.sgd(0.05)
+        step = engine.make_step(r.objective, sgd, mesh=mesh_n)
+        state = parallel.put_replicated(engine.init(params, sgd), mesh_n)
+        for i in range(2):
+            state, _ = step(state, parallel.put_sharded(batch, mesh_n, axis=0), jax.random.key(1))
+        out["sgd"][str(n)] = [np.asarray(a).ravel().tolist() for a in jax.tree_util.tree_leaves(state.params)]
     print("RESULT " + json.dumps(out))
 """)
 
@@ -81,6 +92,16 @@ def test_four_devices_give_the_loss_curve_of_one(one_vs_four):
 def test_four_devices_split_the_batch_and_all_reduce(one_vs_four):
     assert one_vs_four["all_reduce"], "the compiled step has no all-reduce: the batch was not split"
     assert one_vs_four["order_shard"] == [2, 50]  # each device holds a quarter of every batch's indices
+
+
+def test_four_devices_average_the_gradient_as_one_does(one_vs_four):
+    """Two SGD steps on one batch: split over four devices, the same parameters as on one (to rounding).
+    A sum of the devices' gradients instead of their mean would move them four times as far."""
+    sgd = one_vs_four["sgd"]
+    moved = max(np.max(np.abs(np.array(b) - np.array(a))) for a, b in zip(sgd["init"], sgd["1"]))
+    assert moved > 1e-3  # the steps did move the parameters
+    for a, b in zip(sgd["1"], sgd["4"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_that_does_not_split_is_one_line(one_vs_four):

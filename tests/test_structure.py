@@ -64,6 +64,12 @@ def test_the_library_imports_nothing_of_the_experiments():
         assert not {m for m in imported if m.startswith("vaejax_experiments")}, module
 
 
+def test_the_library_imports_without_cycles():
+    graph = _imports("vaejax")
+    assert "vaejax.fit" in graph and "vaejax.workdir" in graph
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
 def test_the_experiments_import_without_cycles():
     graph = _imports("vaejax_experiments")
     assert "vaejax_experiments.harness" in graph and "vaejax_experiments.sweep" in graph

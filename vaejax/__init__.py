@@ -24,8 +24,9 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-SUBMODULES = ("callbacks", "checkpoint", "cli", "cli_inputs", "config", "data", "engine", "errors", "files", "fit",
-              "latent", "metrics", "models", "objectives", "parallel", "plots", "provenance", "recipe", "run", "workdir")
+SUBMODULES = ("callbacks", "checkpoint", "cli", "cli_inputs", "config", "data", "engine", "errors", "files",
+              "fit", "idx", "latent", "layers", "metrics", "models", "objectives", "parallel", "plots",
+              "provenance", "recipe", "run", "workdir")
 __all__ = ["load", "__version__", *SUBMODULES]
 
 

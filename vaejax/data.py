@@ -31,23 +31,18 @@ Results of the non-IDX sources are cached as ``<cache_dir>/<name>-<split>.npz``
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.util
-import math
 import os
-import struct
-import time
-import urllib.error
-import urllib.request
 import zipfile
-import zlib
 from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 
-from vaejax import files
+from vaejax import files, idx
+from vaejax.errors import DatasetError
+from vaejax.idx import read_idx
 
 DATASETS = ("fashion_mnist", "mnist", "mnist_5k", "cifar10", "sample_patches")
 SHAPES = {
@@ -62,7 +57,7 @@ SPLITS = ("train", "test")
 
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 _IDX_COUNTS = {"train": 60000, "test": 10000}  # MNIST's and Fashion-MNIST's split sizes: no IDX file here holds more
-MAX_IDX_BYTES = 2**30  # a header declaring more data than this is damaged, whatever the dataset
+
 _DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 _PHOTOS = ("china.jpg", "flower.jpg")
 _PATCH = 32
@@ -85,13 +80,6 @@ _IDX_DOWNLOADS = {
         "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     }),
 }
-_DOWNLOAD_TIMEOUT_S = 30  # per read
-_DOWNLOAD_DEADLINE_S = 600  # per file, in all
-_DOWNLOAD_MAX_BYTES = 64 * 2**20  # the largest IDX .gz here, Fashion-MNIST's training images, is 26 MiB
-
-
-class DatasetError(Exception):
-    """A dataset that cannot be found or read; str(e) is one line naming where we looked and the fix."""
 
 
 class Split(NamedTuple):
@@ -118,33 +106,6 @@ def load(
         return _load_idx(name, split, data_dir, cache)
     source = _SOURCES[name]
     return _cached(name, split, cache, lambda: source(name, split, data_dir))
-
-
-def read_idx(path, max_shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Read a uint8 IDX file (raw or .gz) into an array shaped by its header.
-
-    The header is checked before anything is allocated: at most MAX_IDX_BYTES of data and, with
-    max_shape, the same rank, the same trailing dims and at most max_shape[0] items. Only the bytes
-    the header declares are inflated from a .gz (and one more, to detect trailing data).
-    """
-    path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            dims = _read_idx_header(f, path)
-            _check_idx_dims(dims, max_shape, path)
-            out = np.empty(dims, np.uint8)
-            n_read = f.readinto(memoryview(out.reshape(-1)))
-            extra = len(f.read(1))
-    except (OSError, EOFError, zlib.error) as e:
-        raise DatasetError(f"cannot read IDX file {path}: {_one_line(e)}; replace it with the original download") from None
-    if n_read != out.size or extra:
-        found = f"more than {out.size}" if extra else n_read
-        raise DatasetError(
-            f"IDX file {path} has {found} data bytes where its header says {out.size}; "
-            "it is truncated or corrupt, replace it with the original download"
-        )
-    return out
 
 
 def to_float(images_uint8) -> np.ndarray:
@@ -210,30 +171,6 @@ def _one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------- IDX files
 
 
-def _read_idx_header(f, path: str) -> tuple[int, ...]:
-    """Dims from an IDX header; magic must be 0x000008NN (uint8 data, NN dims)."""
-    magic = f.read(4)
-    if len(magic) != 4 or magic[:3] != b"\x00\x00\x08" or magic[3] == 0:
-        raise DatasetError(
-            f"{path} is not a uint8 IDX file (starts with 0x{magic.hex()}, expected 0x000008NN); "
-            "replace it with the original download"
-        )
-    raw_dims = f.read(4 * magic[3])
-    if len(raw_dims) != 4 * magic[3]:
-        raise DatasetError(f"IDX file {path} ends inside its header; replace it with the original download")
-    return struct.unpack(f">{magic[3]}I", raw_dims)
-
-
-def _check_idx_dims(dims: tuple[int, ...], max_shape: tuple[int, ...] | None, path: str) -> None:
-    size = math.prod(dims)
-    fits = max_shape is None or (len(dims) == len(max_shape) and dims[1:] == tuple(max_shape[1:])
-                                 and dims[0] <= max_shape[0])
-    if size > MAX_IDX_BYTES or not fits:
-        expected = f" (at most {' x '.join(map(str, max_shape))})" if max_shape is not None else ""
-        raise DatasetError(f"IDX file {path} declares {' x '.join(map(str, dims))} values{expected}; "
-                           "it is damaged or not this dataset's, replace it with the original download")
-
-
 def _idx_paths(folder: str, split: str) -> tuple[str, str] | None:
     """(images, labels) file paths of `split` in `folder`, raw or .gz, or None if either is absent."""
     found = []
@@ -290,7 +227,7 @@ def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> st
                     raise DatasetError(f"{path} does not match the SHA-256 of {name}'s {filename}; it is damaged or "
                                        "another file: delete it to download it again")
             continue
-        blob = _fetch(base_url + filename, lambda why: _missing_message(name, split, data_dir, cache, why))
+        blob = idx.fetch(base_url + filename, lambda why: _missing_message(name, split, data_dir, cache, why))
         if hashlib.sha256(blob).hexdigest() != checksums[filename]:
             raise DatasetError(
                 f"{base_url + filename} did not match its SHA-256 checksum (a changed or damaged download); "
@@ -301,26 +238,6 @@ def _download_idx(name: str, split: str, data_dir: str | None, cache: str) -> st
         except OSError as e:
             raise DatasetError(f"cannot write {path} ({_one_line(e)}); name a writable folder with --data-dir (data_dir=) or $VAEJAX_DATA_DIR") from None
     return folder
-
-
-def _fetch(url: str, message: Callable[[str], str]) -> bytes:
-    """The body at url, read in pieces: at most _DOWNLOAD_MAX_BYTES, within _DOWNLOAD_DEADLINE_S in all
-    (the socket's timeout bounds each read only). message(why) -> the DatasetError's line."""
-    deadline = time.monotonic() + _DOWNLOAD_DEADLINE_S
-    pieces, size = [], 0
-    try:
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-            while piece := response.read(2**20):
-                pieces.append(piece)
-                size += len(piece)
-                if size > _DOWNLOAD_MAX_BYTES:
-                    raise DatasetError(message(f"{url} is larger than {_DOWNLOAD_MAX_BYTES // 2**20} MiB, "
-                                               "more than any file of the dataset; nothing was kept"))
-                if time.monotonic() > deadline:
-                    raise DatasetError(message(f"downloading {url} took more than {_DOWNLOAD_DEADLINE_S} s"))
-    except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
-        raise DatasetError(message(f"downloading {url} failed ({_one_line(e)})")) from None
-    return b"".join(pieces)
 
 
 def _read_idx_split(folder: str, split: str) -> Split:

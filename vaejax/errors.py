@@ -6,6 +6,7 @@
       WriteFailed   a checkpoint could not be written; nothing partial is left
       Preempted     SIGTERM; the state is saved, resume to go on
       WorkdirError  the workdir cannot take the run's writes; raised before anything is written
+    DatasetError  a dataset that cannot be found or read (vaejax.data)
 
 They live apart from the code that raises them so that a client (the CLI, the experiments, a
 user's script) can catch them without importing the training loop or the command line.
@@ -44,3 +45,7 @@ class Preempted(FitError):
 
 class WorkdirError(FitError, ValueError):
     """The workdir cannot take this run's writes (before anything was written)."""
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be found or read; str(e) is one line naming where we looked and the fix."""

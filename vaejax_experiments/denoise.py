@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from vaejax import config, latent, metrics, models, objectives, plots, recipe
+from vaejax import config, latent, layers, metrics, models, objectives, plots, recipe
 from vaejax_experiments import harness, markdown, settings, stats, training
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "
@@ -116,8 +116,8 @@ class ResidualDenoiser(nn.Module):
         same = ((1, 1), (1, 1))
         h = x_HWC
         for _ in range(self.depth - 1):
-            h = nn.relu(models.Conv(self.width, 3, padding=same)(h))
-        return x_HWC - models.Conv(x_HWC.shape[-1], 3, padding=same)(h)
+            h = nn.relu(layers.Conv(self.width, 3, padding=same)(h))
+        return x_HWC - layers.Conv(x_HWC.shape[-1], 3, padding=same)(h)
 
 
 def squared_error_objective(module):
