@@ -11,9 +11,10 @@ def _coverage(make_interval, n, trials=2000, seed=0):
 
 
 def test_bootstrap_interval_covers_the_true_mean_about_as_often_as_its_level():
-    """2,000 trials pin coverage to about +-0.005: a 90% interval (coverage near 0.89 here) fails."""
+    """2,000 trials pin coverage to about +-0.006. The percentile bootstrap runs slightly narrow at n = 60
+    (about 0.93 at 95%, 0.87 at 90%): the bounds admit the first and not the second."""
     coverage = _coverage(lambda v, i: stats.bootstrap_interval(v, resamples=500, seed=i), n=60)
-    assert 0.925 <= coverage <= 0.975, coverage  # percentile bootstrap runs slightly narrow at n = 60
+    assert 0.905 <= coverage <= 0.975, coverage
 
 
 def test_few_units_get_students_t_at_its_level():
