@@ -9,6 +9,7 @@ Placeholders: {work} a fresh workdir, {trained} a workdir with a finished tiny r
 {idx} a folder with four valid mnist IDX files that the row then damages, {file} a plain file.
 """
 
+import json
 import os
 import struct
 import subprocess
@@ -212,3 +213,45 @@ def test_console_script_answers_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [ROWS[2][3]]
     assert "Traceback" not in proc.stderr and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("seeds", "2", "seeds must be int"),
+    ("model", ["mlp"], "model must be dict"),
+    ("model.hidden", "wide", "hidden must be a tuple of ints"),
+    ("model.hidden", [10**9], "hidden must be at most 16 widths"),
+    ("model.image_shape", [100000, 100000, 1], "image_shape must be (H, W, C) with sides in [1, 4096]"),
+    ("train.batch_size", 1.5, "batch_size must be int"),
+])
+def test_a_damaged_run_json_is_one_line_exit_2(field, value, words, trained, tmp_path, capfd):
+    """vaejax sample and train --resume on a run.json with a field of the wrong type or size: one line,
+    exit 2, nothing allocated from it and nothing written."""
+    workdir = cli_runs.copy_run(trained, tmp_path / "run")
+    path = os.path.join(workdir, "run.json")
+    spec = json.load(open(path))
+    *parents, leaf = field.split(".")
+    node = spec
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    json.dump(spec, open(path, "w"))
+    before = _snapshot(workdir)
+    rc = cli.main(["sample", "--workdir", workdir])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err and words in err, err
+    # resuming with the run's own flags: refused, by the check of run.json or by the comparison with them
+    rc = cli.main(["train", *cli_runs.TINY, "--epochs", "5", "--workdir", workdir, "--resume"])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert field.split(".")[-1] in err or words in err, err
+    assert _snapshot(workdir) == before
+
+
+def test_a_run_json_with_an_unknown_field_cannot_be_sampled(trained, tmp_path, capfd):
+    workdir = cli_runs.copy_run(trained, tmp_path / "run")
+    spec = json.load(open(os.path.join(workdir, "run.json")))
+    spec["model"]["widths"] = 3
+    json.dump(spec, open(os.path.join(workdir, "run.json"), "w"))
+    rc = cli.main(["sample", "--workdir", workdir])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "unexpected keyword argument 'widths'" in err, err

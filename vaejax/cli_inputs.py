@@ -203,7 +203,10 @@ def check_workdir(args, spec) -> None:
     workdir = args.workdir
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UsageError(f"--workdir {workdir} is a file; choose a folder")
-    saved = run.read_spec(workdir) if os.path.isdir(workdir) else None
+    try:
+        saved = run.read_spec(workdir) if os.path.isdir(workdir) else None
+    except run.RunNotFound as e:
+        raise UsageError(str(e)) from None
     trained = checkpoint.has_checkpoints(workdir)
     if args.auto_resume:
         args.resume = saved is not None or trained

@@ -52,6 +52,16 @@ class ModelConfig:
     obs_sigma: float = 0.1
 
     def __post_init__(self):
+        _check_types(self)
+        _check(len(self.hidden) <= 16 and all(1 <= h <= MAX_WIDTH for h in self.hidden),
+               f"hidden must be at most 16 widths in [1, {MAX_WIDTH}], got {self.hidden}")
+        _check(len(self.image_shape) == 3 and all(1 <= d <= MAX_SIDE for d in self.image_shape[:2])
+               and 1 <= self.image_shape[-1] <= 64,
+               f"image_shape must be (H, W, C) with sides in [1, {MAX_SIDE}] and C in [1, 64], got {self.image_shape}")
+        _check(len(self.conv_layers) <= 16 and all(len(layer) == 4 and layer[0] <= MAX_WIDTH and max(layer[1:]) <= 64
+                                                   for layer in self.conv_layers),
+               f"conv_layers must be at most 16 layers of at most {MAX_WIDTH} channels and kernels, strides and "
+               f"paddings of at most 64, got {self.conv_layers}")
         _check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
         _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
         _check(self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
@@ -104,6 +114,7 @@ class TrainConfig:
     iwae_k: int = 0
 
     def __post_init__(self):
+        _check_types(self)
         _check(0 < self.learning_rate <= 1.0, f"learning_rate must be in (0, 1], got {self.learning_rate}")
         _check(1 <= self.batch_size <= 65536, f"batch_size must be in [1, 65536], got {self.batch_size}")
         _check(0 <= self.epochs <= 100000, f"epochs must be in [0, 100000], got {self.epochs}")
@@ -117,6 +128,30 @@ class TrainConfig:
 def _check(ok: bool, message: str):
     if not ok:
         raise ValueError(message)
+
+
+MAX_WIDTH = 65536  # units of a hidden layer, channels of a conv: far above any model here, far below memory
+MAX_SIDE = 4096  # pixels on an image's side
+
+
+def _check_types(cfg) -> None:
+    """Every field of the type its annotation names (a JSON run.json or a --set can hold anything)."""
+    for field in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, field.name), field.type
+        ok = {"str": lambda v: isinstance(v, str),
+              "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              }.get(kind, lambda v: _ints(v, nested="tuple[tuple" in kind))(value)
+        _check(ok, f"{field.name} must be {kind.replace('tuple[int, ...]', 'a tuple of ints')}, got {value!r}")
+
+
+def _ints(value, nested: bool) -> bool:
+    """A tuple of ints, or with nested, a tuple of tuples of ints."""
+    if not isinstance(value, tuple):
+        return False
+    items = [i for v in value for i in (v if isinstance(v, tuple) else [v])] if nested else value
+    return (all(isinstance(v, tuple) for v in value) or not nested) and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in items)
 
 
 _MNIST = (28, 28, 1)

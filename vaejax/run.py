@@ -36,9 +36,14 @@ class RunSpec:
     seeds: int
 
     def configs(self) -> tuple[config.ModelConfig, config.TrainConfig]:
-        """The ModelConfig and TrainConfig (hashable: JSON lists become tuples again)."""
-        model = {k: _tuples(v) for k, v in self.model.items()}
-        return config.ModelConfig(**model), config.TrainConfig(**self.train)
+        """The ModelConfig and TrainConfig (hashable: JSON lists become tuples again); RunNotFound naming
+        the field when run.json holds one that no config has, or a value of the wrong type or size."""
+        try:
+            model = {k: _tuples(v) for k, v in self.model.items()}
+            return config.ModelConfig(**model), config.TrainConfig(**self.train)
+        except (TypeError, ValueError) as e:
+            raise RunNotFound(f"run.json describes no valid run ({str(e).splitlines()[0]}); restore it or train "
+                              "again in a new workdir") from None
 
 
 def _tuples(value):
@@ -46,13 +51,25 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+_SPEC_TYPES = {"preset": str, "dataset": str, "model": dict, "train": dict, "seed": int, "seeds": int}
+
+
 def read_spec(workdir: str) -> RunSpec | None:
-    """The workdir's run.json as a RunSpec, or None when it has none (or an unreadable one)."""
+    """The workdir's run.json as a RunSpec, or None when it has none (or one that is not a preset run's).
+
+    RunNotFound (one line) when it is a preset run's with a field of the wrong type or out of bounds.
+    """
     saved = files.read_json(os.path.join(workdir, RUN_FILE))
-    fields = [f.name for f in dataclasses.fields(RunSpec)]
-    if not isinstance(saved, dict) or any(name not in saved for name in fields):
+    if not isinstance(saved, dict) or any(name not in saved for name in _SPEC_TYPES):
         return None
-    return RunSpec(**{name: saved[name] for name in fields})
+    for name, kind in _SPEC_TYPES.items():
+        value = saved[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunNotFound(f"{os.path.join(workdir, RUN_FILE)}: {name} must be {kind.__name__}, got {value!r:.60}; "
+                              "restore the file or train again in a new workdir")
+    if not 1 <= saved["seeds"] <= 1024:
+        raise RunNotFound(f"{os.path.join(workdir, RUN_FILE)}: seeds must be in [1, 1024], got {saved['seeds']}")
+    return RunSpec(**{name: saved[name] for name in _SPEC_TYPES})
 
 
 @dataclasses.dataclass(frozen=True)
