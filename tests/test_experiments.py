@@ -9,10 +9,11 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from vaejax.cli import UsageError
+from vaejax.errors import UsageError
 from vaejax_experiments import harness, judge, markdown, run_all, settings, stats
 
 # What each experiment's metrics.json must hold.
@@ -274,3 +275,15 @@ def test_scales():
         for dataset in ("fashion_mnist", "sample_patches"):
             ae, vae = settings.model_pair(settings.get_scale(scale), dataset)
             assert ae.arch == vae.arch == settings.get_scale(scale).arch and ae.latent_dim == vae.latent_dim
+
+
+def test_each_experiment_has_one_key_and_named_streams(tmp_path):
+    """Streams are fold_ins of the run's key by name: stable across calls, distinct by name and by experiment."""
+    a = harness.start("anomaly", "smoke", None, None, str(tmp_path))
+    b = harness.start("denoise", "smoke", None, None, str(tmp_path))
+    data_of = lambda key: jax.random.key_data(key).tolist()
+    assert data_of(a.key) == data_of(harness.start("anomaly", "smoke", None, None, str(tmp_path)).key)
+    assert data_of(a.key) != data_of(b.key)
+    train, scores = harness.stream(a.key, "training"), harness.stream(a.key, "scored_test_images")
+    assert data_of(train) == data_of(harness.stream(a.key, "training")) and data_of(train) != data_of(scores)
+    assert data_of(train) != data_of(harness.stream(b.key, "training"))

@@ -78,12 +78,12 @@ def test_gaussian_blur_and_best_sigma():
 
 def test_training_indices_of_both_protocols():
     labels = np.repeat(np.arange(3), 20)
-    idx = anomaly.training_indices(labels, 3, "leave_one_out")
+    idx = anomaly.training_indices(labels, 3, "leave_one_out", jax.random.key(0))
     assert idx.shape == (3, 40)
     for k in range(3):
         assert not np.any(labels[idx[k]] == k)
         np.testing.assert_array_equal(anomaly.anomalous(labels, k, "leave_one_out"), labels == k)
-    one = anomaly.training_indices(labels, 3, "one_class")
+    one = anomaly.training_indices(labels, 3, "one_class", jax.random.key(0))
     assert one.shape == (3, 20)
     for k in range(3):
         assert np.all(labels[one[k]] == k)
@@ -95,9 +95,9 @@ def test_each_model_trains_on_its_own_rows_only():
     labels = np.repeat(np.arange(4), 16)
     x = structured_images(0, len(labels))
     x[labels == 3] = np.nan
-    idx = anomaly.training_indices(labels, 3, "one_class")
+    idx = anomaly.training_indices(labels, 3, "one_class", jax.random.key(0))
     tc = config.TrainConfig(batch_size=8, learning_rate=1e-2)
-    params, losses, taken = anomaly.train_on_subsets(TINY_MLP_AE, tc, x, idx, steps=4, seeds=2)
+    params, losses, taken = anomaly.train_on_subsets(TINY_MLP_AE, tc, x, idx, steps=4, seeds=2, key=jax.random.key(1))
     assert jax.tree_util.tree_leaves(params)[0].shape[0] == 3 * 2 and taken == 4  # 2 epochs of 16 // 8
     assert len(losses) == 2 * 2 and np.all(np.isfinite(losses))  # a mean per piece (of 2 per epoch here)
     assert losses[-1] < losses[0]

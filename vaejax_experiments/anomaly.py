@@ -28,6 +28,7 @@ number of updates.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 
@@ -40,9 +41,22 @@ from scipy.special import entr
 from vaejax import config, data, engine, fit, metrics, models, plots, recipe
 from vaejax_experiments import harness, markdown, settings, stats
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What an anomaly run trains and scores (written into metrics.json)."""
+
+    steps: int  # updates per model, to the nearest whole number of epochs over its own images
+    batch_size: int
+    n_score: int | None  # test images scored (None: the whole test split)
+    elbo_samples: int  # draws of the negative ELBO averaged into a VAE's score
+
+
+SETTINGS = {"smoke": Settings(steps=8, batch_size=64, n_score=200, elbo_samples=2),
+            "quick": Settings(steps=160, batch_size=64, n_score=2000, elbo_samples=2),
+            "full": Settings(steps=1500, batch_size=128, n_score=None, elbo_samples=2)}
+
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "
          "higher reconstruction error (AE) or negative ELBO (VAE), so the score detects them (AUROC above chance).")
-ELBO_SAMPLES = 2
 KINDS = (("ae", "AE"), ("vae", "VAE"))
 PROTOCOLS = (("leave_one_out", "leave one class out (the held-out class is anomalous)"),
              ("one_class", "one class in (the nine other classes are anomalous)"))
@@ -50,12 +64,12 @@ SCORES = (("recon", "recon"), ("recon_minus_floor", "recon − floor"), ("mse", 
           ("complexity", "recon − PNG bits"), ("floor_only", "floor alone"))
 
 
-def training_indices(labels_N, num_classes: int, protocol: str, seed: int = 0) -> np.ndarray:
+def training_indices(labels_N, num_classes: int, protocol: str, key) -> np.ndarray:
     """(K, L): for each class k, L shuffled indices of model k's training images (L the same for all k)."""
-    rng = np.random.default_rng(seed)
     labels = np.asarray(labels_N)
     keep = (lambda k: labels != k) if protocol == "leave_one_out" else (lambda k: labels == k)
-    idx = [rng.permutation(np.flatnonzero(keep(k))) for k in range(num_classes)]
+    idx = [np.asarray(jax.random.permutation(jax.random.fold_in(key, k), np.flatnonzero(keep(k))))
+           for k in range(num_classes)]
     length = min(len(i) for i in idx)
     return np.stack([i[:length] for i in idx]).astype(np.int32)
 
@@ -84,7 +98,7 @@ def png_bits(x_N) -> np.ndarray:
     return np.array([bits(image) for image in images], np.float64)
 
 
-def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0, log=None):
+def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, key, log=None):
     """K * S models (class-major: model k * S + s), model k on images idx_KL[k], all at once through fit.
 
     Each model trains on its own rows of the shared images, epoch after epoch, for the whole number
@@ -97,7 +111,7 @@ def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, seed: int = 0
     r = recipe.build(cfg, tc)
     curve = LossPieces(cfg.kind, epochs, rows_ML.shape[0], log)
     result = fit.fit(r.objective, r.optimizer, r.init_params, jnp.asarray(x_N, jnp.float32), None, epochs=epochs,
-                     batch_size=tc.batch_size, key=jax.random.split(jax.random.key(seed), rows_ML.shape[0]),
+                     batch_size=tc.batch_size, key=jax.random.split(key, rows_ML.shape[0]),
                      model_axis="auto", train_rows=rows_ML, pieces=4, callbacks=[curve])
     return result.state.params, np.array(curve.losses), epochs * per_epoch
 
@@ -123,13 +137,13 @@ class LossPieces(fit.Callback):
                      f"(mean over {self.num_models} models)")
 
 
-def model_scores(cfg, params_M, x_N, samples: int) -> dict[str, np.ndarray]:
-    """{"recon": (M, N) training loss per image (VAE: mean of `samples` ELBO draws), "mse": (M, N) summed
-    squared error of the mean reconstruction}."""
+def model_scores(cfg, params_M, x_N, samples: int, key) -> dict[str, np.ndarray]:
+    """{"recon": (M, N) training loss per image (VAE: mean of `samples` ELBO draws from key), "mse": (M, N)
+    summed squared error of the mean reconstruction}."""
     x = jnp.asarray(x_N, jnp.float32)
     m = jax.tree_util.tree_leaves(params_M)[0].shape[0]
     reps = samples if cfg.kind == "vae" else 1
-    recon = np.mean([np.asarray(_scores(cfg)(params_M, x, jax.random.split(jax.random.key(1000 + r), m))["loss"])
+    recon = np.mean([np.asarray(_scores(cfg)(params_M, x, jax.random.split(jax.random.fold_in(key, r), m))["loss"])
                      for r in range(reps)], axis=0)
     return {"recon": recon, "mse": np.asarray(_squared_error(cfg, params_M, x))}
 
@@ -186,13 +200,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     sc, S = run.scale, run.seeds
     train_set = harness.train_images(sc, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
-    n_score = sc.pick(smoke=sc.n_eval, quick=2000, full=None)
+    s = SETTINGS[sc.name]
+    steps, batch = s.steps, s.batch_size
     test = harness.load_images(run.dataset, "test")
-    if n_score and n_score < len(test.y):
-        pick = np.asarray(jax.random.permutation(jax.random.key(4321), len(test.y)))[:n_score]
-        test = harness.Images(test.x[pick], test.y[pick])
-    steps = sc.pick(smoke=sc.steps, quick=160, full=1500)
-    batch = sc.pick(smoke=sc.batch_size, quick=64, full=128)
+    if s.n_score and s.n_score < len(test.y):
+        pick = np.asarray(jax.random.permutation(harness.stream(run.key, "scored_test_images"), len(test.y)))
+        test = harness.Images(test.x[pick[: s.n_score]], test.y[pick[: s.n_score]])
     names = harness.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
     configs = dict(zip(("ae", "vae"), settings.model_pair(sc, run.dataset)))
     floor, bits = entropy_floor(test.x), png_bits(test.x)
@@ -200,10 +213,10 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
               "positives_per_class": [int(np.sum(test.y == c)) for c in range(k)],
               "models": {kind: f"{c.arch} {c.kind} latent {c.latent_dim}, {c.likelihood}" for kind, c in configs.items()},
               "auroc": {}, "auroc_ci": {}, "auroc_seeds": {}, "mean_auroc": {}, "n_train_per_model": {},
-              "loss_pieces": {}, "steps_taken": {}, "paired": {}}
+              "loss_pieces": {}, "steps_taken": {}, "paired": {}, "settings": dataclasses.asdict(s)}
     hist = {}
     for protocol, _ in PROTOCOLS:
-        idx_KL = training_indices(train_set.y, k, protocol)
+        idx_KL = training_indices(train_set.y, k, protocol, harness.stream(run.key, f"{protocol}/rows"))
         idx_KL = idx_KL[:, : steps * batch]  # more images than `steps` updates can see: a fixed random subset
         tc = config.TrainConfig(learning_rate=sc.learning_rate, batch_size=min(batch, idx_KL.shape[1]))
         run.log(f"{protocol}: {k} models x {S} seeds per kind, {idx_KL.shape[1]} training images each, "
@@ -212,10 +225,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         result["batch_size"][protocol] = tc.batch_size
         tables = {}
         for kind, cfg in configs.items():
-            params, losses, taken = train_on_subsets(cfg, tc, train_set.x, idx_KL, steps, S, seed=11, log=run.log)
+            params, losses, taken = train_on_subsets(cfg, tc, train_set.x, idx_KL, steps, S,
+                                                     harness.stream(run.key, f"{protocol}/training"), log=run.log)
             result["loss_pieces"].setdefault(protocol, {})[kind] = losses.tolist()
             result["steps_taken"][protocol] = taken
-            scores = all_scores(model_scores(cfg, params, test.x, ELBO_SAMPLES), floor, bits)
+            scores = all_scores(model_scores(cfg, params, test.x, s.elbo_samples,
+                                             harness.stream(run.key, f"{protocol}/elbo_draws")), floor, bits)
             for score, _ in SCORES:
                 tables[score, kind] = auroc_table(scores[score].reshape(k, S, -1), test.y, protocol)
             hist[protocol, kind] = scores["recon"].reshape(k, S, -1)[:, 0]

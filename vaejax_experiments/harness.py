@@ -11,8 +11,10 @@ An experiment is a module `vaejax_experiments.<name>` with
 and ends with `if __name__ == "__main__": harness.cli(main)`. Inside main:
 
     run = harness.start("name", scale, dataset, seeds, out)   # run.scale, run.seeds, run.dir, run.path(...)
+    s = SETTINGS[run.scale.name]                               # the experiment's frozen settings at this scale
+    key = harness.stream(run.key, "training")                  # every draw from the run's one key, by name
     ...
-    return harness.finish(run, metrics)                        # adds seconds, device, ...; writes metrics.json
+    return harness.finish(run, dict(metrics, settings=dataclasses.asdict(s)))  # writes metrics.json
 
 Figures go to run.path("file.png") and are listed, relative to run.dir, in metrics["figures"]. A main
 that also takes `families` sweeps user families (families.UserFamily) beside the built-in ones, and
@@ -32,6 +34,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from typing import Callable, NamedTuple
 
 import jax
@@ -111,8 +114,19 @@ class Run:
     def path(self, filename: str) -> str:
         return os.path.join(self.dir, filename)
 
+    @property
+    def key(self) -> jax.Array:
+        """The experiment's one key: every draw it makes comes from it through a named stream."""
+        return stream(jax.random.key(0), self.name)
+
     def log(self, message: str) -> None:
         print(f"[{self.name} {time.perf_counter() - self.started:6.1f}s] {message}", flush=True)
+
+
+def stream(key: jax.Array, name: str) -> jax.Array:
+    """The key of the stream `name` of key: fold_in of a stable hash of the name, so that a draw says what
+    it is for and adding a stream leaves the others' numbers as they were."""
+    return jax.random.fold_in(key, zlib.crc32(name.encode()))
 
 
 def start(name: str, scale, dataset: str | None, seeds: int | None, out: str = "results",
