@@ -123,7 +123,7 @@ def _metrics(curves: dict, counts=COUNTS):
     m = {"labels_per_class": counts, "methods": dict(pc.METHODS)}
     for key, per_count in acc.items():
         m[key] = [float(np.mean(a)) for a in per_count]
-    m.update(pc.statistics(counts, acc))
+    m.update(few_labels.statistics(counts, acc, pc.PRETRAINED, pc.BASELINES))
     return m
 
 

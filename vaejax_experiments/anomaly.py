@@ -213,7 +213,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
               "positives_per_class": [int(np.sum(test.y == c)) for c in range(k)],
               "models": {kind: f"{c.arch} {c.kind} latent {c.latent_dim}, {c.likelihood}" for kind, c in configs.items()},
               "auroc": {}, "auroc_ci": {}, "auroc_seeds": {}, "mean_auroc": {}, "n_train_per_model": {},
-              "loss_pieces": {}, "steps_taken": {}, "paired": {}, "settings": dataclasses.asdict(s)}
+              "loss_pieces": {}, "steps_taken": {}, "paired": {}}
     hist = {}
     for protocol, _ in PROTOCOLS:
         idx_KL = training_indices(train_set.y, k, protocol, harness.stream(run.key, f"{protocol}/rows"))
@@ -238,7 +238,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                                                         for score, _ in SCORES))
         _store(result, protocol, tables)
     result["figures"] = _figures(run, result, hist, test.y, names)
-    return harness.finish(run, result)
+    return harness.finish(run, result, s)
 
 
 def _store(result: dict, protocol: str, tables: dict) -> None:

@@ -276,3 +276,23 @@ def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = stats.BOOTSTRA
         out.append({"labels": labels, "ratio": None if labels is None else labels / n, "reached": where,
                     "ratio_ci": [float(lo), float(hi)]})
     return out
+
+
+def statistics(counts, acc: dict, pretrained: tuple[str, ...], baselines: tuple[str, ...]) -> dict:
+    """comparisons[variant][baseline]: per count, stats.paired_comparison of test accuracies on the
+    draws both have (draw d is the same labelled subset for every method), each variant against scratch
+    and each pretrained one against the baselines too; label_efficiency[variant]: per count,
+    label_efficiency against scratch. acc: method -> per count, (draws,) accuracies."""
+    def paired(a, b):
+        d = min(len(acc[a][0]), len(acc[b][0]))
+        return np.stack([x[:d] for x in acc[a]], 1), np.stack([x[:d] for x in acc[b]], 1)
+
+    comparisons, efficiency = {}, {}
+    for v in baselines + pretrained:
+        against = ("scratch",) + (baselines if v in pretrained else ())
+        comparisons[v] = {}
+        for b in against:
+            a_DC, b_DC = paired(v, b)
+            comparisons[v][b] = [stats.paired_comparison(a_DC[:, i], b_DC[:, i]) for i in range(len(counts))]
+        efficiency[v] = label_efficiency(counts, *paired(v, "scratch"))
+    return {"comparisons": comparisons, "label_efficiency": efficiency}

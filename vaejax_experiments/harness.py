@@ -14,7 +14,7 @@ and ends with `if __name__ == "__main__": harness.cli(main)`. Inside main:
     s = SETTINGS[run.scale.name]                               # the experiment's frozen settings at this scale
     key = harness.stream(run.key, "training")                  # every draw from the run's one key, by name
     ...
-    return harness.finish(run, dict(metrics, settings=dataclasses.asdict(s)))  # writes metrics.json
+    return harness.finish(run, metrics, s)                     # writes metrics.json, settings included
 
 Figures go to run.path("file.png") and are listed, relative to run.dir, in metrics["figures"]. A main
 that also takes `families` sweeps user families (families.UserFamily) beside the built-in ones, and
@@ -149,10 +149,12 @@ def start(name: str, scale, dataset: str | None, seeds: int | None, out: str = "
     return Run(name, scale, dataset, seeds, out, directory, time.perf_counter())
 
 
-def finish(run: Run, result: dict) -> dict:
-    """Add seconds, device, provenance (versions, commit), scale, dataset, seeds; write <out>/<name>/metrics.json
-    atomically; return it."""
+def finish(run: Run, result: dict, settings=None) -> dict:
+    """Add seconds, device, provenance (versions, commit), scale, dataset, seeds and the experiment's frozen
+    settings (a dataclass) when given; write <out>/<name>/metrics.json atomically; return it."""
     result = dict(result)
+    if settings is not None:
+        result["settings"] = dataclasses.asdict(settings)
     result.setdefault("figures", [])
     result.update(experiment=run.name, scale=run.scale.name, dataset=run.dataset, seeds=run.seeds,
                   device=provenance.device(), provenance=provenance.provenance(),

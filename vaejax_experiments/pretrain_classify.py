@@ -47,6 +47,7 @@ says where they do as well, i.e. where the gain needs no deep autoencoder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -137,24 +138,44 @@ class Fits(NamedTuple):
         self.stop.setdefault(key, []).append(float(np.mean(np.argmax(np.asarray(val_curves), -1) * per_check)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a pretrain_classify run labels, trains and scores (written into metrics.json)."""
+
+    n_test: int | None  # test images scored (None: the whole test split)
+    labels_per_class: tuple[int, ...]  # the labelled counts, those the training split has
+    steps: int  # Adam steps of a whole network (scratch, fine-tuning)
+    probe_steps: int  # Adam steps of a head on frozen features
+    batch_size: int
+    net_draws_per_model: int  # labelled draws per pretrained model for the networks
+    head_draws: int  # labelled draws for the heads (at least as many as the networks get)
+
+
+SETTINGS = {
+    "smoke": Settings(n_test=200, labels_per_class=(1, 10), steps=10, probe_steps=20, batch_size=128,
+                      net_draws_per_model=1, head_draws=4),
+    "quick": Settings(n_test=10000, labels_per_class=LABELS_PER_CLASS[:3], steps=250, probe_steps=500, batch_size=128,
+                      net_draws_per_model=2, head_draws=20),
+    "full": Settings(n_test=None, labels_per_class=LABELS_PER_CLASS, steps=1000, probe_steps=2000, batch_size=128,
+                     net_draws_per_model=2, head_draws=20),
+}
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = harness.start("pretrain_classify", scale, dataset, seeds, out)
+    s = SETTINGS[run.scale.name]
     sc, S = run.scale, run.seeds
     ae, vae = sweep.notes_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
     trained = {"ae": ae, "vae": vae}
     unlabelled = harness.train_images(sc, run.dataset).x
     full_train = data.load(run.dataset, "train")
     test = harness.load_images(run.dataset, "test")
-    n_test = sc.pick(smoke=sc.n_eval, quick=10000, full=None)
-    x_test, y_test = (test.x[:n_test], test.y[:n_test]) if n_test else (test.x, test.y)
-    wanted = sc.pick(smoke=(1, 10), quick=LABELS_PER_CLASS[:3], full=LABELS_PER_CLASS)
-    counts = few_labels.label_counts(full_train, wanted, reserve=few_labels.VAL_MAX)
+    x_test, y_test = (test.x[: s.n_test], test.y[: s.n_test]) if s.n_test else (test.x, test.y)
+    counts = few_labels.label_counts(full_train, s.labels_per_class, reserve=few_labels.VAL_MAX)
     k = data.NUM_CLASSES[run.dataset]
-    steps = sc.pick(smoke=10, quick=250, full=1000)
-    probe_steps = sc.pick(smoke=20, quick=500, full=2000)
-    batch = 128
-    net_draws = sc.pick(smoke=1, quick=2, full=2) * S  # draw d fine-tunes pretrained model d % S
-    head_draws = max(net_draws, sc.pick(smoke=4, quick=20, full=20))
+    steps, probe_steps, batch = s.steps, s.probe_steps, s.batch_size
+    net_draws = s.net_draws_per_model * S  # draw d fine-tunes pretrained model d % S
+    head_draws = max(net_draws, s.head_draws)
     run.log(f"labels per class {counts}, {steps} network steps, {probe_steps} head steps, {len(y_test)} test images, "
             f"{head_draws} draws for heads, {net_draws} for networks")
 
@@ -179,10 +200,10 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         result[f"{key}_ci"] = [list(stats.bootstrap_interval(a)) for a in acc[key]]
         result[f"{key}_seeds"] = [[float(v) for v in a] for a in acc[key]]
         result[f"{key}_stop_step"] = stop[key]
-    result.update(statistics(counts, acc))
+    result.update(few_labels.statistics(counts, acc, PRETRAINED, BASELINES))
     result["train"] = {"ae": training.training_summary(ae), "vae": training.training_summary(vae)}
     result["figures"] = [figure(result, run.path("accuracy_vs_labels.png"), run.dataset).split("/")[-1]]
-    return harness.finish(run, result)
+    return harness.finish(run, result, s)
 
 
 def _log_curve(log, key, counts, acc):
@@ -279,25 +300,6 @@ def _index(key: str) -> int:
 
 
 # ---------------------------------------------------------------------------- statistics
-
-
-def statistics(counts, acc: dict) -> dict:
-    """comparisons[variant][baseline]: per count, stats.paired_comparison of test accuracies on the
-    draws both have (draw d is the same labelled subset for every method); label_efficiency[variant]:
-    per count, few_labels.label_efficiency against scratch. acc: method -> per count, (draws,) accuracies."""
-    def paired(a, b):
-        d = min(len(acc[a][0]), len(acc[b][0]))
-        return np.stack([x[:d] for x in acc[a]], 1), np.stack([x[:d] for x in acc[b]], 1)
-
-    comparisons, efficiency = {}, {}
-    for v in BASELINES + PRETRAINED:
-        against = ("scratch",) + (BASELINES if v in PRETRAINED else ())
-        comparisons[v] = {}
-        for b in against:
-            a_DC, b_DC = paired(v, b)
-            comparisons[v][b] = [stats.paired_comparison(a_DC[:, i], b_DC[:, i]) for i in range(len(counts))]
-        efficiency[v] = few_labels.label_efficiency(counts, *paired(v, "scratch"))
-    return {"comparisons": comparisons, "label_efficiency": efficiency}
 
 
 # ---------------------------------------------------------------------------- figure, verdict and report

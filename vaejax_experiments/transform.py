@@ -38,6 +38,7 @@ computing T directly versus running the autoencoder, both compiled, on the same 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -203,16 +204,30 @@ def compare_compute(cfg, params, x_B) -> dict:
 # ---------------------------------------------------------------------------- the experiment
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a transform run trains and times (written into metrics.json)."""
+
+    batch_size: int  # at most the training images
+    steps: int  # updates per model, to the nearest whole number of epochs
+    timed_images: int  # images per timed call of the direct transform and of the autoencoder
+
+
+SETTINGS = {"smoke": Settings(batch_size=64, steps=8, timed_images=64),
+            "quick": Settings(batch_size=64, steps=500, timed_images=512),
+            "full": Settings(batch_size=128, steps=3000, timed_images=1024)}
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = harness.start("transform", scale, dataset, seeds, out, default_dataset=DEFAULT_DATASET)
+    s = SETTINGS[run.scale.name]
     sc, S = run.scale, run.seeds
     train_x = harness.train_images(sc, run.dataset).x
     test_x = harness.eval_images(sc, run.dataset).x
     t_train, t_test = np.asarray(transform(jnp.asarray(train_x))), np.asarray(transform(jnp.asarray(test_x)))
     cfg = model_config(train_x.shape[1:])
-    batch = min(sc.pick(smoke=64, quick=64, full=128), len(train_x))
-    steps = sc.pick(smoke=sc.steps, quick=500, full=3000)
-    tc = sc.train_config(len(train_x), batch_size=batch, epochs=max(1, round(steps / (len(train_x) // batch))))
+    batch = min(s.batch_size, len(train_x))
+    tc = sc.train_config(len(train_x), batch_size=batch, epochs=max(1, round(s.steps / (len(train_x) // batch))))
     run.log(f"{len(train_x)} train / {len(test_x)} test images {train_x.shape[1:]} -> T {t_train.shape[1:]}; "
             f"{cfg.arch} AE hidden {cfg.hidden} latent {cfg.latent_dim}; {tc.epochs} epochs of batch {batch}, {S} seeds")
     params, loss_curve, test_curve, seconds = train_mapping(cfg, tc, train_x, t_train, S, jnp.asarray(test_x),
@@ -242,8 +257,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     result.update(mean_image_mse=mean_image_mse, mean_image_mse_std=0.0, identity_mse=identity_mse, identity_mse_std=0.0,
                   linear_mse=test["linear"], linear=linear, test_per_image=test["per_image"], off_manifold=off)
 
-    n_time = sc.pick(smoke=64, quick=512, full=1024)
-    x_time = jnp.asarray(np.resize(test_x, (n_time,) + test_x.shape[1:]))
+    x_time = jnp.asarray(np.resize(test_x, (s.timed_images,) + test_x.shape[1:]))
     seed0 = jax.tree_util.tree_map(lambda a: a[0], params)
     result["compute"] = compare_compute(cfg, seed0, x_time)
     c = result["compute"]
@@ -260,7 +274,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     )
     result["figures"] = _figures(run, cfg, seed0, test_x, t_test, test_curve, mean_image_mse, identity_mse, tc, len(train_x))
     result["figures"].append(_off_manifold_figure(run, cfg, seed0, W, test_x, off_inputs))
-    return harness.finish(run, result)
+    return harness.finish(run, result, s)
 
 
 def _textured(t_N, k: int) -> np.ndarray:
