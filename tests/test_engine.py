@@ -306,6 +306,15 @@ def test_map_chunks_is_fn_on_the_whole_set(n, chunk):
     np.testing.assert_array_equal(np.asarray(chunked["row"]), np.asarray(whole["row"]))
 
 
+def test_bucket_pads_to_a_few_sizes_and_keeps_the_rows():
+    sizes = {n: engine.bucket(X_N[:n], 16)[0].shape[0] for n in (1, 3, 5, 16, 17, 37, 48)}
+    assert sizes == {1: 1, 3: 4, 5: 8, 16: 16, 17: 32, 37: 48, 48: 48}
+    padded, n = engine.bucket((X_N[:5], jax.random.split(jax.random.key(0), 5)), 16)
+    assert n == 5 and padded[1].shape == (8,)
+    np.testing.assert_array_equal(np.asarray(padded[0][:5]), np.asarray(X_N[:5]))
+    np.testing.assert_array_equal(np.asarray(padded[0][5:]), np.broadcast_to(np.asarray(X_N[:1]), (3, 28, 28, 1)))
+
+
 # ------------------------------------------------------------------ dynamic binarization
 
 

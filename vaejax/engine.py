@@ -15,7 +15,8 @@ a Flax module's `apply`, or a plain function of params. Nothing here knows about
     make_epoch  a whole epoch in one program: shuffle on device, scan over fixed-size batches
     model_axis= "vmap", "map" or "auto": the same functions over a leading axis of S models, each
                 with its own state, key and hyperparameters; the data is shared
-    map_chunks  the one chunked evaluator: any function of a batch over a whole dataset, flat memory
+    map_chunks  the one chunked evaluator: any function of a batch over a whole dataset, flat memory;
+                bucket pads a set to one of a few sizes so that a jitted evaluator compiles a few times
     make_scores per-example metrics over a whole dataset (map_chunks of the objective)
 
 Randomness: a run has one key. Update t draws from fold_in(noise_key, t) and the epoch that
@@ -259,6 +260,17 @@ def map_chunks(fn, data, chunk: int = 500):
     data_JB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
     out_JB = jax.lax.map(fn, data_JB)
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out_JB)
+
+
+def bucket(data, chunk: int = 500):
+    """(data padded to a size from a short ladder, N): powers of two up to `chunk`, then multiples of it.
+
+    A jitted evaluator compiles once per input shape; called on sets of many sizes, it compiles once per
+    rung instead. Padding rows copy the first example; drop them with [:N].
+    """
+    n = batch_size_of(data)
+    size = min(1 << (n - 1).bit_length(), chunk) if n <= chunk else -(-n // chunk) * chunk
+    return jax.tree_util.tree_map(lambda a: _chunks(a, size - n, size).reshape((size,) + a.shape[1:]), data), n
 
 
 def _chunks(x_N, pad, chunk):

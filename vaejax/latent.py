@@ -37,13 +37,15 @@ def module_and_likelihood(model: ModelConfig | Model) -> tuple[Any, objectives.L
 
 def embed(model: ModelConfig | Model, params, x_N, chunk: int = 500):
     """Latent codes (N, D) of images x_N: objectives.embed, the AE's z, the VAE's posterior mean mu."""
-    return _embed(model, params, jnp.asarray(x_N, jnp.float32), chunk)
+    x, n = engine.bucket(jnp.asarray(x_N, jnp.float32), chunk)
+    return _embed(model, params, x, chunk)[:n]
 
 
 def decode(model: ModelConfig | Model, params, z_ND, chunk: int = 500):
     """Images (N, H, W, C) in [0, 1] decoded from latents z_ND (the likelihood's mean); any leading dims."""
     z_ND = jnp.asarray(z_ND, jnp.float32)
-    images = _decode(model, params, z_ND.reshape(-1, z_ND.shape[-1]), chunk)
+    z, n = engine.bucket(z_ND.reshape(-1, z_ND.shape[-1]), chunk)
+    images = _decode(model, params, z, chunk)[:n]
     return images.reshape(z_ND.shape[:-1] + images.shape[1:])
 
 
@@ -52,7 +54,7 @@ def reconstruct(model: ModelConfig | Model, params, x_N, chunk: int = 500):
     return decode(model, params, embed(model, params, x_N, chunk), chunk)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))  # once per model and shape
+@functools.partial(jax.jit, static_argnums=(0, 3))  # once per model and bucket of sizes
 def _embed(model, params, x_N, chunk):
     module, _ = module_and_likelihood(model)
     return engine.map_chunks(jax.vmap(lambda x: objectives.embed(module, params, x)), x_N, chunk)

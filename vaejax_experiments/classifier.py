@@ -135,8 +135,9 @@ _init = jax.jit(classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, no
 
 def classifier_outputs(params, images) -> tuple[np.ndarray, np.ndarray]:
     """(softmax probabilities (N, K), penultimate features (N, F)) for images (float in [0, 1] or uint8)."""
-    probs, feats = _outputs(params, jnp.asarray(_as_float(images)))
-    return np.asarray(probs), np.asarray(feats)
+    x, n = engine.bucket(jnp.asarray(_as_float(images)))
+    probs, feats = _outputs(params, x)
+    return np.asarray(probs)[:n], np.asarray(feats)[:n]
 
 
 @jax.jit
