@@ -16,8 +16,8 @@ This module is the loop alone: each epoch in a few compiled pieces, the checks b
 the evaluation and the epoch's record. What persists is vaejax.workdir's, what reports is
 vaejax.callbacks', and the errors are vaejax.errors'. The names a user needs are importable
 from here too: the callbacks `Callback`, `Progress` (a tqdm bar), `JsonLines` (a line per epoch
-on stdout) and `TensorBoard` (event files, no TensorFlow), called on process 0 only, and the
-errors. Notices (resuming, a damaged checkpoint set aside, skipped updates) go to the "vaejax"
+on stdout), `TensorBoard` (event files, no TensorFlow) and `KeepBest` (each model's best epoch by
+an evaluation metric), called on process 0 only, and the errors. Notices (resuming, a damaged checkpoint set aside, skipped updates) go to the "vaejax"
 logger.
 
 Faults raise a FitError whose message is one line: NonFinite (a NaN or Inf loss; the last good
