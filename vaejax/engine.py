@@ -257,7 +257,7 @@ def map_chunks(fn, data, chunk: int = 500):
     n = batch_size_of(data)
     chunk = min(chunk, n)
     pad = (-n) % chunk
-    data_JB = jax.tree_util.tree_map(lambda a: _chunks(a, pad, chunk), data)
+    data_JB = jax.tree_util.tree_map(lambda a: _pad_rows(a, pad).reshape((-1, chunk) + a.shape[1:]), data)
     out_JB = jax.lax.map(fn, data_JB)
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out_JB)
 
@@ -270,13 +270,12 @@ def bucket(data, chunk: int = 500):
     """
     n = batch_size_of(data)
     size = min(1 << (n - 1).bit_length(), chunk) if n <= chunk else -(-n // chunk) * chunk
-    return jax.tree_util.tree_map(lambda a: _chunks(a, size - n, size).reshape((size,) + a.shape[1:]), data), n
+    return jax.tree_util.tree_map(lambda a: _pad_rows(a, size - n), data), n
 
 
-def _chunks(x_N, pad, chunk):
-    """x_N padded with `pad` copies of its first row, reshaped to (chunks, chunk, ...); any dtype, keys too."""
-    x = jnp.concatenate([x_N, jnp.broadcast_to(x_N[:1], (pad,) + x_N.shape[1:])]) if pad else x_N
-    return x.reshape((-1, chunk) + x_N.shape[1:])
+def _pad_rows(x_N, pad: int):
+    """x_N followed by `pad` copies of its first row: valid input wherever x_N is; any dtype, keys too."""
+    return jnp.concatenate([x_N, jnp.broadcast_to(x_N[:1], (pad,) + x_N.shape[1:])]) if pad else x_N
 
 
 def make_scores(objective: Objective, chunk: int = 500, *, model_axis: str | None = None):

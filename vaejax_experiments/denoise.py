@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from vaejax import config, latent, layers, metrics, models, objectives, plots, recipe
+from vaejax import config, latent, layers, metrics, objectives, plots, recipe
 from vaejax_experiments import harness, markdown, settings, stats, training
 
 CLAIM = ("An autoencoder trained to map noisy images to clean ones reduces noise: its outputs have a higher PSNR "
