@@ -10,25 +10,35 @@ from vaejax_experiments import families, settings, stats, sweep, training
 BETAS = (0.0, 0.1, 1.0)
 
 
+def _betas(n):
+    return BETAS if n == len(BETAS) else (0.0,)  # a VAE family, or the deterministic AE
+
+
 def _family(name, distortion_B, seeds=3):
     """A family with the given distortion per beta (all seeds alike); its models are not needed."""
     d = np.repeat(np.asarray(distortion_B, np.float64)[:, None], seeds, axis=1)
     zeros = np.zeros_like(d)
-    trained = types.SimpleNamespace(model_cfg=types.SimpleNamespace(latent_dim=20))
-    return sweep.Family(name, BETAS, model=None, trained=trained, rate=zeros, distortion=d, active_units=zeros,
-                        noise_ratio=zeros)
+    rate = np.full_like(d, np.nan) if name == "ae" else zeros
+    trained = types.SimpleNamespace(model_cfg=types.SimpleNamespace(latent_dim=20), plateau=None)
+    return sweep.Family(name, _betas(len(d)), model=None, trained=trained, rate=rate, distortion=d,
+                        active_units=zeros, noise_ratio=zeros)
 
 
 def _scores(values_by_family):
     """scores[family][beta] = [{"s": value} per seed] from {family: (B, S) array}."""
-    return {f: {b: [{"s": float(v)} for v in row] for b, row in zip(BETAS, np.asarray(vals))}
+    return {f: {b: [{"s": float(v)} for v in row] for b, row in zip(_betas(len(vals)), np.asarray(vals))}
             for f, vals in values_by_family.items()}
 
 
+def _ae(distortion=0.010):
+    """The deterministic AE every family is compared with."""
+    return {"ae": _family("ae", [distortion])}
+
+
 def test_matched_interpolates_the_vae_at_the_aes_distortion():
-    families = {"bernoulli": _family("bernoulli", [0.010, 0.012, 0.020]),
+    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.012, 0.020]),
                 "gaussian": _family("gaussian", [0.009, 0.008, 0.011])}
-    scores = _scores({"bernoulli": [[10, 11, 12], [0, 0, 0], [0, 0, 0]],
+    scores = _scores({"ae": [[10, 11, 12]], "bernoulli": [[10, 11, 12], [0, 0, 0], [0, 0, 0]],
                       "gaussian": [[0, 0, 0], [20, 20, 20], [30, 31, 32]]})
     m = sweep.matched(families, scores, "s", higher_is_better=False)
     assert m["ae"]["mean"] == 11 and m["ae"]["distortion"] == pytest.approx(0.010)
@@ -44,12 +54,12 @@ def test_matched_interpolates_the_vae_at_the_aes_distortion():
 
 def _verdict_case(diffs, higher=True):
     """A matched dict per score whose single reached family differs from the AE by diffs[score] (3 seeds)."""
-    families = {"bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
+    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
     out = {}
     for score, diff in diffs.items():
         ae = np.array([1.0, 1.1, 0.9])
         vae = ae + diff + np.array([0.01, -0.01, 0.0])
-        scores = _scores({"bernoulli": [ae, vae, vae]})
+        scores = _scores({"ae": [ae], "bernoulli": [ae, vae, vae]})
         out[score] = sweep.matched(families, scores, "s", higher)
     return out
 
@@ -67,10 +77,10 @@ def test_verdict_is_decided_by_the_intervals(diffs, expected):
 
 
 def test_a_family_that_never_reaches_the_aes_distortion_decides_nothing():
-    families = {"bernoulli": _family("bernoulli", [0.010, 0.015, 0.020])}
-    m = {"s": sweep.matched(families, _scores({"bernoulli": np.ones((3, 3))}), "s", True)}
+    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.015, 0.020])}
+    m = {"s": sweep.matched(families, _scores({"ae": np.ones((1, 3)), "bernoulli": np.ones((3, 3))}), "s", True)}
     verdict, reason = sweep.verdict(m, "the VAE's images")
-    assert verdict == "does not hold" and "cannot be compared like with like" in reason
+    assert verdict == "undecided" and "cannot be compared like with like" in reason
 
 
 def test_few_units_get_students_t_many_the_bootstrap():
@@ -93,8 +103,9 @@ def test_select_takes_models_off_the_model_axis():
 
 def test_the_ae_can_be_scored_by_its_own_measure():
     """random_latent compares the VAE's prior samples with the AE's samples of a Gaussian fit."""
-    families = {"bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
-    scores = {"bernoulli": {b: [{"prior": 5.0 + b, "fit": 1.0 + s} for s in range(3)] for b in BETAS}}
+    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
+    scores = {"bernoulli": {b: [{"prior": 5.0 + b, "fit": 1.0 + s} for s in range(3)] for b in BETAS},
+              "ae": {0.0: [{"prior": 5.0, "fit": 1.0 + s} for s in range(3)]}}
     m = sweep.matched(families, scores, "prior", higher_is_better=False, ae_score="fit")
     assert m["ae"]["mean"] == 2.0 and m["ae"]["score"] == "fit"
     assert m["bernoulli"]["vs_ae"]["better"] == -1  # the VAE's prior samples against the AE's fitted ones
@@ -110,24 +121,26 @@ def test_latent_widths_are_swept_at_full_scale_and_named_in_tables():
 def test_each_width_is_a_family_of_its_own(monkeypatch):
     """What full scale does with LATENT_SIZES, at smoke size with one family and one extra width."""
     monkeypatch.setattr(sweep, "latent_sizes_for", lambda scale, own: (own, 4))
-    monkeypatch.setattr(sweep, "families_for", lambda scale: ("bernoulli",))
+    monkeypatch.setattr(sweep, "families_for", lambda scale: ("ae", "bernoulli"))
     monkeypatch.setattr(sweep, "_SWEEPS", {})
     families = sweep.shared(settings.get_scale("smoke"), "fashion_mnist", seeds=1)
-    assert list(families) == ["bernoulli", "bernoulli_z4"]
+    assert list(families) == ["ae", "bernoulli", "ae_z4", "bernoulli_z4"]
     scores = sweep.score_members(families, lambda model, params, s: {"one": 1.0})
     widths = {(e["family"], e["latent_dim"]) for e in sweep.entries(families, scores, ["one"])}
-    assert widths == {("bernoulli", 20), ("bernoulli_z4", 4)}
+    assert widths == {("ae", 20), ("bernoulli", 20), ("ae_z4", 4), ("bernoulli_z4", 4)}
+    assert families["ae"].distortion.shape == (1, 1) and np.isnan(families["ae"].rate).all()  # no rate
     assert families["bernoulli_z4"].distortion.shape == (2, 1)  # betas x seeds, measured like any family
 
 
 def test_the_report_tables_every_model_and_each_family_at_the_aes_distortion():
-    families = {"bernoulli": _family("bernoulli", [0.010, 0.009, 0.012]),
+    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.009, 0.012]),
                 "gaussian": _family("gaussian", [0.009, 0.008, 0.009])}
-    scores = _scores({"bernoulli": [[1.0, 1.1, 0.9], [2.0, 2.1, 1.9], [2.0, 2.2, 1.9]],
+    scores = _scores({"ae": [[1.0, 1.1, 0.9]], "bernoulli": [[1.0, 1.1, 0.9], [2.0, 2.1, 1.9], [2.0, 2.2, 1.9]],
                       "gaussian": [[1.0, 1.0, 1.0], [1.0, 1.1, 0.9], [1.2, 1.1, 1.0]]})
     m = {"sweep": sweep.entries(families, scores, ["s"]), "matched": {"s": sweep.matched(families, scores, "s", True)}}
     text = sweep.report(m, ["s"])
-    assert all(f"| {f} | {b} |" in text for f in ("Bernoulli", "Gaussian σ 0.1") for b in ("0 (AE)", "0.1", "1"))
+    assert all(f"| {f} | {b} |" in text for f in ("Bernoulli", "Gaussian σ 0.1") for b in ("0 (no KL)", "0.1", "1"))
+    assert "| AE (deterministic) | — |" in text
     assert "VAE better" in text  # Bernoulli reaches the AE's distortion and wins
     assert "not reached; nearest: β 1, distortion 0.0090 (AE 0.0100)" in text  # Gaussian never blurs as much
     assert "(not deciding)" in text and "between 0.1 and 1" in text

@@ -200,7 +200,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     sc, S = run.scale, run.seeds
     train_set = harness.train_images(sc, run.dataset)
     k = data.NUM_CLASSES[run.dataset]
-    s = SETTINGS[sc.name]
+    s = sc.pick(**SETTINGS)
     steps, batch = s.steps, s.batch_size
     test = harness.load_images(run.dataset, "test")
     if s.n_score and s.n_score < len(test.y):

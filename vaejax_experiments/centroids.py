@@ -127,7 +127,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     """families: user families (families.UserFamily) swept and judged beside the built-in ones."""
     run = harness.start("centroids", scale, dataset, seeds, out)
     ref = judge.reference(run.scale, run.dataset, out)
-    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families, cache=run.cache)
     ae, vae = sweep.notes_pair(families)
     train = harness.train_images(run.scale, run.dataset)
     k = data.NUM_CLASSES[run.dataset]

@@ -1,7 +1,9 @@
 """The model families the latent-space sweep trains: vaejax's likelihoods, and families of one's own.
 
 A family is a VAE trained over the KL weight beta (sweep.py). The built-in ones are the scale's VAE
-preset with one likelihood (FAMILIES: name -> the ModelConfig fields that make it). A user family is
+preset with one likelihood (FAMILIES: name -> the ModelConfig fields that make it), and "ae", the
+deterministic autoencoder of the same architecture and code width (beta 0 only): the reference AE
+of every latent-space claim. A user family is
 a function make(image_shape, latent_dim) -> (Linen module of the model interface, Likelihood),
 named on the command line as `--family NAME=package.module:function`. This module only names and
 loads families; it imports no other part of the experiments, so the command line (harness.py) and
@@ -17,10 +19,12 @@ from typing import Callable
 
 from vaejax.errors import UsageError
 
-FAMILIES = {"bernoulli": {"likelihood": "bernoulli"},
+FAMILIES = {"ae": {"kind": "ae", "likelihood": "bernoulli"},
+            "bernoulli": {"likelihood": "bernoulli"},
             "gaussian": {"likelihood": "gaussian", "obs_sigma": 0.1},
             "sigma_vae": {"likelihood": "gaussian_learned"}}
-FAMILY_LABELS = {"bernoulli": "Bernoulli", "gaussian": "Gaussian σ 0.1", "sigma_vae": "σ-VAE (learned σ)"}
+DETERMINISTIC = "ae"
+FAMILY_LABELS = {"ae": "AE (deterministic)", "bernoulli": "Bernoulli", "gaussian": "Gaussian σ 0.1", "sigma_vae": "σ-VAE (learned σ)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +54,12 @@ def user_family(spec: str) -> UserFamily:
 
 
 def label(family: str) -> str:
-    """A family's name in tables: "bernoulli_z8" (the Bernoulli family at latent width 8) -> "Bernoulli, latent 8"."""
+    """A family's name in tables: "bernoulli_z8" (the Bernoulli family at latent width 8) -> "Bernoulli, latent 8";
+    "ae_mlp" (the deterministic AE of the MLP architecture) -> "AE (deterministic), MLP"."""
     match = re.fullmatch(r"(.+)_z(\d+)", family)
     if match:
         return f"{label(match[1])}, latent {match[2]}"
+    match = re.fullmatch(r"(.+)_(mlp|conv)", family)
+    if match:
+        return f"{label(match[1])}, {match[2].upper() if match[2] == 'mlp' else match[2]}"
     return FAMILY_LABELS.get(family, family)

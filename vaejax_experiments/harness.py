@@ -11,7 +11,7 @@ An experiment is a module `vaejax_experiments.<name>` with
 and ends with `if __name__ == "__main__": harness.cli(main)`. Inside main:
 
     run = harness.start("name", scale, dataset, seeds, out)   # run.scale, run.seeds, run.dir, run.path(...)
-    s = SETTINGS[run.scale.name]                               # the experiment's frozen settings at this scale
+    s = run.scale.pick(**SETTINGS)                             # the experiment's frozen settings at this scale
     key = harness.stream(run.key, "training")                  # every draw from the run's one key, by name
     ...
     return harness.finish(run, metrics, s)                     # writes metrics.json, settings included
@@ -49,7 +49,7 @@ from vaejax_experiments.settings import Scale
 EXPERIMENTS = ("interpolation", "random_latent", "centroids", "pretrain_classify",
                "transform", "overfit_ood", "denoise", "anomaly")
 SECTIONS = ("latent_space", "rate_distortion")
-VERDICTS = ("holds", "does not hold", "mixed")
+VERDICTS = ("holds", "does not hold", "mixed", "undecided")
 DEFAULT_DATASET = "fashion_mnist"
 
 CLASS_NAMES = {
@@ -113,6 +113,11 @@ class Run:
 
     def path(self, filename: str) -> str:
         return os.path.join(self.dir, filename)
+
+    @property
+    def cache(self) -> str:
+        """<out>/.cache: what a run may reuse (the reference classifiers, a converging scale's models)."""
+        return os.path.join(self.out, ".cache")
 
     @property
     def key(self) -> jax.Array:

@@ -115,7 +115,7 @@ def reference_halves(labels) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, seed: int = 0,
                   cache_dir: str | None = None, batch_size: int = 128,
-                  outlier_exposure: float = 0.5, smooth_fields: bool = True) -> ReferenceClassifier:
+                  outlier_exposure: float = 0.5, smooth_fields: bool = True, width: int = 128) -> ReferenceClassifier:
     """The reference classifier of `dataset`, trained on n_train real training images (None: all).
 
     With outlier exposure (default 0.5, see classifier_objective) on pixel-shuffled images and,
@@ -123,12 +123,16 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
     on uniform noise than on real images, and max-softmax is no plausibility scale. Uniform noise
     itself is not among the training outliers, so the noise anchor stays an independent check.
 
+    The learning rate decays to 0 over the run (a cosine) and the training images are flipped and
+    shifted (classifier.augmented), for the best accuracy in its epochs; width: the dense layer's,
+    whose activations are the judge's features.
+
     Read from `cache_dir` when a copy trained with the same settings is there; else trained
     and written there (atomically). No cache_dir: always trained.
     """
     settings = {"dataset": dataset, "n_train": n_train, "epochs": epochs, "seed": seed,
                 "batch_size": batch_size, "outlier_exposure": outlier_exposure, "smooth_fields": smooth_fields,
-                "arch": "patchconv32-64-dense64-v4"}
+                "arch": f"patchconv32-64-dense{width}-v5", "schedule": "cosine", "augment": "flip+shift2"}
     tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = os.path.join(cache_dir, f"classifier-{dataset}-{tag}.npz") if cache_dir else None
     if path and os.path.exists(path):
@@ -141,8 +145,9 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
         per_class = max(1, n_train // data.NUM_CLASSES[dataset])
         train = data.subset_per_class(train, per_class, seed)
     params = classifier.train_classifier(jax.random.key(seed), data.to_float(train.images), train.labels,
-                                         data.NUM_CLASSES[dataset], epochs, batch_size, outlier_exposure=outlier_exposure,
-                                         smooth_fields=smooth_fields)
+                                         data.NUM_CLASSES[dataset], epochs, batch_size, width=width,
+                                         outlier_exposure=outlier_exposure, smooth_fields=smooth_fields, cosine=True,
+                                         augment=True)
     test = data.load(dataset, "test")
     probs, feats = classifier.classifier_outputs(params, test.images)
     reference = feats[reference_halves(test.labels)[0]]

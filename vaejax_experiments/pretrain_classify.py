@@ -163,9 +163,9 @@ SETTINGS = {
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = harness.start("pretrain_classify", scale, dataset, seeds, out)
-    s = SETTINGS[run.scale.name]
+    s = run.scale.pick(**SETTINGS)
     sc, S = run.scale, run.seeds
-    ae, vae = sweep.notes_pair(sweep.shared(sc, run.dataset, S, log=run.log))  # pretrained without labels
+    ae, vae = sweep.notes_pair(sweep.shared(sc, run.dataset, S, log=run.log, cache=run.cache))  # pretrained without labels
     trained = {"ae": ae, "vae": vae}
     unlabelled = harness.train_images(sc, run.dataset).x
     full_train = data.load(run.dataset, "train")

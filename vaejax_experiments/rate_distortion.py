@@ -37,14 +37,13 @@ MEASURES = ("rate", "distortion", "active_units", "noise_ratio")
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
     """families: user families (families.UserFamily) swept beside the built-in ones."""
     run = harness.start("rate_distortion", scale, dataset, seeds, out)
-    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families)
+    families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families, cache=run.cache)
     first = next(iter(families.values())).trained
     result = {"betas": list(sweep.betas_for(run.scale)), "families": list(families), "sweep": {},
               "n_train": first.n_train, "n_test": len(harness.eval_images(run.scale, run.dataset).x),
               "epochs": first.train_cfg.epochs, "batch_size": first.train_cfg.batch_size}
     for name, fam in families.items():
-        entry = {"model": sweep.describe(fam),
-                 "seconds": round(fam.trained.seconds, 1)}
+        entry = {"model": sweep.describe(fam), "betas": list(fam.betas), "seconds": round(fam.trained.seconds, 1)}
         for measure in MEASURES:
             per_beta = [stats.mean_std(v) for v in getattr(fam, measure)]
             entry[measure] = [m for m, _ in per_beta]
@@ -53,6 +52,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
         loss = fam.trained.curves["loss"].reshape(len(fam.betas), fam.seeds, -1).mean(1)  # (betas, epochs)
         entry["loss_curve"] = loss.tolist()
         entry["last_quarter_change"] = stats.last_quarter_change(loss).tolist()
+        if fam.trained.plateau is not None:
+            entry["plateau"] = fam.trained.plateau
         result["sweep"][name] = entry
         run.log(f"  {name}: " + "; ".join(
             f"beta {b}: rate {r:.1f} nats, distortion {d:.4f}, {a:.0f} active, noise ratio {n:.3f}"
@@ -65,13 +66,13 @@ def _figures(run, result) -> list[str]:
     figs = []
     for family, s in result["sweep"].items():  # training curves: has each model reached a plateau?
         epochs = np.arange(1, len(s["loss_curve"][0]) + 1)
-        series = {f"β {b:g}": (epochs, c, np.zeros(len(c))) for b, c in zip(result["betas"], s["loss_curve"])}
+        series = {f"β {b:g}": (epochs, c, np.zeros(len(c))) for b, c in zip(s["betas"], s["loss_curve"])}
         figs.append(plots.save_curves_spread(series, run.path(f"sweep_training_{family}.png"), xlabel="epoch",
                                              ylabel="training loss (nats per image)",
                                              title=f"{families.label(family)}: training loss ({run.dataset}, "
                                                    f"mean over seeds)"))
     for name, label, log_y in (("rate", "rate: KL in nats per image", True), ("active_units", "active units", False)):
-        series = {f"{families.label(family)} (β {', '.join(f'{b:g}' for b in result['betas'])})":
+        series = {f"{families.label(family)} (β {', '.join(f'{b:g}' for b in s['betas'])})":
                   (s["distortion"], s[name], s[f"{name}_std"]) for family, s in result["sweep"].items()}
         figs.append(plots.save_curves_spread(series, run.path(f"sweep_{name}.png"), xlabel="distortion: MSE per pixel",
                                              ylabel=label, log_y=log_y,
@@ -85,22 +86,32 @@ def report(m: dict) -> str:
              f"beta and seed one model of one program; measured on {m['n_test']} test images (mean ± std over "
              f"{m['seeds']} seeds). Rate: KL to the prior in nats; distortion: MSE per pixel of the reconstruction "
              f"at z = mu; active units: Cov_x(E[z_d]) > {sweep.ACTIVE}. These are the models of the latent-space "
-             f"experiments: the notes' AE and VAE are the Bernoulli family's β 0 and β 1.", ""]
+             f"experiments: the notes' AE is the deterministic AE (no rate), their VAE the Bernoulli family's β 1.", ""]
     rows = []
     for family, s in m["sweep"].items():
-        for i, beta in enumerate(m["betas"]):
-            rows.append([families.label(family) if i == 0 else "", f"{beta:g}" + (" (AE)" if beta == 0 else ""),
+        for i, beta in enumerate(s.get("betas", m["betas"])):
+            rows.append([families.label(family) if i == 0 else "", f"{beta:g}" + (" (no KL)" if beta == 0 else ""),
                          markdown.pm(s["rate"][i], s["rate_std"][i], ".3g"),
                          markdown.pm(s["distortion"][i], s["distortion_std"][i], ".4f"),
                          markdown.pm(s["active_units"][i], s["active_units_std"][i], ".3g"),
                          markdown.pm(s["noise_ratio"][i], s["noise_ratio_std"][i], ".3g"),
-                         _change(s, i)])
+                         _change(s, i), _plateau(s, i)])
     lines.append(markdown.table(["family", "beta", "rate (nats)", "distortion (MSE/pixel)", "active units",
                                  "noise ratio (posterior std / code spread)",
-                                 "training loss change, last quarter of the epochs"], rows))
+                                 "training loss change, last quarter of the epochs",
+                                 "plateau test passed (seeds), epochs"], rows))
     lines += ["", "A model on a plateau changes its training loss by well under 1% over the last quarter of its "
                   "epochs; one that changes more was still learning when it stopped (curves: the figures below)."]
     return "\n".join(lines)
+
+
+def _plateau(s: dict, i: int) -> str:
+    """How many seeds of beta i passed the reference scale's plateau test, and in how many epochs."""
+    p = s.get("plateau")
+    if p is None:
+        return "n/a (fixed steps)"
+    seeds = len(p["passed"]) // len(s["betas"])
+    return f"{sum(p['passed'][i * seeds:(i + 1) * seeds])}/{seeds}, {p['epochs']}"
 
 
 def _change(s: dict, i: int) -> str:

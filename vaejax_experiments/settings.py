@@ -1,9 +1,14 @@
-"""How big an experiment run is: the scales (smoke, quick, full) and the models each one trains.
+"""How big an experiment run is: the scales (smoke, quick, reference, full) and the models each one trains.
 
 A Scale is a frozen value that every experiment reads. The shared fields (models per run, training
 images, steps, scored images, architecture, the judge's training) mean the same everywhere; an
 experiment picks its own values per scale with `scale.pick(smoke=..., quick=..., full=...)`, so the
-whole configuration of a run is the scale's name and the experiment's code.
+whole configuration of a run is the scale's name and the experiment's code. The reference scale
+takes full's value wherever an experiment names none of its own.
+
+Only the reference scale trains to convergence: each training program runs until the plateau test
+passes for every model in it (training.Plateau), at most max_epochs; the other scales train a fixed
+number of steps and their models are not converged.
 
     get_scale(name)                a Scale from its name (a one-line UsageError for an unknown one)
     model_pair(scale, dataset)     the (AE, VAE) presets of the scale's architecture for the dataset
@@ -40,10 +45,20 @@ class Scale:
     classifier_train: int | None
     classifier_steps: int
     learning_rate: float = 1e-3
+    max_epochs: int | None = None  # with it, train until the plateau test passes, at most this many epochs
+    plateau: float = 0.005  # the test: the loss above its floor falls by less than this fraction per epoch
 
-    def pick(self, smoke=None, quick=None, full=None):
-        """The value given for this scale: `scale.pick(smoke=1, quick=5, full=30)`."""
-        return {"smoke": smoke, "quick": quick, "full": full}[self.name]
+    def pick(self, smoke=None, quick=None, full=None, reference=None):
+        """The value given for this scale: `scale.pick(smoke=1, quick=5, full=30)`; reference: full's
+        unless given."""
+        if self.name == "reference" and reference is None:
+            return full
+        return {"smoke": smoke, "quick": quick, "full": full, "reference": reference}[self.name]
+
+    @property
+    def converges(self) -> bool:
+        """Whether this scale trains until the plateau test passes (else a fixed number of steps)."""
+        return self.max_epochs is not None
 
     def epochs_for(self, n_train: int, batch_size: int | None = None) -> int:
         """Epochs that give about `steps` updates on n_train images (at least 1)."""
@@ -66,6 +81,11 @@ SCALES: dict[str, Scale] = {
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
                    classifier_train=25000, classifier_steps=390),
+    # the committed reference run (reference/): the notes' conv stack and the MLP on the whole training
+    # split, each trained until its plateau test passes (at most 30 epochs), 5 seeds; the latent-space
+    # experiments only (run_all.REFERENCE_EXPERIMENTS). About 1.5 h on 2 CPU cores.
+    "reference": Scale("reference", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
+                       classifier_train=None, classifier_steps=9400, max_epochs=30),
     # headline numbers: the notes' conv models on the whole training split, 10 epochs each; the
     # latent-space sweep alone is 360 of them (an accelerator's job; README, "Experiments").
     "full": Scale("full", seeds=5, n_train=None, steps=4700, batch_size=128, n_eval=2000, arch="conv",

@@ -1,11 +1,15 @@
 """The AE-to-VAE sweep that the latent-space experiments share, and comparisons at matched distortion.
 
 A family is the scale's VAE with one likelihood, trained for every KL weight beta and every seed as
-one compiled program (beta a traced hyperparameter of objectives.elbo). Its beta = 0 member is the
-family's autoencoder: nothing rewards the encoder's variance, so it goes unused. The notes' AE and
-VAE are the Bernoulli family's beta 0 and beta 1 members (NOTES_AE, NOTES_VAE). At full scale every
-family is also trained at the latent widths LATENT_SIZES, each width a family of its own. Which
-families there are, built-in or a user's, is families.py's business.
+one compiled program (beta a traced hyperparameter of objectives.elbo). Seed s of every beta starts
+from the same key (the same initialisation and batches), so members compare paired by seed. Its
+beta = 0 member is a VAE with no KL term, not an AE: it starts with posterior noise of about unit
+variance, which it only slowly learns away. So the notes' AE is the deterministic autoencoder of the
+same architecture and code width (the "ae" family, NOTES_AE), trained from the same seeds, and the
+beta 0 member stays beside it as a row; the notes' VAE is the Bernoulli family's beta 1 member
+(NOTES_VAE). At full scale every family is also trained at the latent widths LATENT_SIZES, each width
+a family of its own; at the reference scale every family is also trained with the MLP
+(<family>_mlp). Which families there are, built-in or a user's, is families.py's business.
 
 Two models whose decoders differ in sharpness differ in more than their latent spaces. So every
 latent-space score is also read along the sweep, and the AE is compared with the VAE *at its own
@@ -17,13 +21,17 @@ The verdict rule (written into the report): for each score, the difference VAE -
 distortion has a 95% interval over seeds (stats.paired_comparison); the VAE is better on that
 score when the interval lies wholly on the better side of 0. The claim holds when the VAE is better
 on every deciding score in every family that reaches the AE's distortion, does not hold when it is
-better on none of them in any, and is mixed otherwise.
+better on none of them in any, and is mixed otherwise; it is undecided when no family reaches the
+AE's distortion (nothing was compared like with like).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -31,20 +39,26 @@ import numpy as np
 
 from vaejax import config, engine, latent, objectives, plots
 from vaejax_experiments import harness, markdown, settings, stats, training
-from vaejax_experiments.families import FAMILIES, UserFamily, label
+from vaejax_experiments.families import DETERMINISTIC, FAMILIES, UserFamily, label
 
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 LATENT_SIZES = (8, 16, 32, 64)  # swept at full scale besides the scale's own width
 ACTIVE = 0.01  # Burda et al. 2016's threshold on Cov_x(E_q[z_d])
-NOTES_AE, NOTES_VAE = ("bernoulli", 0.0), ("bernoulli", 1.0)
+NOTES_AE, NOTES_VAE = (DETERMINISTIC, 0.0), ("bernoulli", 1.0)
 
 
 def families_for(scale: settings.Scale) -> tuple[str, ...]:
-    return scale.pick(smoke=("bernoulli",), quick=("bernoulli", "gaussian"), full=tuple(FAMILIES))
+    return scale.pick(smoke=(DETERMINISTIC, "bernoulli"), quick=(DETERMINISTIC, "bernoulli", "gaussian"),
+                      full=tuple(FAMILIES), reference=(DETERMINISTIC, "bernoulli"))
 
 
 def betas_for(scale: settings.Scale) -> tuple[float, ...]:
-    return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS)
+    return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS, reference=(0.0, 0.1, 1.0))
+
+
+def archs_for(scale: settings.Scale) -> tuple[str, ...]:
+    """The architectures the sweep trains: the scale's own, and at the reference scale the MLP beside the conv stack."""
+    return scale.pick(smoke=(scale.arch,), quick=(scale.arch,), full=(scale.arch,), reference=("conv", "mlp"))
 
 
 def latent_sizes_for(scale: settings.Scale, own: int) -> tuple[int, ...]:
@@ -56,14 +70,15 @@ def describe(fam: "Family") -> str:
     """The family's model in words, for reports."""
     if isinstance(fam.model, latent.Model):
         return f"{type(fam.model.module).__name__} (a user family), latent {fam.trained.model_cfg.latent_dim}"
-    return f"{fam.model.arch} vae latent {fam.model.latent_dim}, {fam.model.likelihood}"
+    return f"{fam.model.arch} {fam.model.kind} latent {fam.model.latent_dim}, {fam.model.likelihood}"
 
 
 @dataclasses.dataclass
 class Family:
     """One likelihood's (or one user family's) models: trained.params has a leading axis of len(betas) *
     seeds (beta-major); rate, distortion, active_units and noise_ratio are (betas, seeds) arrays measured
-    on test images; model is what latent.embed and latent.decode take (a preset's config, or a latent.Model)."""
+    on test images (a deterministic AE has no rate: NaN); model is what latent.embed and latent.decode
+    take (a preset's config, or a latent.Model)."""
 
     name: str
     betas: tuple[float, ...]
@@ -84,10 +99,13 @@ class Family:
         return self.trained.select(np.arange(b * self.seeds, (b + 1) * self.seeds))
 
 
-def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model | None = None) -> training.Trained:
-    """len(betas) * seeds models (beta-major: model b * seeds + s) in one program, beta traced: the preset
-    cfg, or `model` (trained with the ELBO of its likelihood, cfg giving the image shape)."""
-    beta_M = jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)
+def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model | None = None,
+                 until: training.Plateau | None = None, workdir: str | None = None) -> training.Trained:
+    """len(betas) * seeds models (beta-major: model b * seeds + s, started from seed s's key) in one
+    program, beta traced: the preset cfg, or `model` (trained with the ELBO of its likelihood, cfg giving
+    the image shape). until and workdir: training.train_seeds'."""
+    keys = jax.random.split(jax.random.key(0), seeds)[np.tile(np.arange(seeds), len(betas))]
+    hparams = {"beta": jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)} if cfg.kind == "vae" else None
     custom = {}
     if model is not None:
         @jax.jit
@@ -95,13 +113,15 @@ def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model 
             k_init, k_sample = jax.random.split(key)
             return model.module.init(k_init, jnp.zeros(cfg.image_shape, jnp.float32), k_sample)["params"]
         custom = {"objective": objectives.elbo(model.module, model.likelihood), "init_params": init_params}
-    return training.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams={"beta": beta_M}, log=log, **custom)
+    return training.train_seeds(cfg, tc, x_N, len(betas) * seeds, hparams=hparams, log=log, keys=keys, until=until,
+                                workdir=workdir, **custom)
 
 
 def measure(model, params_M, x_N) -> dict[str, np.ndarray]:
-    """Per model (M,), on images x_N: rate (nats), distortion (MSE per pixel), active units, and the
-    noise ratio: the posterior's standard deviation over the spread of the codes' means, averaged over
-    dimensions (0: a deterministic code, as a plain AE's; near 1: codes drowned in their noise)."""
+    """Per model (M,), on images x_N: rate (nats; NaN for a deterministic AE), distortion (MSE per pixel),
+    active units, and the noise ratio: the posterior's standard deviation over the spread of the codes'
+    means, averaged over dimensions (0: a deterministic code, as a plain AE's; near 1: codes drowned in
+    their noise)."""
     mu, kl, se, var = (np.asarray(a) for a in _posterior_terms(model, params_M, jnp.asarray(x_N, jnp.float32)))
     spread = np.maximum(np.std(mu.astype(np.float64), axis=1), 1e-12)  # (M, D)
     noise_ratio = np.mean(np.sqrt(var.astype(np.float64).mean(axis=1)) / spread, axis=-1)
@@ -114,9 +134,14 @@ def _posterior_terms(model, params_M, x_N):
     module, likelihood = latent.module_and_likelihood(model)
 
     def one_image(params, x):
-        mu, logvar = objectives.encode(module, params, x)
+        code = objectives.encode(module, params, x)
+        if isinstance(code, tuple):
+            mu, logvar = code
+            kl, var = jnp.sum(objectives.kl_per_dim(mu, logvar)), jnp.exp(logvar)
+        else:  # a deterministic code
+            mu, kl, var = code, jnp.nan, jnp.zeros_like(code)
         x_hat = likelihood.mean(objectives.decode(module, params, mu))
-        return mu, jnp.sum(objectives.kl_per_dim(mu, logvar)), jnp.mean(jnp.square(x_hat - x)), jnp.exp(logvar)
+        return mu, kl, jnp.mean(jnp.square(x_hat - x)), var
 
     return jax.vmap(lambda p: engine.map_chunks(jax.vmap(lambda x: one_image(p, x)), x_N))(params_M)
 
@@ -133,54 +158,75 @@ def train_config(scale: settings.Scale, n_train: int) -> config.TrainConfig:
 
 
 def train_one(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, family: str | UserFamily,
-              betas, seeds: int, log=None) -> Family:
-    """One family over betas x seeds, measured on test_N: a built-in likelihood on the preset base, or a
-    user family made at base's image shape and latent width."""
+              betas, seeds: int, log=None, converge: settings.Scale | None = None, cache: str | None = None) -> Family:
+    """One family over betas x seeds, measured on test_N: a built-in likelihood on the preset base (the
+    deterministic AE: beta 0 only), or a user family made at base's image shape and latent width.
+    converge: a scale that trains until its plateau test passes; cache: the folder of its runs' workdirs."""
     if isinstance(family, UserFamily):
         name, cfg = family.name, base
         model = latent.Model(*family.make(tuple(base.image_shape), base.latent_dim))
     else:
         name, cfg = family, config.replace(base, **FAMILIES[family])
         model = cfg
+        betas = (0.0,) if cfg.kind == "ae" else betas
+    until = workdir = None
+    if converge is not None and converge.converges:
+        until = training.Plateau(converge.plateau, converge.max_epochs, training.loss_floor(cfg, x_N))
+        workdir = cache and os.path.join(cache, "models", _run_tag(name, cfg, train_cfg, betas, seeds, until, x_N))
     if log:
-        log(f"{name}: beta {list(betas)} x {seeds} seeds, latent {base.latent_dim}")
+        log(f"{name}: beta {list(betas)} x {seeds} seeds, {cfg.arch} latent {base.latent_dim}"
+            + (f", until {until.tol:.1%} per epoch (at most {until.max_epochs} epochs)" if until else ""))
     trained = train_family(cfg, train_cfg, x_N, betas, seeds, log=log,
-                           model=model if isinstance(model, latent.Model) else None)
+                           model=model if isinstance(model, latent.Model) else None, until=until, workdir=workdir)
     m = {k: v.reshape(len(betas), seeds) for k, v in measure(model, trained.params, test_N).items()}
     return Family(name, tuple(betas), model, trained, **m)
 
 
+def _run_tag(name, cfg, train_cfg, betas, seeds, until, x_N) -> str:
+    """A name for a family's training run that changes with anything that changes its models."""
+    x = np.asarray(x_N)
+    what = {"family": name, "model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
+            "betas": list(betas), "seeds": seeds, "until": dataclasses.asdict(until), "data": x.shape,
+            "data_sha1": hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()}
+    return f"{name}-{hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]}"
+
+
 def train(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, families, betas, seeds: int,
-          log=None) -> dict[str, Family]:
+          log=None, converge: settings.Scale | None = None, cache: str | None = None) -> dict[str, Family]:
     """Each family (a built-in name or a UserFamily) over betas x seeds, measured on test_N."""
-    trained = [train_one(base, train_cfg, x_N, test_N, f, betas, seeds, log) for f in families]
+    trained = [train_one(base, train_cfg, x_N, test_N, f, betas, seeds, log, converge, cache) for f in families]
     return {f.name: f for f in trained}
 
 
 _SWEEPS: dict = {}
 
 
-def shared(scale: settings.Scale, dataset: str, seeds: int, log=None, extra: tuple = ()) -> dict[str, Family]:
+def shared(scale: settings.Scale, dataset: str, seeds: int, log=None, extra: tuple = (),
+           cache: str | None = None) -> dict[str, Family]:
     """The scale's families, and the user families in `extra`, trained on the scale's training images at
     every latent width of latent_sizes_for (a family at another width than the scale's own is named
-    <family>_z<width>). Memoized per family in this process: the latent-space experiments,
-    pretrain_classify and rate_distortion study the same models."""
+    <family>_z<width>) and with every architecture of archs_for (<family>_<arch> for another than the
+    scale's own). Memoized per family in this process: the latent-space experiments, pretrain_classify
+    and rate_distortion study the same models. cache: where a converging scale keeps its runs."""
     x = harness.train_images(scale, dataset).x
-    _, vae = settings.model_pair(scale, dataset)  # the VAE's latent as wide as the AE's code
     out = {}
-    for size in latent_sizes_for(scale, vae.latent_dim):
-        for family in families_for(scale) + tuple(extra):
-            key = (scale, dataset, seeds, family, size)
-            if key not in _SWEEPS:
-                fam = train_one(config.replace(vae, latent_dim=size), train_config(scale, len(x)), x,
-                                harness.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log)
-                _SWEEPS[key] = fam if size == vae.latent_dim else dataclasses.replace(fam, name=f"{fam.name}_z{size}")
-            out[_SWEEPS[key].name] = _SWEEPS[key]
+    for arch in archs_for(scale):
+        _, vae = settings.model_pair(scale, dataset, arch)  # the VAE's latent as wide as the AE's code
+        for size in latent_sizes_for(scale, vae.latent_dim):
+            for family in families_for(scale) + tuple(extra):
+                key = (scale, dataset, seeds, family, arch, size)
+                if key not in _SWEEPS:
+                    fam = train_one(config.replace(vae, latent_dim=size), train_config(scale, len(x)), x,
+                                    harness.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log,
+                                    converge=scale, cache=cache)
+                    suffix = ("" if size == vae.latent_dim else f"_z{size}") + ("" if arch == scale.arch else f"_{arch}")
+                    _SWEEPS[key] = dataclasses.replace(fam, name=fam.name + suffix)
+                out[_SWEEPS[key].name] = _SWEEPS[key]
     return out
 
 
 def notes_pair(sweep: dict[str, Family]) -> tuple[training.Trained, training.Trained]:
-    """The notes' AE and VAE: the Bernoulli family's beta 0 and beta 1 members."""
+    """The notes' AE and VAE: the deterministic AE and the Bernoulli family's beta 1 member."""
     return sweep[NOTES_AE[0]].member(NOTES_AE[1]), sweep[NOTES_VAE[0]].member(NOTES_VAE[1])
 
 
@@ -203,15 +249,21 @@ def values(scores: dict, family: str, beta: float, name: str) -> np.ndarray:
 
 def entries(sweep: dict[str, Family], scores: dict, names) -> list[dict]:
     """metrics.json's `sweep`: one entry per model (family, beta) with its rate, distortion, active
-    units and the named scores, each a mean with its _std over seeds."""
+    units and the named scores, each a mean with its _std over seeds, and on a converging scale its
+    plateau test per seed."""
     out = []
     for fam in sweep.values():
         for b, beta in enumerate(fam.betas):
-            e = {"family": fam.name, "beta": beta, "latent_dim": fam.trained.model_cfg.latent_dim}
+            e = {"family": fam.name, "beta": beta, "latent_dim": fam.trained.model_cfg.latent_dim,
+                 "deterministic": bool(np.isnan(fam.rate).all())}
             for name in ("rate", "distortion", "active_units", "noise_ratio"):
                 e.update(_mean_std(name, getattr(fam, name)[b]))
             for name in names:
                 e.update(_mean_std(name, values(scores, fam.name, beta, name)))
+            if fam.trained.plateau is not None:  # the convergence test, per seed
+                p, seeds = fam.trained.plateau, slice(b * fam.seeds, (b + 1) * fam.seeds)
+                e["plateau"] = {"test": p["test"], "epochs": p["epochs"], "passed": p["passed"][seeds],
+                                "change_per_epoch": p["change_per_epoch"][seeds], "passed_at": p["passed_at"][seeds]}
             out.append(e)
     return out
 
@@ -247,6 +299,8 @@ def matched(sweep: dict[str, Family], scores: dict, name: str, higher_is_better:
                   **_mean_std("mean", a), "ci": list(stats.interval(a))}}
     for fam in sweep.values():
         vae_betas = [b for b in fam.betas if b > 0]
+        if not vae_betas:  # the deterministic AE
+            continue
         d_B = np.array([fam.distortion[fam.betas.index(b)].mean() for b in vae_betas])
         along = [{"beta": b, "distortion": float(d),
                   **stats.paired_comparison(values(scores, fam.name, b, name), a, higher_is_better)}
@@ -271,7 +325,7 @@ def verdict(matches: dict[str, dict], what: str) -> tuple[str, str]:
     """The module docstring's rule over matched(...) of each deciding score: {score: matched dict}."""
     reached = [f for f, m in next(iter(matches.values())).items() if f != "ae" and m["reached"]]
     if not reached:
-        return "does not hold", (f"No family's VAE reaches the AE's distortion, so {what} cannot be compared "
+        return "undecided", (f"No family's VAE reaches the AE's distortion, so {what} cannot be compared "
                                  f"like with like; " + _along_text(matches))
     wins = {(s, f): matches[s][f]["vs_ae"]["better"] for s in matches for f in reached}
     parts = "; ".join(f"{s} {label(f)} β≈{matches[s][f]['beta']:.2g}: VAE "
@@ -325,10 +379,16 @@ def notes_pair_text(m: dict, deciding: dict[str, bool]) -> str:
 def report(m: dict, names) -> str:
     """The report's sweep part: each model's scores against its distortion, the comparison at matched
     distortion, and the rule that decides the verdict."""
-    rows = [[label(e["family"]), f"{e['beta']:g}" + (" (AE)" if e["beta"] == 0 else ""),
+    rows = [[label(e["family"]), "—" if e.get("deterministic") else f"{e['beta']:g}" + (" (no KL)" if e["beta"] == 0 else ""),
              markdown.pm(e["distortion"], e["distortion_std"], ".4f"), markdown.pm(e["rate"], e["rate_std"], ".3g")]
             + [markdown.pm(e[n], e[f"{n}_std"], ".3g") for n in names] for e in m["sweep"]]
-    sweep_table = markdown.table(["family", "β", "distortion (MSE/pixel)", "rate (nats)", *names], rows)
+    header = ["family", "β", "distortion (MSE/pixel)", "rate (nats)", *names]
+    if any("plateau" in e for e in m["sweep"]):
+        header.append("plateau test passed (seeds), epochs")
+        for row, e in zip(rows, m["sweep"]):
+            p = e.get("plateau")
+            row.append(f"{sum(p['passed'])}/{len(p['passed'])}, {p['epochs']}" if p else "n/a")
+    sweep_table = markdown.table(header, rows)
     matched_table = markdown.table(MATCHED_HEADER, [r for s in m["matched"] for r in matched_rows({s: m["matched"][s]})])
     return (f"**Along the sweep** (every model of the shared sweep, mean ± std over seeds):\n\n{sweep_table}\n\n"
             f"**At the AE's distortion** ({RULE}):\n\n{matched_table}")
@@ -363,7 +423,7 @@ def matched_rows(matches: dict[str, dict], fmt: str = ".3g") -> list[list[str]]:
 
 
 _OUTCOME = {1: "VAE better", -1: "AE better", 0: "no difference shown"}
-MATCHED_HEADER = ["score", "VAE family", "AE (Bernoulli, β 0) [95% interval]", "VAE at the AE's distortion",
+MATCHED_HEADER = ["score", "VAE family", "AE (deterministic) [95% interval]", "VAE at the AE's distortion",
                   "VAE - AE [95% interval], d_z", "verdict"]
 
 
@@ -379,7 +439,7 @@ def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel:
         series[f"{label(fam.name)} (β {', '.join(f'{b:g}' for b in fam.betas)})"] = (d, v.mean(1), spread)
     ae = values(scores, *NOTES_AE, name)
     d_ae = sweep[NOTES_AE[0]].distortion[sweep[NOTES_AE[0]].betas.index(NOTES_AE[1])].mean()
-    series["the AE (Bernoulli, β 0)"] = ([d_ae], [ae.mean()], [0.0])
-    styles["the AE (Bernoulli, β 0)"] = {"marker": "*", "markersize": 14, "linestyle": "none", "color": "black"}
+    series["the AE (deterministic)"] = ([d_ae], [ae.mean()], [0.0])
+    styles["the AE (deterministic)"] = {"marker": "*", "markersize": 14, "linestyle": "none", "color": "black"}
     return plots.save_curves_spread(series, path, xlabel="distortion: test MSE per pixel", ylabel=ylabel,
                                     title=title, styles=styles, levels=controls)

@@ -220,7 +220,7 @@ SETTINGS = {"smoke": Settings(batch_size=64, steps=8, timed_images=64),
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = harness.start("transform", scale, dataset, seeds, out, default_dataset=DEFAULT_DATASET)
-    s = SETTINGS[run.scale.name]
+    s = run.scale.pick(**SETTINGS)
     sc, S = run.scale, run.seeds
     train_x = harness.train_images(sc, run.dataset).x
     test_x = harness.eval_images(sc, run.dataset).x
