@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vaejax.errors import UsageError
-from vaejax_experiments import harness, judge, markdown, run_all, settings, stats
+from vaejax_experiments import harness, judge, markdown, run_all, settings, stats, verdicts
 
 # What each experiment's metrics.json must hold.
 PAIRED = {  # metrics[model][score]
@@ -30,7 +30,8 @@ ANYWHERE = {  # keys that must appear somewhere in metrics.json
     "denoise": ("psnr", "ssim", "psnr_ci", "paired"),
     "anomaly": ("auroc",),
     "rate_distortion": ("sweep", "rate", "distortion", "active_units"),
-    **{name: ("sweep", "matched", "controls", "blur_1", "rate", "distortion", "active_units", "along")
+    **{name: ("sweep", "comparisons", "margins", "controls", "blur_1", "rate", "distortion", "active_units",
+              "vs_ae", "vs_beta0", "outcome")
        for name in ("interpolation", "random_latent", "centroids", "latent_space")},
 }
 
@@ -111,27 +112,17 @@ def test_latent_experiments_compare_along_the_sweep(smoke, name):
     models = {(e["family"], e["beta"]) for e in m["sweep"]}
     assert ("bernoulli", 0.0) in models and ("bernoulli", 1.0) in models
     assert all(0 < e["distortion"] < 1 and e["latent_dim"] >= 2 for e in m["sweep"])
-    for score, match in m["matched"].items():
-        assert match["ae"]["distortion"] > 0 and len(match["ae"]["ci"]) == 2
-        d_ae = match["ae"]["distortion"]
-        for family, f in match.items():
-            if family == "ae":
-                continue
-            vaes = [e for e in m["sweep"] if e["family"] == family and e["beta"] > 0]
-            d = np.array([e["distortion"] for e in vaes])
-            assert [a["beta"] for a in f["along"]] == [e["beta"] for e in vaes]
-            # a piecewise-linear curve reaches the AE's distortion exactly when it spans it
-            assert f["reached"] == bool(d.min() <= d_ae <= d.max())
-            if f["reached"]:
-                i = [e["beta"] for e in vaes].index(f["betas"][0])
-                assert f["betas"][1] == vaes[i + 1]["beta"]
-                assert (1 - f["weight"]) * d[i] + f["weight"] * d[i + 1] == pytest.approx(d_ae, rel=1e-6)
-                ends = [vaes[i][score], vaes[i + 1][score]]
-                assert min(ends) - 1e-9 <= f["mean"] <= max(ends) + 1e-9
-            else:
-                assert f["nearest_distortion"] == pytest.approx(d[np.argmin(abs(d - d_ae))])
-    report = open(os.path.join(smoke[0], "REPORT.md")).read()
-    assert "**At the AE's distortion**" in report and "VAE - AE [95% interval], d_z" in report
+    means = {(e["family"], e["beta"]): e for e in m["sweep"]}
+    assert means[("ae", 0.0)]["deterministic"] and means[("ae", 0.0)]["rate"] is None  # an AE has no rate
+    for score, per_family in m["comparisons"].items():
+        assert set(per_family) == {"bernoulli"}  # the one VAE family at smoke scale
+        for key, c in per_family["bernoulli"].items():
+            a, b = (c["a"]["family"], c["a"]["beta"]), (c["b"]["family"], c["b"]["beta"])
+            assert a == ("bernoulli", 1.0) and b == {"vs_ae": ("ae", 0.0), "vs_beta0": ("bernoulli", 0.0)}[key]
+            if c["a"]["score"] == c["b"]["score"] == score and score in means[a]:  # the sweep's own means
+                assert c["a"]["mean"] == pytest.approx(means[a][score]) and c["b"]["mean"] == pytest.approx(means[b][score])
+            assert c["diff"] == pytest.approx(c["a"]["mean"] - c["b"]["mean"])
+            assert c["outcome"] in verdicts.OUTCOMES and c["margin"] >= 0
 
 
 def test_active_units_count_dimensions_that_vary():

@@ -1,11 +1,11 @@
-"""The shared sweep's comparisons at matched distortion, and the verdict rule they decide."""
+"""The shared sweep: its families, their members and the report's tables of them."""
 
 import types
 
 import numpy as np
 import pytest
 
-from vaejax_experiments import families, settings, stats, sweep, training
+from vaejax_experiments import families, settings, stats, sweep, training, verdicts
 
 BETAS = (0.0, 0.1, 1.0)
 
@@ -35,54 +35,6 @@ def _ae(distortion=0.010):
     return {"ae": _family("ae", [distortion])}
 
 
-def test_matched_interpolates_the_vae_at_the_aes_distortion():
-    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.012, 0.020]),
-                "gaussian": _family("gaussian", [0.009, 0.008, 0.011])}
-    scores = _scores({"ae": [[10, 11, 12]], "bernoulli": [[10, 11, 12], [0, 0, 0], [0, 0, 0]],
-                      "gaussian": [[0, 0, 0], [20, 20, 20], [30, 31, 32]]})
-    m = sweep.matched(families, scores, "s", higher_is_better=False)
-    assert m["ae"]["mean"] == 11 and m["ae"]["distortion"] == pytest.approx(0.010)
-    assert not m["bernoulli"]["reached"] and m["bernoulli"]["nearest_beta"] == 0.1  # its VAEs all blur more
-    g = m["gaussian"]
-    assert g["reached"] and g["betas"] == [0.1, 1.0]
-    assert g["weight"] == pytest.approx(2 / 3)  # 0.010 = 0.008 + (2/3)(0.011 - 0.008)
-    assert g["beta"] == pytest.approx(10 ** (-1 + 2 / 3))  # geometric between 0.1 and 1
-    assert g["mean"] == pytest.approx(20 + (2 / 3) * 11)  # seed by seed: 20 + w * (30..32 - 20)
-    assert g["vs_ae"]["diff"] == pytest.approx(g["mean"] - 11) and g["vs_ae"]["better"] == -1  # lower is better
-    assert [a["beta"] for a in g["along"]] == [0.1, 1.0]
-
-
-def _verdict_case(diffs, higher=True):
-    """A matched dict per score whose single reached family differs from the AE by diffs[score] (3 seeds)."""
-    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
-    out = {}
-    for score, diff in diffs.items():
-        ae = np.array([1.0, 1.1, 0.9])
-        vae = ae + diff + np.array([0.01, -0.01, 0.0])
-        scores = _scores({"ae": [ae], "bernoulli": [ae, vae, vae]})
-        out[score] = sweep.matched(families, scores, "s", higher)
-    return out
-
-
-@pytest.mark.parametrize("diffs,expected", [
-    ({"plausibility": 0.5, "frechet": 0.5}, "holds"),
-    ({"plausibility": -0.5, "frechet": -0.5}, "does not hold"),
-    ({"plausibility": 0.0, "frechet": 0.0}, "does not hold"),  # an interval containing 0 is not a win
-    ({"plausibility": 0.5, "frechet": -0.5}, "mixed"),
-])
-def test_verdict_is_decided_by_the_intervals(diffs, expected):
-    verdict, reason = sweep.verdict(_verdict_case(diffs), "the VAE's images")
-    assert verdict == expected
-    assert "At the AE's distortion" in reason and "95% interval" in reason
-
-
-def test_a_family_that_never_reaches_the_aes_distortion_decides_nothing():
-    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.015, 0.020])}
-    m = {"s": sweep.matched(families, _scores({"ae": np.ones((1, 3)), "bernoulli": np.ones((3, 3))}), "s", True)}
-    verdict, reason = sweep.verdict(m, "the VAE's images")
-    assert verdict == "undecided" and "cannot be compared like with like" in reason
-
-
 def test_few_units_get_students_t_many_the_bootstrap():
     v = np.array([1.0, 2.0, 4.0])
     lo, hi = stats.interval(v)
@@ -99,16 +51,6 @@ def test_select_takes_models_off_the_model_axis():
     s = t.select([2, 3])
     assert s.num_seeds == 2 and s.params["w"][:, 0].tolist() == [2.0, 3.0]
     assert s.final().tolist() == [5.0, 7.0] and s.eval_curves["test"]["loss"].shape == (2, 2)
-
-
-def test_the_ae_can_be_scored_by_its_own_measure():
-    """random_latent compares the VAE's prior samples with the AE's samples of a Gaussian fit."""
-    families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.009, 0.012])}
-    scores = {"bernoulli": {b: [{"prior": 5.0 + b, "fit": 1.0 + s} for s in range(3)] for b in BETAS},
-              "ae": {0.0: [{"prior": 5.0, "fit": 1.0 + s} for s in range(3)]}}
-    m = sweep.matched(families, scores, "prior", higher_is_better=False, ae_score="fit")
-    assert m["ae"]["mean"] == 2.0 and m["ae"]["score"] == "fit"
-    assert m["bernoulli"]["vs_ae"]["better"] == -1  # the VAE's prior samples against the AE's fitted ones
 
 
 def test_latent_widths_are_swept_at_full_scale_and_named_in_tables():
@@ -132,15 +74,15 @@ def test_each_width_is_a_family_of_its_own(monkeypatch):
     assert families["bernoulli_z4"].distortion.shape == (2, 1)  # betas x seeds, measured like any family
 
 
-def test_the_report_tables_every_model_and_each_family_at_the_aes_distortion():
+def test_the_report_tables_every_model_and_each_family_against_the_ae():
     families = {**_ae(), "bernoulli": _family("bernoulli", [0.010, 0.009, 0.012]),
                 "gaussian": _family("gaussian", [0.009, 0.008, 0.009])}
     scores = _scores({"ae": [[1.0, 1.1, 0.9]], "bernoulli": [[1.0, 1.1, 0.9], [2.0, 2.1, 1.9], [2.0, 2.2, 1.9]],
                       "gaussian": [[1.0, 1.0, 1.0], [1.0, 1.1, 0.9], [1.2, 1.1, 1.0]]})
-    m = {"sweep": sweep.entries(families, scores, ["s"]), "matched": {"s": sweep.matched(families, scores, "s", True)}}
+    m = {"sweep": sweep.entries(families, scores, ["s"]),
+         "comparisons": {"s": verdicts.against_aes(families, scores, "s", True, margin=0.05)}}
     text = sweep.report(m, ["s"])
     assert all(f"| {f} | {b} |" in text for f in ("Bernoulli", "Gaussian σ 0.1") for b in ("0 (no KL)", "0.1", "1"))
     assert "| AE (deterministic) | — |" in text
-    assert "VAE better" in text  # Bernoulli reaches the AE's distortion and wins
-    assert "not reached; nearest: β 1, distortion 0.0090 (AE 0.0100)" in text  # Gaussian never blurs as much
-    assert "(not deciding)" in text and "between 0.1 and 1" in text
+    assert "| s | Bernoulli, β 1 | AE (deterministic) | 2.03 vs 1 | +1.03 [0.89, 1.18], d = 18 | ±0.05 | better |" in text
+    assert "| s | Gaussian σ 0.1, β 1 | Gaussian σ 0.1, β 0 |" in text

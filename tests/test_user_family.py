@@ -59,9 +59,9 @@ def test_a_user_family_runs_through_the_latent_space_experiments(family_module, 
         tiny = [e for e in m["sweep"] if e["family"] == "tiny"]
         assert [e["beta"] for e in tiny] == list(sweep.betas_for(settings.get_scale("smoke")))
         assert all(e["latent_dim"] == latent_dim and 0 < e["distortion"] < 1 for e in tiny)
-        assert all("tiny" in match for match in m["matched"].values())  # judged against the AE like the others
+        assert all("vs_ae" in per_family["tiny"] for per_family in m["comparisons"].values())  # against the AE
     report = open(os.path.join(out, "REPORT.md")).read()
-    assert "| tiny | 0 (AE) |" in report and "--family tiny=tiny_family:make" in report
+    assert "| tiny | 0 (no KL) |" in report and "--family tiny=tiny_family:make" in report
 
     # The same family from Python: its models are the ones the command line trained (memoized by family).
     import tiny_family
@@ -72,7 +72,7 @@ def test_a_user_family_runs_through_the_latent_space_experiments(family_module, 
 
 
 @pytest.mark.parametrize("spec,words", [("tiny", "expected NAME=package.module:function"),
-                                        ("bernoulli=tiny_family:make", "other than bernoulli"),
+                                        ("bernoulli=tiny_family:make", "other than ae, bernoulli"),
                                         ("tiny=no_such_module_here:make", "cannot load no_such_module_here:make")])
 def test_a_bad_family_is_one_line_and_exit_2(spec, words, family_module, tmp_path, capsys):
     out = tmp_path / "out"

@@ -268,6 +268,30 @@ def choose_reference(variants: dict) -> str:
     return min(fit, key=lambda n: variants[n]["blur_position"]) if fit else next(iter(variants))
 
 
+def positive_controls(anchors: dict, worse: dict[str, dict] | None = None) -> dict[str, bool]:
+    """The checks the judge must pass before a verdict that rests on it is trusted, {check: passed}: its
+    Frechet distance grows and its plausibility falls with every step of blur (real, 0.5, 1, 1.5 px),
+    uniform noise is furthest of all, and each set of `worse` ({name: its scores}: images known to be
+    less real than real ones, such as a pixel cross-fade) is further from real images than real ones."""
+    sets = [anchors["real"]] + [anchors[f"blur_{px:g}"] for px in BLUR_CONTROLS]
+    frechet, plausibility = [a["frechet"] for a in sets], [a["plausibility"] for a in sets]
+    out = {"Frechet distance grows with blur": bool(np.all(np.diff(frechet) > 0)),
+           "plausibility falls with blur": bool(np.all(np.diff(plausibility) < 0)),
+           "uniform noise is furthest": bool(anchors["noise"]["frechet"] > max(frechet))}
+    for name, scores in (worse or {}).items():
+        out[f"{name} is further than real images"] = bool(scores["frechet"] > anchors["real"]["frechet"])
+    return out
+
+
+def positive_controls_text(checks: dict[str, bool]) -> str:
+    """One sentence: which positive controls passed and which failed."""
+    failed = [c for c, ok in checks.items() if not ok]
+    if not failed:
+        return f"Positive controls: all {len(checks)} passed ({'; '.join(checks)})."
+    return (f"Positive controls: {len(failed)} of {len(checks)} FAILED ({'; '.join(failed)}): a negative verdict "
+            f"resting on this judge is not to be trusted.")
+
+
 def controls(anchors: dict) -> dict:
     """The blurred-real control sets' scores, from reference_anchors."""
     return {f"blur_{px:g}": anchors[f"blur_{px:g}"] for px in BLUR_CONTROLS}

@@ -1,4 +1,4 @@
-"""The AE-to-VAE sweep that the latent-space experiments share, and comparisons at matched distortion.
+"""The AE-to-VAE sweep that the latent-space experiments share: its models, trained and measured, and their scores.
 
 A family is the scale's VAE with one likelihood, trained for every KL weight beta and every seed as
 one compiled program (beta a traced hyperparameter of objectives.elbo). Seed s of every beta starts
@@ -11,18 +11,10 @@ beta 0 member stays beside it as a row; the notes' VAE is the Bernoulli family's
 a family of its own; at the reference scale every family is also trained with the MLP
 (<family>_mlp). Which families there are, built-in or a user's, is families.py's business.
 
-Two models whose decoders differ in sharpness differ in more than their latent spaces. So every
-latent-space score is also read along the sweep, and the AE is compared with the VAE *at its own
-distortion*: in each family, the VAE (beta > 0) whose reconstruction MSE on test images equals the
-AE's, interpolated linearly between the two members that bracket it. A family whose members never
-reach the AE's distortion gives no matched comparison, and the report says so.
-
-The verdict rule (written into the report): for each score, the difference VAE - AE at matched
-distortion has a 95% interval over seeds (stats.paired_comparison); the VAE is better on that
-score when the interval lies wholly on the better side of 0. The claim holds when the VAE is better
-on every deciding score in every family that reaches the AE's distortion, does not hold when it is
-better on none of them in any, and is mixed otherwise; it is undecided when no family reaches the
-AE's distortion (nothing was compared like with like).
+Every latent-space score is measured on every model of the sweep (score_members), so a claim can be
+read along beta, and with the distortion of each model beside it: two models whose decoders differ
+in sharpness differ in more than their latent spaces. How a claim is decided from these scores
+(paired by seed, with a margin of equivalence) is verdicts.py's business.
 """
 
 from __future__ import annotations
@@ -38,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import config, engine, latent, objectives, plots
-from vaejax_experiments import harness, markdown, settings, stats, training
+from vaejax_experiments import harness, markdown, settings, stats, training, verdicts
 from vaejax_experiments.families import DETERMINISTIC, FAMILIES, UserFamily, label
 
 BETAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -273,112 +265,9 @@ def _mean_std(name, v) -> dict:
     return {name: m, f"{name}_std": s}
 
 
-def _bracket(d_B: np.ndarray, target: float):
-    """(i, w): target = (1 - w) d_B[i] + w d_B[i + 1] on the last segment (largest beta) of the curve
-    that contains it; None when no segment does."""
-    for i in reversed(range(len(d_B) - 1)):
-        lo, hi = sorted((d_B[i], d_B[i + 1]))
-        if lo <= target <= hi:
-            return i, 0.0 if hi == lo else float((target - d_B[i]) / (d_B[i + 1] - d_B[i]))
-    return None
-
-
-def matched(sweep: dict[str, Family], scores: dict, name: str, higher_is_better: bool, ae_score: str | None = None,
-            ae=NOTES_AE) -> dict:
-    """The AE's score against each family's VAE at the AE's distortion, seed by seed.
-
-    Returns {"ae": {mean, std, ci, distortion}, family: {...}}: for a family that reaches the AE's distortion,
-    the two bracketing betas, the weight between them, the interpolated beta (geometric), the VAE's
-    score and stats.paired_comparison(VAE, AE); for one that does not, reached False and its nearest
-    member. Also `along`: each member (beta > 0) against the AE, where the claim starts or stops holding.
-    ae_score: the AE's score to compare with, when it is not `name` (a sampler that the VAEs do not use).
-    """
-    a = values(scores, *ae, ae_score or name)
-    d_ae = float(sweep[ae[0]].distortion[sweep[ae[0]].betas.index(ae[1])].mean())
-    out = {"ae": {"family": ae[0], "beta": ae[1], "distortion": d_ae, "score": ae_score or name,
-                  **_mean_std("mean", a), "ci": list(stats.interval(a))}}
-    for fam in sweep.values():
-        vae_betas = [b for b in fam.betas if b > 0]
-        if not vae_betas:  # the deterministic AE
-            continue
-        d_B = np.array([fam.distortion[fam.betas.index(b)].mean() for b in vae_betas])
-        along = [{"beta": b, "distortion": float(d),
-                  **stats.paired_comparison(values(scores, fam.name, b, name), a, higher_is_better)}
-                 for b, d in zip(vae_betas, d_B)]
-        hit = _bracket(d_B, d_ae)
-        if hit is None:
-            nearest = int(np.argmin(np.abs(d_B - d_ae)))
-            out[fam.name] = {"reached": False, "nearest_beta": vae_betas[nearest],
-                             "nearest_distortion": float(d_B[nearest]), "nearest": along[nearest], "along": along}
-            continue
-        i, w = hit
-        v = ((1 - w) * values(scores, fam.name, vae_betas[i], name)
-             + w * values(scores, fam.name, vae_betas[i + 1], name))
-        beta = float(np.exp((1 - w) * np.log(vae_betas[i]) + w * np.log(vae_betas[i + 1])))
-        out[fam.name] = {"reached": True, "betas": [vae_betas[i], vae_betas[i + 1]], "weight": w, "beta": beta,
-                         "distortion": d_ae, "score": name, **_mean_std("mean", v), "ci": list(stats.interval(v)),
-                         "vs_ae": stats.paired_comparison(v, a, higher_is_better), "along": along}
-    return out
-
-
-def verdict(matches: dict[str, dict], what: str) -> tuple[str, str]:
-    """The module docstring's rule over matched(...) of each deciding score: {score: matched dict}."""
-    reached = [f for f, m in next(iter(matches.values())).items() if f != "ae" and m["reached"]]
-    if not reached:
-        return "undecided", (f"No family's VAE reaches the AE's distortion, so {what} cannot be compared "
-                                 f"like with like; " + _along_text(matches))
-    wins = {(s, f): matches[s][f]["vs_ae"]["better"] for s in matches for f in reached}
-    parts = "; ".join(f"{s} {label(f)} β≈{matches[s][f]['beta']:.2g}: VAE "
-                      f"{matches[s][f]['mean']:.3g} vs AE {matches[s]['ae']['mean']:.3g}, "
-                      f"{markdown.ci_text(matches[s][f]['vs_ae'])}" for s in matches for f in reached)
-    if all(w == 1 for w in wins.values()):
-        v = "holds"
-    elif all(w < 1 for w in wins.values()):
-        v = "does not hold"
-    else:
-        v = "mixed"
-    better = [f"{s} ({label(f)})" for (s, f), w in wins.items() if w == 1]
-    lead = {"holds": "better on every deciding score", "does not hold": "better on no deciding score",
-            "mixed": f"better on {', '.join(better)} only"}[v]
-    lead = f"At the AE's distortion, the VAE is {lead} of {what}"
-    return v, f"{lead} (VAE - AE, 95% interval over seeds: {parts}); " + _along_text(matches)
-
-
-def _along_text(matches: dict) -> str:
-    """Where along each family's curve the VAE is better (+), worse (-) or not distinguishable (=)."""
-    sign = {1: "+", -1: "−", 0: "="}
-    parts = []
-    for s, m in matches.items():
-        for f, fm in m.items():
-            if f != "ae":
-                parts.append(f"{s}, {label(f)}: " + " ".join(f"β {a['beta']:g} {sign[a['better']]}"
-                                                                      for a in fm["along"]))
-    return "each VAE of the sweep against the AE (+ better, − worse, = interval contains 0): " + "; ".join(parts) + "."
-
-
-def difference_text(match: dict) -> str:
-    """The paired VAE - AE difference at matched distortion in the first family that reaches it."""
-    for family, fm in match.items():
-        if family != "ae" and fm["reached"]:
-            return f"{markdown.ci_text(fm['vs_ae'])} ({label(family)})"
-    return "not measured (no family reaches the AE's distortion)"
-
-
-def notes_pair_text(m: dict, deciding: dict[str, bool]) -> str:
-    """The notes' own comparison, the Bernoulli VAE at beta 1 against the AE at their unequal distortions,
-    decided by the same interval rule."""
-    d = {(e["family"], e["beta"]): e["distortion"] for e in m["sweep"]}
-    parts = []
-    for s, higher in deciding.items():
-        c = stats.paired_comparison(m["vae"][f"{s}_seeds"], m["ae"][f"{s}_seeds"], higher)
-        parts.append(f"{s} {markdown.ci_text(c)} ({_OUTCOME[c['better']]})")
-    return (f"As the notes state it (β 1 against the AE, distortion {d[NOTES_VAE]:.4f} against {d[NOTES_AE]:.4f}), "
-            f"VAE - AE: " + "; ".join(parts) + ".")
-
-
 def report(m: dict, names) -> str:
-    """The report's sweep part: each model's scores against its distortion, the comparison at matched
-    distortion, and the rule that decides the verdict."""
+    """The report's sweep part: every model's scores with its distortion (and convergence), then each
+    VAE family's β 1 member against the deterministic AE and against its own β 0 member."""
     rows = [[label(e["family"]), "—" if e.get("deterministic") else f"{e['beta']:g}" + (" (no KL)" if e["beta"] == 0 else ""),
              markdown.pm(e["distortion"], e["distortion_std"], ".4f"), markdown.pm(e["rate"], e["rate_std"], ".3g")]
             + [markdown.pm(e[n], e[f"{n}_std"], ".3g") for n in names] for e in m["sweep"]]
@@ -388,43 +277,8 @@ def report(m: dict, names) -> str:
         for row, e in zip(rows, m["sweep"]):
             p = e.get("plateau")
             row.append(f"{sum(p['passed'])}/{len(p['passed'])}, {p['epochs']}" if p else "n/a")
-    sweep_table = markdown.table(header, rows)
-    matched_table = markdown.table(MATCHED_HEADER, [r for s in m["matched"] for r in matched_rows({s: m["matched"][s]})])
-    return (f"**Along the sweep** (every model of the shared sweep, mean ± std over seeds):\n\n{sweep_table}\n\n"
-            f"**At the AE's distortion** ({RULE}):\n\n{matched_table}")
-
-
-RULE = ("the VAE of each family whose test MSE equals the AE's, interpolated between the two β that bracket it; "
-        "intervals: 95%, Student's t over seeds; the claim holds when the VAE is better on every deciding score in "
-        "every family that reaches the AE's distortion, does not hold when it is better on none, and is mixed "
-        "otherwise; a family whose VAEs never reach the AE's distortion shows its nearest VAE and decides nothing")
-
-
-def matched_rows(matches: dict[str, dict], fmt: str = ".3g") -> list[list[str]]:
-    """Report rows: per score and family, the AE, the VAE at its distortion and the paired difference."""
-    rows = []
-    for s, m in matches.items():
-        for f, fm in m.items():
-            if f == "ae":
-                continue
-            if not fm["reached"]:
-                near = fm["nearest"]
-                rows.append([s, label(f), f"{m['ae']['mean']:{fmt}}",
-                             f"not reached; nearest: β {fm['nearest_beta']:g}, distortion {fm['nearest_distortion']:.4f} "
-                             f"(AE {m['ae']['distortion']:.4f})", markdown.ci_text(near, fmt),
-                             f"(not deciding) {_OUTCOME[near['better']]}"])
-                continue
-            lo, hi = fm["ci"]
-            rows.append([s, label(f), f"{m['ae']['mean']:{fmt}} [{m['ae']['ci'][0]:{fmt}}, {m['ae']['ci'][1]:{fmt}}]",
-                         f"{fm['mean']:{fmt}} [{lo:{fmt}}, {hi:{fmt}}] (β ≈ {fm['beta']:.2g}, between {fm['betas'][0]:g} "
-                         f"and {fm['betas'][1]:g})", markdown.ci_text(fm["vs_ae"], fmt),
-                         _OUTCOME[fm["vs_ae"]["better"]]])
-    return rows
-
-
-_OUTCOME = {1: "VAE better", -1: "AE better", 0: "no difference shown"}
-MATCHED_HEADER = ["score", "VAE family", "AE (deterministic) [95% interval]", "VAE at the AE's distortion",
-                  "VAE - AE [95% interval], d_z", "verdict"]
+    return (f"**Every model** (mean ± std over seeds):\n\n{markdown.table(header, rows)}\n\n"
+            f"**Comparisons** ({verdicts.RULE}):\n\n{verdicts.table(m['comparisons'])}")
 
 
 def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel: str, controls: dict,
