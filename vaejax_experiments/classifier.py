@@ -13,6 +13,8 @@ hidden, head) are part of its on-disk cache, so they do not change.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -92,30 +94,32 @@ def structureless_image(key, x, smooth_fields: bool = True):
     return jnp.where(jax.random.bernoulli(k_coin), shuffled, field)
 
 
-def augmented(key, x, shift: int = 2):
-    """x flipped left-right with even odds and shifted by up to `shift` pixels each way (zeros come in):
-    variations a garment's class does not depend on, so a judge trained on them generalises better."""
+def augmented(key, x, shift: int = 2, flip: bool = True):
+    """x shifted by up to `shift` pixels each way (zeros come in) and, with flip, flipped left-right with
+    even odds: variations a class does not depend on, so a judge trained on them generalises better."""
     k_flip, k_shift = jax.random.split(key)
-    x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
+    if flip:
+        x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
     padded = jnp.pad(x, ((shift, shift), (shift, shift), (0, 0)))
     dy, dx = jax.random.randint(k_shift, (2,), 0, 2 * shift + 1)
     return jax.lax.dynamic_slice(padded, (dy, dx, 0), x.shape)
 
 
-def classifier_objective(outlier_exposure: float = 0.0, smooth_fields: bool = True, augment: bool = False):
+def classifier_objective(outlier_exposure: float = 0.0, smooth_fields: bool = True, augment: bool = False,
+                         flip: bool = True):
     """Cross-entropy of Classifier on one (image, label) pair, for the engine.
 
     outlier_exposure > 0 adds that weight times the cross-entropy between the uniform
     distribution and the softmax on a structureless image (Hendrycks et al. 2019), so that
     max-softmax stays low off the data manifold instead of being arbitrarily confident.
     smooth_fields: whether smooth random fields are among those images (structureless_image).
-    augment: train on augmented(x) (flips and small shifts), not x itself.
+    augment: train on augmented(x, flip=flip) (small shifts, and flips), not x itself.
     """
     def objective(params, example, key, step, hparams):
         x, label = example
         if augment:
             key, k_augment = jax.random.split(key)
-            x = augmented(k_augment, x)
+            x = augmented(k_augment, x, flip=flip)
         if outlier_exposure <= 0:
             logits = classifier_apply(params, x)
             return jax.nn.logsumexp(logits) - logits[label], {}
@@ -130,7 +134,7 @@ def classifier_objective(outlier_exposure: float = 0.0, smooth_fields: bool = Tr
 def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: int = 128,
                      learning_rate: float = 1e-3, channels=(32, 64), width: int = 64,
                      outlier_exposure: float = 0.0, smooth_fields: bool = True, cosine: bool = False,
-                     augment: bool = False):
+                     augment: bool = False, flip: bool = True):
     """Parameters of a Classifier trained from scratch (Adam, through vaejax.fit) on images x_N (float NHWC)
     and labels y_N.
 
@@ -145,7 +149,7 @@ def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: i
     x_N, y_N = jnp.asarray(x_N, jnp.float32), jnp.asarray(y_N, jnp.int32)
     # initialised from its own key, trained on the run key: the streams the judge's cache was made with
     fresh = _init(init_key, tuple(x_N.shape[1:]), num_classes, tuple(channels), width)
-    result = fit.fit(classifier_objective(outlier_exposure, smooth_fields, augment), optax.adam(learning_rate),
+    result = fit.fit(classifier_objective(outlier_exposure, smooth_fields, augment, flip), optax.adam(learning_rate),
                      lambda _: fresh, (x_N, y_N), None, epochs=epochs, batch_size=batch_size,
                      key=run_key, pieces=1)
     return result.state.params
@@ -154,18 +158,24 @@ def train_classifier(key, x_N, y_N, num_classes: int, epochs: int, batch_size: i
 _init = jax.jit(classifier_init, static_argnums=(1, 2, 3, 4))  # one compile, not one per layer
 
 
-def classifier_outputs(params, images) -> tuple[np.ndarray, np.ndarray]:
-    """(softmax probabilities (N, K), penultimate features (N, F)) for images (float in [0, 1] or uint8)."""
+def classifier_outputs(params, images, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax probabilities (N, K), penultimate features (N, F)) for images (float in [0, 1] or uint8);
+    with mirror, each the mean over the image and its left-right mirror image (a two-view ensemble)."""
     x, n = engine.bucket(jnp.asarray(_as_float(images)))
-    probs, feats = _outputs(params, x)
+    probs, feats = _outputs(params, x, mirror)
     return np.asarray(probs)[:n], np.asarray(feats)[:n]
 
 
-@jax.jit
-def _outputs(params, x_N):
-    def chunk(x_B):
+@functools.partial(jax.jit, static_argnums=2)
+def _outputs(params, x_N, mirror: bool):
+    def views(x_B):
         logits, features = classifier_apply(params, x_B, features=True)
         return jax.nn.softmax(logits), features
+
+    def chunk(x_B):
+        if not mirror:
+            return views(x_B)
+        return jax.tree_util.tree_map(lambda a, b: (a + b) / 2, views(x_B), views(x_B[..., ::-1, :]))
 
     return engine.map_chunks(chunk, x_N)
 

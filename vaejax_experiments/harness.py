@@ -149,9 +149,14 @@ def start(name: str, scale, dataset: str | None, seeds: int | None, out: str = "
     seeds = scale.seeds if seeds is None else int(seeds)
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
-    directory = os.path.join(out, name)
+    directory = os.path.join(out, judge_folder(scale), name)
     os.makedirs(directory, exist_ok=True)
     return Run(name, scale, dataset, seeds, out, directory, time.perf_counter())
+
+
+def judge_folder(scale: Scale) -> str:
+    """Where in <out> a run's results go: "" for the first judge, judge_seed_<n>/ for another judge seed."""
+    return f"judge_seed_{scale.judge_seed}" if scale.judge_seed else ""
 
 
 def finish(run: Run, result: dict, settings=None) -> dict:
@@ -161,7 +166,8 @@ def finish(run: Run, result: dict, settings=None) -> dict:
     if settings is not None:
         result["settings"] = dataclasses.asdict(settings)
     result.setdefault("figures", [])
-    result.update(experiment=run.name, scale=run.scale.name, dataset=run.dataset, seeds=run.seeds,
+    result.update(experiment=run.name, scale=run.scale.name, judge_seed=run.scale.judge_seed, dataset=run.dataset,
+                  seeds=run.seeds,
                   device=provenance.device(), provenance=provenance.provenance(),
                   seconds=round(time.perf_counter() - run.started, 2))
     write_json(run.path("metrics.json"), result)

@@ -78,7 +78,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     # In the demo the 2-D sweep is the Bernoulli family alone: its other families' VAEs do not reach the AE's
     # distortion at this size, and the demo's time goes to the shared sweep.
     own = (DETERMINISTIC,) + run.scale.pick(smoke=("bernoulli",), quick=("bernoulli",),
-                                            full=tuple(f for f in FAMILIES if f != DETERMINISTIC))
+                                            full=tuple(f for f in FAMILIES if f != DETERMINISTIC),
+                                            reference=("bernoulli",))
     families = sweep.train(vae_2d(run.dataset), tc, train.x, test.x, own + tuple(families), betas, run.seeds,
                            log=run.log, converge=run.scale, cache=run.cache)
     ae, vae = sweep.notes_pair(families)

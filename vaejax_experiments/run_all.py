@@ -14,6 +14,7 @@ full-scale verdicts that arrived later.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import inspect
 import os
@@ -47,6 +48,23 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
     if unknown:
         raise UsageError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(known)}")
     started = time.perf_counter()
+    results, modules, notes, skipped = _run(names, scale, dataset, seeds, out, families)
+    for seed in range(1, scale.judges):  # every verdict again under another judge, into <out>/judge_seed_<seed>/
+        again = _run([n for n in names if hasattr(modules.get(n), "verdict")],
+                     dataclasses.replace(scale, judge_seed=seed), dataset, seeds, out, families)
+        notes += [f"under judge seed {seed}: {note}" for note in again[2]]
+    total = time.perf_counter() - started
+    command = _command(scale, only, dataset, seeds, out, families)
+    finished = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    harness.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
+                                                     "seconds": total, "notes": notes, "skipped": skipped,
+                                                     "command": command, "finished": finished})
+    write_report(scale, modules, results, notes, total, out, full_results, command, finished)
+    return results
+
+
+def _run(names, scale, dataset, seeds, out, families):
+    """Run the named experiments at one scale: (results, modules, notes, skipped)."""
     results, modules, notes, skipped = {}, {}, [], []
     for name in names:
         module = harness.load_experiment(name)
@@ -68,14 +86,7 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
             traceback.print_exc()
             results[name] = None
             notes.append(f"`{name}`: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    total = time.perf_counter() - started
-    command = _command(scale, only, dataset, seeds, out, families)
-    finished = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    harness.write_json(os.path.join(out, RUN_FILE), {"scale": scale.name, "experiments": sorted(results),
-                                                     "seconds": total, "notes": notes, "skipped": skipped,
-                                                     "command": command, "finished": finished})
-    write_report(scale, modules, results, notes, total, out, full_results, command, finished)
-    return results
+    return results, modules, notes, skipped
 
 
 def _takes_families(module) -> bool:
@@ -167,6 +178,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
             rows.append([f"[{name}](#{_anchor(name, module)})", v, m["dataset"], _secs(m)])
     lines += [markdown.table(["experiment", "verdict", "dataset", "seconds"], rows), ""]
 
+    lines += _second_judge(modules, ran, out)
     if datasets:
         lines += ["## Reference classifier", "",
                   "A small CNN trained on each dataset's real training split judges images without eyes: "
@@ -224,6 +236,30 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _second_judge(modules, ran, out) -> list[str]:
+    """The verdicts again under a second judge seed (<out>/judge_seed_1/, written by a reference run):
+    does any verdict depend on which judge was trained?"""
+    rows, differ = [], []
+    for name, m in ran.items():
+        other = harness.read_metrics(os.path.join(out, "judge_seed_1"), name)
+        if other is None or not hasattr(modules[name], "verdict"):
+            continue
+        first, second = modules[name].verdict(m)[0], modules[name].verdict(other)[0]
+        accuracy = other["anchors"]["test_accuracy"]
+        rows.append([name, first, second, f"{accuracy:.3f}", "same" if first == second else "**differs**"])
+        if first != second:
+            differ.append(name)
+    if not rows:
+        return []
+    words = ("Every verdict is the same under both judges." if not differ else
+             f"The verdicts of {', '.join(differ)} depend on the judge: read them as undecided.")
+    return ["## Under a second judge", "",
+            "The reference classifier is an instrument trained from one seed; a second one (judge seed 1, the "
+            f"variant the first kept) scores the same models again. {words}", "",
+            markdown.table(["experiment", "verdict (judge seed 0)", "verdict (judge seed 1)",
+                            "judge seed 1: test accuracy", ""], rows), ""]
 
 
 def _section(title, name, module, m, out, full_dir) -> list[str]:

@@ -45,6 +45,8 @@ class Scale:
     classifier_train: int | None
     classifier_steps: int
     learning_rate: float = 1e-3
+    judge_seed: int = 0  # the reference classifier's seed
+    judges: int = 1  # judge seeds run_all scores the run with (the others' results go to <out>/judge_seed_<n>/)
     max_epochs: int | None = None  # with it, train until the plateau test passes, at most this many epochs
     plateau: float = 0.005  # the test: the loss above its floor falls by less than this fraction per epoch
 
@@ -85,7 +87,7 @@ SCALES: dict[str, Scale] = {
     # split, each trained until its plateau test passes (at most 30 epochs), 5 seeds; the latent-space
     # experiments only (run_all.REFERENCE_EXPERIMENTS). About 1.5 h on 2 CPU cores.
     "reference": Scale("reference", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
-                       classifier_train=None, classifier_steps=9400, max_epochs=30),
+                       classifier_train=None, classifier_steps=9400, max_epochs=30, judges=2),
     # headline numbers: the notes' conv models on the whole training split, 10 epochs each; the
     # latent-space sweep alone is 360 of them (an accelerator's job; README, "Experiments").
     "full": Scale("full", seeds=5, n_train=None, steps=4700, batch_size=128, n_eval=2000, arch="conv",

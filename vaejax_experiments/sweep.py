@@ -55,7 +55,7 @@ def archs_for(scale: settings.Scale) -> tuple[str, ...]:
 
 def latent_sizes_for(scale: settings.Scale, own: int) -> tuple[int, ...]:
     """The latent widths each family is trained at: the scale's own, and at full scale LATENT_SIZES too."""
-    return scale.pick(smoke=(own,), quick=(own,), full=tuple(sorted({own, *LATENT_SIZES})))
+    return scale.pick(smoke=(own,), quick=(own,), full=tuple(sorted({own, *LATENT_SIZES})), reference=(own,))
 
 
 def describe(fam: "Family") -> str:
@@ -206,7 +206,7 @@ def shared(scale: settings.Scale, dataset: str, seeds: int, log=None, extra: tup
         _, vae = settings.model_pair(scale, dataset, arch)  # the VAE's latent as wide as the AE's code
         for size in latent_sizes_for(scale, vae.latent_dim):
             for family in families_for(scale) + tuple(extra):
-                key = (scale, dataset, seeds, family, arch, size)
+                key = (dataclasses.replace(scale, judge_seed=0), dataset, seeds, family, arch, size)  # judged twice, trained once
                 if key not in _SWEEPS:
                     fam = train_one(config.replace(vae, latent_dim=size), train_config(scale, len(x)), x,
                                     harness.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log,
