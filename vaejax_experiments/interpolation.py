@@ -241,7 +241,8 @@ def report(m: dict) -> str:
     deciding = ", ".join(DECIDING)
     return "\n\n".join([head, table, f"Deciding scores: {deciding} (module docstring); margins: "
                          + ", ".join(f"{s} ±{v:.3g}" for s, v in m["margins"].items()) + ".",
-                         sweep.report(m, ALONG_SWEEP)])
+                         sweep.report(m, [n for n in ALONG_SWEEP if n not in ("precision", "recall")
+                                          or judge.precision_recall_valid(m["anchors"])])])
 
 
 if __name__ == "__main__":

@@ -293,6 +293,15 @@ def positive_controls(anchors: dict, worse: dict[str, dict] | None = None) -> di
     return out
 
 
+NOISE_PRECISION = 0.1  # precision and recall are shown only when uniform noise's precision is below this
+
+
+def precision_recall_valid(anchors: dict) -> bool:
+    """Whether precision and recall pass their own check: uniform noise lies off the real images' feature
+    manifold (precision near 0). Where it does not, the two scores are left out of reports."""
+    return bool(anchors["noise"]["precision"] < NOISE_PRECISION)
+
+
 def positive_controls_text(checks: dict[str, bool]) -> str:
     """One sentence: which positive controls passed and which failed."""
     failed = [c for c, ok in checks.items() if not ok]

@@ -67,7 +67,6 @@ def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior",
 
 
 DECIDING = {"plausibility": True, "frechet": False}  # score: higher is better
-NOISE_PRECISION = 0.1  # precision and recall are shown only when uniform noise's precision is below this
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results", families=()) -> dict:
@@ -100,7 +99,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
                                                    result["margins"][s], f"gaussian_fit_{s}")
                                for s, higher in DECIDING.items()}
     result["positive_controls"] = judge.positive_controls(anchors)
-    result["precision_recall_valid"] = bool(anchors["noise"]["precision"] < NOISE_PRECISION)
+    result["precision_recall_valid"] = judge.precision_recall_valid(anchors)
     result.update(
         n_samples=run.scale.n_eval, anchors=anchors, controls=judge.controls(anchors),
         code_spread={m: stats.stat("code_std", [r["code_std"] for r in rows]) for m, rows in pair.items()},
@@ -158,7 +157,7 @@ def report(m: dict) -> str:
     table = markdown.table(["sampler"] + [names[s] for s in shown], rows)
     dropped = ("" if m.get("precision_recall_valid") else
                f" Precision and recall are left out: the judge fails their own check (uniform noise has precision "
-               f"{a['noise']['precision']:.2f}, not below {NOISE_PRECISION}).")
+               f"{a['noise']['precision']:.2f}, not below {judge.NOISE_PRECISION}).")
     margins = ", ".join(f"{s} ±{v:.3g}" for s, v in m["margins"].items())
     return "\n\n".join([head + dropped, table, f"Margins of equivalence (0.5 px of blur on real images): {margins}.",
                          sweep.report(m, [f"prior_{k}" for k in shown])])

@@ -208,7 +208,8 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                 label = f"{name}{' (kept)' if name == a.get('kept') else ''}"
                 position = (f"{v['blur_position']:.3f}{'' if v['noise_at_bottom'] else ', noise not at the bottom'}"
                             if "blur_position" in v else "")
-                rows.append([ds, label, f"{v['test_accuracy']:.3f}", position,
+                single = f" ({v['single_view_accuracy']:.3f} one view)" if "single_view_accuracy" in v else ""
+                rows.append([ds, label, f"{v['test_accuracy']:.3f}{single}", position,
                              f"real held-out test images (n={a['n_real']})",
                              f"{v['real']['plausibility']:.3f}", f"{v['real']['frechet']:.3g}"])
                 for px in judge.BLUR_CONTROLS:
