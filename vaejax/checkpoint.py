@@ -6,6 +6,8 @@ temporary folder and renames it when complete, so a save cut short (a kill, a fu
 never listed as a checkpoint; the manager removes such leftovers when it opens. A listed
 checkpoint whose files were damaged later fails to restore or fails the SHA-256 check:
 `restore_good` moves it aside to <workdir>/damaged_checkpoints/ and falls back to the one before.
+A checkpoint of another model or optimizer (its saved signature differs from the state asked for)
+is not damaged: restoring it raises StateMismatch and moves nothing.
 
 With several processes, orbax writes each array from the processes that hold it and
 coordinates the rename itself; every process must call save / restore alike.
@@ -25,7 +27,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vaejax.errors import StateMismatch
+
 DIGEST_KEY = "state_sha256"
+SIGNATURE_KEY = "state_signature"
 DAMAGED_DIR = "damaged_checkpoints"
 
 
@@ -60,19 +65,32 @@ def has_checkpoints(workdir: str) -> bool:
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
     """Save the state as checkpoint `step` (asynchronously; call mngr.wait_until_finished() before exit).
 
-    The metadata gains the state's SHA-256, checked again on restore.
+    The metadata gains the state's SHA-256, checked again on restore, and its signature (signature()),
+    which tells a state of another model or optimizer from a damaged one.
     """
-    meta = dict(meta, **{DIGEST_KEY: state_digest(state)})
+    meta = dict(meta, **{DIGEST_KEY: state_digest(state), SIGNATURE_KEY: signature(state)})
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
     """(state, meta) of `step` (default: the latest); abstract_state comes from jax.eval_shape.
 
-    Raises CheckpointDamaged when the restored bytes do not match the SHA-256 saved with them, or
-    when no SHA-256 was saved (every checkpoint vaejax writes has one).
+    Raises StateMismatch, before reading any array, when the checkpoint holds a state of another
+    structure or shapes than abstract_state (another model or optimizer); CheckpointDamaged when
+    the restored bytes do not match the SHA-256 saved with them, or when no SHA-256 was saved
+    (every checkpoint vaejax writes has one).
     """
     step = mngr.latest_step() if step is None else step
+    try:
+        saved_signature = read_meta(mngr, step).get(SIGNATURE_KEY)
+    except Exception:  # unreadable metadata: the restore below reports the damage
+        saved_signature = None
+    if saved_signature is not None:
+        difference = signature_difference(saved_signature, signature(abstract_state))
+        if difference:
+            raise StateMismatch(f"the checkpoint of update {step} in {mngr.directory} holds another state than "
+                                f"this run's model and optimizer make ({difference}); pass the model, objective and "
+                                f"optimizer it was trained with (nothing was moved)")
     restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     state, meta = restored.state, restored.meta
@@ -94,6 +112,8 @@ def restore_good(mngr: ocp.CheckpointManager, abstract_state, on_damaged=None, m
         try:
             state, meta = restore(mngr, abstract_state, step)
             return step, state, meta
+        except StateMismatch:  # intact, but not this run's: the caller's mistake, not the files'
+            raise
         except Exception as e:  # orbax / tensorstore raise many types for unreadable files
             moved_to = quarantine(mngr, step) if move_damaged else None
             if on_damaged is not None:
@@ -191,6 +211,26 @@ def abstract(fn, *args, sharding=None):
     if sharding is None:
         return shapes
     return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def signature(state) -> dict[str, str]:
+    """{leaf path: "dtype[shape]"} of a pytree of arrays or shape structs: what a restore must match."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    return {jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype).name}{list(leaf.shape)}" for path, leaf in leaves}
+
+
+def signature_difference(saved: dict[str, str], wanted: dict[str, str], show: int = 3) -> str:
+    """'' when two signatures agree; else the first few differences in words."""
+    only_saved = [p for p in saved if p not in wanted]
+    only_wanted = [p for p in wanted if p not in saved]
+    reshaped = [f"{p}: {saved[p]} saved, {wanted[p]} asked" for p in saved if p in wanted and saved[p] != wanted[p]]
+    parts = []
+    for words, items in (("only in the checkpoint", only_saved), ("only in this run", only_wanted),
+                         ("shapes differ", reshaped)):
+        if items:
+            more = f" and {len(items) - show} more" if len(items) > show else ""
+            parts.append(f"{words}: {', '.join(items[:show])}{more}")
+    return "; ".join(parts)
 
 
 def state_digest(state) -> str:

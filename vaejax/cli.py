@@ -231,6 +231,8 @@ def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
                          callbacks=callbacks, pieces=args.progress_updates)
     except fit.WorkdirError as e:
         raise UsageError(str(e).replace("workdir", "--workdir", 1)) from None
+    except fit.StateMismatch as e:
+        raise UsageError(str(e)) from None
     except fit.NonFinite as e:
         raise RunFailed(f"{e} in {args.workdir}/checkpoints; lower --lr (now {train_cfg.learning_rate:g}) or check the "
                         "data, or rerun with --resume --skip-nonfinite to skip such updates", EXIT_NONFINITE) from None

@@ -6,6 +6,7 @@
       WriteFailed   a checkpoint could not be written; nothing partial is left
       Preempted     SIGTERM; the state is saved, resume to go on
       WorkdirError  the workdir cannot take the run's writes; raised before anything is written
+      StateMismatch the checkpoints hold another model's or optimizer's state; nothing is moved
     DatasetError  a dataset that cannot be found or read (vaejax.data)
 
 They live apart from the code that raises them so that a client (the CLI, the experiments, a
@@ -49,3 +50,8 @@ class WorkdirError(FitError, ValueError):
 
 class DatasetError(Exception):
     """A dataset that cannot be found or read; str(e) is one line naming where we looked and the fix."""
+
+
+class StateMismatch(FitError, ValueError):
+    """A checkpoint's state has another structure or shapes than the one asked for (another model,
+    objective or optimizer): the checkpoint is intact and left where it is."""

@@ -24,8 +24,10 @@ Faults raise a FitError whose message is one line: NonFinite (a NaN or Inf loss;
 checkpoint is kept; skip_nonfinite=True skips such updates instead), WriteFailed (a checkpoint
 could not be written; nothing partial is left), Preempted (SIGTERM, what a preempted cloud
 VM receives: the state is saved at the next boundary between compiled pieces of an epoch, so a
-resumed run goes on exactly where it stopped) and WorkdirError (the workdir cannot take the
-run's writes, found before anything is written).
+resumed run goes on exactly where it stopped), WorkdirError (the workdir cannot take the
+run's writes, found before anything is written) and StateMismatch (resume=True with another
+model, objective or optimizer than the checkpoints were made with: nothing is moved, and the run
+resumes once given the right ones).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 
 from vaejax import checkpoint, engine, parallel
 from vaejax.callbacks import Callback, JsonLines, KeepBest, Progress, TensorBoard  # noqa: F401 - public here too
-from vaejax.errors import FitError, NonFinite, Preempted, WorkdirError, WriteFailed  # noqa: F401 - public here too
+from vaejax.errors import FitError, NonFinite, Preempted, StateMismatch, WorkdirError, WriteFailed  # noqa: F401 - public here too
 from vaejax.workdir import MAX_TO_KEEP, Store, updates
 
 log = logging.getLogger("vaejax")
