@@ -47,3 +47,14 @@ def test_loading_with_another_optimizer_is_the_same_error(tmp_path):
     with pytest.raises(StateMismatch):
         vaejax.load(workdir, model=r.model, init_params=r.init_params, optimizer=optax.sgd(0.1))
     assert vaejax.load(workdir, model=r.model, init_params=r.init_params, optimizer=r.optimizer).updates == 2
+
+
+def test_resume_true_needs_a_run_and_auto_starts_one(tmp_path):
+    from vaejax.errors import UsageError
+
+    with pytest.raises(UsageError, match="holds no run to resume.*resume='auto'"):
+        _fit(str(tmp_path / "typo"), resume=True)
+    assert not os.path.exists(tmp_path / "typo")  # refused before anything was written
+    started = _fit(str(tmp_path / "new"), resume="auto")
+    assert started.resumed_from == 0
+    assert _fit(str(tmp_path / "new"), epochs=2, resume="auto").resumed_from == int(started.state.step)

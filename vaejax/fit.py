@@ -9,8 +9,8 @@ workdir, with evaluation, a checkpoint each epoch, metrics.jsonl and bitwise res
 The workdir holds `metrics.jsonl` (one JSON object per epoch: epoch, train_<metric> and
 <eval set>_<metric> for every scalar metric of the objective, seconds, and skipped with
 skip_nonfinite) and `checkpoints/<update>` (orbax, the state after that many updates, the last
-few kept). Rerun with resume=True after any interruption: training continues from the newest
-intact checkpoint and ends with bitwise the parameters and log of a run never stopped.
+few kept). Rerun with resume=True after any interruption (resume="auto": resume if the workdir
+holds a run, else start one): training continues from the newest intact checkpoint and ends with bitwise the parameters and log of a run never stopped.
 
 This module is the loop alone: each epoch in a few compiled pieces, the checks between them,
 the evaluation and the epoch's record. What persists is vaejax.workdir's, what reports is
@@ -46,8 +46,9 @@ import numpy as np
 
 from vaejax import checkpoint, engine, parallel
 from vaejax.callbacks import Callback, JsonLines, KeepBest, Progress, TensorBoard  # noqa: F401 - public here too
-from vaejax.errors import FitError, NonFinite, Preempted, StateMismatch, WorkdirError, WriteFailed  # noqa: F401 - public here too
-from vaejax.workdir import MAX_TO_KEEP, Store, updates
+from vaejax.errors import (FitError, NonFinite, Preempted, StateMismatch, UsageError, WorkdirError,  # noqa: F401
+                           WriteFailed)  # public here too
+from vaejax.workdir import MAX_TO_KEEP, Store, has_run, updates
 
 log = logging.getLogger("vaejax")
 EVAL_STREAM = 10**6  # epoch e's evaluation draws from fold_in(key, EVAL_STREAM + e), apart from the run's two streams
@@ -61,7 +62,7 @@ class FitResult(NamedTuple):
 
 def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, epochs: int, batch_size: int, key,
         model_axis: str | None = None, train_rows=None, eval_data: dict | None = None, hparams=None, mesh=None,
-        skip_nonfinite: bool = False, resume: bool = False, meta: dict | None = None, callbacks=(),
+        skip_nonfinite: bool = False, resume: bool | str = False, meta: dict | None = None, callbacks=(),
         pieces: int = 10, max_to_keep: int = MAX_TO_KEEP) -> FitResult:
     """Train for `epochs` epochs in total (a resumed run does what is left) and return the final state.
 
@@ -87,8 +88,13 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     if num_steps == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} "
                          f"training examples; use a batch size of at most {num_examples}")
+    if resume not in (False, True, "auto"):
+        raise ValueError(f"resume must be False, True or 'auto' (resume if the workdir holds a run), got {resume!r}")
     if resume and workdir is None:
         raise ValueError("resume needs a workdir")
+    if resume is True and not has_run(workdir):
+        raise UsageError(f"resume=True, but {workdir} holds no run to resume; check the path, or pass "
+                         f"resume='auto' to resume a run if there is one and start it otherwise")
 
     def fresh_state(key):
         if model_axis is None:

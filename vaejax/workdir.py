@@ -161,6 +161,12 @@ def _restore(mngr, abstract, workdir, num_steps, main):
     return (None, None) if state is None else (state, (meta or {}).get("partial"))
 
 
+def has_run(workdir: str) -> bool:
+    """Whether a run has started in workdir: it holds a checkpoint, a log or a run.json."""
+    return checkpoint.has_checkpoints(workdir) or any(
+        os.path.exists(os.path.join(workdir, name)) for name in ("metrics.jsonl", "run.json"))
+
+
 def where(step: int, num_steps: int) -> str:
     """A checkpoint's place in the run: "epoch 3", or "epoch 4, step 12 of 20" inside an epoch."""
     epoch, done = divmod(step, num_steps)

@@ -149,7 +149,7 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
                      epochs=epochs, batch_size=train_cfg.batch_size, key=keys, model_axis="auto", hparams=hparams,
                      eval_data={name: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), d)
                                 for name, d in (eval_sets or {}).items()},
-                     callbacks=callbacks, pieces=1 if workdir is None else 10, resume=workdir is not None)
+                     callbacks=callbacks, pieces=1 if workdir is None else 10, resume="auto" if workdir else False)
     jax.block_until_ready(result.state.params)
     seconds = time.perf_counter() - start + sum(record["seconds"] for record in result.records[:len(before)])
 
