@@ -351,3 +351,20 @@ def test_denoising_noise_level_and_clipping_are_traced_hyperparameters():
     quiet = run({"noise_sigma": 0.0, "noise_clip": 0.0})
     assert float(quiet["min"]) == float(quiet["max"]) == 0.5
     assert run._cache_size() == 1  # one program for every level and kind
+
+
+def test_a_misspelt_hyperparameter_is_an_error_not_a_silent_default(tmp_path):
+    from vaejax import config, engine, fit, recipe
+
+    r = recipe.build(config.preset("mlp_vae"), config.TrainConfig())
+    assert r.objective.hparam_names == {"beta", "warmup_steps", "free_bits"}
+    x = np.zeros((8, 28, 28, 1), np.float32)
+    with pytest.raises(ValueError, match="'bata' are not read by this objective.*'beta'"):
+        fit.fit(r.objective, r.optimizer, r.init_params, x, str(tmp_path / "run"), epochs=1, batch_size=8,
+                key=jax.random.key(0), hparams={"bata": jnp.float32(0.5)})
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    step = engine.make_step(objectives.denoising(r.objective), r.optimizer)
+    state = engine.init(r.init_params(jax.random.key(0)), r.optimizer)
+    state, _ = step(state, x, jax.random.key(1), {"beta": jnp.float32(0.5), "noise_sigma": jnp.float32(0.2)})
+    with pytest.raises(ValueError, match="'noise_sgima'"):
+        step(state, x, jax.random.key(1), {"noise_sgima": jnp.float32(0.2)})

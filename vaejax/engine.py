@@ -83,6 +83,18 @@ def take(data, idx):
     return jax.tree_util.tree_map(lambda a: a[idx], data)
 
 
+def check_hparams(objective: Objective, hparams) -> None:
+    """A ValueError naming any hyperparameter the objective does not read, when it declares what it
+    reads (objectives.reads); hparams that are not a dict, and undeclared objectives, pass."""
+    names = getattr(objective, "hparam_names", None)
+    if names is None or not isinstance(hparams, dict):
+        return
+    unknown = sorted(set(hparams) - names)
+    if unknown:
+        raise ValueError(f"hparams {', '.join(map(repr, unknown))} are not read by this objective, which reads "
+                         f"{', '.join(map(repr, sorted(names))) or 'none'}; check the spelling")
+
+
 def mean_objective(objective: Objective):
     """(params, batch, key, step, hparams) -> (mean loss, mean metrics): the objective vmapped over a batch.
 
@@ -90,6 +102,7 @@ def mean_objective(objective: Objective):
     axis (a per-dimension metric keeps its other axes); metrics["loss"] is the mean loss.
     """
     def loss(params, batch, key, step, hparams):
+        check_hparams(objective, hparams)  # at trace time: names are static
         keys_B = jax.random.split(key, batch_size_of(batch))
         loss_B, metrics_B = jax.vmap(objective, in_axes=(None, 0, 0, None, None))(params, batch, keys_B, step, hparams)
         metrics = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), metrics_B)

@@ -88,6 +88,7 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     if num_steps == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} "
                          f"training examples; use a batch size of at most {num_examples}")
+    engine.check_hparams(objective, hparams)  # before anything is written
     if resume not in (False, True, "auto"):
         raise ValueError(f"resume must be False, True or 'auto' (resume if the workdir holds a run), got {resume!r}")
     if resume and workdir is None:

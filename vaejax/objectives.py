@@ -144,6 +144,20 @@ def reparameterize(key, mu, logvar):
     return mu + jnp.exp(0.5 * logvar) * eps
 
 
+def reads(objective, *names: str):
+    """The objective, declaring the hyperparameters it reads from hparams: the engine then refuses any
+    other name (a misspelt "bata" is an error, not a silent default). An objective that declares
+    nothing is not checked."""
+    objective.hparam_names = frozenset(names)
+    return objective
+
+
+def _reads_as(objective, wrapped, *extra: str):
+    """wrapped, reading what objective reads (if it says) and `extra`."""
+    names = getattr(objective, "hparam_names", None)
+    return wrapped if names is None else reads(wrapped, *names, *extra)
+
+
 def hparam(hparams, name: str, default):
     """hparams[name] when hparams is a dict holding it (a traced value), else the default."""
     if isinstance(hparams, dict) and name in hparams:
@@ -244,7 +258,7 @@ def reconstruction(model, likelihood: Likelihood = bernoulli):
         rec = likelihood.nll(_checked(decode(model, params, encode(model, params, x)), target), target)
         return rec, {"recon": rec}
 
-    return objective
+    return reads(objective)
 
 
 def elbo(model, likelihood: Likelihood = bernoulli, *, beta=1.0, warmup_steps=0, free_bits=0.0):
@@ -268,7 +282,7 @@ def elbo(model, likelihood: Likelihood = bernoulli, *, beta=1.0, warmup_steps=0,
         return rec + weight * penalised, {"recon": rec, "kl": kl, "nelbo": rec + kl, "beta": weight,
                                           "kl_per_dim": kl_D}
 
-    return objective
+    return reads(objective, "beta", "warmup_steps", "free_bits")
 
 
 def iwae_bound(model, likelihood: Likelihood, params, example, key, k: int):
@@ -292,7 +306,7 @@ def iwae(model, likelihood: Likelihood = bernoulli, k: int = 5):
         bound = iwae_bound(model, likelihood, params, example, key, k)
         return -bound, {"iwae": bound}
 
-    return objective
+    return reads(objective)
 
 
 def binarized(objective):
@@ -304,7 +318,7 @@ def binarized(objective):
         example = (x_bin, target) if isinstance(example, (tuple, list)) else x_bin
         return objective(params, example, key, step, hparams)
 
-    return wrapped
+    return _reads_as(objective, wrapped)
 
 
 def denoising(objective, noise_sigma: float = 0.1, clip: bool = True):
@@ -319,7 +333,7 @@ def denoising(objective, noise_sigma: float = 0.1, clip: bool = True):
         noisy = jnp.where(hparam(hparams, "noise_clip", clip), jnp.clip(noisy, 0.0, 1.0), noisy)
         return objective(params, (noisy, target), key, step, hparams)
 
-    return wrapped
+    return _reads_as(objective, wrapped, "noise_sigma", "noise_clip")
 
 
 def classification(apply: Callable):
@@ -330,4 +344,4 @@ def classification(apply: Callable):
         loss = jax.nn.logsumexp(logits) - logits[label]
         return loss, {"accuracy": (jnp.argmax(logits) == label).astype(jnp.float32)}
 
-    return objective
+    return reads(objective)
