@@ -45,7 +45,7 @@ def families_for(scale: settings.Scale) -> tuple[str, ...]:
 
 
 def betas_for(scale: settings.Scale) -> tuple[float, ...]:
-    return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS, reference=(0.0, 0.1, 1.0))
+    return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS, reference=(0.0, 1.0))
 
 
 def archs_for(scale: settings.Scale) -> tuple[str, ...]:
