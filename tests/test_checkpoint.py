@@ -60,3 +60,17 @@ def test_a_missing_digest_is_damage(tmp_path):
     assert step is None and state is None
     assert len(moved) == 1 and os.path.isdir(moved[0][2])  # set aside, not deleted
     mngr.close()
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    from vaejax import files
+
+    old = os.umask(0o022)
+    try:
+        files.write_atomic(str(tmp_path / "a.json"), "{}")
+        os.umask(0o077)
+        files.write_atomic(str(tmp_path / "b.json"), "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o600

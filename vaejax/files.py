@@ -16,6 +16,7 @@ def write_atomic(path: str, content) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it: mkstemp's files are owner-only
         with os.fdopen(fd, "wb") as f:
             if callable(content):
                 content(f)
@@ -47,3 +48,18 @@ def remove_temporaries(folder: str, name: str) -> None:
                 os.remove(os.path.join(folder, entry))
             except OSError:
                 pass
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (no change to the process), else by setting it and setting
+    it straight back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
