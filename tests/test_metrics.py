@@ -1,5 +1,6 @@
 """Tests for vaejax.metrics: psnr, ssim, auroc and its intervals, Frechet distance, precision/recall, KID."""
 
+import os
 import numpy as np
 import pytest
 
@@ -136,3 +137,15 @@ def test_kid_is_unbiased_at_small_sizes_and_grows_with_the_difference():
     near = metrics.kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(0.3, 1.0, (200, 8)))
     far = metrics.kernel_inception_distance(rng.normal(size=(200, 8)), rng.normal(1.0, 1.0, (200, 8)))
     assert 0 < near < far
+
+
+def test_importing_vaejax_leaves_matplotlibs_backend_alone(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import matplotlib, vaejax, vaejax.plots as p; "
+            f"p.save_curves({{'a': ([0, 1], [1, 2])}}, {str(tmp_path / 'c.png')!r}, xlabel='x', ylabel='y', title='t'); "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "svg"})
+    assert out.stdout.split()[-1] == "svg" and (tmp_path / "c.png").stat().st_size > 1000

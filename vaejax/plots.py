@@ -1,17 +1,24 @@
-"""Figures as PNG files (matplotlib, Agg backend: no display needed)."""
+"""Figures as PNG files, drawn on matplotlib Figure objects of their own: no display is needed and
+nothing global changes (pyplot's backend and its list of open figures are left as they were, so
+importing vaejax in a notebook keeps the notebook's backend)."""
 
 from __future__ import annotations
 
 import math
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+from vaejax import files
 
-from vaejax import files  # noqa: E402
+
+def _subplots(*args, **kwargs):
+    """(fig, axes) like pyplot.subplots, on a Figure that pyplot does not know of (freed with its last reference)."""
+    figure_keys = ("figsize", "dpi")
+    fig = Figure(**{k: kwargs.pop(k) for k in figure_keys if k in kwargs})
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def tile(images_NHWC, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -36,7 +43,7 @@ def save_image_grid(images_NHWC, path: str, ncol: int | None = None, title: str 
     """
     canvas = tile(images_NHWC, ncol)
     height, width = canvas.shape[:2]
-    fig, ax = plt.subplots(figsize=(width * zoom / 100, height * zoom / 100), dpi=100)
+    fig, ax = _subplots(figsize=(width * zoom / 100, height * zoom / 100), dpi=100)
     ax.imshow(canvas[..., 0] if canvas.shape[-1] == 1 else canvas, cmap="gray", vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_xticks([])
@@ -49,7 +56,7 @@ def save_image_grid(images_NHWC, path: str, ncol: int | None = None, title: str 
 def save_curves(series: dict[str, list[float]], path: str, xlabel: str = "epoch", ylabel: str = "loss",
                 title: str | None = None, log_x: bool = False) -> str:
     """Line plot of named series against 1..len (or given x via (x, y) tuples); returns path."""
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    fig, ax = _subplots(figsize=(5, 3.5), dpi=100)
     xs = []
     for name, values in series.items():
         x, y = values if isinstance(values, tuple) else (np.arange(1, len(values) + 1), values)
@@ -76,7 +83,6 @@ def _finish_axes(ax, xs: list, xlabel: str, ylabel: str, title: str | None, log_
 def _save(fig, path: str) -> str:
     fig.tight_layout()
     files.write_atomic(path, lambda f: fig.savefig(f, format="png"))  # a figure is either complete or absent
-    plt.close(fig)
     return path
 
 
@@ -96,13 +102,13 @@ def save_image_panels(panels: dict, path: str, ncol: int, row_labels: list[str] 
     label_w = _text_inches(row_labels or [], fontsize=8) + 0.3  # room for the row labels, so images keep their size
     if vertical:
         fig_w, fig_h = max(widths) / per_inch + label_w, sum(heights) / per_inch + 0.55 * len(canvases) + 0.5
-        fig, axes = plt.subplots(len(canvases), 1, dpi=100, squeeze=False, figsize=(fig_w, fig_h),
+        fig, axes = _subplots(len(canvases), 1, dpi=100, squeeze=False, figsize=(fig_w, fig_h),
                                  gridspec_kw={"height_ratios": heights})
         axes = axes[:, 0]
     else:
         fig_w = sum(widths) / per_inch + label_w + 0.3 * len(canvases)
         fig_h = max(heights) / per_inch + 1.0 + (0.6 if col_labels else 0.0)
-        fig, axes = plt.subplots(1, len(canvases), dpi=100, squeeze=False, figsize=(fig_w, fig_h),
+        fig, axes = _subplots(1, len(canvases), dpi=100, squeeze=False, figsize=(fig_w, fig_h),
                                  gridspec_kw={"width_ratios": widths})
         axes = axes[0]
     for i, (ax, (name, canvas)) in enumerate(zip(axes, canvases.items())):
@@ -135,8 +141,8 @@ def _text_inches(labels: list[str], fontsize: float) -> float:
 def save_latent_scatter(panels: dict, path: str, class_names: list[str] | None = None,
                         title: str | None = None) -> str:
     """2-D latents coloured by class, one panel per model ({"AE": (z_N2, labels_N), ...}); returns path."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.4, 4.4), dpi=100, squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    fig, axes = _subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.4, 4.4), dpi=100, squeeze=False)
+    cmap = matplotlib.colormaps["tab10"]
     for ax, (name, (z, labels)) in zip(axes[0], panels.items()):
         z, labels = np.asarray(z), np.asarray(labels)
         for k in np.unique(labels):
@@ -157,7 +163,6 @@ def _save_tight(fig, path: str) -> str:
     """Like _save, but the saved area is grown to hold every label and title (none clipped)."""
     fig.tight_layout()
     files.write_atomic(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight", pad_inches=0.1))
-    plt.close(fig)
     return path
 
 
@@ -169,7 +174,7 @@ def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: s
     styles: optional {name: matplotlib line keyword arguments} (color, linestyle, marker, ...);
     levels: optional {name: y}, reference values drawn as dotted horizontal lines.
     """
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = _subplots(figsize=(6, 4), dpi=100)
     xs = []
     for name, (x, mean, std) in series.items():
         x, mean, std = (np.asarray(v, np.float64) for v in (x, mean, std))
@@ -178,7 +183,7 @@ def save_curves_spread(series: dict, path: str, xlabel: str = "epoch", ylabel: s
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         xs.append(x)
     for i, (name, y) in enumerate((levels or {}).items()):
-        ax.axhline(y, label=name, linestyle=":", linewidth=1.2, color=plt.cm.Greys(0.35 + 0.55 * i / max(1, len(levels) - 1)))
+        ax.axhline(y, label=name, linestyle=":", linewidth=1.2, color=matplotlib.colormaps["Greys"](0.35 + 0.55 * i / max(1, len(levels) - 1)))
     if log_y:
         ax.set_yscale("log")
     _finish_axes(ax, xs, xlabel, ylabel, title, log_x)
@@ -194,7 +199,7 @@ def save_histograms(panels: dict, path: str, ncol: int, xlabel: str = "score", t
     """
     n = len(panels)
     nrow = math.ceil(n / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.1 * nrow + 0.4), dpi=100, squeeze=False)
+    fig, axes = _subplots(nrow, ncol, figsize=(2.6 * ncol, 2.1 * nrow + 0.4), dpi=100, squeeze=False)
     for ax, (name, groups) in zip(axes.reshape(-1), panels.items()):
         pooled = np.concatenate([np.asarray(v, np.float64).reshape(-1) for v in groups.values()])
         lo, hi = np.min(pooled), np.percentile(pooled, clip_percentile)
