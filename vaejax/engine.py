@@ -47,7 +47,11 @@ class TrainState(NamedTuple):
 
 
 def init(params, optimizer: optax.GradientTransformation) -> TrainState:
-    """A fresh state: step 0, the given parameters, the optimizer's initial state."""
+    """A fresh state: step 0, a copy of the given parameters, the optimizer's initial state.
+
+    A copy, because the compiled steps donate the state's buffers: the caller's own arrays stay usable.
+    """
+    params = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), params)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
