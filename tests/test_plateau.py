@@ -54,3 +54,11 @@ def test_training_until_the_plateau_stops_there_and_a_finished_run_is_read_back(
     strict = training.Plateau(tol=0.0, max_epochs=4, floor=None, window=2)  # never passes: stops at max_epochs
     capped = training.train_seeds(cfg, tc, x, 2, until=strict, workdir=str(tmp_path / "strict"))
     assert capped.train_cfg.epochs == 4 and capped.plateau["passed"] == [False, False]
+
+
+def test_a_selection_of_models_keeps_their_own_plateau_results():
+    p = training.Plateau(tol=0.005, max_epochs=8, floor=0.0, window=2)
+    loss = np.stack([np.full(6, 10.0), 10.0 * 0.5 ** np.arange(6)])  # flat, and halving every epoch
+    t = training.Trained(model_cfg=None, train_cfg=None, params={"w": np.zeros((2, 1))}, curves={"loss": loss},
+                         eval_curves={}, seconds=1.0, n_train=4, plateau=p.summary(loss))
+    assert t.select([1]).plateau["passed"] == [False] and t.select([0]).plateau["passed"] == [True]

@@ -47,7 +47,7 @@ class Plateau:
         loss = np.atleast_2d(np.asarray(loss_SE, np.float64))
         if loss.shape[1] <= self.window:
             return np.full(loss.shape[0], np.nan)
-        above = loss[:, -1] - (self.floor or 0.0) if self.floor is not None else np.abs(loss[:, -1])
+        above = loss[:, -1] - self.floor if self.floor is not None else np.abs(loss[:, -1])
         return (loss[:, -1 - self.window] - loss[:, -1]) / self.window / np.maximum(above, 1e-12)
 
     def passed(self, loss_SE) -> np.ndarray:
@@ -110,8 +110,10 @@ class Trained:
         """The models at the given indices of the model axis, as their own Trained."""
         idx = np.asarray(models)
         take = lambda tree: jax.tree_util.tree_map(lambda a: a[idx], tree)
+        plateau = self.plateau and {k: [v[i] for i in idx] if isinstance(v, list) else v
+                                    for k, v in self.plateau.items()}
         return dataclasses.replace(self, params=take(self.params), curves=take(self.curves),
-                                   eval_curves=take(self.eval_curves))
+                                   eval_curves=take(self.eval_curves), plateau=plateau)
 
     def final(self, term: str = "loss") -> np.ndarray:
         """(S,) the last epoch's mean training `term` of each seed."""
