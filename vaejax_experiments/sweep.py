@@ -234,11 +234,6 @@ def score_members(sweep: dict[str, Family], score) -> dict:
             for name, fam in sweep.items()}
 
 
-def values(scores: dict, family: str, beta: float, name: str) -> np.ndarray:
-    """(seeds,) one score of one member."""
-    return np.array([d[name] for d in scores[family][beta]], np.float64)
-
-
 def entries(sweep: dict[str, Family], scores: dict, names) -> list[dict]:
     """metrics.json's `sweep`: one entry per model (family, beta) with its rate, distortion, active
     units and the named scores, each a mean with its _std over seeds, and on a converging scale its
@@ -251,7 +246,7 @@ def entries(sweep: dict[str, Family], scores: dict, names) -> list[dict]:
             for name in ("rate", "distortion", "active_units", "noise_ratio"):
                 e.update(_mean_std(name, getattr(fam, name)[b]))
             for name in names:
-                e.update(_mean_std(name, values(scores, fam.name, beta, name)))
+                e.update(_mean_std(name, verdicts.member_values(scores, (fam.name, beta), name)))
             if fam.trained.plateau is not None:  # the convergence test, per seed
                 p, seeds = fam.trained.plateau, slice(b * fam.seeds, (b + 1) * fam.seeds)
                 e["plateau"] = {"test": p["test"], "epochs": p["epochs"], "passed": p["passed"][seeds],
@@ -288,10 +283,10 @@ def figure(path: str, sweep: dict[str, Family], scores: dict, name: str, ylabel:
     series, styles = {}, {}
     for fam in sweep.values():
         d = fam.distortion.mean(1)
-        v = np.array([values(scores, fam.name, b, name) for b in fam.betas])
+        v = np.array([verdicts.member_values(scores, (fam.name, b), name) for b in fam.betas])
         spread = v.std(1, ddof=1) if v.shape[1] > 1 else np.zeros(len(d))
         series[f"{label(fam.name)} (β {', '.join(f'{b:g}' for b in fam.betas)})"] = (d, v.mean(1), spread)
-    ae = values(scores, *NOTES_AE, name)
+    ae = verdicts.member_values(scores, NOTES_AE, name)
     d_ae = sweep[NOTES_AE[0]].distortion[sweep[NOTES_AE[0]].betas.index(NOTES_AE[1])].mean()
     series["the AE (deterministic)"] = ([d_ae], [ae.mean()], [0.0])
     styles["the AE (deterministic)"] = {"marker": "*", "markersize": 14, "linestyle": "none", "color": "black"}
