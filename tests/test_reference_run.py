@@ -1,0 +1,65 @@
+"""The committed reference run (reference/): what it must hold, that its report is rebuilt from its
+metrics exactly, and that the README quotes it faithfully."""
+
+import os
+import re
+import shutil
+
+import pytest
+
+from vaejax_experiments import harness, run_all
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+REFERENCE = os.path.join(ROOT, "reference")
+LATENT_CLAIMS = ("interpolation", "random_latent", "centroids", "latent_space")
+REQUIRED = ("interpolation", "random_latent", "centroids")  # latent_space joins when its run is committed
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    found = {name: harness.read_metrics(REFERENCE, name) for name in LATENT_CLAIMS}
+    assert all(found[name] is not None for name in REQUIRED)
+    return {name: m for name, m in found.items() if m is not None}
+
+
+def test_every_latent_space_claim_has_converged_conv_models_and_a_deterministic_ae(metrics):
+    for name, m in metrics.items():
+        assert m["scale"] == "reference", name
+        assert m["train"]["ae"]["preset"].startswith("conv ae") and m["train"]["vae"]["preset"].startswith("conv vae")
+        aes = [e for e in m["sweep"] if e["deterministic"]]
+        assert aes and all(e["rate"] is None for e in aes), name
+        for e in m["sweep"]:  # every model carries its plateau test, seed by seed
+            p = e["plateau"]
+            assert "per epoch" in p["test"] and len(p["passed"]) == m["seeds"] == 5
+            assert p["epochs"] <= 30 and all(isinstance(x, bool) for x in p["passed"])
+
+
+def test_the_judge_and_its_controls_are_reported(metrics):
+    anchors = metrics["interpolation"]["anchors"]
+    with open(os.path.join(REFERENCE, "REPORT.md")) as f:
+        report = f.read()
+    assert f"{anchors['test_accuracy']:.3f}" in report  # the accuracy the report states is the judge's
+    for m in metrics.values():
+        if "positive_controls" in m:
+            assert m["positive_controls"] and set(m["positive_controls"].values()) <= {True, False}
+    assert "undecided" in harness.VERDICTS
+
+
+def test_report_only_rebuilds_the_committed_report_exactly(tmp_path):
+    copy = str(tmp_path / "reference")
+    shutil.copytree(REFERENCE, copy)
+    run_all.report_only(out=copy)
+    with open(os.path.join(REFERENCE, "REPORT.md")) as a, open(os.path.join(copy, "REPORT.md")) as b:
+        assert a.read() == b.read()
+
+
+def test_every_number_the_readme_quotes_from_the_reference_run_is_in_its_report():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    quoted = readme.split("<!-- reference run: begin -->")[1].split("<!-- reference run: end -->")[0]
+    with open(os.path.join(REFERENCE, "REPORT.md")) as f:
+        report = f.read()
+    numbers = re.findall(r"(?<![\w.])[-+]?\d+\.\d+", quoted)
+    assert len(numbers) >= 10
+    missing = [n for n in numbers if n not in report]
+    assert not missing, f"quoted in the README but not in reference/REPORT.md: {missing}"
