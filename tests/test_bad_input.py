@@ -255,3 +255,35 @@ def test_a_run_json_with_an_unknown_field_cannot_be_sampled(trained, tmp_path, c
     rc = cli.main(["sample", "--workdir", workdir])
     err = capfd.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1 and "unexpected keyword argument 'widths'" in err, err
+
+
+def _set_checkpoint_meta(workdir, steps, **fields):
+    for step in steps:
+        path = os.path.join(workdir, "checkpoints", step, "meta", "metadata")
+        meta = json.load(open(path))
+        json.dump({**meta, **fields}, open(path, "w"))
+
+
+def test_malformed_checkpoint_metadata_is_skipped_or_one_line_exit_2(trained, tmp_path, capfd):
+    """`vaejax sample` reads past a checkpoint whose metadata has a wrong-typed field, as past any damaged one;
+    with every checkpoint's so, one line naming the field, exit 2, nothing allocated or written."""
+    workdir = cli_runs.copy_run(trained, tmp_path / "run")
+    steps = sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)
+    assert len(steps) > 1
+    _set_checkpoint_meta(workdir, steps[-1:], num_models=10**12)
+    assert cli.main(["sample", "--workdir", workdir, "--out", str(tmp_path / "s.png")]) == 0
+    assert os.path.exists(tmp_path / "s.png")
+    capfd.readouterr()
+    _set_checkpoint_meta(workdir, steps, num_models="4")
+    before = _snapshot(workdir)
+    rc = cli.main(["sample", "--workdir", workdir])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "num_models must be an int" in err and "train again" in err, err
+    assert _snapshot(workdir) == before
+    os.remove(os.path.join(workdir, "run.json"))  # resume then compares the flags with the checkpoint's metadata
+    before = _snapshot(workdir)
+    rc = cli.main(["train", *cli_runs.TINY, "--epochs", "5", "--workdir", workdir, "--resume"])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "num_models must be an int" in err, err
+    assert _snapshot(workdir) == before

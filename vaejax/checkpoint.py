@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -32,6 +33,7 @@ from vaejax.errors import StateMismatch
 DIGEST_KEY = "state_sha256"
 SIGNATURE_KEY = "state_signature"
 DAMAGED_DIR = "damaged_checkpoints"
+MAX_MODELS = 1 << 16  # models on one model axis; a larger count in metadata is damage, not a run to allocate
 
 
 class CheckpointDamaged(Exception):
@@ -77,24 +79,18 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
 
     Raises StateMismatch, before reading any array, when the checkpoint holds a state of another
     structure or shapes than abstract_state (another model or optimizer); CheckpointDamaged when
-    the restored bytes do not match the SHA-256 saved with them, or when no SHA-256 was saved
-    (every checkpoint vaejax writes has one).
+    its metadata is malformed (check_meta), when the restored bytes do not match the SHA-256 saved
+    with them, or when no SHA-256 was saved (every checkpoint vaejax writes has one).
     """
     step = mngr.latest_step() if step is None else step
-    try:
-        saved_signature = read_meta(mngr, step).get(SIGNATURE_KEY)
-    except Exception:  # unreadable metadata: the restore below reports the damage
-        saved_signature = None
-    if saved_signature is not None:
-        difference = signature_difference(saved_signature, signature(abstract_state))
-        if difference:
-            raise StateMismatch(f"the checkpoint of update {step} in {mngr.directory} holds another state than "
-                                f"this run's model and optimizer make ({difference}); pass the model, objective and "
-                                f"optimizer it was trained with (nothing was moved)")
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    state, meta = restored.state, restored.meta
-    saved = (meta or {}).get(DIGEST_KEY)
+    meta = read_meta(mngr, step)
+    saved_signature = meta.get(SIGNATURE_KEY)  # absent from checkpoints of older versions
+    if saved_signature is not None and (difference := signature_difference(saved_signature, signature(abstract_state))):
+        raise StateMismatch(f"the checkpoint of update {step} in {mngr.directory} holds another state than "
+                            f"this run's model and optimizer make ({difference}); pass the model, objective and "
+                            f"optimizer it was trained with (nothing was moved)")
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))).state
+    saved = meta.get(DIGEST_KEY)
     if saved is None:
         raise CheckpointDamaged("its metadata holds no SHA-256 of the state, so its arrays cannot be checked")
     if saved != state_digest(state):
@@ -200,9 +196,43 @@ def quarantine(mngr: ocp.CheckpointManager, step: int) -> str:
 
 
 def read_meta(mngr: ocp.CheckpointManager, step: int | None = None) -> dict:
-    """The metadata of a checkpoint without reading its arrays."""
+    """The metadata of a checkpoint without reading its arrays, checked (check_meta)."""
     step = mngr.latest_step() if step is None else step
-    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    return check_meta(meta, f"the checkpoint of update {step} in {mngr.directory}")
+
+
+def check_meta(meta, where: str) -> dict:
+    """meta, once the fields vaejax reads from it have their types and bounds, before anything is read
+    or allocated from them; else CheckpointDamaged naming the first malformed field."""
+    def malformed(field: str, expected: str):
+        raise CheckpointDamaged(f"the metadata of {where} is malformed: {field} must be {expected}")
+
+    if not isinstance(meta, dict):
+        malformed("it", "a JSON object")
+    digest = meta.get(DIGEST_KEY)
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        malformed(DIGEST_KEY, "a SHA-256 in hex")
+    saved = meta.get(SIGNATURE_KEY)
+    if saved is not None and not (isinstance(saved, dict) and all(isinstance(v, str) for v in saved.values())):
+        malformed(SIGNATURE_KEY, "an object of strings")
+    models = meta.get("num_models", 0)
+    if type(models) is not int or not 0 <= models <= MAX_MODELS:
+        malformed("num_models", f"an int in [0, {MAX_MODELS}]")
+    partial = meta.get("partial")
+    if partial is not None and not (isinstance(partial, dict) and all(_numbers(v) for v in partial.values())):
+        malformed("partial", "an object of lists of numbers")
+    return meta
+
+
+def _numbers(v) -> bool:
+    """Whether v is a (nested) list of numbers, as a partial epoch's series are saved."""
+    if not isinstance(v, list):
+        return False
+    try:
+        return np.asarray(v, np.float64).ndim > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def abstract(fn, *args, sharding=None):

@@ -220,7 +220,10 @@ def _train(args, spec, mesh, train_split, test_split, callbacks) -> int:
     r = recipe.build(model_cfg, train_cfg)
     main_process = parallel.is_main_process()
     if args.resume and run.read_spec(args.workdir) is None and checkpoint.has_checkpoints(args.workdir):
-        saved = checkpoint.read_meta(checkpoint.manager(args.workdir, read_only=True))
+        try:
+            saved = checkpoint.read_meta(checkpoint.manager(args.workdir, read_only=True))
+        except checkpoint.CheckpointDamaged as e:
+            raise UsageError(f"--resume: {e}; restore --workdir from a copy or choose a new one") from None
         cli_inputs.check_same_run(args.workdir, saved, spec)
     try:
         result = fit.fit(r.objective, r.optimizer, r.init_params, data.to_float(train_split.images), args.workdir,

@@ -228,7 +228,8 @@ def check_same_run(workdir: str, saved: dict, spec) -> None:
         if saved.get(k) != mine[k]:
             diffs.append(f"{k}={saved.get(k)} (now {mine[k]})")
     for section in ("model", "train"):
-        old, new = saved.get(section) or {}, mine[section]
+        old, new = saved.get(section), mine[section]
+        old = old if isinstance(old, dict) else {}  # absent or malformed: every setting counts as changed
         for k in new:
             if k != "epochs" and old.get(k) != new[k]:
                 diffs.append(f"{k}={_fmt(old.get(k))} (now {_fmt(new[k])})")

@@ -161,7 +161,7 @@ def load(workdir: str, seed_index: int = 0, *, model=None, init_params=None, opt
     elif init_params is None or optimizer is None:
         raise ValueError("a run of one's own model needs init_params= and optimizer= as well as model=")
     mngr = checkpoint.manager(workdir, read_only=True)
-    stacked = checkpoint.read_meta(mngr).get("num_models", 0)  # models trained at once (0: no model axis)
+    stacked = _num_models(mngr)
     keys = jax.random.split(jax.random.key(0), stacked) if stacked else jax.random.key(0)
     fresh = jax.vmap(lambda k: engine.init(init_params(k), optimizer)) if stacked else (
         lambda k: engine.init(init_params(k), optimizer))
@@ -173,6 +173,17 @@ def load(workdir: str, seed_index: int = 0, *, model=None, init_params=None, opt
     params = jax.tree_util.tree_map(lambda a: a[seed_index], state.params) if stacked else state.params
     return TrainedRun(workdir, meta or {}, model, likelihood, state, params, int(np.asarray(updates)),
                       model_cfg, train_cfg)
+
+
+def _num_models(mngr) -> int:
+    """Models trained at once (0: no model axis), from the newest checkpoint whose metadata reads back."""
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            return checkpoint.read_meta(mngr, step).get("num_models", 0)
+        except Exception as e:  # noqa: BLE001 - damaged like the checkpoints restore_good skips
+            damage = checkpoint.one_line(e)
+    raise RunNotFound(f"no checkpoint in {mngr.directory} has readable metadata ({damage}); "
+                      "restore the workdir from a copy or train again")
 
 
 def run_keys(spec: RunSpec):
