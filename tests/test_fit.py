@@ -214,3 +214,27 @@ def test_load_without_a_run_says_what_to_do(tmp_path):
     with pytest.raises(run.RunNotFound, match="train first") as info:
         vaejax.load(str(tmp_path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("how", ["map", "vmap"])
+def test_what_lacks_the_model_axis_is_named(how, tmp_path):
+    """A single key, a scalar hyperparameter or one model's state where S models are trained: a ValueError
+    naming the model axis and the argument, before anything is written."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    train = lambda key, hparams=None: fit.fit(objective, OPTIMIZER, init_params, X_N, str(tmp_path / "run"),
+                                              epochs=1, batch_size=32, key=key, model_axis=how, hparams=hparams)
+    with pytest.raises(ValueError, match=rf"model_axis='{how}': key has no leading axis.*jax.random.split"):
+        train(jax.random.key(0))
+    with pytest.raises(ValueError, match=rf"model_axis='{how}': hparams has no leading axis.*the 3 models of key"):
+        train(keys, {"beta": jnp.float32(0.5)})
+    with pytest.raises(ValueError, match="hparams has a leading axis of 2.*the 3 models"):
+        train(keys, {"beta": jnp.ones(2)})
+    assert not (tmp_path / "run").exists()
+    from vaejax import engine
+
+    epoch = engine.make_epoch(objective, OPTIMIZER, 32, model_axis=how)
+    one = engine.init(init_params(jax.random.key(0)), OPTIMIZER)
+    with pytest.raises(ValueError, match=rf"model_axis='{how}': key has a leading axis of 3.*the 4 models of state"):
+        epoch(engine.init_many(init_params, jax.random.split(jax.random.key(0), 4), OPTIMIZER), X_N, keys)
+    with pytest.raises(ValueError, match=rf"model_axis='{how}': state has no leading axis"):
+        epoch(one, X_N, keys)

@@ -368,3 +368,34 @@ def test_a_misspelt_hyperparameter_is_an_error_not_a_silent_default(tmp_path):
     state, _ = step(state, x, jax.random.key(1), {"beta": jnp.float32(0.5), "noise_sigma": jnp.float32(0.2)})
     with pytest.raises(ValueError, match="'noise_sgima'"):
         step(state, x, jax.random.key(1), {"noise_sgima": jnp.float32(0.2)})
+
+
+def test_images_outside_the_likelihoods_support_are_an_error_not_a_training_run(tmp_path):
+    """uint8 images, or floats in [0, 255], into a Bernoulli objective: an error naming the fix, from fit
+    before anything is written and from the engine's step at trace time; real-valued likelihoods take any
+    floats, and the wrapped objectives keep their inner objective's support."""
+    from vaejax import config, engine, fit, recipe
+
+    r = recipe.build(config.preset("mlp_vae"), config.TrainConfig())
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)).astype(np.uint8)
+    train = lambda x, objective=r.objective: fit.fit(objective, r.optimizer, r.init_params, x, str(tmp_path / "run"),
+                                                      epochs=1, batch_size=8, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"targets are uint8.*floats in \[0, 1\].*to_float"):
+        train(images)
+    with pytest.raises(ValueError, match=r"range over \[0, 255\], outside \[0, 1\].*to_float"):
+        train(images.astype(np.float32))
+    with pytest.raises(ValueError, match=r"range over \[-0.5, 0.5\]"):
+        train(images / 255.0 - 0.5, objectives.denoising(r.objective))
+    with pytest.raises(ValueError, match=r"range over"):
+        train(images.astype(np.float32), objectives.binarized(objectives.elbo(r.model, objectives.gaussian(0.1))))
+    assert not (tmp_path / "run").exists()
+    state = engine.init(r.init_params(jax.random.key(0)), r.optimizer)
+    with pytest.raises(ValueError, match="targets are uint8"):
+        engine.make_step(r.objective, r.optimizer)(state, images, jax.random.key(1))
+    pair = (images / 255.0, images / 255.0 - 0.5)  # (input, target): the target is what the likelihood reads
+    with pytest.raises(ValueError, match=r"range over \[-0.5, 0.5\]"):
+        train(pair)
+    real = objectives.elbo(r.model, objectives.gaussian(0.1))
+    assert real.target_support is None and objectives.bernoulli.support == (0.0, 1.0)
+    fit.fit(real, r.optimizer, r.init_params, images / 255.0 - 0.5, None, epochs=1, batch_size=8,
+            key=jax.random.key(0))

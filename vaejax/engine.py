@@ -27,6 +27,7 @@ schedule or a sweep over their values never recompiles.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -99,6 +100,27 @@ def check_hparams(objective: Objective, hparams) -> None:
                          f"{', '.join(map(repr, sorted(names))) or 'none'}; check the spelling")
 
 
+def check_targets(objective: Objective, data, values: bool = True) -> None:
+    """A ValueError when the targets of a dataset pytree (data, or its second item for (input, target)
+    pairs) are not floats, or (values=True, on host) lie outside the range the objective declares
+    (objectives.targets_in: its likelihood's support). Undeclared objectives pass."""
+    support = getattr(objective, "target_support", None)
+    if support is None:
+        return
+    target = data[1] if isinstance(data, (tuple, list)) else data
+    lo, hi = support
+    fix = "vaejax.data.to_float maps uint8 images to [0, 1]"
+    if not jnp.issubdtype(target.dtype, jnp.floating):
+        raise ValueError(f"the targets are {target.dtype}, and this objective's likelihood reads floats in "
+                         f"[{lo:g}, {hi:g}]; {fix}")
+    if values and target.size:
+        found = float(jnp.min(target)), float(jnp.max(target))
+        if found[0] < lo or found[1] > hi:
+            raise ValueError(f"the targets range over [{found[0]:.4g}, {found[1]:.4g}], outside [{lo:g}, {hi:g}], "
+                             f"the support of this objective's likelihood; rescale them ({fix}) or use a likelihood "
+                             f"of real values (objectives.gaussian)")
+
+
 def mean_objective(objective: Objective):
     """(params, batch, key, step, hparams) -> (mean loss, mean metrics): the objective vmapped over a batch.
 
@@ -106,7 +128,8 @@ def mean_objective(objective: Objective):
     axis (a per-dimension metric keeps its other axes); metrics["loss"] is the mean loss.
     """
     def loss(params, batch, key, step, hparams):
-        check_hparams(objective, hparams)  # at trace time: names are static
+        check_hparams(objective, hparams)  # at trace time: names and dtypes are static
+        check_targets(objective, batch, values=False)
         keys_B = jax.random.split(key, batch_size_of(batch))
         loss_B, metrics_B = jax.vmap(objective, in_axes=(None, 0, 0, None, None))(params, batch, keys_B, step, hparams)
         metrics = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), metrics_B)
@@ -187,8 +210,11 @@ def over_models(fn, shared: tuple[int, ...], how: str = "auto"):
     "auto": pick_model_axis().
     """
     how = pick_model_axis(how)
+    names = list(inspect.signature(fn).parameters)
 
     def mapped(*args):
+        check_model_axis(how, **{names[i] if i < len(names) else f"argument {i}": a
+                                 for i, a in enumerate(args) if i not in shared})
         in_axes = tuple(None if i in shared else 0 for i in range(len(args)))
         if how == "vmap":
             return jax.vmap(fn, in_axes=in_axes)(*args)
@@ -201,6 +227,24 @@ def over_models(fn, shared: tuple[int, ...], how: str = "auto"):
         return jax.lax.map(one, per_model)
 
     return mapped
+
+
+def check_model_axis(how: str, **named) -> int:
+    """The size S of the model axis that leads every leaf of the named pytrees; a ValueError naming the
+    first that lacks it (a single key, a scalar hyperparameter, the state of one model)."""
+    size, first = None, None
+    for name, tree in named.items():
+        for leaf in jax.tree_util.tree_leaves(tree):
+            shape = jnp.shape(leaf)
+            if size is None and shape:
+                size, first = shape[0], name
+            if not shape or shape[0] != size:
+                found = f"a leading axis of {shape[0]}" if shape else "no leading axis (a scalar or a single key)"
+                expected = f"the {size} models of {first}" if size is not None else "one entry per model"
+                raise ValueError(f"model_axis={how!r}: {name} has {found}, where every model needs its own: a "
+                                 f"leading axis of {expected} (jax.random.split(key, S) for keys, jnp.full((S,), v) "
+                                 f"for a hyperparameter, engine.init_many for the state)")
+    return size
 
 
 def _steps_fn(update):

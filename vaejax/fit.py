@@ -89,6 +89,10 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} "
                          f"training examples; use a batch size of at most {num_examples}")
     engine.check_hparams(objective, hparams)  # before anything is written
+    if model_axis is not None:
+        engine.check_model_axis(model_axis, key=key, hparams=hparams)
+    for data in (train_data, *(eval_data or {}).values()):
+        engine.check_targets(objective, data)
     if resume not in (False, True, "auto"):
         raise ValueError(f"resume must be False, True or 'auto' (resume if the workdir holds a run), got {resume!r}")
     if resume and workdir is None:

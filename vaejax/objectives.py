@@ -45,10 +45,12 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class Likelihood(NamedTuple):
-    """p(x | decoder output): nll(out, x) = -log p(x | out) summed over pixels; mean(out) = E[x | out]."""
+    """p(x | decoder output): nll(out, x) = -log p(x | out) summed over pixels; mean(out) = E[x | out];
+    support: the (low, high) range of x it is defined on, None for any real x."""
 
     nll: Callable
     mean: Callable
+    support: tuple[float, float] | None = None
 
 
 def bernoulli_nll(logits, x):
@@ -84,11 +86,13 @@ def continuous_bernoulli_mean(logits):
     return jnp.where(small, 0.5 + logits / 12.0, exact)
 
 
-bernoulli = Likelihood(bernoulli_nll, jax.nn.sigmoid)
+UNIT = (0.0, 1.0)  # intensities: what vaejax.data.to_float makes of uint8 images
+
+bernoulli = Likelihood(bernoulli_nll, jax.nn.sigmoid, UNIT)
 
 continuous_bernoulli = Likelihood(
     lambda logits, x: bernoulli_nll(logits, x) - jnp.sum(continuous_bernoulli_log_norm(logits)),
-    continuous_bernoulli_mean)
+    continuous_bernoulli_mean, UNIT)
 
 squared_error = Likelihood(lambda logits, x: jnp.sum(jnp.square(x - jax.nn.sigmoid(logits))), jax.nn.sigmoid)
 """Not a likelihood: the sum of squared errors of sigmoid(logits), for plain AEs trained on MSE."""
@@ -152,8 +156,16 @@ def reads(objective, *names: str):
     return objective
 
 
+def targets_in(objective, support: tuple[float, float] | None):
+    """The objective, declaring the range its targets must lie in (its likelihood's support): fit refuses
+    data outside it, and the engine integer images, instead of training on them."""
+    objective.target_support = support
+    return objective
+
+
 def _reads_as(objective, wrapped, *extra: str):
-    """wrapped, reading what objective reads (if it says) and `extra`."""
+    """wrapped, declaring what objective declares, and reading `extra` too."""
+    wrapped = targets_in(wrapped, getattr(objective, "target_support", None))
     names = getattr(objective, "hparam_names", None)
     return wrapped if names is None else reads(wrapped, *names, *extra)
 
@@ -258,7 +270,7 @@ def reconstruction(model, likelihood: Likelihood = bernoulli):
         rec = likelihood.nll(_checked(decode(model, params, encode(model, params, x)), target), target)
         return rec, {"recon": rec}
 
-    return reads(objective)
+    return targets_in(reads(objective), likelihood.support)
 
 
 def elbo(model, likelihood: Likelihood = bernoulli, *, beta=1.0, warmup_steps=0, free_bits=0.0):
@@ -282,7 +294,7 @@ def elbo(model, likelihood: Likelihood = bernoulli, *, beta=1.0, warmup_steps=0,
         return rec + weight * penalised, {"recon": rec, "kl": kl, "nelbo": rec + kl, "beta": weight,
                                           "kl_per_dim": kl_D}
 
-    return reads(objective, "beta", "warmup_steps", "free_bits")
+    return targets_in(reads(objective, "beta", "warmup_steps", "free_bits"), likelihood.support)
 
 
 def iwae_bound(model, likelihood: Likelihood, params, example, key, k: int):
@@ -306,7 +318,7 @@ def iwae(model, likelihood: Likelihood = bernoulli, k: int = 5):
         bound = iwae_bound(model, likelihood, params, example, key, k)
         return -bound, {"iwae": bound}
 
-    return reads(objective)
+    return targets_in(reads(objective), likelihood.support)
 
 
 def binarized(objective):
@@ -318,7 +330,7 @@ def binarized(objective):
         example = (x_bin, target) if isinstance(example, (tuple, list)) else x_bin
         return objective(params, example, key, step, hparams)
 
-    return _reads_as(objective, wrapped)
+    return targets_in(_reads_as(objective, wrapped), UNIT)  # x is a probability of drawing 1
 
 
 def denoising(objective, noise_sigma: float = 0.1, clip: bool = True):
