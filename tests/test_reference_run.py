@@ -1,5 +1,5 @@
 """The committed reference run (reference/): what it must hold, that its report is rebuilt from its
-metrics exactly, and that the README quotes it faithfully."""
+metrics exactly, and that docs/experiments.md and the README quote it faithfully."""
 
 import os
 import re
@@ -11,6 +11,7 @@ from vaejax_experiments import harness, run_all
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 REFERENCE = os.path.join(ROOT, "reference")
+EXPERIMENTS_DOC = os.path.join(ROOT, "docs", "experiments.md")  # holds the quoted run, between its markers
 LATENT_CLAIMS = ("interpolation", "random_latent", "centroids", "latent_space")
 REQUIRED = ("interpolation", "random_latent", "centroids")  # latent_space joins when its run is committed
 
@@ -53,13 +54,44 @@ def test_report_only_rebuilds_the_committed_report_exactly(tmp_path):
         assert a.read() == b.read()
 
 
-def test_every_number_the_readme_quotes_from_the_reference_run_is_in_its_report():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    quoted = readme.split("<!-- reference run: begin -->")[1].split("<!-- reference run: end -->")[0]
-    with open(os.path.join(REFERENCE, "REPORT.md")) as f:
-        report = f.read()
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _rows(markdown: str) -> dict[str, list[str]]:
+    """The rows of the Markdown tables in `markdown` whose first cell is an experiment's name: name -> cells."""
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] in harness.EXPERIMENTS + harness.SECTIONS:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_every_number_docs_quote_from_the_reference_run_is_in_its_report():
+    quoted = _read(EXPERIMENTS_DOC).split("<!-- reference run: begin -->")[1].split("<!-- reference run: end -->")[0]
+    report = _read(os.path.join(REFERENCE, "REPORT.md"))
     numbers = re.findall(r"(?<![\w.])[-+]?\d+\.\d+", quoted)
     assert len(numbers) >= 10
     missing = [n for n in numbers if n not in report]
-    assert not missing, f"quoted in the README but not in reference/REPORT.md: {missing}"
+    assert not missing, f"quoted in docs/experiments.md but not in reference/REPORT.md: {missing}"
+
+
+def test_the_readme_verdicts_are_the_reference_reports_and_the_quick_tables():
+    """The README's table of verdicts: a reference row says what reference/REPORT.md's summary says, with
+    docs/experiments.md's claim; a quick row what docs/experiments.md's quick-scale table says."""
+    summary_row = r"^\| \[(\w+)\]\([^)]*\) \| \*\*([^*]+)\*\* \|"  # | [name](#anchor) | **verdict** | ...
+    report = dict(re.findall(summary_row, _read(os.path.join(REFERENCE, "REPORT.md")), re.M))
+    doc = _read(EXPERIMENTS_DOC)
+    quoted = _rows(doc.split("<!-- reference run: begin -->")[1].split("<!-- reference run: end -->")[0])
+    quick = _rows(doc.split("<!-- reference run: end -->")[1])
+    readme = _rows(_read(os.path.join(ROOT, "README.md")))
+    assert set(readme) == set(harness.EXPERIMENTS)
+    for name, (_, claim, verdict, run) in readme.items():
+        if run == "reference":
+            assert verdict == f"**{report[name]}**" == quoted[name][2], name
+            assert claim == quoted[name][1], name
+        else:
+            assert run == "quick" and name not in report, name
+            assert verdict == f"**{quick[name][2].split(':')[0]}**" and claim == quick[name][1], name
