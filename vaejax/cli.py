@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                "exit codes: 0 done, 1 a write failed, 2 bad input, 3 non-finite loss, 130 interrupted,\n"
                "  143 stopped by SIGTERM with the state saved.")
     t.add_argument("--preset", default="mlp_vae", help=f"model preset: {', '.join(config.PRESETS)} (default mlp_vae)")
-    t.add_argument("--dataset", default="fashion_mnist", help=f"dataset: {', '.join(data.DATASETS)} (default fashion_mnist)")
+    t.add_argument("--dataset", default="fashion_mnist", help=f"dataset: {', '.join(data.DATASETS)} (default fashion_mnist), or the path of "
+                   "an .npz (uint8 NHWC `images`, optional `labels`) or of a folder of images")
     t.add_argument("--epochs", type=int, default=10, help="epochs to train in total (default 10)")
     t.add_argument("--batch-size", type=int, default=128,
                    help="images per update, over all devices together (default 128)")
@@ -168,6 +169,7 @@ def cmd_train(args) -> int:
     from vaejax import parallel, run
 
     # 1. Everything that needs neither devices nor writes: a mistake here leaves no trace.
+    args.dataset = cli_inputs.dataset(args.dataset)
     model_cfg, train_cfg = cli_inputs.configs(args)
     cli_inputs.check_dataset_fits(args, model_cfg)
     cli_inputs.check_data_dir(args)

@@ -118,21 +118,37 @@ def configs(args):
     return model_cfg, train_cfg
 
 
-def check_dataset_fits(args, model_cfg) -> None:
-    """Name and image shape of the dataset against the model, from the catalogue (nothing loaded yet)."""
-    from vaejax import data
+def dataset(name: str) -> str:
+    """A --dataset value as the run records it: a catalogue name as it is, one's own images by absolute path."""
+    from vaejax import own_data
 
-    if args.dataset not in data.DATASETS:
-        raise UsageError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(data.DATASETS)}")
-    shape = tuple(data.SHAPES[args.dataset])
+    return os.path.abspath(os.path.expanduser(name)) if own_data.is_path(name) else name
+
+
+def check_dataset_fits(args, model_cfg) -> None:
+    """Name and image shape of the dataset against the model, from the catalogue or the files' headers
+    (nothing loaded yet)."""
+    from vaejax import data, own_data
+
+    if own_data.is_path(args.dataset):
+        try:
+            shape = tuple(own_data.image_shape(args.dataset))
+        except data.DatasetError as e:
+            raise UsageError(str(e)) from None
+    elif args.dataset in data.DATASETS:
+        shape = tuple(data.SHAPES[args.dataset])
+    else:
+        raise UsageError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(data.DATASETS)}, "
+                         "or pass the path of an .npz file or a folder of images")
     if shape != tuple(model_cfg.image_shape):
         raise UsageError(_shape_mismatch(args, shape, model_cfg))
 
 
 def _shape_mismatch(args, shape, model_cfg) -> str:
     fits = [n for n, c in config.PRESETS.items() if tuple(c.image_shape) == shape]
+    fix = f"use a preset for {shape}: {', '.join(fits)}" if fits else "no preset takes them"
     return (f"{args.dataset} images are {shape} but preset {args.preset} takes {tuple(model_cfg.image_shape)}; "
-            f"use a preset for {shape}: {', '.join(fits)}")
+            f"{fix}, or --set image_shape={','.join(map(str, shape))} (a model of that shape)")
 
 
 def check_data_dir(args) -> None:
@@ -163,11 +179,14 @@ def check_data_dir(args) -> None:
 
 def load_data(args, model_cfg, train_cfg):
     """(train split, test split) of the dataset, checked against the model and the batch size."""
-    from vaejax import data
+    from vaejax import data, own_data
 
     try:
-        train_split = data.load(args.dataset, "train", data_dir=args.data_dir)
-        test_split = data.load(args.dataset, "test", data_dir=args.data_dir)
+        if own_data.is_path(args.dataset):
+            train_split, test_split = own_data.load(args.dataset)
+        else:
+            train_split = data.load(args.dataset, "train", data_dir=args.data_dir)
+            test_split = data.load(args.dataset, "test", data_dir=args.data_dir)
     except data.DatasetError as e:
         raise UsageError(str(e)) from None
     shape = tuple(train_split.images.shape[1:])
