@@ -14,7 +14,9 @@ import os
 import struct
 import subprocess
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import cli_runs
@@ -287,3 +289,23 @@ def test_malformed_checkpoint_metadata_is_skipped_or_one_line_exit_2(trained, tm
     err = capfd.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1 and "num_models must be an int" in err, err
     assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("workdir", ["gs://bucket/runs/x", "s3://b/x", "file:///tmp/x"])
+def test_a_url_workdir_is_refused_before_anything_runs(workdir, tmp_path, monkeypatch, capfd):
+    """Workdirs are written through the local filesystem: a URL gets one line naming the fix (mount the
+    bucket), from the CLI, fit and load, and no local folder named after the scheme appears."""
+    import jax
+
+    from vaejax import fit, run
+
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["train", *cli_runs.TINY, "--epochs", "1", "--workdir", workdir])
+    err = capfd.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "mount the bucket" in err and "--workdir" in err, err
+    with pytest.raises(fit.WorkdirError, match="URL, and workdirs are written through the local filesystem"):
+        fit.fit(lambda p, x, k, s, h: (jnp.sum(p * x), {}), optax.sgd(0.1), lambda k: jnp.ones(()), np.ones((4, 1)),
+                workdir, epochs=1, batch_size=2, key=jax.random.key(0))
+    with pytest.raises(run.RunNotFound, match="mount the bucket"):
+        run.load(workdir)
+    assert os.listdir(tmp_path) == []

@@ -218,8 +218,14 @@ def check_model_builds(model_cfg) -> None:
 def check_workdir(args, spec) -> None:
     """Before anything runs: is --workdir usable for this run (new, or --resume of the same settings)?"""
     from vaejax import checkpoint, run
+    from vaejax.errors import WorkdirError
+    from vaejax.workdir import check_local
 
     workdir = args.workdir
+    try:
+        check_local(workdir)
+    except WorkdirError as e:
+        raise UsageError(str(e).replace("workdir", "--workdir", 1)) from None
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UsageError(f"--workdir {workdir} is a file; choose a folder")
     try:

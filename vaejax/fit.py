@@ -48,7 +48,7 @@ from vaejax import checkpoint, engine, parallel
 from vaejax.callbacks import Callback, JsonLines, KeepBest, Progress, TensorBoard  # noqa: F401 - public here too
 from vaejax.errors import (FitError, NonFinite, Preempted, StateMismatch, UsageError, WorkdirError,  # noqa: F401
                            WriteFailed)  # public here too
-from vaejax.workdir import MAX_TO_KEEP, Store, has_run, updates
+from vaejax.workdir import MAX_TO_KEEP, Store, check_local, has_run, updates
 
 log = logging.getLogger("vaejax")
 EVAL_STREAM = 10**6  # epoch e's evaluation draws from fold_in(key, EVAL_STREAM + e), apart from the run's two streams
@@ -97,6 +97,8 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
         raise ValueError(f"resume must be False, True or 'auto' (resume if the workdir holds a run), got {resume!r}")
     if resume and workdir is None:
         raise ValueError("resume needs a workdir")
+    if workdir is not None:
+        check_local(workdir)
     if resume is True and not has_run(workdir):
         raise UsageError(f"resume=True, but {workdir} holds no run to resume; check the path, or pass "
                          f"resume='auto' to resume a run if there is one and start it otherwise")

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import checkpoint, config, engine, files, latent, objectives, recipe
-from vaejax.workdir import RUN_FILE
+from vaejax.errors import WorkdirError
+from vaejax.workdir import RUN_FILE, check_local
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,10 @@ def load(workdir: str, seed_index: int = 0, *, model=None, init_params=None, opt
     (they give the checkpoint's shapes), and the likelihood its decoder's output is read with.
     seed_index picks the model when several were trained at once.
     """
+    try:
+        check_local(workdir)
+    except WorkdirError as e:
+        raise RunNotFound(str(e)) from None
     meta = files.read_json(os.path.join(workdir, RUN_FILE))
     if not checkpoint.has_checkpoints(workdir):
         raise RunNotFound(f"no complete checkpoint in {workdir}; train first with `vaejax train --workdir {workdir}`")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 
 import jax
@@ -176,6 +177,15 @@ def where(step: int, num_steps: int) -> str:
 def updates(state) -> int:
     """The updates a state has taken (every model of a stack has taken as many)."""
     return int(np.asarray(parallel.to_host(state.step)).reshape(-1)[0])
+
+
+def check_local(workdir: str) -> None:
+    """A WorkdirError for a URL (gs://, s3://, file://): workdirs are written through the local
+    filesystem, so a bucket must be mounted (gcsfuse, s3fs) and its mount point passed instead."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", workdir)
+    if scheme:
+        raise WorkdirError(f"workdir {workdir} is a {scheme.group(1)}:// URL, and workdirs are written through the "
+                           "local filesystem; mount the bucket (e.g. gcsfuse) and pass the mounted path")
 
 
 def prepare_workdir(workdir: str, need_bytes: int) -> None:
