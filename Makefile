@@ -16,10 +16,11 @@ test: setup
 
 setup: $(STAMP) data
 
+# The test and experiments extras: the tests run the experiments.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,experiments]'
 	touch $(STAMP)
 
 # Fashion-MNIST offline, from Debian's package; skipped quietly without apt-get or root (the IDX files are then downloaded).
