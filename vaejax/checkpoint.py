@@ -15,6 +15,7 @@ coordinates the rename itself; every process must call save / restore alike.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,9 +27,28 @@ import types
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from vaejax.errors import StateMismatch
+
+
+@contextlib.contextmanager
+def _orbax_quietly():
+    """Around orbax's import and a manager's opening: its absl warnings off, and the root logger put back
+    as it was. A library's logging.info() with no handler configured adds one to the root logger, after
+    which every library's warnings print; vaejax leaves the user's logging as it found it."""
+    root, absl = logging.getLogger(), logging.getLogger("absl")
+    handlers, levels = list(root.handlers), (root.level, absl.level)
+    absl.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(levels[0])
+        absl.setLevel(levels[1])
+
+
+with _orbax_quietly():
+    import orbax.checkpoint as ocp
 
 DIGEST_KEY = "state_sha256"
 SIGNATURE_KEY = "state_signature"
@@ -51,7 +71,10 @@ def manager(workdir: str, max_to_keep: int = 3, read_only: bool = False) -> ocp.
         options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "meta"))
+    with _orbax_quietly():  # e.g. its warning that a read-only manager is read-only: what was asked for
+        return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("state", "meta"))
+
+
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -71,7 +94,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
     which tells a state of another model or optimizer from a damaged one.
     """
     meta = dict(meta, **{DIGEST_KEY: state_digest(state), SIGNATURE_KEY: signature(state)})
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    with _orbax_quietly():
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
@@ -89,7 +113,8 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
         raise StateMismatch(f"the checkpoint of update {step} in {mngr.directory} holds another state than "
                             f"this run's model and optimizer make ({difference}); pass the model, objective and "
                             f"optimizer it was trained with (nothing was moved)")
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))).state
+    with _orbax_quietly():
+        state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))).state
     saved = meta.get(DIGEST_KEY)
     if saved is None:
         raise CheckpointDamaged("its metadata holds no SHA-256 of the state, so its arrays cannot be checked")
@@ -198,7 +223,8 @@ def quarantine(mngr: ocp.CheckpointManager, step: int) -> str:
 def read_meta(mngr: ocp.CheckpointManager, step: int | None = None) -> dict:
     """The metadata of a checkpoint without reading its arrays, checked (check_meta)."""
     step = mngr.latest_step() if step is None else step
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    with _orbax_quietly():
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     return check_meta(meta, f"the checkpoint of update {step} in {mngr.directory}")
 
 
