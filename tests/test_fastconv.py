@@ -198,3 +198,21 @@ def test_conv_path_choice(monkeypatch):
     monkeypatch.setenv("VAEJAX_CONV_PATH", "cudnn")
     with pytest.raises(ValueError, match="VAEJAX_CONV_PATH"):
         layers.conv_path()
+
+
+def test_conv_takes_an_int_valid_and_same_padding_as_flax_does():
+    from vaejax.layers import Conv, ConvTranspose
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+    for stride in (1, 2):
+        for padding, flax_padding in ((1, ((1, 1), (1, 1))), ("VALID", "VALID"), ("SAME", "SAME")):
+            mine = Conv(4, 3, stride, padding)
+            params = mine.init(jax.random.key(1), x)
+            theirs = nn.Conv(4, (3, 3), (stride, stride), flax_padding).apply(params, x)
+            np.testing.assert_allclose(mine.apply(params, x), theirs, rtol=1e-5, atol=1e-5)
+    assert Conv(4, 3, 2, "SAME").apply(params, x).shape == (2, 5, 5, 4)  # ceil(9 / 2)
+    for layer, takes_same in ((ConvTranspose(4, 3, 2, "SAME"), False), (Conv(4, 3, 1, "FULL"), True),
+                              (Conv(4, 3, 1, (1, 1)), True)):
+        with pytest.raises(ValueError, match=r'padding=.*an int for every side, or "VALID"') as e:
+            layer.init(jax.random.key(1), x)
+        assert ('"SAME"' in str(e.value).splitlines()[0]) == takes_same

@@ -173,17 +173,18 @@ def make_update(objective: Objective, optimizer: optax.GradientTransformation, *
     return update
 
 
-def epoch_order(key, step, num_examples: int, batch_size: int):
+def epoch_order(run_key, step, num_examples: int, batch_size: int):
     """An epoch's batches as indices, shape (num_examples // batch_size, batch_size).
 
-    A permutation drawn from fold_in(shuffle_key, step); the remainder is dropped so that every
-    batch has one shape and the update compiles once.
+    run_key: the run's key, the one its updates get, not a shuffle key of one's own: the permutation
+    is drawn from fold_in(shuffle_key, step), shuffle_key being run_keys(run_key)[0]. The remainder is
+    dropped so that every batch has one shape and the update compiles once.
     """
     steps = num_examples // batch_size
     if steps == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} training examples; "
                          f"use a batch size of at most {num_examples}")
-    order = jax.random.permutation(jax.random.fold_in(run_keys(key)[0], step), num_examples)
+    order = jax.random.permutation(jax.random.fold_in(run_keys(run_key)[0], step), num_examples)
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 

@@ -208,13 +208,16 @@ def conv_transpose2d(x_BHWC, kernel_HWIO, stride: int, padding, path: str = "lax
 
 
 class _ConvLayer(nn.Module):
-    """A square-kernel conv with explicit padding and nn.Conv's parameters (kernel HWIO, lecun-normal;
-    bias zeros); subclasses name the op. The class name is the parameters' name, as in flax."""
+    """A square-kernel conv with nn.Conv's parameters (kernel HWIO, lecun-normal; bias zeros); subclasses
+    name the op. The class name is the parameters' name, as in flax.
+
+    padding: ((top, bottom), (left, right)), an int p for p on every side, or "VALID" (none); Conv also
+    takes "SAME" (output size ceil(input / stride), the extra row or column at the bottom or right)."""
 
     features: int
     kernel_size: int
     stride: int = 1
-    padding: tuple = ((0, 0), (0, 0))
+    padding: tuple | int | str = ((0, 0), (0, 0))
     path: str | None = None  # None: conv_path()
 
     @nn.compact
@@ -222,16 +225,37 @@ class _ConvLayer(nn.Module):
         shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        return self.op(x, kernel, self.stride, self.padding, conv_path(self.path)) + bias
+        return self.op(x, kernel, self.stride, self.explicit_padding(x.shape[-3:-1]), conv_path(self.path)) + bias
+
+    def explicit_padding(self, size_hw) -> tuple:
+        p = self.padding
+        if isinstance(p, str) and p.upper() == "VALID":
+            return ((0, 0), (0, 0))
+        if isinstance(p, str) and p.upper() == "SAME" and self.op is conv2d:
+            return tuple(_same(n, self.kernel_size, self.stride) for n in size_hw)
+        if isinstance(p, int) and not isinstance(p, bool) and p >= 0:
+            return ((p, p), (p, p))
+        if (isinstance(p, (tuple, list)) and len(p) == 2
+                and all(isinstance(a, (tuple, list)) and len(a) == 2 and all(isinstance(v, int) for v in a) for a in p)):
+            return tuple(tuple(a) for a in p)
+        same = ', "SAME"' if self.op is conv2d else ""
+        raise ValueError(f"{type(self).__name__} padding={p!r}: pass ((top, bottom), (left, right)), an int for every "
+                         f"side, or \"VALID\"{same}")
+
+
+def _same(n: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(lo, hi) padding of one axis that gives ceil(n / stride) outputs, as lax's "SAME"."""
+    total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
 
 
 class Conv(_ConvLayer):
-    """nn.Conv with a square kernel and explicit padding: the same parameters, either path."""
+    """nn.Conv with a square kernel: the same parameters, either path."""
 
     op = staticmethod(conv2d)
 
 
 class ConvTranspose(_ConvLayer):
-    """nn.ConvTranspose with a square kernel and explicit padding: the same parameters, either path."""
+    """nn.ConvTranspose with a square kernel (PyTorch's padding semantics): the same parameters, either path."""
 
     op = staticmethod(conv_transpose2d)

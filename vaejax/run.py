@@ -4,7 +4,7 @@
     z = run.encode(x)                         # the AE's code, the VAE's posterior mean
     images = run.decode(z)                    # the likelihood's mean, in [0, 1]
     run.sample(key, 16); run.interpolate(x1, x2, 9, "slerp")
-    run.elbo(x, key); run.iwae_nll(x, key, k=100)   # nats per image, VAEs only
+    run.nelbo(x, key); run.iwae_nll(x, key, k=100)  # -ELBO and the IWAE bound on -log p(x): nats per image, VAEs
 
 Reading touches nothing in the workdir, so a run that is still training can be loaded.
 """
@@ -114,9 +114,10 @@ class TrainedRun:
         z = self.encode(np.stack([x1, x2]))
         return self.decode(latent.interpolate(z[0], z[1], jnp.linspace(1.0, 0.0, num), method))  # alpha 1 is x1
 
-    def elbo(self, x_N, key, chunk: int = 500):
-        """(N,) one-sample ELBO per image, nats (a VAE)."""
-        return -self.iwae_nll(x_N, key, k=1, chunk=chunk)
+    def nelbo(self, x_N, key, chunk: int = 500):
+        """(N,) one-sample negative ELBO per image, nats (a VAE): an upper bound on -log p(x), as iwae_nll
+        (which is its k-sample tightening)."""
+        return self.iwae_nll(x_N, key, k=1, chunk=chunk)
 
     def iwae_nll(self, x_N, key, k: int = 100, chunk: int = 100):
         """(N,) the k-sample IWAE estimate of -log p(x) per image, an upper bound, nats (a VAE)."""
