@@ -20,7 +20,7 @@ README_MAX_LINES = 200
 
 # The Python blocks each file holds. Every one is run by a test below; a block added without a test
 # fails test_every_python_block_is_run_by_a_test.
-PYTHON_BLOCKS = {README: 4, "docs/library.md": 2}
+PYTHON_BLOCKS = {README: 4, "docs/library.md": 3}
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 UNTRAINED_NATS = 543  # an untrained model on 28x28 images: about 784 log 2 nats per image
@@ -164,3 +164,12 @@ def test_own_data_in_python(fashion_mnist, tmp_path, monkeypatch, capsys):
     assert 0 < records[-1]["test_loss"] < 0.9 * UNTRAINED_NATS
     assert ns["run"].reconstruct(ns["x_N"][:8]).shape == (8, 28, 28, 1)
     assert "test loss" in capsys.readouterr().out
+
+
+def test_the_nnx_example_trains_and_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it writes runs/nnx_vae
+    ns = _exec("docs/library.md", "objectives.Nnx(", {})
+    losses = [r["train_loss"] for r in ns["result"].records]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert "nnx: test codes (4, 8)" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "nnx_vae" / "metrics.jsonl").exists()

@@ -11,7 +11,7 @@ one compiled program then serves every value, a schedule never recompiles, and a
 vmapped axis.
 
 The model interface (the one place it is written down). vaejax's objectives take a Flax Linen
-module with two methods:
+module, or a flax.nnx one wrapped as `Nnx(make)`, with two methods:
 
     encode(x) -> z                 an AE's code, shape (D,)
               -> (mu, logvar)      a VAE's diagonal Gaussian posterior q(z | x), each (D,)
@@ -205,6 +205,47 @@ class BatchOfOne(NamedTuple):
         return jax.tree_util.tree_map(lambda a: a[0], out)
 
 
+class Nnx(NamedTuple):
+    """A flax.nnx module as the objectives' model: make(rngs) builds it (e.g. `lambda rngs: MyVAE(rngs=rngs)`),
+    and Nnx gives it Linen's two entry points over its nnx.Param values as a plain dict of arrays, which
+    the engine, optax and the checkpoints take as they are:
+
+        model = objectives.Nnx(lambda rngs: MyVAE(rngs=rngs))
+        init_params = lambda key: model.init(key)["params"]
+
+    Its methods (encode, decode, embed) run on one example, as a Linen module's do. Only nnx.Param
+    state is trained; a module with state of other kinds (batch statistics, RNG streams) is refused,
+    since its updates would be lost between steps.
+    """
+
+    make: Callable
+
+    def init(self, key, *_):
+        """{"params": the Param values of a module built with nnx.Rngs(key)} (further arguments are ignored)."""
+        from flax import nnx
+
+        module = self.make(nnx.Rngs(key))
+        other = nnx.state(module, nnx.Not(nnx.Param))
+        if jax.tree_util.tree_leaves(other):
+            raise ValueError(f"objectives.Nnx trains nnx.Param state only, and {type(module).__name__} also holds "
+                             f"{', '.join(sorted(nnx.to_pure_dict(other)))}; write an objective of one's own for it")
+        return {"params": nnx.to_pure_dict(nnx.state(module, nnx.Param))}
+
+    def apply(self, variables, x, method="__call__"):
+        """The module's `method` (a name) on x, with the Param values in variables["params"]."""
+        from flax import nnx
+
+        graphdef, state = nnx.split(self.abstract())
+        nnx.replace_by_pure_dict(state, variables["params"])
+        return getattr(nnx.merge(graphdef, state), method)(x)
+
+    def abstract(self):
+        """The module with shapes in place of arrays (nothing computed)."""
+        from flax import nnx
+
+        return nnx.eval_shape(lambda: self.make(nnx.Rngs(0)))
+
+
 _BATCH_HINT = ("the objectives run modules on one example, without a batch axis: if this module needs one "
                "(GroupNorm, a reshape over axis 0), pass objectives.BatchOfOne(module) to the objective")
 
@@ -220,10 +261,10 @@ def embed(model, params, x):
     The one place that says what a model's code is; vaejax's AE and VAE define embed themselves.
     """
     module = model.module if isinstance(model, BatchOfOne) else model
-    if hasattr(module, "embed"):
+    if hasattr(module.abstract() if isinstance(module, Nnx) else module, "embed"):
         return _call(model, params, x, "embed")
     code = encode(model, params, x)
-    return code[0] if isinstance(code, tuple) else code
+    return code[0] if isinstance(code, (tuple, list)) else code
 
 
 def decode(model, params, z):

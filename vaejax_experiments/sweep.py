@@ -61,7 +61,9 @@ def latent_sizes_for(scale: settings.Scale, own: int) -> tuple[int, ...]:
 def describe(fam: "Family") -> str:
     """The family's model in words, for reports."""
     if isinstance(fam.model, latent.Model):
-        return f"{type(fam.model.module).__name__} (a user family), latent {fam.trained.model_cfg.latent_dim}"
+        module = fam.model.module
+        name = type(module.abstract() if isinstance(module, objectives.Nnx) else module).__name__
+        return f"{name} (a user family), latent {fam.trained.model_cfg.latent_dim}"
     return f"{fam.model.arch} {fam.model.kind} latent {fam.model.latent_dim}, {fam.model.likelihood}"
 
 
