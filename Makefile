@@ -1,4 +1,4 @@
-# The two commands of the README. Each sets up .venv (and the offline dataset) on first use.
+# make demo and make test (docs/install.md). Each sets up .venv (and the offline dataset) on first use.
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python

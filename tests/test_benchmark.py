@@ -1,4 +1,4 @@
-"""The benchmark's records carry what the README promises (correctness only; no timing asserted)."""
+"""The benchmark's records carry what docs/benchmark.md promises (correctness only; no timing asserted)."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark table of the README on a GPU machine: vaejax's presets in every mode, 64 seeds
+# The benchmark table of docs/benchmark.md on a GPU machine: vaejax's presets in every mode, 64 seeds
 # at once (vmapped and lax.mapped), and the PyTorch peer on the same GPU, in one run.
 #   tools/gpu_benchmark.sh OUT_DIR [extra benchmark flags]
 # Needs jax with CUDA, flax, optax, orbax-checkpoint and torch; the data in $VAEJAX_DATA_DIR or TFDS.

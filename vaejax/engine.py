@@ -194,7 +194,7 @@ def pick_model_axis(how: str = "auto") -> str:
     vmap batches the S models into one program, which fills an accelerator. On XLA:CPU, where one
     model already keeps every core busy, batching them makes each update slower than running them
     one after another (`python -m vaejax_experiments.benchmark --modes epoch seeds seeds_map`
-    measures both; the README has the numbers).
+    measures both; docs/benchmark.md has the numbers).
     """
     if how == "auto":
         return "map" if jax.default_backend() == "cpu" else "vmap"

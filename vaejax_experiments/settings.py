@@ -89,7 +89,7 @@ SCALES: dict[str, Scale] = {
     "reference": Scale("reference", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
                        classifier_train=None, classifier_steps=9400, max_epochs=30, judges=2),
     # headline numbers: the notes' conv models on the whole training split, 10 epochs each; the
-    # latent-space sweep alone is 360 of them (an accelerator's job; README, "Experiments").
+    # latent-space sweep alone is 360 of them (an accelerator's job; docs/experiments.md).
     "full": Scale("full", seeds=5, n_train=None, steps=4700, batch_size=128, n_eval=2000, arch="conv",
                   classifier_train=None, classifier_steps=3750),
 }
