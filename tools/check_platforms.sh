@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Does every dependency (core, tfds and test extras) resolve to wheels for Python 3.11 on
+# Does every dependency (core, tfds, test and experiments extras) resolve to wheels for Python 3.11 on
 # macOS arm64, Linux x86-64 and Linux arm64? Resolves only (pip --dry-run), installs nothing.
 # promise, a pure-Python dependency of tensorflow-datasets, is published as an sdist only, so it
 # is built into a wheel here first; every other package must have a wheel for the platform.
@@ -13,7 +13,7 @@ mapfile -t reqs < <("$PY" -c "
 import tomllib
 project = tomllib.load(open('pyproject.toml', 'rb'))['project']
 extras = project['optional-dependencies']
-print('\n'.join(project['dependencies'] + extras['tfds'] + extras['test']))")
+print('\n'.join(project['dependencies'] + extras['tfds'] + extras['test'] + extras['experiments']))")
 status=0
 for target in macosx_14_0_arm64 \
     "manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64" \
