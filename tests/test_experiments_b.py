@@ -170,14 +170,22 @@ def test_transform_verdict(test_mse, r2, expected):
     assert transform.verdict(_transform_metrics(test_mse, r2))[0] == expected
 
 
-def _denoise_metrics(ae_minus_noisy, ae_minus_blur):
-    """Paired PSNR differences (bottleneck AE minus noisy input / minus blur) at two levels, clipped noise."""
+def _denoise_metrics(ae_minus_noisy, ae_minus_blur, unclipped=None, pca=None, bm3d=None, bm3d_quoted=False):
+    """Paired PSNR differences (bottleneck AE minus noisy input / minus blur) at two levels for each noise
+    kind (unclipped: as clipped unless given); pca, bm3d: the AE minus those baselines, when given."""
     def paired(diff):
         return {"diff": diff, "ci": [diff - 0.1, diff + 0.1], "effect_size": 1.0, "better": 1 if diff > 0.1 else -1 if diff < -0.1 else 0}
-    m = {"noise_levels": [0.1, 0.5], "paired": {"clipped": []},
-         "psnr": {"clipped": {"ae_bottleneck": [20.0, 15.0], "denoiser_skip": [25.0, 18.0], "clean_ceiling": [21.0, 21.0]}}}
-    for a, b in zip(ae_minus_noisy, ae_minus_blur):
-        m["paired"]["clipped"].append({"noisy": paired(a), "blur": paired(b), "nl_means": paired(b + 1.0)})
+    m = {"noise_levels": [0.1, 0.5], "noise_kinds": ["clipped", "unclipped"], "paired": {}, "psnr": {},
+         "bm3d_quoted": bm3d_quoted}
+    for kind, (noisy, blur) in {"clipped": (ae_minus_noisy, ae_minus_blur),
+                                "unclipped": unclipped or (ae_minus_noisy, ae_minus_blur)}.items():
+        m["psnr"][kind] = {"ae_bottleneck": [20.0, 15.0], "denoiser_skip": [25.0, None], "clean_ceiling": [21.0, 21.0]}
+        m["paired"][kind] = []
+        for i, (a, b) in enumerate(zip(noisy, blur)):
+            level = {"noisy": paired(a), "blur": paired(b), "wiener": paired(b + 0.5), "nl_means": paired(b + 1.0)}
+            level |= {"pca": paired(pca[i])} if pca else {}
+            level |= {"bm3d": paired(bm3d[i])} if bm3d else {}
+            m["paired"][kind].append(level)
     return m
 
 
@@ -188,6 +196,27 @@ def _denoise_metrics(ae_minus_noisy, ae_minus_blur):
 ])
 def test_denoise_verdict(denoised, blur, expected):
     assert denoise.verdict(_denoise_metrics(denoised, blur))[0] == expected
+
+
+def test_denoise_verdict_reads_both_noise_kinds_and_every_baseline():
+    holds = ([1.0, 5.0], [0.5, 1.0])
+    verdict, reason = denoise.verdict(_denoise_metrics(*holds, unclipped=([1.0, 5.0], [-1.0, -1.0])))
+    assert verdict == "mixed" and "Clipped noise, **holds**" in reason and "Unclipped noise, **mixed**" in reason
+    verdict, reason = denoise.verdict(_denoise_metrics(*holds, pca=[1.0, -2.0]))  # PCA beats the AE at σ 0.5
+    assert verdict == "mixed" and "minus pca -2.00" in reason
+    assert denoise.verdict(_denoise_metrics(*holds, bm3d=[-3.0, -3.0]))[0] == "holds"  # BM3D on too few images
+    assert denoise.verdict(_denoise_metrics(*holds, bm3d=[-3.0, -3.0], bm3d_quoted=True))[0] == "mixed"
+
+
+def test_wiener_and_pca_projection_denoise_what_they_should():
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (40, 16, 1))[..., None] * rng.random((40, 1, 1, 1))
+    noisy = (clean + 0.2 * rng.normal(size=clean.shape)).astype(np.float32)
+    noisy_psnr = float(np.mean(denoise.psnr(noisy, clean)))
+    assert float(np.mean(denoise.psnr(denoise.wiener(noisy, 0.2, 5), clean))) > noisy_psnr + 3
+    project = denoise.pca_projection(clean, 1)  # the images span one direction: projecting removes the rest
+    np.testing.assert_allclose(project(clean), clean, atol=1e-5)
+    assert float(np.mean(denoise.psnr(project(noisy), clean))) > noisy_psnr + 10
 
 
 def _anomaly_metrics(lo_one_class, lo_leave_one_out):
