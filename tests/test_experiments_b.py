@@ -219,14 +219,18 @@ def test_wiener_and_pca_projection_denoise_what_they_should():
     assert float(np.mean(denoise.psnr(project(noisy), clean))) > noisy_psnr + 10
 
 
-def _anomaly_metrics(lo_one_class, lo_leave_one_out):
-    """Recon AUROC intervals per class for both protocols (the same for AE and VAE)."""
+def _anomaly_metrics(lo_one_class, lo_leave_one_out, mse=None):
+    """AUROC intervals per class for both protocols (the same for AE and VAE, and for every co-primary score
+    unless mse gives MSE's lower ends per protocol)."""
     m = {"class_names": ["a", "b", "c"], "auroc_ci": {}, "mean_auroc": {}, "paired": {}}
     for protocol, lows in (("one_class", lo_one_class), ("leave_one_out", lo_leave_one_out)):
-        cis = [[lo, lo + 0.1] for lo in lows]
-        mean = {"auroc": float(np.mean(lows)) + 0.05, "ci": [float(np.mean(lows)) + 0.02, float(np.mean(lows)) + 0.08]}
-        m["auroc_ci"][protocol] = {"recon": {"ae": cis, "vae": cis}}
-        m["mean_auroc"][protocol] = {"recon": {"ae": mean, "vae": mean}}
+        m["auroc_ci"][protocol], m["mean_auroc"][protocol] = {}, {}
+        for score in anomaly.CO_PRIMARY:
+            lo = (mse or {}).get(protocol, lows) if score == "mse" else lows
+            cis = [[v, v + 0.1] for v in lo]
+            mean = {"auroc": float(np.mean(lo)) + 0.05, "ci": [float(np.mean(lo)) + 0.02, float(np.mean(lo)) + 0.08]}
+            m["auroc_ci"][protocol][score] = {"ae": cis, "vae": cis}
+            m["mean_auroc"][protocol][score] = {"ae": mean, "vae": mean}
         none = {"diff": 0.0, "ci": [-0.01, 0.01]}
         m["paired"][protocol] = {"floor_correction": {"ae": none, "vae": none}}
     return m
@@ -239,6 +243,30 @@ def _anomaly_metrics(lo_one_class, lo_leave_one_out):
 ])
 def test_anomaly_verdict(one_class, leave_one_out, expected):
     assert anomaly.verdict(_anomaly_metrics(one_class, leave_one_out))[0] == expected
+
+
+def test_anomaly_reads_each_co_primary_score_under_each_protocol():
+    low = [0.3, 0.35, 0.4]
+    m = _anomaly_metrics(low, low, mse={"one_class": [0.8, 0.7, 0.6], "leave_one_out": [0.8, 0.7, 0.6]})
+    verdict, reason = anomaly.verdict(m)
+    assert verdict == "mixed"  # the notes' loss misses every class, the squared error finds them all
+    assert "one_class: **mixed** (recon does not hold, recon − floor does not hold, MSE holds)" in reason
+    assert anomaly.score_verdict(m, "leave_one_out", "mse") == "holds"
+    m = _anomaly_metrics(low, low, mse={"one_class": [0.8, 0.7, 0.6], "leave_one_out": low})
+    assert anomaly.verdict(m)[0] == "mixed" and "leave_one_out: **does not hold**" in anomaly.verdict(m)[1]
+
+
+def test_anomaly_intervals_add_the_seeds_variance_to_the_images():
+    influence = np.full(100, 0.002)
+    delong = anomaly.interval(0.7, influence, [0.7, 0.7, 0.7])
+    assert delong == pytest.approx(anomaly.metrics.auroc_interval(0.7, influence))  # seeds agree: images alone
+    spread = anomaly.interval(0.7, influence, [0.6, 0.7, 0.8])
+    half = (spread[1] - spread[0]) / 2
+    assert half == pytest.approx(1.959964 * np.sqrt(100 * 0.002**2 + 0.01 / 3), rel=1e-5)
+    a = {"mean": 0.8, "mean_influence": influence, "mean_seeds": np.array([0.75, 0.8, 0.85])}
+    b = {"mean": 0.7, "mean_influence": influence, "mean_seeds": np.array([0.65, 0.7, 0.75])}
+    paired = anomaly.paired_auroc(a, b)  # the same images and a constant difference per seed: no width
+    assert paired["diff"] == pytest.approx(0.1) and paired["ci"] == pytest.approx([0.1, 0.1]) and paired["better"] == 1
 
 
 def _ood_metrics(small_gap, ratio_ok):

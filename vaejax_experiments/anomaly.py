@@ -18,9 +18,11 @@ Five scores per test image, higher = more anomalous:
   a heuristic recalibration, not a likelihood ratio.
 - floor_only: the entropy floor alone, no model: what the image's texture alone detects.
 
-AUROCs are averaged over seeds; their 95% intervals and paired differences (between scores, or
-AE against VAE, on the same test images) come from DeLong's per-image influences
-(metrics.auroc_influence). All K x S models of one kind and protocol train at once through
+The verdict reads three co-primary scores, recon (the notes' loss), recon_minus_floor and mse (the
+usual reconstruction error), under each protocol. AUROCs are averaged over seeds; their 95%
+intervals and paired differences (between scores, or AE against VAE, on the same test images)
+add two variances: the test images' (DeLong's per-image influences, metrics.auroc_influence) and
+the seeds' (the between-seed variance of the AUROC over the number of seeds). All K x S models of one kind and protocol train at once through
 vaejax.fit on a model axis, each model on its own rows of the shared training images (train_rows:
 nothing is copied). Every model of a protocol trains on the same number of images, for the same
 number of updates.
@@ -62,6 +64,7 @@ PROTOCOLS = (("leave_one_out", "leave one class out (the held-out class is anoma
              ("one_class", "one class in (the nine other classes are anomalous)"))
 SCORES = (("recon", "recon"), ("recon_minus_floor", "recon − floor"), ("mse", "MSE"),
           ("complexity", "recon − PNG bits"), ("floor_only", "floor alone"))
+CO_PRIMARY = ("recon", "recon_minus_floor", "mse")  # the scores the verdict reads
 
 
 def training_indices(labels_N, num_classes: int, protocol: str, key) -> np.ndarray:
@@ -177,21 +180,33 @@ def all_scores(model: dict, floor_N, bits_N) -> dict[str, np.ndarray]:
 
 def auroc_table(scores_KSN, labels_N, protocol: str) -> dict:
     """Per class k: the seed-mean AUROC of model k's scores, its interval and per-seed values; the mean over
-    classes with its interval. Influences are kept for paired comparisons (not written to metrics.json)."""
+    classes with its interval. Influences and per-seed means are kept for paired comparisons (not written
+    to metrics.json)."""
     k = scores_KSN.shape[0]
     values, influences = zip(*(metrics.auroc_influence(scores_KSN[c], anomalous(labels_N, c, protocol))
                                for c in range(k)))
     per_seed = [[metrics.auroc(row, anomalous(labels_N, c, protocol)) for row in scores_KSN[c]] for c in range(k)]
-    mean, mean_influence = float(np.mean(values)), np.mean(influences, axis=0)
-    return {"auroc": list(values), "ci": [metrics.auroc_interval(v, i) for v, i in zip(values, influences)],
-            "seeds": per_seed, "mean": mean, "mean_ci": metrics.auroc_interval(mean, mean_influence),
-            "mean_influence": mean_influence}
+    mean, mean_influence, mean_seeds = float(np.mean(values)), np.mean(influences, axis=0), np.mean(per_seed, axis=0)
+    return {"auroc": list(values), "ci": [interval(v, i, seeds) for v, i, seeds in zip(values, influences, per_seed)],
+            "seeds": per_seed, "mean": mean, "mean_ci": interval(mean, mean_influence, mean_seeds),
+            "mean_influence": mean_influence, "mean_seeds": mean_seeds}
+
+
+def interval(value: float, influence, per_seed, level: float = 0.95) -> list[float]:
+    """The normal interval of a seed-mean AUROC (or difference) with both variances: the test images'
+    (DeLong, from the influences) and the seeds' (the between-seed variance over the number of seeds)."""
+    from scipy.stats import norm
+
+    per_seed = np.asarray(per_seed, np.float64)
+    seeds = np.var(per_seed, ddof=1) / len(per_seed) if len(per_seed) > 1 else 0.0
+    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(np.sum(np.square(influence)) + seeds))
+    return [value - half, value + half]
 
 
 def paired_auroc(a: dict, b: dict) -> dict:
-    """Mean AUROC of a minus that of b, on the same test images, with its interval."""
+    """Mean AUROC of a minus that of b, on the same test images and seeds, with its interval."""
     diff = a["mean"] - b["mean"]
-    lo, hi = metrics.auroc_interval(diff, a["mean_influence"] - b["mean_influence"])
+    lo, hi = interval(diff, a["mean_influence"] - b["mean_influence"], a["mean_seeds"] - b["mean_seeds"])
     return {"diff": diff, "ci": [lo, hi], "better": 1 if lo > 0 else -1 if hi < 0 else 0}
 
 
@@ -284,33 +299,49 @@ def _interval(lo_hi, fmt=".3f") -> str:
     return f"[{lo_hi[0]:{fmt}}, {lo_hi[1]:{fmt}}]"
 
 
-def _detected(m, protocol, kind) -> list[bool]:
-    """Per class: the recon score's AUROC interval lies above chance."""
-    return [ci[0] > 0.5 for ci in m["auroc_ci"][protocol]["recon"][kind]]
+def _detected(m, protocol, kind, score="recon") -> list[bool]:
+    """Per class: the score's AUROC interval lies above chance."""
+    return [ci[0] > 0.5 for ci in m["auroc_ci"][protocol][score][kind]]
+
+
+def score_verdict(m: dict, protocol: str, score: str) -> str:
+    """One protocol and score: holds when both models detect every class above chance (95% interval of the
+    AUROC above 0.5); does not hold when neither model's mean AUROC is above chance; mixed otherwise."""
+    if all(all(_detected(m, protocol, kind, score)) for kind, _ in KINDS):
+        return "holds"
+    if not any(m["mean_auroc"][protocol][score][kind]["ci"][0] > 0.5 for kind, _ in KINDS):
+        return "does not hold"
+    return "mixed"
+
+
+def _agreed(verdicts) -> str:
+    found = set(verdicts)
+    return found.pop() if len(found) == 1 else "mixed"
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """With the notes' score (recon): holds when every class is detected above chance (95% interval of the
-    AUROC above 0.5) by both kinds under both protocols; does not hold when no kind's mean AUROC is above
-    chance under either protocol; mixed otherwise. The reason adds what the entropy floor explains."""
+    """score_verdict for each protocol and co-primary score (recon, recon − floor, MSE); a protocol's verdict
+    when its scores agree (else mixed), the claim's when both protocols agree (else mixed). The reason gives
+    each, then the classes each model misses by the notes' score and what subtracting the floor changes."""
     names = m["class_names"]
-    parts, any_mean_above = [], False
+    table = {(p, score): score_verdict(m, p, score) for p, _ in PROTOCOLS for score in CO_PRIMARY}
+    per_protocol = {p: _agreed(table[p, score] for score in CO_PRIMARY) for p, _ in PROTOCOLS}
+    labels = dict(SCORES)
+    said = "; ".join(f"{p}: **{v}** (" + ", ".join(f"{labels[score]} {table[p, score]}" for score in CO_PRIMARY) + ")"
+                     for p, v in per_protocol.items())
+    parts = []
     for protocol, _ in PROTOCOLS:
         for kind, label in KINDS:
-            mean = m["mean_auroc"][protocol]["recon"][kind]
-            any_mean_above |= mean["ci"][0] > 0.5
+            mean = m["mean_auroc"][protocol]
             missed = [names[c] for c, ok in enumerate(_detected(m, protocol, kind)) if not ok]
             below = [names[c] for c, ci in enumerate(m["auroc_ci"][protocol]["recon"][kind]) if ci[1] < 0.5]
             floor = m["paired"][protocol]["floor_correction"][kind]
-            parts.append(f"{protocol} {label}: mean AUROC {mean['auroc']:.3f} {_interval(mean['ci'])}, missed "
-                         f"{', '.join(missed) or 'none'}" + (f" (below chance: {', '.join(below)})" if below else "")
-                         + f"; subtracting the floor changes it by {floor['diff']:+.3f} {_interval(floor['ci'])}")
-    nums = "; ".join(parts)
-    if all(all(_detected(m, p, kind)) for p, _ in PROTOCOLS for kind, _ in KINDS):
-        return "holds", f"Every class is detected above chance by both models under both protocols ({nums})."
-    if not any_mean_above:
-        return "does not hold", f"Neither model detects anomalies above chance on average ({nums})."
-    return "mixed", f"Detection works for some classes only ({nums})."
+            parts.append(f"{protocol} {label}: mean AUROC recon {mean['recon'][kind]['auroc']:.3f} "
+                         f"{_interval(mean['recon'][kind]['ci'])}, MSE {mean['mse'][kind]['auroc']:.3f} "
+                         f"{_interval(mean['mse'][kind]['ci'])}; recon misses {', '.join(missed) or 'none'}"
+                         + (f" (below chance: {', '.join(below)})" if below else "")
+                         + f"; subtracting the floor changes recon's by {floor['diff']:+.3f} {_interval(floor['ci'])}")
+    return _agreed(per_protocol.values()), f"By protocol and score: {said}. {'; '.join(parts)}."
 
 
 def report(m: dict) -> str:
@@ -319,7 +350,8 @@ def report(m: dict) -> str:
     lines = [f"Models: AE {m['models']['ae']}; VAE {m['models']['vae']}; "
              + "; ".join(f"{taken[p]} updates each ({p.replace('_', ' ')})" for p, _ in PROTOCOLS if p in taken) + "; "
              f"{m['n_test']} test images scored. AUROC (seed mean over {m['seeds']} "
-             f"seeds) with its 95% interval over test images (DeLong): 1 = every anomaly scores above every "
+             f"seeds) with its 95% interval over test images and seeds (DeLong's variance plus the between-seed "
+             f"variance over the number of seeds): 1 = every anomaly scores above every "
              f"normal image, 0.5 = chance, below 0.5 = anomalies look *more* normal. The floor is the image's "
              f"own entropy, sum_i H(x_i): what a Bernoulli loss cannot go below, high for textured images.", ""]
     for protocol, title in PROTOCOLS:
