@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import config, data
+from vaejax import config, data, metrics
 from conftest import TINY_MLP_AE, structured_images
 from vaejax_experiments import anomaly, costs, denoise, few_labels, harness, overfit_ood, pretrain_classify, transform
 
@@ -105,8 +105,8 @@ def test_each_model_trains_on_its_own_rows_only():
 
 def test_entropy_floor_and_png_bits():
     flat = np.full((1, 4, 4, 1), 0.5, np.float32)
-    assert anomaly.entropy_floor(flat)[0] == pytest.approx(16 * np.log(2.0))  # H(1/2) = log 2 per pixel
-    assert anomaly.entropy_floor(np.zeros((1, 4, 4, 1)))[0] == 0.0  # black pixels: a perfect score costs nothing
+    assert metrics.entropy_floor(flat)[0] == pytest.approx(16 * np.log(2.0))  # H(1/2) = log 2 per pixel
+    assert metrics.entropy_floor(np.zeros((1, 4, 4, 1)))[0] == 0.0  # black pixels: a perfect score costs nothing
     rng = np.random.default_rng(0)
     noise, blank = rng.random((1, 28, 28, 1)), np.zeros((1, 28, 28, 1))
     bits = anomaly.png_bits(np.concatenate([noise, blank]))
@@ -274,8 +274,9 @@ def _ood_metrics(small_gap, ratio_ok):
         return {"mse": {"auroc": (lo + hi) / 2, "ci": [lo, hi]}}
     excess = {"diff": 0.04, "ci": [0.03, 0.05], "effect_size": 2.0, "better": 1}
     diff = small_gap - 5.0
-    curve = {"sizes": [500, 20000], "small": 500, "gap": [small_gap, 5.0], "gap_ci": [[small_gap - 1, small_gap + 1], [4.0, 6.0]],
-             "gap_effect_size": [3.0, 3.0], "gap_better": [1, 1], "gap_stops_at": None,
+    curve = {"sizes": [500, 20000], "small": 500, "memorisation": [small_gap, 5.0],
+             "memorisation_ci": [[small_gap - 1, small_gap + 1], [4.0, 6.0]], "memorisation_effect_size": [3.0, 3.0],
+             "memorisation_better": [1, 1], "memorisation_stops_at": None,
              "small_vs_largest": {"diff": diff, "ci": [diff - 1.0, diff + 1.0], "effect_size": 2.0 if diff else None,
                                   "better": 1 if diff > 1.0 else 0}}
     settings = {"full": {"dataset": "f", "ood": {"other_test": {"auroc": auroc(0.9, 0.95), "excess_mse": excess},

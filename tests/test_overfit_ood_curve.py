@@ -8,6 +8,7 @@ from scipy import stats
 
 from vaejax import metrics
 from vaejax_experiments import overfit_ood
+from conftest import require_offline
 
 
 def _scores(seed, shape, shift=0.0):
@@ -62,9 +63,10 @@ def _metrics(gap_better=1, larger_better=1, auroc_ci=(0.9, 0.95), excess_better=
         d = {"auroc": {"mse": {"auroc": sum(auroc_ci) / 2, "ci": list(auroc_ci)}}}
         return dict(d, excess_mse=cmp(excess_better)) if with_reference else d
 
-    curve = {"sizes": [100, 500, 20000], "small": 500, "gap": [30.0, 20.0, 5.0], "gap_ci": [[25, 35], [15, 25], [2, 8]],
-             "gap_effect_size": [5.0, 4.0, 3.0], "gap_better": [1, gap_better, 1], "small_vs_largest": cmp(larger_better),
-             "gap_stops_at": None if gap_better == 1 else 500}
+    curve = {"sizes": [100, 500, 20000], "small": 500, "memorisation": [30.0, 20.0, 5.0],
+             "memorisation_ci": [[25, 35], [15, 25], [2, 8]], "memorisation_effect_size": [5.0, 4.0, 3.0],
+             "memorisation_better": [1, gap_better, 1], "small_vs_largest": cmp(larger_better),
+             "memorisation_stops_at": None if gap_better == 1 else 500}
     settings = {"full": {"dataset": "f", "ood": {"other_test": ood(True), "noise": ood(False)}},
                 "reverse": {"dataset": "m", "ood": {"primary_test": ood(True), "noise": ood(False)}}}
     return {"gap_curve": curve, "settings": settings,
@@ -89,3 +91,35 @@ def test_verdict_follows_the_intervals(kwargs, expected):
 def test_verdict_says_where_the_gap_stops_being_significant():
     assert "no longer significant from 500 images on" in overfit_ood.verdict(_metrics(gap_better=0))[1]
     assert "significant at every size up to 20000 images" in overfit_ood.verdict(_metrics())[1]
+
+
+def test_memorisation_compares_held_out_with_training_images_above_their_floors():
+    """Two image sets drawn alike, scored by a model that fits its own images better: the excess loss above
+    each image's floor differs by what it memorised, however much ink the images have."""
+    rng = np.random.default_rng(0)
+    floors = {"train": rng.uniform(50, 150, 200), "held_out": rng.uniform(50, 150, 200)}
+    pi = {k: {"floor": f, "loss": f + (5.0 if k == "held_out" else 2.0) + rng.normal(0, 0.5, (3, 200))}
+          for k, f in floors.items()}
+    m = overfit_ood._memorisation(pi)
+    assert m["memorisation"] == pytest.approx(3.0, abs=0.2) and m["memorisation_better"] == 1
+    assert m["memorisation_ci"][0] > 2.5 and m["memorisation_ci"][1] < 3.5 and len(m["memorisation_seeds"]) == 3
+
+
+def test_held_out_images_are_in_no_training_subset():
+    """The held-out images are the highest ranks of each class in the order every class-balanced subset is
+    drawn from; a subset of n images takes the ranks below n / 10."""
+    from vaejax import data
+    from vaejax_experiments import settings
+
+    require_offline("fashion_mnist")
+    sc = settings.get_scale("smoke")
+    held, full = overfit_ood._held_out(sc, "fashion_mnist", 200)
+    split = data.load("fashion_mnist", "train")
+    ranks = data.class_ranks(split.labels, 0)
+    is_held = ranks >= np.bincount(split.labels)[split.labels] - 20
+    np.testing.assert_array_equal(held, data.to_float(split.images[is_held]))
+    assert held.shape == (200, 28, 28, 1) and len(full) == sc.n_train
+    assert ranks[is_held].min() >= 5000  # 6000 images a class: no subset below 50,000 images reaches them
+    subset = data.subset_per_class(split, 50, 0)
+    np.testing.assert_array_equal(np.sort(subset.images.reshape(len(subset.images), -1), axis=0),
+                                  np.sort(split.images[ranks < 50].reshape(500, -1), axis=0))

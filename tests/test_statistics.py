@@ -1,6 +1,7 @@
 """The experiments' statistics: bootstrap intervals and paired comparisons."""
 
 import numpy as np
+import pytest
 
 from vaejax_experiments import markdown, stats
 
@@ -48,3 +49,17 @@ def test_last_quarter_change_reads_a_plateau_and_a_falling_curve():
     np.testing.assert_allclose(stats.last_quarter_change(curves), [0.0, (1.0 - 3.0) / 3.0])  # 8 points: back 2
     np.testing.assert_allclose(stats.last_quarter_change([[4.0, 2.0]]), [-0.5])  # at least one point back
     assert np.isnan(stats.last_quarter_change([[3.0]])[0])  # one point: no change to read
+
+
+def test_two_sample_comparison_covers_a_difference_of_means():
+    """Two independent sets: 95% coverage of the true difference, by the bootstrap (n = 60) and Welch's t (n = 5)."""
+    rng = np.random.default_rng(0)
+    for n, low, high in ((60, 0.92, 0.975), (5, 0.93, 0.97)):
+        covered = []
+        for i in range(600 if n == 60 else 2000):
+            a, b = rng.normal(1.0, 1.0, n), rng.normal(0.0, 2.0, n + 3)
+            lo, hi = stats.two_sample_comparison(a, b, resamples=400, seed=i)["ci"]
+            covered.append(lo <= 1.0 <= hi)
+        assert low <= np.mean(covered) <= high, (n, np.mean(covered))
+    c = stats.two_sample_comparison(np.full(20, 3.0) + rng.normal(0, 0.01, 20), np.zeros(30), higher_is_better=False)
+    assert c["better"] == -1 and c["n"] == [20, 30] and c["diff"] == pytest.approx(3.0, abs=0.01)

@@ -137,10 +137,26 @@ def subset_per_class(split: Split, n_per_class: int, key_or_seed) -> Split:
     fewest = np.unique(split.labels, return_counts=True)[1].min()
     if fewest < n_per_class:
         raise ValueError(f"subset_per_class: a class has only {fewest} images, fewer than n_per_class={n_per_class}")
-    key = jax.random.key(int(key_or_seed)) if isinstance(key_or_seed, (int, np.integer)) else key_or_seed
-    order = np.asarray(jax.random.permutation(key, len(split.labels)))
-    keep = order[_rank_in_class(split.labels[order]) < n_per_class]
+    order, ranks = _shuffled_ranks(split.labels, key_or_seed)
+    keep = order[ranks < n_per_class]
     return Split(split.images[keep], split.labels[keep])
+
+
+def class_ranks(labels, key_or_seed) -> np.ndarray:
+    """(N,) each image's position within its class in the order subset_per_class draws from (with the same
+    key or seed): subset_per_class(split, n) is the images of rank below n, so the highest ranks of each
+    class are images that no such subset of fewer per class holds."""
+    order, ranks = _shuffled_ranks(labels, key_or_seed)
+    out = np.empty(len(order), np.int64)
+    out[order] = ranks
+    return out
+
+
+def _shuffled_ranks(labels, key_or_seed) -> tuple[np.ndarray, np.ndarray]:
+    """(a seeded permutation of the images, each one's rank within its class in that order)."""
+    key = jax.random.key(int(key_or_seed)) if isinstance(key_or_seed, (int, np.integer)) else key_or_seed
+    order = np.asarray(jax.random.permutation(key, len(labels)))
+    return order, _rank_in_class(np.asarray(labels)[order])
 
 
 # ---------------------------------------------------------------------------- checks

@@ -61,6 +61,15 @@ def auroc(scores, labels) -> float:
     return float(roc_auc_score(positive, np.asarray(scores, np.float64).reshape(-1)))
 
 
+def entropy_floor(x_N) -> np.ndarray:
+    """(N,) sum_i H(x_i) in nats: the Bernoulli loss of a perfect reconstruction of grey levels x_i, the
+    least that loss can be on an image (textured images have a high floor, sparse ones a low one)."""
+    from scipy.special import entr
+
+    x = np.asarray(x_N, np.float64)
+    return (entr(x) + entr(1.0 - x)).reshape(len(x), -1).sum(axis=1)
+
+
 def auroc_influence(scores, labels) -> tuple[float, np.ndarray]:
     """AUROC and each example's influence on it (DeLong et al. 1988, as centred structural components).
 

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
-from scipy.special import entr
 
 from vaejax import config, data, engine, fit, metrics, models, plots, recipe
 from vaejax_experiments import harness, markdown, settings, stats
@@ -81,12 +80,6 @@ def anomalous(labels_N, k: int, protocol: str) -> np.ndarray:
     """Which test images are anomalies for model k under the protocol."""
     labels = np.asarray(labels_N)
     return labels == k if protocol == "leave_one_out" else labels != k
-
-
-def entropy_floor(x_N) -> np.ndarray:
-    """(N,) sum_i H(x_i) in nats: the Bernoulli loss of a perfect reconstruction of grey levels x_i."""
-    x = np.asarray(x_N, np.float64)
-    return (entr(x) + entr(1.0 - x)).reshape(len(x), -1).sum(axis=1)
 
 
 def png_bits(x_N) -> np.ndarray:
@@ -223,7 +216,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         test = harness.Images(test.x[pick[: s.n_score]], test.y[pick[: s.n_score]])
     names = harness.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
     configs = dict(zip(("ae", "vae"), settings.model_pair(sc, run.dataset)))
-    floor, bits = entropy_floor(test.x), png_bits(test.x)
+    floor, bits = metrics.entropy_floor(test.x), png_bits(test.x)
     result = {"class_names": names, "n_test": int(len(test.y)), "steps": steps, "batch_size": {},
               "positives_per_class": [int(np.sum(test.y == c)) for c in range(k)],
               "models": {kind: f"{c.arch} {c.kind} latent {c.latent_dim}, {c.likelihood}" for kind, c in configs.items()},

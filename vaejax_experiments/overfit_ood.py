@@ -12,11 +12,17 @@ that they differ in their training images alone:
 Loss: the training objective (Bernoulli NLL, nats per image); also MSE per pixel, which has no floor
 that depends on the images, to compare different image sets.
 
-Overfitting. Train loss is measured on (up to n_eval of) a model's training images, test loss on
-n_eval test images, after training; gap = test - train. Its interval is stats.paired_comparison of
-each seed's test loss against the same seed's train loss (a bootstrap over seeds), with d_z. The curve
-gives the gap against the training-set size, and the first size at which it is no longer significant. Overfitting shows if the gap at the small size is significant and larger than at the
-curve's largest size (paired by seed: models of the same seed start from the same parameters).
+Overfitting, as memorisation. Each image's loss is taken above its entropy floor (the Bernoulli
+loss of a perfect reconstruction, metrics.entropy_floor), so that images with more ink do not
+weigh more. memorisation = the mean excess loss on n_eval held-out images of the training split
+(class-balanced; no model of the dataset trains on them) minus that on (up to n_eval of) the
+model's own training images, after training: the two sets are drawn alike, so the difference is
+what the model learned of its own images, not which images were drawn. Its interval is over images
+(stats.two_sample_comparison of the seed-averaged excess losses: a bootstrap resampling each set).
+The curve gives it against the training-set size, and the first size at which it is no longer
+significant. Overfitting shows if it is significant at the small size and larger there than at the
+curve's largest size (compared per seed, Student's t over seeds: models of the same seed start from
+the same parameters). The test-split loss and its gap to the training loss are reported beside it.
 
 Out of distribution. The full and reverse models are fed each other's test images and uniform noise
 (the small model too; recorded, not judged). Judged by MSE (the NLL of a mostly black image is low
@@ -56,12 +62,12 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     n_small = sc.pick(smoke=100, quick=500, full=500)
     steps = sc.pick(smoke=sc.steps, quick=600, full=3000)
     n = sc.n_eval
+    held_out, full_x = _held_out(sc, primary, n)
     sets = {  # name -> (images, label)
         "primary_test": harness.eval_images(sc, primary).x,
         "other_test": harness.eval_images(sc, other).x,
         "noise": judge.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
     }
-    full_x = harness.train_images(sc, primary).x
     setups = {  # name -> (training images, description, its test set, its OOD sets)
         "small": (harness.load_images(primary, "train", n_small).x, f"{primary}, {n_small} images",
                   "primary_test", ("other_test", "noise")),
@@ -73,17 +79,18 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     scores = engine.make_scores(recipe.objective(cfg))
     mse_of = _mse_fn(cfg)
 
-    def train_and_score(label, x, eval_sets=None):
+    def train_and_score(label, x, eval_sets=None, memorised=False):
         batch = min(BATCH, len(x))
         tc = sc.train_config(len(x), batch_size=batch, epochs=max(1, round(steps / (len(x) // batch))))
         run.log(f"{label}: {len(x)} images, {tc.epochs} epochs of batch {batch}")
         t = training.train_seeds(cfg, tc, x, S, eval_sets=eval_sets, log=run.log)
-        return t, _score(t, dict(sets, train=x[:n]), scores, mse_of)  # every set, and the training images
+        scored = dict(sets, train=x[:n], **({"held_out": held_out} if memorised else {}))
+        return t, _score(t, scored, scores, mse_of)  # every set, the training images and (its dataset's) held-out ones
 
     trained, per_image = {}, {}
     for name, (x, desc, test_set, _) in setups.items():
-        trained[name], per_image[name] = train_and_score(f"{name}: {desc}", x,
-                                                         {"train": x[:n], "test": sets[test_set]})
+        trained[name], per_image[name] = train_and_score(f"{name}: {desc}", x, {"train": x[:n], "test": sets[test_set]},
+                                                         memorised=name != "reverse")
     points = {}  # size -> (Trained, per-image scores)
     reused = {n_small: "small", len(full_x): "full"}  # the points that are these models: same data, batch and steps
     for size in _curve_sizes(CURVE_SMALLEST, n_small, len(full_x), sc.pick(smoke=2, quick=4, full=5)):
@@ -91,15 +98,16 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
             points[size] = trained[reused[size]], per_image[reused[size]]
         else:
             x = harness.load_images(primary, "train", size).x
-            points[size] = train_and_score(f"curve: {primary}, {size} images", x)
+            points[size] = train_and_score(f"curve: {primary}, {size} images", x, memorised=True)
 
-    result = {"settings": {}, "set_labels": set_labels, "n_eval": n, "primary": primary, "other": other}
+    result = {"settings": {}, "set_labels": set_labels, "n_eval": n, "n_held_out": len(held_out), "primary": primary,
+              "other": other}
     own_model = {"primary_test": "full", "other_test": "reverse"}  # the model trained on each test set's dataset
     for name, (x, desc, test_set, ood_sets) in setups.items():
         t, pi = trained[name], per_image[name]
         own_test_mse = pi[test_set]["mse"].mean(1)
         row = {"description": desc, "dataset": primary if name != "reverse" else other, "test_set": test_set,
-               **training.training_summary(t), **_losses(pi, test_set)}
+               **training.training_summary(t), **_losses(pi, test_set), **(_memorisation(pi) if "held_out" in pi else {})}
         row.update(stats.stat("train_mse", pi["train"]["mse"].mean(1)))
         row.update(stats.stat("test_mse", own_test_mse))
         row["ood"] = {}
@@ -139,16 +147,45 @@ def _curve_sizes(smallest: int, n_small: int, n_full: int, k: int) -> list[int]:
     return sorted({int(round(g, -1)) for g in grid} | {int(n_full)})
 
 
+def _held_out(sc, dataset: str, n: int):
+    """(n class-balanced training-split images that no model of the dataset trains on, the training set of
+    the full model): the highest ranks of each class in the order every class-balanced subset is drawn
+    from (harness.load_images), which the subsets of fewer images never reach; at a scale that trains on
+    the whole split, the full model trains on the rest of it."""
+    split = data.load(dataset, "train")
+    per_class = max(1, n // data.NUM_CLASSES[dataset])
+    ranks = data.class_ranks(split.labels, 0)
+    counts = np.bincount(split.labels)
+    held = ranks >= counts[split.labels] - per_class
+    full_x = (harness.train_images(sc, dataset).x if sc.n_train is not None
+              else data.to_float(split.images[~held]))
+    if sc.n_train is not None and sc.n_train // data.NUM_CLASSES[dataset] > counts.min() - per_class:
+        raise ValueError(f"{sc.n_train} training images leave fewer than {n} of {dataset} held out")
+    return data.to_float(split.images[held]), full_x
+
+
 def _score(t, image_sets: dict, scores, mse_of) -> dict:
-    """set name -> {"loss": (S, N), "mse": (S, N)}: per-image loss and MSE under every seed of t."""
+    """set name -> {"loss": (S, N), "mse": (S, N), "floor": (N,)}: per-image loss and MSE under every seed of
+    t, and the images' entropy floors."""
     seeds = [t.seed_params(s) for s in range(t.num_seeds)]
     return {name: {"loss": np.stack([np.asarray(scores(p, jnp.asarray(x), jax.random.key(0))["loss"]) for p in seeds]),
-                   "mse": np.stack([mse_of(p, x) for p in seeds])}
+                   "mse": np.stack([mse_of(p, x) for p in seeds]), "floor": metrics.entropy_floor(x)}
             for name, x in image_sets.items()}
 
 
+def _memorisation(pi: dict) -> dict:
+    """Held-out minus training images' loss above the entropy floor: per seed, and over images (seed means,
+    a two-sample bootstrap) with its interval."""
+    excess = {k: pi[k]["loss"] - pi[k]["floor"] for k in ("held_out", "train")}  # (S, N) each
+    over_images = stats.two_sample_comparison(excess["held_out"].mean(0), excess["train"].mean(0))
+    return {**stats.stat("memorisation", excess["held_out"].mean(1) - excess["train"].mean(1)),
+            "memorisation_ci": over_images["ci"], "memorisation_effect_size": over_images["effect_size"],
+            "memorisation_better": over_images["better"]}
+
+
 def _losses(pi: dict, test_set: str) -> dict:
-    """Train and test loss and their gap per seed (mean ± std), and the gap's paired interval over seeds."""
+    """Train and test loss and their gap per seed (mean ± std), and the gap's paired interval over seeds
+    (stats.paired_comparison: Student's t for a few seeds)."""
     train, test = pi["train"]["loss"].mean(1), pi[test_set]["loss"].mean(1)
     gap = stats.paired_comparison(test, train)  # the same model's test against train loss
     return {**stats.stat("train_loss", train), **stats.stat("test_loss", test), **stats.stat("gap", test - train),
@@ -184,14 +221,15 @@ def _gap_curve(points: dict, n_small: int) -> dict:
     rows = []
     for size, (t, pi) in sorted(points.items()):
         rows.append({"sizes": size, "steps": training.training_summary(t)["steps"], **_losses(pi, "primary_test"),
-                     "ood_auroc": {o: _aurocs(pi, o, "primary_test") for o in ("other_test", "noise")}})
+                     **_memorisation(pi), "ood_auroc": {o: _aurocs(pi, o, "primary_test") for o in ("other_test", "noise")}})
     curve = {key: [r[key] for r in rows] for key in rows[0] if key != "ood_auroc"}
     curve["ood_auroc"] = {o: [r["ood_auroc"][o] for r in rows] for o in rows[0]["ood_auroc"]}
     curve["batch"] = points[n_small][0].train_cfg.batch_size
     curve["small"] = n_small
-    curve["gap_stops_at"] = next((s for s, b in zip(curve["sizes"], curve["gap_better"]) if b != 1), None)
-    gap_seeds = {s: np.asarray(g) for s, g in zip(curve["sizes"], curve["gap_seeds"])}
-    curve["small_vs_largest"] = stats.paired_comparison(gap_seeds[n_small], gap_seeds[curve["sizes"][-1]])
+    curve["memorisation_stops_at"] = next((s for s, b in zip(curve["sizes"], curve["memorisation_better"]) if b != 1),
+                                          None)
+    per_seed = {s: np.asarray(g) for s, g in zip(curve["sizes"], curve["memorisation_seeds"])}
+    curve["small_vs_largest"] = stats.paired_comparison(per_seed[n_small], per_seed[curve["sizes"][-1]])
     return curve
 
 
@@ -243,8 +281,15 @@ def _figures(run, result, trained, per_image, sets, setups) -> list[str]:
 
 
 def _gap(c: dict, i: int) -> dict:
-    """The curve's gap at its i-th size as a comparison (for ci_text)."""
+    """The curve's test-minus-train gap at its i-th size as a comparison (for ci_text)."""
     return {"diff": c["gap"][i], "ci": c["gap_ci"][i], "effect_size": c["gap_effect_size"][i]}
+
+
+def _memo(c: dict, i: int | None = None) -> dict:
+    """The memorisation at the curve's i-th size (or of a setting's row) as a comparison (for ci_text)."""
+    pick = (lambda k: c[k][i]) if i is not None else (lambda k: c[k])
+    return {"diff": pick("memorisation"), "ci": pick("memorisation_ci"),
+            "effect_size": pick("memorisation_effect_size")}
 
 
 def _auc_text(a: dict) -> str:
@@ -263,18 +308,19 @@ def _ood_decision(d: dict) -> int:
 
 
 def verdict(m: dict) -> tuple[str, str]:
-    """Two parts, each decided by intervals. Overfitting: the gap (test - train loss) at the small size is
-    significant and larger than at the curve's largest size. OOD: every OOD set of the full and reverse
+    """Two parts, each decided by intervals. Overfitting: the memorisation (held-out minus training images'
+    loss above the floor) at the small size is significant and larger than at the curve's largest size. OOD: every OOD set of the full and reverse
     models is reconstructed clearly worse (_ood_decision). Holds if both, does not hold if neither
     (no OOD set clearly worse), mixed otherwise."""
     c, s = m["gap_curve"], m["settings"]
     i, last = c["sizes"].index(c["small"]), len(c["sizes"]) - 1
-    overfit = c["gap_better"][i] == 1 and c["small_vs_largest"]["better"] == 1
-    stops = (f"no longer significant from {c['gap_stops_at']} images on" if c["gap_stops_at"] is not None
-             else f"significant at every size up to {c['sizes'][-1]} images")
-    gap = (f"test-minus-train loss gap in nats per image, 95% intervals over seeds: {markdown.ci_text(_gap(c, i))} "
-           f"at {c['small']} training images against {markdown.ci_text(_gap(c, last))} at {c['sizes'][-1]}, "
-           f"difference {markdown.ci_text(c['small_vs_largest'])}; the gap is {stops}")
+    overfit = c["memorisation_better"][i] == 1 and c["small_vs_largest"]["better"] == 1
+    stops = (f"no longer significant from {c['memorisation_stops_at']} images on"
+             if c["memorisation_stops_at"] is not None else f"significant at every size up to {c['sizes'][-1]} images")
+    gap = (f"memorisation, held-out minus training images' loss above the entropy floor in nats per image, 95% "
+           f"intervals over images: {markdown.ci_text(_memo(c, i))} at {c['small']} training images against "
+           f"{markdown.ci_text(_memo(c, last))} at {c['sizes'][-1]}, difference over seeds "
+           f"{markdown.ci_text(c['small_vs_largest'])}; it is {stops}")
     ood = {(name, o): _ood_decision(d) for name in ("full", "reverse") for o, d in s[name]["ood"].items()}
 
     def against(name, o):
@@ -303,16 +349,18 @@ def report(m: dict) -> str:
         r = s[name]
         rows.append([f"{name}: {r['description']}", r["n_train"], r["steps"], markdown.cell(r, "train_loss"),
                      markdown.cell(r, "test_loss"), markdown.cell(r, "gap"), "[{:.3g}, {:.3g}]".format(*r["gap_ci"]),
+                     markdown.ci_text(_memo(r)) if "memorisation" in r else "n/a",
                      markdown.cell(r, "train_mse", ".3g"), markdown.cell(r, "test_mse", ".3g")])
-    t1 = markdown.table(["setting", "train images", "steps", "train loss", "test loss", "gap", "gap 95% CI",
-                         "train MSE", "test MSE"], rows)
+    t1 = markdown.table(["setting", "train images", "steps", "train loss", "test loss", "test − train gap",
+                         "gap 95% CI (seeds)", "memorisation [95% CI over images], d", "train MSE", "test MSE"], rows)
     rows = []
     for k, size in enumerate(c["sizes"]):
         rows.append([size, c["steps"][k], markdown.pm(c["train_loss"][k], c["train_loss_std"][k]),
                      markdown.pm(c["test_loss"][k], c["test_loss_std"][k]), markdown.ci_text(_gap(c, k)),
-                     "yes" if c["gap_better"][k] == 1 else "no"]
+                     markdown.ci_text(_memo(c, k)), "yes" if c["memorisation_better"][k] == 1 else "no"]
                     + [_auc_text(c["ood_auroc"][o][k]["mse"]) for o in c["ood_auroc"]])
-    t2 = markdown.table(["train images", "steps", "train loss", "test loss", "gap [95% CI], d_z", "gap significant"]
+    t2 = markdown.table(["train images", "steps", "train loss", "test loss", "test − train gap [95% CI over seeds], d_z",
+                         "memorisation [95% CI over images], d", "memorisation significant"]
                         + [f"AUROC {m['set_labels'][o]} (MSE)" for o in c["ood_auroc"]], rows)
     rows = []
     for name in ("small", "full", "reverse"):
@@ -327,13 +375,17 @@ def report(m: dict) -> str:
                          "AUROC by loss [95% CI]", "excess MSE per image [95% CI], d_z", "reference"], rows)
     head = (f"Loss: Bernoulli NLL in nats per image (the training objective); MSE per pixel of the reconstruction. "
             f"Train loss is measured on (up to) {m['n_eval']} training images after training, test loss on "
-            f"{m['n_eval']} test images; gap = test - train, mean ± std over seeds, its 95% interval a paired bootstrap "
-            f"over seeds (each seed's test against its train loss). The loss depends on how much ink an image has (a "
+            f"{m['n_eval']} test images; gap = test - train, mean ± std over seeds, its 95% interval Student's t over "
+            f"seeds (each seed's test against its train loss). Memorisation: the loss above each image's entropy floor "
+            f"on {m.get('n_held_out', m['n_eval'])} held-out training-split images minus on the model's own training "
+            f"images (drawn alike, so it measures what was learned of the images themselves), 95% interval a "
+            f"bootstrap over images resampling each set, Cohen's d. The loss depends on how much ink an image has (a "
             f"mostly black digit has a low NLL floor), so out-of-distribution error is judged by MSE, against the same "
             f"images' MSE under the model trained on their own dataset (for noise: the model's own test MSE).")
     curve = (f"Train-test gap against training-set size: class-balanced subsets of {m['primary']}, batch {c['batch']}, "
              f"the small model's number of steps rounded to whole epochs (the steps column), the same seeds; the "
-             f"{c['small']}-image point is the small model. Gap interval: paired bootstrap over seeds. AUROC: telling "
+             f"{c['small']}-image point is the small model. Gap interval: Student's t over seeds; memorisation interval: "
+             f"bootstrap over images. AUROC: telling "
              f"the OOD set from {m['n_eval']} test images by per-image MSE, mean over seeds, DeLong's 95% interval "
              f"over images.")
     ood = ("Out of distribution: each model fed images unlike its training set. Ratio = MSE / in-distribution MSE (per "

@@ -8,6 +8,8 @@ Values come in along axis 0, one per unit; trailing axes are averaged into each 
                                 far too narrow)
     paired_comparison           a against b on the same units: the mean difference, its interval,
                                 d_z, and which side of 0 the interval lies on
+    two_sample_comparison       a against b on different units (two sets of images): the same, from a
+                                bootstrap that resamples each set (Welch's t below BOOTSTRAP_MIN_UNITS)
     last_quarter_change         how far a training curve still moved over its last quarter (a plateau test)
 
 Everything is numpy in float64 and deterministic: a bootstrap takes its seed as an argument.
@@ -93,3 +95,28 @@ def paired_comparison(a, b, higher_is_better: bool = True, level: float = CI_LEV
     better = sign if lo > 0 else -sign if hi < 0 else 0
     return {"diff": float(d.mean()), "ci": [lo, hi], "level": level, "n": int(len(d)),
             "effect_size": float(d.mean() / sd) if sd > 0 else None, "better": better}
+
+
+def two_sample_comparison(a, b, higher_is_better: bool = True, level: float = CI_LEVEL,
+                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:
+    """a against b on different units (axis 0 of each; trailing axes averaged first), as paired_comparison
+    reports it: diff = mean(a) - mean(b); ci: a percentile bootstrap resampling each set on its own (Welch's
+    t when a set has fewer than BOOTSTRAP_MIN_UNITS units); effect_size: Cohen's d (pooled sd)."""
+    a, b = (np.asarray(v, np.float64) for v in (a, b))
+    a, b = a.reshape(len(a), -1).mean(axis=1), b.reshape(len(b), -1).mean(axis=1)
+    diff = float(a.mean() - b.mean())
+    if min(len(a), len(b)) >= BOOTSTRAP_MIN_UNITS:
+        rng = np.random.default_rng(seed)
+        diffs = (a[rng.integers(0, len(a), (resamples, len(a)))].mean(1)
+                 - b[rng.integers(0, len(b), (resamples, len(b)))].mean(1))
+        lo, hi = (float(q) for q in np.percentile(diffs, [50 * (1 - level), 50 * (1 + level)]))
+    else:
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        half = float(scipy_stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(va + vb))
+        lo, hi = diff - half, diff + half
+    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    sign = 1 if higher_is_better else -1
+    better = sign if lo > 0 else -sign if hi < 0 else 0
+    return {"diff": diff, "ci": [lo, hi], "level": level, "n": [int(len(a)), int(len(b))],
+            "effect_size": float(diff / pooled) if pooled > 0 else None, "better": better}
