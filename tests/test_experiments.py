@@ -278,3 +278,30 @@ def test_each_experiment_has_one_key_and_named_streams(tmp_path):
     train, scores = harness.stream(a.key, "training"), harness.stream(a.key, "scored_test_images")
     assert data_of(train) == data_of(harness.stream(a.key, "training")) and data_of(train) != data_of(scores)
     assert data_of(train) != data_of(harness.stream(b.key, "training"))
+
+
+def test_a_preempted_run_all_stops_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """SIGTERM during one experiment's training (fit raises Preempted once its state is saved) stops the
+    whole run with exit 143; the experiments after it do not start."""
+    import types
+
+    from vaejax import fit
+    from vaejax_experiments import run_all
+
+    started = []
+
+    def experiment(name, preempt):
+        def main(**kwargs):
+            started.append(name)
+            if preempt:
+                raise fit.Preempted("stopped by SIGTERM at epoch 3, step 5 of 20; the state is saved in w/checkpoints")
+            return {}
+        return types.SimpleNamespace(main=main)
+
+    monkeypatch.setattr(run_all.harness, "load_experiment",
+                        lambda name: experiment(name, preempt=name == "random_latent"))
+    code = run_all.main(["--scale", "smoke", "--only", "interpolation", "random_latent", "centroids",
+                         "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 143 and started == ["interpolation", "random_latent"]
+    assert err.startswith("stopped: stopped by SIGTERM") and "rerun the same command to resume" in err

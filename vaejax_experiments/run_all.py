@@ -23,7 +23,7 @@ import time
 import traceback
 
 from vaejax import provenance
-from vaejax.errors import UsageError
+from vaejax.errors import Preempted, UsageError
 from vaejax_experiments import harness, judge, markdown, settings
 from vaejax_experiments.families import user_family
 
@@ -82,6 +82,8 @@ def _run(names, scale, dataset, seeds, out, families):
             notes.append(f"`{name}`: skipped: {e}")
             skipped.append(f"{name} skipped: {e}")
             print(f"[run_all] {name}: skipped: {e}", flush=True)
+        except Preempted:  # SIGTERM: the state is saved; the whole run stops, to be resumed as a whole
+            raise
         except Exception as e:  # one broken experiment must not hide the others' results
             traceback.print_exc()
             results[name] = None
@@ -344,6 +346,9 @@ def main(argv=None) -> int:
     except harness.user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"stopped: {e}; rerun the same command to resume (finished models are read back)", file=sys.stderr)
+        return 143
     skipped = (harness.read_json(os.path.join(args.out, RUN_FILE)) or {}).get("skipped", [])
     if skipped:  # e.g. missing data: the report is there, but it is not the whole run
         more = f" (and {len(skipped) - 1} more, listed in the report)" if len(skipped) > 1 else ""
