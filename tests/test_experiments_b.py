@@ -158,7 +158,7 @@ def _transform_metrics(test_mse, r2):
     # on an off-manifold set
     scale = np.random.default_rng(0).uniform(0.5, 1.5, 40)
     per_image = {"autoencoder": test_mse * scale, "mean_image": test_mse / (1 - r2) * scale,
-                 "identity": 0.05 * scale, "linear": 1e-12 * scale}
+                 "identity": 0.05 * scale, "linear": 1e-12 * scale, "rank_limited": 0.01 * scale}
     return {"test_per_image": per_image, "off_manifold": {"noise": {"label": "noise", "per_image": per_image}},
             "compute": {"batch": 8, "time_ratio": 10.0, "memory_ratio": 5.0,
                         "direct": {"seconds_per_image": 1e-6, "peak_bytes": 1000},
@@ -371,7 +371,7 @@ def _check_shapes(name, m):
         for path in ("direct", "autoencoder"):
             assert m["compute"][path]["seconds_per_image"] > 0 and m["compute"][path]["peak_bytes"] > 0
         assert math.isfinite(m["linear_mse"]) and len(m["test_per_image"]["linear"]) == m["n_test"]
-        assert set(m["off_manifold"]) == {"inverted", "noise", "smooth"}
+        assert set(m["off_manifold"]) == {"other_photos", "inverted", "noise", "smooth"}
         for o in m["off_manifold"].values():
             for k in ("autoencoder", "linear", "mean_image", "identity"):
                 assert math.isfinite(o[k]) and len(o["per_image"][k]) == o["n"] == m["n_test"]

@@ -45,3 +45,17 @@ def measure(fn, *args, windows: int = 7, window_seconds: float = 0.05) -> dict:
     return {"seconds_per_batch": float(np.median(times)), "compile_seconds": compile_seconds, "windows": windows,
             "reps_per_window": reps, "argument_bytes": arg, "output_bytes": outb, "temp_bytes": temp,
             "peak_bytes": arg + outb + temp - alias, "flops": float(cost.get("flops", float("nan")))}
+
+
+def compare(direct, network, params, x_B) -> dict:
+    """Time per image and peak memory of direct(x_B) against network(params, x_B), on the same batch, and
+    their ratios: what a learned stand-in for a computation costs beside the computation."""
+    n = x_B.shape[0]
+    out = {}
+    for name, m in (("direct", measure(direct, x_B)), ("autoencoder", measure(network, params, x_B))):
+        out[name] = dict(m, seconds_per_image=m["seconds_per_batch"] / n, flops_per_image=m["flops"] / n)
+    out["batch"] = int(n)
+    out["param_bytes"] = int(sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(params)))
+    out["time_ratio"] = out["autoencoder"]["seconds_per_image"] / out["direct"]["seconds_per_image"]
+    out["memory_ratio"] = out["autoencoder"]["peak_bytes"] / max(1, out["direct"]["peak_bytes"])
+    return out

@@ -42,6 +42,21 @@ def fit_linear(x_N, t_N) -> np.ndarray:
     return X.T @ _solve_gram(X @ X.T, Y)
 
 
+def fit_rank_limited(x_N, t_N, rank: int) -> np.ndarray:
+    """The least-squares affine map whose linear part has rank at most `rank` (reduced-rank regression):
+    the full fit's predictions around their mean projected onto their `rank` leading principal
+    directions, which is the best rank-limited linear predictor in squared error on x_N. A bottleneck
+    of `rank` numbers is the most a linear autoencoder of that code width can pass. Same layout as fit_linear."""
+    W = fit_linear(x_N, t_N)
+    fitted = _design(x_N) @ W
+    mean = fitted.mean(0)
+    basis = np.linalg.svd(fitted - mean, full_matrices=False)[2][:rank]  # (rank, P)
+    P = basis.T @ basis
+    W_k = W @ P
+    W_k[-1] += mean - mean @ P  # the bias keeps the mean prediction outside the rank limit
+    return W_k
+
+
 def apply_linear(W, x_N, out_shape) -> np.ndarray:
     """The linear map's prediction for images x_N, shaped (N, *out_shape)."""
     return (_design(x_N) @ W).reshape((len(x_N),) + tuple(out_shape))

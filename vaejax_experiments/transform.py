@@ -21,10 +21,14 @@ Predictions of T(x), all scored by MSE per pixel against T(x), per image:
 They are scored on the test images and on three sets of inputs unlike the training images
 (the off-manifold sets, as many images as the test set): the test images inverted (1 - x: natural
 edges and textures with intensities the training set does not have), uniform noise in [0, 1]
-(independent pixels), and smooth random fields (uniform noise at 1/8 of the size, bilinearly
-upsampled, each channel independent: blobs of arbitrary colour). The notes' other-photo test does
-not apply: sample_patches' training set holds crops of both its photos. A model that learned T
+(independent pixels), smooth random fields (uniform noise at 1/8 of the size, bilinearly
+upsampled, each channel independent: blobs of arbitrary colour), and the notes' other-photo test:
+crops of four photos of scikit-image that no training crop comes from. A model that learned T
 itself predicts T on all of them; one that learned T on the data manifold only does not.
+
+A least-squares linear map of rank k, the code's width (linear_map.fit_rank_limited), sets the
+autoencoder against the best linear predictor that passes k numbers: the full-rank map is not
+comparable, since a k-number code cannot carry T's 256 output values.
 
 Verdicts come from paired comparisons over the images of a set (stats.paired_comparison: the
 mean difference of per-image MSE, its 95% bootstrap interval, and the effect size d_z): the
@@ -47,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import config, models, plots
-from vaejax_experiments import costs, harness, linear_map, markdown, stats, training
+from vaejax_experiments import costs, harness, linear_map, markdown, off_manifold, stats, training
 
 CLAIM = ("An autoencoder trained with MSE(dec(enc(x)), T(x)) captures a pipeline of colour-space and affine "
          "transformations, T = rescale 50% (rotate 90° (grayscale(x))): on test images it predicts T(x) far better "
@@ -57,9 +61,9 @@ R2_BAR = 0.9  # "captures T": explains at least this fraction of T(x)'s variance
 LUMA = (0.299, 0.587, 0.114)
 SHOW = 8
 PREDICTORS = {"autoencoder": "autoencoder dec(enc(x))", "linear": "least-squares linear map",
+              "rank_limited": "least-squares linear map of the code's rank",
               "mean_image": "mean T(x) of the training set", "identity": "identity-resized"}
 BASELINES = ("mean_image", "identity")  # the notes' weak baselines
-SMOOTH_FACTOR = 8  # smooth random fields: uniform noise at 1/8 of the image size, upsampled
 
 
 # ---------------------------------------------------------------------------- the transformation
@@ -129,19 +133,7 @@ def train_mapping(cfg, tc, x_N, t_N, seeds: int, x_test, t_test, seed: int = 0, 
     return trained.params, trained.curves["loss"], test_mse, trained.seconds
 
 
-# ---------------------------------------------------------------------------- off-manifold inputs and scores
-
-
-def off_manifold_inputs(test_x, seed: int = 0) -> dict:
-    """name -> (label, images): inputs unlike the training images, as many as test_x, in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    n, (h, w, c) = len(test_x), test_x.shape[1:]
-    coarse = rng.uniform(size=(n, max(1, h // SMOOTH_FACTOR), max(1, w // SMOOTH_FACTOR), c)).astype(np.float32)
-    # Linear interpolation weights are convex, so the fields stay in [0, 1].
-    smooth = np.asarray(jax.image.resize(jnp.asarray(coarse), (n, h, w, c), method="linear"))
-    return {"inverted": ("test images inverted (1 − x)", (1.0 - test_x).astype(np.float32)),
-            "noise": ("uniform noise in [0, 1]", rng.uniform(size=test_x.shape).astype(np.float32)),
-            "smooth": (f"smooth random fields (noise at 1/{SMOOTH_FACTOR} size, upsampled)", smooth)}
+# ---------------------------------------------------------------------------- scores
 
 
 def ae_predictor(cfg):
@@ -156,14 +148,15 @@ def per_image_mse(pred, target) -> np.ndarray:
     return np.mean(np.square(diff), axis=(-3, -2, -1))
 
 
-def score_set(predict, params_S, W, mean_image, x_N) -> dict:
+def score_set(predict, params_S, maps, mean_image, x_N) -> dict:
     """Every predictor's MSE per pixel against T(x) on images x_N: per image (the autoencoder's averaged
-    over seeds, for paired comparisons) and over the set (the autoencoder's also per seed)."""
+    over seeds, for paired comparisons) and over the set (the autoencoder's also per seed). maps: the
+    linear maps {"linear": W, "rank_limited": W_k}."""
     x = jnp.asarray(x_N)
     t = np.asarray(transform(x))
     ae_SN = per_image_mse(predict(params_S, x), t[None])
     per_image = {"autoencoder": ae_SN.mean(0),
-                 "linear": per_image_mse(linear_map.apply_linear(W, x_N, t.shape[1:]), t),
+                 **{name: per_image_mse(linear_map.apply_linear(W, x_N, t.shape[1:]), t) for name, W in maps.items()},
                  "mean_image": per_image_mse(mean_image[None], t),
                  "identity": per_image_mse(identity_resized(x), t)}
     out = {name: float(v.mean()) for name, v in per_image.items()}
@@ -180,25 +173,8 @@ def judge(per_image: dict) -> dict:
     best = min(BASELINES, key=lambda k: float(np.mean(per_image[k])))
     lower = functools.partial(stats.paired_comparison, higher_is_better=False)
     return {"r2": float(1.0 - ae.mean() / mean_image.mean()), "r2_bar": lower(ae, (1.0 - R2_BAR) * mean_image),
-            "best_baseline": best, "vs_baseline": lower(ae, per_image[best]), "vs_linear": lower(ae, per_image["linear"])}
-
-
-# ---------------------------------------------------------------------------- compute and memory
-
-
-def compare_compute(cfg, params, x_B) -> dict:
-    """Time per image and peak memory of T computed directly vs the autoencoder, on batch x_B."""
-    n = x_B.shape[0]
-    direct = costs.measure(transform, x_B)
-    net = costs.measure(lambda p, x: jax.nn.sigmoid(models.apply(cfg, p, x)[0]), params, x_B)
-    out = {}
-    for name, m in (("direct", direct), ("autoencoder", net)):
-        out[name] = dict(m, seconds_per_image=m["seconds_per_batch"] / n, flops_per_image=m["flops"] / n)
-    out["batch"] = int(n)
-    out["param_bytes"] = int(sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(params)))
-    out["time_ratio"] = out["autoencoder"]["seconds_per_image"] / out["direct"]["seconds_per_image"]
-    out["memory_ratio"] = out["autoencoder"]["peak_bytes"] / max(1, out["direct"]["peak_bytes"])
-    return out
+            "best_baseline": best, "vs_baseline": lower(ae, per_image[best]), "vs_linear": lower(ae, per_image["linear"]),
+            "vs_rank_limited": lower(ae, per_image["rank_limited"])}
 
 
 # ---------------------------------------------------------------------------- the experiment
@@ -242,11 +218,13 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
               "n_train": len(train_x), "unknowns_per_output": int(W.shape[0]), "seconds": round(linear_seconds, 2),
               "weight_error": float(np.abs(W - truth).max()), "t_weight_max": float(np.abs(truth).max())}
     run.log(f"linear map: {linear['solution']} in {linear_seconds:.1f}s, weights within {linear['weight_error']:.2g} of T's")
+    maps = {"linear": W, "rank_limited": linear_map.fit_rank_limited(train_x, t_train, cfg.latent_dim)}
+    linear["rank"] = cfg.latent_dim
 
     predict, mean_image = ae_predictor(cfg), t_train.mean(0)
-    test = score_set(predict, params, W, mean_image, test_x)
-    off_inputs = off_manifold_inputs(test_x)
-    off = {name: dict(label=label, **score_set(predict, params, W, mean_image, x))
+    test = score_set(predict, params, maps, mean_image, test_x)
+    off_inputs = off_manifold.inputs(test_x)
+    off = {name: dict(label=label, **score_set(predict, params, maps, mean_image, x))
            for name, (label, x) in off_inputs.items()}
     for name, o in off.items():
         run.log(f"{name}: MSE autoencoder {o['autoencoder']:.3g}, linear {o['linear']:.3g}, "
@@ -259,7 +237,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 
     x_time = jnp.asarray(np.resize(test_x, (s.timed_images,) + test_x.shape[1:]))
     seed0 = jax.tree_util.tree_map(lambda a: a[0], params)
-    result["compute"] = compare_compute(cfg, seed0, x_time)
+    result["compute"] = costs.compare(transform, lambda p, x: jax.nn.sigmoid(models.apply(cfg, p, x)[0]), seed0, x_time)
     c = result["compute"]
     run.log(f"direct {c['direct']['seconds_per_image'] * 1e6:.2f} us/image, {c['direct']['peak_bytes'] / 2**20:.2f} MiB; "
             f"AE {c['autoencoder']['seconds_per_image'] * 1e6:.2f} us/image, "
@@ -372,10 +350,12 @@ def _bar_label() -> str:
 
 
 def _linear_text(per_image: dict, j: dict) -> str:
-    side = {1: "clearly better than", -1: "clearly worse than", 0: "not clearly different from"}[j["vs_linear"]["better"]]
+    side = lambda c: {1: "clearly better than", -1: "clearly worse than", 0: "not clearly different from"}[c["better"]]
     return (f"T is linear, and a least-squares linear map fitted on the same training images predicts it with test "
-            f"MSE {float(np.mean(per_image['linear'])):.3g}; the autoencoder is {side} it (difference "
-            f"{markdown.ci_text(j['vs_linear'])}).")
+            f"MSE {float(np.mean(per_image['linear'])):.3g}; the autoencoder is {side(j['vs_linear'])} it (difference "
+            f"{markdown.ci_text(j['vs_linear'])}). Limited to the code's rank, the linear map's test MSE is "
+            f"{float(np.mean(per_image['rank_limited'])):.3g}; the autoencoder is {side(j['vs_rank_limited'])} it "
+            f"(difference {markdown.ci_text(j['vs_rank_limited'])}).")
 
 
 def _off_text(o: dict, j: dict) -> str:
@@ -400,23 +380,26 @@ def _mib(b) -> str:
 def report(m: dict) -> str:
     sets = {"test images": {"per_image": m["test_per_image"], "autoencoder": m["test_mse"],
                             "autoencoder_std": m["test_mse_std"], "linear": m["linear_mse"],
-                            "mean_image": m["mean_image_mse"], "identity": m["identity_mse"]}}
+                            "mean_image": m["mean_image_mse"], "identity": m["identity_mse"],
+                            "rank_limited": float(np.mean(m["test_per_image"]["rank_limited"]))}}
     sets.update({o["label"]: o for o in m["off_manifold"].values()})
     mse_rows = [[PREDICTORS["autoencoder"] + " (± std over seeds)"]
                 + [markdown.pm(o["autoencoder"], o["autoencoder_std"]) for o in sets.values()]]
-    mse_rows += [[PREDICTORS[k]] + [f"{o[k]:.3g}" for o in sets.values()] for k in ("linear", *BASELINES)]
+    mse_rows += [[PREDICTORS[k]] + [f"{o[k]:.3g}" for o in sets.values()] for k in ("linear", "rank_limited", *BASELINES)]
     judged = {label: judge(o["per_image"]) for label, o in sets.items()}
     cmp_rows = [[label, f"{j['r2']:.3g}", markdown.ci_text(j["r2_bar"]), PREDICTORS[j["best_baseline"]],
-                 markdown.ci_text(j["vs_baseline"]), markdown.ci_text(j["vs_linear"])] for label, j in judged.items()]
+                 markdown.ci_text(j["vs_baseline"]), markdown.ci_text(j["vs_linear"]),
+                 markdown.ci_text(j["vs_rank_limited"])] for label, j in judged.items()]
     t, lin = m["train"], m["linear"]
     head = (f"{m['n_train']} training and {m['n_test']} test images {tuple(m['input_shape'])} → T(x) "
             f"{tuple(m['output_shape'])}. Model: {m['model']['preset']} ({m['model']['params']:,} parameters), "
             f"{t['steps']} steps of batch {t['batch_size']} ({t['seconds']:.0f} s for all seeds). Linear map: "
             f"{lin['solution']} on the same {lin['n_train']} training images ({lin['unknowns_per_output']} unknowns "
             f"per output pixel, {lin['seconds']:.1f} s); its weights differ from T's own matrix by at most "
-            f"{lin['weight_error']:.2g} (T's largest weight: {lin['t_weight_max']:.3g}). MSE per pixel against T(x), "
-            f"mean over the {m['n_test']} images of each set (the autoencoder's averaged over seeds); the three sets "
-            f"besides the test images are off the training manifold.")
+            f"{lin['weight_error']:.2g} (T's largest weight: {lin['t_weight_max']:.3g}); the rank-{lin['rank']} map is its "
+            f"best approximation that passes {lin['rank']} numbers, as the code does. MSE per pixel against T(x), mean "
+            f"over the {m['n_test']} images of each set (the autoencoder's averaged over seeds); the sets besides the "
+            f"test images are off the training manifold.")
     cmp_head = (f"Paired comparisons over the images of each set: the autoencoder's per-image MSE minus the other's, "
                 f"mean with its 95% bootstrap interval and effect size d_z (negative: the autoencoder is better). "
                 f"R² = 1 − MSE / mean-image MSE; it is clearly above {R2_BAR} when the autoencoder's MSE minus "
@@ -434,7 +417,8 @@ def report(m: dict) -> str:
     return (head + "\n\n" + markdown.table(["prediction of T(x): MSE per pixel ↓", *sets], mse_rows) + "\n\n"
             + cmp_head + "\n\n"
             + markdown.table(["set", "R² of the autoencoder ↑", f"MSE − {1 - R2_BAR:.2g} × mean-image MSE",
-                              "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map"], cmp_rows)
+                              "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map",
+                              f"autoencoder − rank-{m['linear']['rank']} linear map"], cmp_rows)
             + "\n\n" + comp_head + "\n\n" + markdown.table(["path", "µs per image", "FLOPs per image",
                                                             "peak memory per batch", "temporaries", "compile s"], comp))
 
