@@ -31,7 +31,8 @@ ROWS = [
      "vaejax: error: unknown preset 'mlp_vea'; choose one of: mlp_ae, mlp_vae, conv_ae, conv_vae, mlp_ae_2d, "
      "mlp_vae_2d, mlp_ae_rgb, mlp_vae_rgb, conv_ae_rgb, conv_vae_rgb"),
     ("unknown-dataset", ["--dataset", "mnsit"], None,
-     "vaejax: error: unknown dataset 'mnsit'; choose one of: fashion_mnist, mnist, mnist_5k, cifar10, sample_patches"),
+     "vaejax: error: unknown dataset 'mnsit'; choose one of: fashion_mnist, mnist, mnist_5k, cifar10, sample_patches, "
+     "or pass the path of an .npz file or a folder of images"),
     ("cifar10-into-28x28x1", ["--dataset", "cifar10", "--preset", "mlp_vae"], None,
      "vaejax: error: cifar10 images are (32, 32, 3) but preset mlp_vae takes (28, 28, 1); use a preset for "
      "(32, 32, 3): mlp_ae_rgb, mlp_vae_rgb, conv_ae_rgb, conv_vae_rgb"),

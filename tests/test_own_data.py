@@ -109,3 +109,14 @@ def test_a_huge_header_is_refused_before_anything_is_read(tmp_path, capfd):
     rc = cli.main(["train", *TINY, "--dataset", str(path), "--workdir", str(tmp_path / "run")])
     err = capfd.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1 and "through the Python API" in err, err
+
+
+def test_images_no_preset_takes_train_once_an_mlp_preset_is_sized_to_them(tmp_path, capfd):
+    path = tmp_path / "rgb.npz"
+    np.savez(path, images=_images(shape=(20, 24, 3)))
+    workdir = str(tmp_path / "run")
+    assert cli.main(["train", *TINY, "--dataset", str(path), "--workdir", workdir]) == 2
+    err = capfd.readouterr().err
+    assert "no preset takes them; --set image_shape=20,24,3 sizes an MLP preset to them" in err, err
+    assert cli.main(["train", *TINY, "--dataset", str(path), "--set", "image_shape=20,24,3", "--workdir", workdir]) == 0
+    assert json.load(open(os.path.join(workdir, "run.json")))["model"]["image_shape"] == [20, 24, 3]

@@ -146,9 +146,9 @@ def check_dataset_fits(args, model_cfg) -> None:
 
 def _shape_mismatch(args, shape, model_cfg) -> str:
     fits = [n for n, c in config.PRESETS.items() if tuple(c.image_shape) == shape]
-    fix = f"use a preset for {shape}: {', '.join(fits)}" if fits else "no preset takes them"
-    return (f"{args.dataset} images are {shape} but preset {args.preset} takes {tuple(model_cfg.image_shape)}; "
-            f"{fix}, or --set image_shape={','.join(map(str, shape))} (a model of that shape)")
+    fix = (f"use a preset for {shape}: {', '.join(fits)}" if fits else
+           f"no preset takes them; --set image_shape={','.join(map(str, shape))} sizes an MLP preset to them")
+    return f"{args.dataset} images are {shape} but preset {args.preset} takes {tuple(model_cfg.image_shape)}; {fix}"
 
 
 def check_data_dir(args) -> None:
