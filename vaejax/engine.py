@@ -108,6 +108,8 @@ def check_targets(objective: Objective, data, values: bool = True) -> None:
     if support is None:
         return
     target = data[1] if isinstance(data, (tuple, list)) else data
+    if not hasattr(target, "dtype"):  # a pytree of another layout: the objective reads it its own way
+        return
     lo, hi = support
     fix = "vaejax.data.to_float maps uint8 images to [0, 1]"
     if not jnp.issubdtype(target.dtype, jnp.floating):
