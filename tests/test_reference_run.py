@@ -13,7 +13,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 REFERENCE = os.path.join(ROOT, "reference")
 EXPERIMENTS_DOC = os.path.join(ROOT, "docs", "experiments.md")  # holds the quoted run, between its markers
 LATENT_CLAIMS = ("interpolation", "random_latent", "centroids", "latent_space")
-REQUIRED = ("interpolation", "random_latent", "centroids")  # latent_space joins when its run is committed
+REQUIRED = LATENT_CLAIMS
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,24 @@ def metrics():
 def test_every_latent_space_claim_has_converged_conv_models_and_a_deterministic_ae(metrics):
     for name, m in metrics.items():
         assert m["scale"] == "reference", name
-        assert m["train"]["ae"]["preset"].startswith("conv ae") and m["train"]["vae"]["preset"].startswith("conv vae")
+        arch = "mlp" if name == "latent_space" else "conv"  # latent_space: the MLP with a 2-D code
+        assert m["train"]["ae"]["preset"].startswith(f"{arch} ae") and m["train"]["vae"]["preset"].startswith(f"{arch} vae")
         aes = [e for e in m["sweep"] if e["deterministic"]]
         assert aes and all(e["rate"] is None for e in aes), name
         for e in m["sweep"]:  # every model carries its plateau test, seed by seed
             p = e["plateau"]
             assert "per epoch" in p["test"] and len(p["passed"]) == m["seeds"] == 5
             assert p["epochs"] <= 30 and all(isinstance(x, bool) for x in p["passed"])
+
+
+def test_rate_and_distortion_table_every_model_of_the_sweep_with_its_plateau_test():
+    m = harness.read_metrics(REFERENCE, "rate_distortion")
+    assert m is not None and m["scale"] == "reference"
+    assert set(m["sweep"]) == {"ae", "bernoulli", "ae_mlp", "bernoulli_mlp"}
+    for family, e in m["sweep"].items():
+        assert len(e["plateau"]["passed"]) == len(e["betas"]) * 5, family
+        vae = family.startswith("bernoulli")
+        assert all((r is not None) == vae for r in e["rate"]), family  # a deterministic AE has no rate
 
 
 def test_the_judge_and_its_controls_are_reported(metrics):

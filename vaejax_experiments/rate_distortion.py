@@ -82,7 +82,10 @@ def _figures(run, result) -> list[str]:
 
 
 def report(m: dict) -> str:
-    lines = [f"Every family: {m['n_train']} training images, {m['epochs']} epochs of batch {m['batch_size']}, each "
+    plateau = any("plateau" in e for e in m["sweep"].values())
+    epochs = ("until its plateau test passed (each family's epochs in the table)" if plateau
+              else f"{m['epochs']} epochs")
+    lines = [f"Every family: {m['n_train']} training images, {epochs}, batch {m['batch_size']}, each "
              f"beta and seed one model of one program; measured on {m['n_test']} test images (mean ± std over "
              f"{m['seeds']} seeds). Rate: KL to the prior in nats; distortion: MSE per pixel of the reconstruction "
              f"at z = mu; active units: Cov_x(E[z_d]) > {sweep.ACTIVE}. These are the models of the latent-space "
