@@ -151,7 +151,16 @@ def start(name: str, scale, dataset: str | None, seeds: int | None, out: str = "
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     directory = os.path.join(out, judge_folder(scale), name)
     os.makedirs(directory, exist_ok=True)
+    code_provenance()  # read when the first experiment of the process starts, the code its models train with
     return Run(name, scale, dataset, seeds, out, directory, time.perf_counter())
+
+
+@functools.cache
+def code_provenance() -> dict:
+    """provenance.provenance() (versions, commit) as it was when this process's first experiment started:
+    a long run that reads back models trained earlier in it records the code they were trained with,
+    not a commit made while it ran."""
+    return provenance.provenance()
 
 
 def judge_folder(scale: Scale) -> str:
@@ -168,7 +177,7 @@ def finish(run: Run, result: dict, settings=None) -> dict:
     result.setdefault("figures", [])
     result.update(experiment=run.name, scale=run.scale.name, judge_seed=run.scale.judge_seed, dataset=run.dataset,
                   seeds=run.seeds,
-                  device=provenance.device(), provenance=provenance.provenance(),
+                  device=provenance.device(), provenance=code_provenance(),
                   seconds=round(time.perf_counter() - run.started, 2))
     write_json(run.path("metrics.json"), result)
     run.log(f"wrote {run.path('metrics.json')} ({result['seconds']:.1f}s)")

@@ -262,7 +262,7 @@ def _second_judge(modules, ran, out) -> list[str]:
             "The reference classifier is an instrument trained from one seed; a second one (judge seed 1, the "
             f"variant the first kept) scores the same models again. {words}", "",
             markdown.table(["experiment", "verdict (judge seed 0)", "verdict (judge seed 1)",
-                            "judge seed 1: test accuracy", ""], rows), ""]
+                            "judge seed 1: test accuracy", "the two verdicts"], rows), ""]
 
 
 def _section(title, name, module, m, out, full_dir) -> list[str]:
