@@ -102,8 +102,9 @@ def nl_means(x_NHWC, noise_sigma: float, h_factor: float) -> np.ndarray:
 def wiener(x_NHWC, noise_sigma: float, size: int) -> np.ndarray:
     """scipy's Wiener filter of each image over a size x size window, given the noise variance."""
     x = np.asarray(x_NHWC, np.float64)
-    return np.stack([np.stack([signal.wiener(img[..., c], size, noise=noise_sigma**2) for c in range(img.shape[-1])],
-                              axis=-1) for img in x]).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):  # flat windows: scipy divides 0 by 0, then keeps their mean
+        return np.stack([np.stack([signal.wiener(img[..., c], size, noise=noise_sigma**2)
+                                   for c in range(img.shape[-1])], axis=-1) for img in x]).astype(np.float32)
 
 
 def pca_projection(train_N, k: int):
