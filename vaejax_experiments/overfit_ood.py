@@ -39,6 +39,8 @@ its excess-MSE interval above 0.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,19 +56,33 @@ BATCH = 50  # every model's: 10 updates an epoch on the small set's 500 images
 CURVE_SMALLEST = 100  # images in the curve's smallest training set
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What an overfit_ood run trains (written into metrics.json)."""
+
+    n_small: int  # the small model's training images
+    steps: int | None  # updates per model, to the nearest whole number of epochs (None: the scale's)
+    curve_points: int  # training-set sizes on the curve, from CURVE_SMALLEST to the scale's training set
+
+
+SETTINGS = {"smoke": Settings(n_small=100, steps=None, curve_points=2),
+            "quick": Settings(n_small=500, steps=600, curve_points=4),
+            "full": Settings(n_small=500, steps=3000, curve_points=5)}
+
+
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     run = harness.start("overfit_ood", scale, dataset, seeds, out, datasets=tuple(COUNTERPART))
     sc, S = run.scale, run.seeds
     primary, other = run.dataset, COUNTERPART[run.dataset]
     cfg, _ = settings.model_pair(sc, primary)
-    n_small = sc.pick(smoke=100, quick=500, full=500)
-    steps = sc.pick(smoke=sc.steps, quick=600, full=3000)
+    st = sc.pick(**SETTINGS)
+    n_small, steps = st.n_small, st.steps or sc.steps
     n = sc.n_eval
     held_out, full_x = _held_out(sc, primary, n)
     sets = {  # name -> (images, label)
         "primary_test": harness.eval_images(sc, primary).x,
         "other_test": harness.eval_images(sc, other).x,
-        "noise": judge.uniform_noise(jax.random.key(3), n, data.SHAPES[primary]),
+        "noise": judge.uniform_noise(harness.stream(run.key, "noise"), n, data.SHAPES[primary]),
     }
     setups = {  # name -> (training images, description, its test set, its OOD sets)
         "small": (harness.load_images(primary, "train", n_small).x, f"{primary}, {n_small} images",
@@ -93,7 +109,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                                                          memorised=name != "reverse")
     points = {}  # size -> (Trained, per-image scores)
     reused = {n_small: "small", len(full_x): "full"}  # the points that are these models: same data, batch and steps
-    for size in _curve_sizes(CURVE_SMALLEST, n_small, len(full_x), sc.pick(smoke=2, quick=4, full=5)):
+    for size in _curve_sizes(CURVE_SMALLEST, n_small, len(full_x), st.curve_points):
         if size in reused:
             points[size] = trained[reused[size]], per_image[reused[size]]
         else:
@@ -136,6 +152,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     result["ood_auroc"] = {name: {o: r["ood"][o]["auroc"] for o in r["ood"]} for name, r in result["settings"].items()}
     result["gap_curve"] = _gap_curve(points, n_small)
     result["figures"] = _figures(run, result, trained, per_image, sets, setups)
+    result["run_settings"] = dataclasses.asdict(st)  # "settings" names the small, full and reverse models here
     return harness.finish(run, result)
 
 
@@ -168,7 +185,8 @@ def _score(t, image_sets: dict, scores, mse_of) -> dict:
     """set name -> {"loss": (S, N), "mse": (S, N), "floor": (N,)}: per-image loss and MSE under every seed of
     t, and the images' entropy floors."""
     seeds = [t.seed_params(s) for s in range(t.num_seeds)]
-    return {name: {"loss": np.stack([np.asarray(scores(p, jnp.asarray(x), jax.random.key(0))["loss"]) for p in seeds]),
+    key = jax.random.key(0)  # the AE's loss draws nothing; the scorer's signature takes a key
+    return {name: {"loss": np.stack([np.asarray(scores(p, jnp.asarray(x), key)["loss"]) for p in seeds]),
                    "mse": np.stack([mse_of(p, x) for p in seeds]), "floor": metrics.entropy_floor(x)}
             for name, x in image_sets.items()}
 
