@@ -187,13 +187,11 @@ def auroc_table(scores_KSN, labels_N, protocol: str) -> dict:
 
 def interval(value: float, influence, per_seed, level: float = 0.95) -> list[float]:
     """The normal interval of a seed-mean AUROC (or difference) with both variances: the test images'
-    (DeLong, from the influences) and the seeds' (the between-seed variance over the number of seeds)."""
-    from scipy.stats import norm
-
+    (DeLong, from the influences) and the seeds' (the between-seed variance over the number of seeds),
+    the latter entering metrics.auroc_interval as one more component of the influence vector."""
     per_seed = np.asarray(per_seed, np.float64)
-    seeds = np.var(per_seed, ddof=1) / len(per_seed) if len(per_seed) > 1 else 0.0
-    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(np.sum(np.square(influence)) + seeds))
-    return [value - half, value + half]
+    seeds = np.sqrt(np.var(per_seed, ddof=1) / len(per_seed)) if len(per_seed) > 1 else 0.0
+    return metrics.auroc_interval(value, np.append(influence, seeds), level)
 
 
 def paired_auroc(a: dict, b: dict) -> dict:
