@@ -40,21 +40,29 @@ import numpy as np
 from PIL import Image
 
 from vaejax import config, data, engine, fit, metrics, models, plots, recipe
-from vaejax_experiments import harness, markdown, settings, stats
+from vaejax_experiments import harness, markdown, settings, stats, training
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What an anomaly run trains and scores (written into metrics.json)."""
 
-    steps: int  # updates per model, to the nearest whole number of epochs over its own images
+    steps: int | None  # updates per model, to the nearest whole number of epochs (None: until the plateau test)
     batch_size: int
     n_score: int | None  # test images scored (None: the whole test split)
     elbo_samples: int  # draws of the negative ELBO averaged into a VAE's score
+    max_epochs: int | None = None  # with steps None: the plateau test's limit
+    images_per_model: int | None = None  # with steps None: each model's training images, at most
+    arch: str | None = None  # the models' architecture (None: the scale's)
 
 
 SETTINGS = {"smoke": Settings(steps=8, batch_size=64, n_score=200, elbo_samples=2),
             "quick": Settings(steps=160, batch_size=64, n_score=2000, elbo_samples=2),
-            "full": Settings(steps=1500, batch_size=128, n_score=None, elbo_samples=2)}
+            "full": Settings(steps=1500, batch_size=128, n_score=None, elbo_samples=2),
+            # 2 protocols x 10 classes x 2 kinds x the seeds, each model until its plateau test passes: the
+            # MLP pair (the notes name no architecture for this use), at most 12,000 images each, fits two CPU cores.
+            "reference": Settings(steps=None, batch_size=128, n_score=None, elbo_samples=2, max_epochs=40,
+                                  images_per_model=12000, arch="mlp")}
+
 
 CLAIM = ("An autoencoder trained only on normal data flags anomalies: images of a class it never saw get a "
          "higher reconstruction error (AE) or negative ELBO (VAE), so the score detects them (AUROC above chance).")
@@ -94,22 +102,31 @@ def png_bits(x_N) -> np.ndarray:
     return np.array([bits(image) for image in images], np.float64)
 
 
-def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int, seeds: int, key, log=None):
+def train_on_subsets(cfg, tc, x_N, idx_KL, steps: int | None, seeds: int, key, log=None,
+                     until: training.Plateau | None = None):
     """K * S models (class-major: model k * S + s), model k on images idx_KL[k], all at once through fit.
 
     Each model trains on its own rows of the shared images, epoch after epoch, for the whole number
-    of epochs nearest to `steps` updates (at least one). Returns (params with a leading model axis M, the mean training loss
-    over the models in each quarter of every epoch, the updates taken).
+    of epochs nearest to `steps` updates (at least one), or with `until` (steps None) until every model
+    passes the plateau test. Returns (params with a leading model axis M, the mean training loss over the
+    models in each quarter of every epoch, the updates taken, the plateau test's summary or None).
     """
     rows_ML = np.repeat(idx_KL, seeds, axis=0)
     per_epoch = rows_ML.shape[1] // tc.batch_size
-    epochs = max(1, round(steps / per_epoch))
+    epochs = until.max_epochs if until else max(1, round(steps / per_epoch))
     r = recipe.build(cfg, tc)
     curve = LossPieces(cfg.kind, epochs, rows_ML.shape[0], log)
+    stop = until and training.UntilPlateau(until)
     result = fit.fit(r.objective, r.optimizer, r.init_params, jnp.asarray(x_N, jnp.float32), None, epochs=epochs,
                      batch_size=tc.batch_size, key=jax.random.split(key, rows_ML.shape[0]),
-                     model_axis="auto", train_rows=rows_ML, pieces=4, callbacks=[curve])
-    return result.state.params, np.array(curve.losses), epochs * per_epoch
+                     model_axis="auto", train_rows=rows_ML, pieces=4, callbacks=[curve] + ([stop] if stop else []))
+    return (result.state.params, np.array(curve.losses), len(result.records) * per_epoch,
+            stop.summary() if stop else None)
+
+
+def subset_floors(cfg, x_N, idx_KL, seeds: int) -> tuple[float, ...]:
+    """Each model's loss floor (training.loss_floor of its own images), class-major like train_on_subsets."""
+    return tuple(float(f) for f in np.repeat([training.loss_floor(cfg, x_N[i]) for i in idx_KL], seeds))
 
 
 class LossPieces(fit.Callback):
@@ -213,28 +230,34 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
         pick = np.asarray(jax.random.permutation(harness.stream(run.key, "scored_test_images"), len(test.y)))
         test = harness.Images(test.x[pick[: s.n_score]], test.y[pick[: s.n_score]])
     names = harness.CLASS_NAMES.get(run.dataset) or [str(i) for i in range(k)]
-    configs = dict(zip(("ae", "vae"), settings.model_pair(sc, run.dataset)))
+    configs = dict(zip(("ae", "vae"), settings.model_pair(sc, run.dataset, arch=s.arch)))
     floor, bits = metrics.entropy_floor(test.x), png_bits(test.x)
     result = {"class_names": names, "n_test": int(len(test.y)), "steps": steps, "batch_size": {},
               "positives_per_class": [int(np.sum(test.y == c)) for c in range(k)],
               "models": {kind: f"{c.arch} {c.kind} latent {c.latent_dim}, {c.likelihood}" for kind, c in configs.items()},
               "auroc": {}, "auroc_ci": {}, "auroc_seeds": {}, "mean_auroc": {}, "n_train_per_model": {},
-              "loss_pieces": {}, "steps_taken": {}, "paired": {}}
+              "loss_pieces": {}, "steps_taken": {}, "plateau": {}, "paired": {}}
     hist = {}
     for protocol, _ in PROTOCOLS:
         idx_KL = training_indices(train_set.y, k, protocol, harness.stream(run.key, f"{protocol}/rows"))
-        idx_KL = idx_KL[:, : steps * batch]  # more images than `steps` updates can see: a fixed random subset
+        # more images than `steps` updates can see (or than the scale affords): a fixed random subset
+        idx_KL = idx_KL[:, : s.images_per_model if steps is None else steps * batch]
         tc = config.TrainConfig(learning_rate=sc.learning_rate, batch_size=min(batch, idx_KL.shape[1]))
+        length = f"until the plateau test (at most {s.max_epochs} epochs)" if steps is None else f"{steps} steps"
         run.log(f"{protocol}: {k} models x {S} seeds per kind, {idx_KL.shape[1]} training images each, "
-                f"{steps} steps of batch {tc.batch_size}; scoring {len(test.y)} test images")
+                f"{length} of batch {tc.batch_size}; scoring {len(test.y)} test images")
         result["n_train_per_model"][protocol] = int(idx_KL.shape[1])
         result["batch_size"][protocol] = tc.batch_size
         tables = {}
         for kind, cfg in configs.items():
-            params, losses, taken = train_on_subsets(cfg, tc, train_set.x, idx_KL, steps, S,
-                                                     harness.stream(run.key, f"{protocol}/training"), log=run.log)
+            until = steps is None and training.Plateau(sc.plateau, s.max_epochs,
+                                                       subset_floors(cfg, train_set.x, idx_KL, S))
+            params, losses, taken, plateau = train_on_subsets(cfg, tc, train_set.x, idx_KL, steps, S,
+                                                              harness.stream(run.key, f"{protocol}/training"),
+                                                              log=run.log, until=until or None)
             result["loss_pieces"].setdefault(protocol, {})[kind] = losses.tolist()
-            result["steps_taken"][protocol] = taken
+            result["steps_taken"].setdefault(protocol, {})[kind] = taken
+            result["plateau"].setdefault(protocol, {})[kind] = plateau
             scores = all_scores(model_scores(cfg, params, test.x, s.elbo_samples,
                                              harness.stream(run.key, f"{protocol}/elbo_draws")), floor, bits)
             for score, _ in SCORES:
@@ -335,11 +358,19 @@ def verdict(m: dict) -> tuple[str, str]:
     return _agreed(per_protocol.values()), f"By protocol and score: {said}. {'; '.join(parts)}."
 
 
+def _updates(taken) -> str:
+    """Updates per model of one protocol: one number, or one per kind."""
+    if not isinstance(taken, dict):
+        return str(taken)
+    return " / ".join(f"{taken[kind]} ({label})" for kind, label in KINDS if kind in taken)
+
+
 def report(m: dict) -> str:
     names = m["class_names"]
     taken = m.get("steps_taken", {})
     lines = [f"Models: AE {m['models']['ae']}; VAE {m['models']['vae']}; "
-             + "; ".join(f"{taken[p]} updates each ({p.replace('_', ' ')})" for p, _ in PROTOCOLS if p in taken) + "; "
+             + "; ".join(f"{_updates(taken[p])} updates each ({p.replace('_', ' ')})" for p, _ in PROTOCOLS if p in taken)
+             + "; "
              f"{m['n_test']} test images scored. AUROC (seed mean over {m['seeds']} "
              f"seeds) with its 95% interval over test images and seeds (DeLong's variance plus the between-seed "
              f"variance over the number of seeds): 1 = every anomaly scores above every "
@@ -351,9 +382,13 @@ def report(m: dict) -> str:
         change = {kind: stats.last_quarter_change([pieces[kind]])[0] for kind, _ in KINDS}
         plateau = ", ".join(f"{label} {100 * change[kind]:+.1f}%" for kind, label in KINDS
                             if not np.isnan(change[kind]))
+        tests = m.get("plateau", {}).get(protocol, {})
+        converged = "; ".join(f"{label}: {sum(t['passed'])} of {len(t['passed'])} models pass the plateau test "
+                              f"({t['test']}) in {t['epochs']} epochs" for kind, label in KINDS if (t := tests.get(kind)))
         lines += [f"**{title}** ({m['n_train_per_model'][protocol]} training images per model, batch "
                   f"{m['batch_size'][protocol]}; training loss "
-                  f"change over the last quarter of the steps: {plateau or 'n/a'}).", ""]
+                  f"change over the last quarter of the steps: {plateau or 'n/a'}"
+                  + (f"; {converged}" if converged else "") + ").", ""]
         header = ["model", "floor alone"] + [f"{label}: {s_label}" for _, label in KINDS
                                              for score, s_label in SCORES if score != "floor_only"]
         rows = []

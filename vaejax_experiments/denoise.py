@@ -67,11 +67,17 @@ class Settings:
     steps: int | None  # updates per model (None: the scale's)
     n_held_out: int  # training-split images the baselines' parameters are chosen on
     n_bm3d: int  # test images BM3D denoises, when installed
+    n_train: int | None = None  # training images (None: the scale's)
+    max_epochs: int | None = None  # with it, the AEs train until the plateau test passes, at most this many epochs
 
 
 SETTINGS = {"smoke": Settings(levels=(0.1, 0.5), steps=None, n_held_out=50, n_bm3d=4),
             "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D),
-            "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D)}
+            "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D),
+            # the notes' conv AE, each of its models until the plateau test passes, on a class-balanced
+            # 20k-image subset: 7 noise conditions x the seeds, on two CPU cores.
+            "reference": Settings(levels=LEVELS, steps=None, n_held_out=500, n_bm3d=MIN_BM3D, n_train=20000,
+                                  max_epochs=30)}
 
 
 # ---------------------------------------------------------------------------- noise and classical denoisers
@@ -183,14 +189,15 @@ def conditions(levels, kinds) -> list[tuple[float, str]]:
     return [(sigma, kind) for kind in kinds for sigma in levels]
 
 
-def train_family(name, cfg, tc, x_N, conds, seeds: int, log, objective=None, init_params=None):
-    """len(conds) * seeds models of one family (condition-major: model c * seeds + s) in one program."""
+def train_family(name, cfg, tc, x_N, conds, seeds: int, log, objective=None, init_params=None, until=None):
+    """len(conds) * seeds models of one family (condition-major: model c * seeds + s) in one program;
+    until: a training.Plateau to train to instead of tc.epochs."""
     hparams = {"noise_sigma": jnp.repeat(jnp.asarray([c[0] for c in conds], jnp.float32), seeds),
                "noise_clip": jnp.repeat(jnp.asarray([c[1] == "clipped" for c in conds], jnp.float32), seeds)}
     log(f"{name}: {len(conds)} conditions x {seeds} seeds")
     objective = objectives.denoising(objective or recipe.objective(cfg, tc))
     return training.train_seeds(cfg, tc, x_N, len(conds) * seeds, objective=objective, hparams=hparams,
-                                init_params=init_params, log=log)
+                                init_params=init_params, log=log, until=until or None)
 
 
 def outputs_per_seed(apply, params_M, x_N, seeds: int, cond: int) -> np.ndarray:
@@ -208,7 +215,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     st = sc.pick(**SETTINGS)
     ae_cfg, _ = settings.model_pair(sc, run.dataset)
     ae_mse = config.replace(ae_cfg, likelihood="mse")
-    x = harness.train_images(sc, run.dataset).x
+    x = harness.load_images(run.dataset, "train", st.n_train or sc.n_train).x
     test = harness.eval_images(sc, run.dataset).x
     held_out = harness.eval_images(sc, run.dataset, split="train").x[: st.n_held_out]
     levels = st.levels
@@ -221,19 +228,24 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     clipped_conds = conditions(levels, ("clipped",))
     # Below full scale the two side comparisons train fewer models: BCE at the middle level only, the
     # convolutional denoiser (slow on a CPU) on clipped noise only.
-    bce_conds = sc.pick(smoke=clipped_conds[:1], quick=[clipped_conds[len(levels) // 2]], full=clipped_conds)
-    skip_conds = sc.pick(smoke=clipped_conds, quick=clipped_conds, full=conds)
+    middle = [clipped_conds[len(levels) // 2]]
+    bce_conds = sc.pick(smoke=clipped_conds[:1], quick=middle, full=clipped_conds, reference=middle)
+    skip_conds = sc.pick(smoke=clipped_conds, quick=clipped_conds, full=conds, reference=clipped_conds)
     run.log(f"{len(x)} training images, {tc.epochs} epochs of batch {tc.batch_size}, noise levels {list(levels)}, "
             f"{S} seeds; BM3D {'on ' + str(n_bm3d) + ' test images' if n_bm3d else 'not installed'}")
 
     skip = ResidualDenoiser()
     # The convolutional denoiser costs far more per image on a CPU: below full scale, one seed and one epoch.
-    skip_seeds, skip_tc = sc.pick(smoke=1, quick=1, full=S), config.replace(tc, epochs=sc.pick(smoke=1, quick=1,
-                                                                                                full=tc.epochs))
+    skip_seeds = sc.pick(smoke=1, quick=1, full=S, reference=1)
+    skip_tc = config.replace(tc, epochs=sc.pick(smoke=1, quick=1, full=tc.epochs, reference=1))
+    until = {cfg.likelihood: st.max_epochs and training.Plateau(sc.plateau, st.max_epochs, training.loss_floor(cfg, x))
+             for cfg in (ae_mse, ae_cfg)}
     family_seeds = {"ae_bottleneck": S, "ae_bottleneck_bce": S, "denoiser_skip": skip_seeds}
     families = {
-        "ae_bottleneck": train_family("bottleneck AE, MSE", ae_mse, tc, x, conds + [CLEAN], S, run.log),
-        "ae_bottleneck_bce": train_family("bottleneck AE, BCE", ae_cfg, tc, x, bce_conds, S, run.log),
+        "ae_bottleneck": train_family("bottleneck AE, MSE", ae_mse, tc, x, conds + [CLEAN], S, run.log,
+                                      until=until["mse"]),
+        "ae_bottleneck_bce": train_family("bottleneck AE, BCE", ae_cfg, tc, x, bce_conds, S, run.log,
+                                          until=until[ae_cfg.likelihood]),
         "denoiser_skip": train_family("residual conv denoiser", ae_mse, skip_tc, x, skip_conds, skip_seeds, run.log,
                                       objective=squared_error_objective(skip),
                                       init_params=jax.jit(lambda key: skip.init(key, jnp.zeros(x.shape[1:])))),
@@ -280,8 +292,10 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 
     result = _summarize(per_image, choices, levels)
     result.update(n_train=len(x), n_test=len(test), n_held_out=len(held_out), n_bm3d=n_bm3d,
-                  bm3d_quoted=n_bm3d >= MIN_BM3D, pca_components=ae_cfg.latent_dim, epochs=tc.epochs,
-                  steps=tc.epochs * (len(x) // tc.batch_size), batch_size=tc.batch_size,
+                  bm3d_quoted=n_bm3d >= MIN_BM3D, pca_components=ae_cfg.latent_dim,
+                  epochs=families["ae_bottleneck"].train_cfg.epochs,
+                  steps=families["ae_bottleneck"].train_cfg.epochs * (len(x) // tc.batch_size), batch_size=tc.batch_size,
+                  plateau={name: t.plateau for name, t in families.items() if t.plateau},
                   model=f"{ae_cfg.arch} ae latent {ae_cfg.latent_dim}",
                   skip_model=f"{skip.depth} conv layers of width {skip.width}, 3x3, no downsampling",
                   skip_training={"seeds": skip_seeds, "epochs": skip_tc.epochs},
@@ -384,11 +398,17 @@ def verdict(m: dict) -> tuple[str, str]:
     return v, " ".join(f"{kind.capitalize()} noise, **{kv}**: {text}" for kind, (kv, text) in per_kind.items())
 
 
+def _plateau_text(plateau: dict) -> str:
+    """How many of each family's models passed the plateau test, where they trained until it."""
+    return "".join(f" ({name}: {sum(p['passed'])} of {len(p['passed'])} models pass the plateau test, {p['test']}, "
+                   f"in {p['epochs']} epochs)" for name, p in plateau.items())
+
+
 def report(m: dict) -> str:
     lines = [f"PSNR and SSIM on {m['n_test']} test images, every method on the same noisy draw of each image "
              f"(means with 95% bootstrap intervals over images; learned denoisers averaged over {m['seeds']} seeds). "
              f"Bottleneck AE: {m['model']}, trained on {m['n_train']} images for {m['steps']} steps of batch "
-             f"{m['batch_size']} per condition; residual denoiser: {m['skip_model']}, "
+             f"{m['batch_size']} per condition{_plateau_text(m.get('plateau', {}))}; residual denoiser: {m['skip_model']}, "
              f"{m['skip_training']['epochs']} epoch(s), {m['skip_training']['seeds']} seed(s) per condition. Blur sigma and non-local-means "
              f"strength and Wiener window chosen on {m['n_held_out']} held-out training-split images; PCA projection "
              f"onto {m['pca_components']} principal components of the clean training images (the code's width). "

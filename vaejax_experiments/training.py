@@ -33,12 +33,13 @@ class Plateau:
 
     floor: the least loss the objective can reach on the data (loss_floor), so that an irreducible
     constant, such as the entropy of grey pixels under a Bernoulli likelihood, does not make a loss
-    that still falls look flat. None: the loss itself is the denominator.
+    that still falls look flat; a tuple gives each model its own (models trained on different images).
+    None: the loss itself is the denominator.
     """
 
     tol: float
     max_epochs: int
-    floor: float | None = None
+    floor: float | tuple[float, ...] | None = None
     window: int = 3
 
     def change(self, loss_SE) -> np.ndarray:
@@ -47,7 +48,7 @@ class Plateau:
         loss = np.atleast_2d(np.asarray(loss_SE, np.float64))
         if loss.shape[1] <= self.window:
             return np.full(loss.shape[0], np.nan)
-        above = loss[:, -1] - self.floor if self.floor is not None else np.abs(loss[:, -1])
+        above = loss[:, -1] - np.asarray(self.floor) if self.floor is not None else np.abs(loss[:, -1])
         return (loss[:, -1 - self.window] - loss[:, -1]) / self.window / np.maximum(above, 1e-12)
 
     def passed(self, loss_SE) -> np.ndarray:
@@ -60,8 +61,9 @@ class Plateau:
         loss = np.atleast_2d(np.asarray(loss_SE, np.float64))
         first = [next((e + 1 for e in range(loss.shape[1]) if self.passed(loss[i:i + 1, :e + 1])[0]), None)
                  for i in range(loss.shape[0])]
-        floor = "its floor" if self.floor is None else f"the floor {self.floor:.2f}"
-        return {"test": f"training loss above {floor} falls by less than {self.tol:.1%} per epoch over "
+        above = ("" if self.floor is None else f" above the floor {self.floor:.2f}" if np.ndim(self.floor) == 0
+                 else f" above each model's floor ({min(self.floor):.2f} to {max(self.floor):.2f})")
+        return {"test": f"training loss{above} falls by less than {self.tol:.1%} per epoch over "
                         f"{self.window} epochs (at most {self.max_epochs})",
                 "floor": self.floor, "tol": self.tol, "window": self.window, "epochs": int(loss.shape[1]),
                 "change_per_epoch": [float(c) for c in self.change(loss)],
@@ -144,7 +146,7 @@ def train_seeds(model_cfg: ModelConfig, train_cfg: TrainConfig, x_N, seeds: int,
         before = _finished_epochs(workdir)
         done = bool(before) and until.passed(_curve(before)).all()
         epochs = len(before) if done or len(before) >= until.max_epochs else until.max_epochs
-        callbacks.append(_UntilPlateau(until, before))
+        callbacks.append(UntilPlateau(until, before))
     if log:
         callbacks.append(_EpochLog(model_cfg.kind, epochs, seeds, log, every=1 if until else None))
     result = fit.fit(objective or r.objective, r.optimizer, init_params or r.init_params, train_data, workdir,
@@ -175,15 +177,19 @@ def _curve(records) -> np.ndarray:
     return np.stack([np.atleast_1d(np.asarray(r["train_loss"], np.float64)) for r in records], axis=1)
 
 
-class _UntilPlateau(fit.Callback):
-    """Stops fit once every model passes the plateau test (the epochs of a resumed run included)."""
+class UntilPlateau(fit.Callback):
+    """Stops fit once every model passes the plateau test (the epochs of a resumed run included);
+    `summary()` is the test's record of the run."""
 
-    def __init__(self, plateau: Plateau, before: list[dict]):
+    def __init__(self, plateau: Plateau, before: list[dict] = ()):
         self.plateau, self.records = plateau, list(before)
 
     def on_epoch_end(self, epoch, record, state):
         self.records.append(record)
         return bool(self.plateau.passed(_curve(self.records)).all())
+
+    def summary(self) -> dict:
+        return self.plateau.summary(_curve(self.records))
 
 
 class _EpochLog(fit.Callback):

@@ -28,7 +28,10 @@ itself predicts T on all of them; one that learned T on the data manifold only d
 
 A least-squares linear map of rank k, the code's width (linear_map.fit_rank_limited), sets the
 autoencoder against the best linear predictor that passes k numbers: the full-rank map is not
-comparable, since a k-number code cannot carry T's 256 output values.
+comparable, since a k-number code cannot carry T's 256 output values. The code-width sweep trains the
+same autoencoder with wider and narrower codes, up to T's size and beyond, beside the rank-k map of
+each width, so that "learned T on the data manifold only" can be told apart from "its code is too
+narrow to carry T".
 
 Verdicts come from paired comparisons over the images of a set (stats.paired_comparison: the
 mean difference of per-image MSE, its 95% bootstrap interval, and the effect size d_z): the
@@ -187,11 +190,13 @@ class Settings:
     batch_size: int  # at most the training images
     steps: int  # updates per model, to the nearest whole number of epochs
     timed_images: int  # images per timed call of the direct transform and of the autoencoder
+    widths: tuple[int, ...]  # the code widths of the sweep (the preset's is trained anyway)
 
 
-SETTINGS = {"smoke": Settings(batch_size=64, steps=8, timed_images=64),
-            "quick": Settings(batch_size=64, steps=500, timed_images=512),
-            "full": Settings(batch_size=128, steps=3000, timed_images=1024)}
+SETTINGS = {"smoke": Settings(batch_size=64, steps=8, timed_images=64, widths=(16, 256)),
+            "quick": Settings(batch_size=64, steps=500, timed_images=512, widths=(16, 256, 512)),
+            "full": Settings(batch_size=128, steps=3000, timed_images=1024, widths=(16, 32, 128, 256, 512)),
+            "reference": Settings(batch_size=128, steps=3000, timed_images=1024, widths=(16, 256, 512))}
 
 
 def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
@@ -250,9 +255,40 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                "seconds": round(seconds, 2), **stats.stat("final_loss", loss_curve[:, -1])},
         test_mse_curve=test_curve.mean(0).tolist(), test_mse_curve_std=test_curve.std(0, ddof=1 if S > 1 else 0).tolist(),
     )
+    result["width_sweep"] = width_sweep(run, cfg, tc, s.widths, (train_x, t_train), (test_x, t_test), off_inputs,
+                                        {cfg.latent_dim: (params, maps["rank_limited"])})
     result["figures"] = _figures(run, cfg, seed0, test_x, t_test, test_curve, mean_image_mse, identity_mse, tc, len(train_x))
     result["figures"].append(_off_manifold_figure(run, cfg, seed0, W, test_x, off_inputs))
+    result["figures"].append(_width_figure(run, result["width_sweep"], output_size=int(np.prod(t_train.shape[1:]))))
     return harness.finish(run, result, s)
+
+
+def width_sweep(run, cfg, tc, widths, train, test, off_inputs, trained: dict) -> list[dict]:
+    """Per code width (the sweep's and the preset's, ascending): the autoencoder's and the rank-width linear
+    map's mean MSE per pixel on the test images and on each off-manifold set, and the autoencoder's R² on
+    each (against the training set's mean T(x)). trained: width -> (params_S, rank-width map) already fitted."""
+    (train_x, t_train), (test_x, t_test) = train, test
+    mean_image = t_train.mean(0)
+    sets = {"test": test_x, **{name: x for name, (_, x) in off_inputs.items()}}
+    rows = []
+    for width in sorted(set(widths) | set(trained)):
+        wide = config.replace(cfg, latent_dim=width)
+        if width in trained:
+            params, W_k = trained[width]
+        else:
+            params = train_mapping(wide, tc, train_x, t_train, run.seeds, jnp.asarray(test_x),
+                                   jnp.asarray(t_test))[0]
+            W_k = linear_map.fit_rank_limited(train_x, t_train, min(width, t_train[0].size))
+        predict, row = ae_predictor(wide), {"width": width}
+        for name, x in sets.items():
+            scores = score_set(predict, params, {"rank_limited": W_k}, mean_image, x)
+            row[name] = {"autoencoder": scores["autoencoder"], "autoencoder_std": scores["autoencoder_std"],
+                         "rank_limited": scores["rank_limited"], "r2": 1.0 - scores["autoencoder"] / scores["mean_image"]}
+        run.log(f"code width {width}: test MSE {row['test']['autoencoder']:.3g} (rank-{width} map "
+                f"{row['test']['rank_limited']:.3g}); off-manifold R² "
+                + ", ".join(f"{name} {row[name]['r2']:.2f}" for name in off_inputs))
+        rows.append(row)
+    return rows
 
 
 def _textured(t_N, k: int) -> np.ndarray:
@@ -292,6 +328,21 @@ def _figures(run, cfg, params, test_x, t_test, test_curve, mean_image_mse, ident
     return [f.split("/")[-1] for f in figs]
 
 
+def _width_figure(run, sweep: list[dict], output_size: int) -> str:
+    """MSE against code width on each set: the autoencoder (mean ± std over seeds) and the rank-width linear map."""
+    widths = [row["width"] for row in sweep]
+    series, styles = {}, {}
+    for name in [k for k in sweep[0] if k != "width"]:
+        series[f"autoencoder, {name}"] = (widths, [r[name]["autoencoder"] for r in sweep],
+                                          [r[name]["autoencoder_std"] for r in sweep])
+        series[f"rank-k linear map, {name}"] = (widths, [r[name]["rank_limited"] for r in sweep], [0.0] * len(widths))
+        styles[f"rank-k linear map, {name}"] = {"linestyle": ":", "marker": "x"}
+    path = plots.save_curves_spread(series, run.path("transform_code_width.png"), xlabel="code width k",
+                                    ylabel="MSE per pixel vs T(x)", log_x=True, log_y=True, styles=styles,
+                                    title=f"Code width against MSE ({run.dataset}; T(x) has {output_size} values)")
+    return path.split("/")[-1]
+
+
 def _off_manifold_figure(run, cfg, params, W, test_x, off_inputs, k: int = 3) -> str:
     """Columns of k textured images per input set (test images, then each off-manifold set); rows: the input,
     T(x), the autoencoder's output (seed 0) and the linear map's."""
@@ -326,7 +377,7 @@ def verdict(m: dict) -> tuple[str, str]:
     missed = [m["off_manifold"][name]["label"] for name, j in off.items() if j["r2_bar"]["better"] != 1]
     details = (f"On test images {_test_text(m['test_per_image'], test)}. {_linear_text(m['test_per_image'], test)} "
                f"Off the training manifold: " + "; ".join(_off_text(o, off[name]) for name, o in m["off_manifold"].items())
-               + "." + _compute_text(m["compute"]))
+               + "." + _width_text(m) + _compute_text(m["compute"]))
     if test["vs_baseline"]["better"] != 1:
         return "does not hold", "The autoencoder does not clearly beat the best weak baseline on test images. " + details
     if test["r2_bar"]["better"] != 1:
@@ -364,6 +415,17 @@ def _off_text(o: dict, j: dict) -> str:
     return (f"on {o['label']} the autoencoder's MSE is {means['autoencoder']:.3g} (linear map {means['linear']:.3g}, "
             f"{PREDICTORS[j['best_baseline']]} {means[j['best_baseline']]:.3g}), R² {j['r2']:.3g}, {clear} the bar "
             f"({_bar_label()} {markdown.ci_text(j['r2_bar'])})")
+
+
+def _width_text(m: dict) -> str:
+    """What the code-width sweep says of the off-manifold sets: is a narrow code the reason T is missed there?"""
+    widest = max(m.get("width_sweep", []), key=lambda row: row["width"], default=None)
+    if widest is None:
+        return ""
+    off = [(m["off_manifold"][name]["label"], widest[name]["r2"]) for name in m["off_manifold"]]
+    return (f" With a code of {widest['width']} numbers (T(x) has {m['output_shape'][0] * m['output_shape'][1]} "
+            f"values), the autoencoder's R² is " + ", ".join(f"{r2:.3g} on {label}" for label, r2 in off)
+            + f" (test images {widest['test']['r2']:.3g}).")
 
 
 def _compute_text(c: dict) -> str:
@@ -404,6 +466,15 @@ def report(m: dict) -> str:
                 f"mean with its 95% bootstrap interval and effect size d_z (negative: the autoencoder is better). "
                 f"R² = 1 − MSE / mean-image MSE; it is clearly above {R2_BAR} when the autoencoder's MSE minus "
                 f"{1 - R2_BAR:.2g} × the mean image's lies wholly below 0.")
+    width_rows = [[str(r["width"])] + [f"{markdown.pm(r[k]['autoencoder'], r[k]['autoencoder_std'])} / "
+                                        f"{r[k]['rank_limited']:.3g} / {r[k]['r2']:.3g}" for k in r if k != "width"]
+                  for r in m.get("width_sweep", [])]
+    width_head = ("Code-width sweep (the same autoencoder and training, only its code width changed): per set, the "
+                  "autoencoder's MSE per pixel (± std over seeds) / the rank-k least-squares linear map's / the "
+                  "autoencoder's R².")
+    width_part = ("\n\n" + width_head + "\n\n" + markdown.table(["code width k", "test images",
+                                                                 *[o["label"] for o in m["off_manifold"].values()]],
+                                                                width_rows)) if width_rows else ""
     c = m["compute"]
     comp = []
     for name, label in (("direct", "T(x) computed directly"), ("autoencoder", "autoencoder forward pass")):
@@ -419,7 +490,7 @@ def report(m: dict) -> str:
             + markdown.table(["set", "R² of the autoencoder ↑", f"MSE − {1 - R2_BAR:.2g} × mean-image MSE",
                               "better weak baseline", "autoencoder − that baseline", "autoencoder − linear map",
                               f"autoencoder − rank-{m['linear']['rank']} linear map"], cmp_rows)
-            + "\n\n" + comp_head + "\n\n" + markdown.table(["path", "µs per image", "FLOPs per image",
+            + width_part + "\n\n" + comp_head + "\n\n" + markdown.table(["path", "µs per image", "FLOPs per image",
                                                             "peak memory per batch", "temporaries", "compile s"], comp))
 
 
