@@ -179,6 +179,30 @@ def test_report_only_writes_the_same_report_and_adds_full_scale_verdicts(smoke, 
     assert "on **gpu (H100) x8**" in report and "Device: gpu (H100) x8." in report
 
 
+def test_merge_adds_another_runs_experiments_and_records_both_runs(smoke, tmp_path):
+    out, _ = smoke
+    main, other = str(tmp_path / "main"), str(tmp_path / "other")
+    shutil.copytree(out, main)
+    shutil.rmtree(os.path.join(main, "denoise"))
+    record = harness.read_json(os.path.join(main, run_all.RUN_FILE))
+    harness.write_json(os.path.join(main, run_all.RUN_FILE),
+                       dict(record, experiments=[n for n in record["experiments"] if n != "denoise"]))
+    shutil.copytree(os.path.join(out, "denoise"), os.path.join(other, "denoise"))
+    harness.write_json(os.path.join(other, run_all.RUN_FILE), dict(record, experiments=["denoise"], seconds=7.0,
+                                                                   command="second command", notes=["a note"]))
+    assert run_all.main(["--merge", other, "--out", main]) == 0
+    merged = harness.read_json(os.path.join(main, run_all.RUN_FILE))
+    assert merged["experiments"] == sorted(record["experiments"]) and merged["seconds"] == record["seconds"] + 7.0
+    assert merged["command"] == f"{record['command']} && second command" and merged["notes"][-1] == "a note"
+    report = open(os.path.join(main, "REPORT.md")).read()
+    assert "second command" in report and harness.read_metrics(main, "denoise") == harness.read_metrics(out, "denoise")
+
+    # Merging it again would overwrite: refused in one line, and nothing changes.
+    before = open(os.path.join(main, run_all.RUN_FILE)).read()
+    assert run_all.main(["--merge", other, "--out", main]) == 2
+    assert open(os.path.join(main, run_all.RUN_FILE)).read() == before
+
+
 @pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"], ["--report-only"]])
 def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.run_all", "--out", str(tmp_path)] + argv,

@@ -129,14 +129,14 @@ def test_make_fit_learns_a_separable_problem_using_only_the_first_n():
     y[30:] = 1 - y[30:]  # padding rows with wrong labels must be ignored
     rows = np.tile(np.arange(40), (2, 1))
     truth = np.tile((table[:30, 0] > 0).astype(np.int32), (2, 1))
-    draws = few_labels.Draws(rows, np.tile(y, (2, 1)), np.array([30, 30]), rows[:, :30], truth,
-                             np.ones((2, 30), np.float32))
+    draws = few_labels.Draws(rows, np.tile(y, (2, 1)), np.array([30, 30]))
     predict = lambda p, h: few_labels.head_apply(p, h)  # noqa: E731
     p0 = few_labels.head_init(np.random.default_rng(0), (2, 2), 2)
     fit = few_labels.make_fit(predict, steps=200, batch=16)
-    p, val = fit(p0, jnp.full(2, 0.05), jnp.asarray(table), draws, jax.random.split(jax.random.key(1), 2))
+    p, own = fit(p0, jnp.full(2, 0.05), jnp.asarray(table), draws, jax.random.split(jax.random.key(1), 2))
     acc = few_labels.make_accuracy(predict)(p, jnp.asarray(table), rows[:, :30], truth)
-    assert np.all(np.asarray(acc) > 0.9) and np.all(np.asarray(val)[:, -1] > 0.9)
+    assert np.all(np.asarray(acc) > 0.9)
+    np.testing.assert_allclose(np.asarray(own)[:, 1], acc)  # its own 30 labels are the truth
 
 
 def test_code_scaling_keeps_inactive_dimensions_quiet():
@@ -366,6 +366,12 @@ def _check_shapes(name, m):
         for key, _ in pretrain_classify.METHODS:
             assert len(m[key]) == len(m[f"{key}_std"]) == n
             assert all(0.0 <= a <= 1.0 for a in m[key])
+            assert all(0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 for a, b in m[f"{key}_own_labels"])
+        assert set(m["lp_ft_check"]) == {"ae_lp_ft", "vae_lp_ft"}
+        c = m["positive_control"]  # the same protocol on the control's digits, with its own pretrained pair
+        assert c["dataset"] == pretrain_classify.CONTROL and c["labels_per_class"] == m["labels_per_class"]
+        assert set(c["comparisons"]) == set(m["comparisons"]) and c["train"]["ae"]["n_train"] > 0
+        assert "Positive control" in pretrain_classify.report(m) and len(m["figures"]) == 2
     elif name == "transform":
         assert m["test_mse"] > 0 and m["mean_image_mse"] > 0 and m["identity_mse"] > 0
         for path in ("direct", "autoencoder"):
@@ -376,7 +382,13 @@ def _check_shapes(name, m):
             for k in ("autoencoder", "linear", "mean_image", "identity"):
                 assert math.isfinite(o[k]) and len(o["per_image"][k]) == o["n"] == m["n_test"]
             assert len(o["autoencoder_seeds"]) == m["seeds"]
-        assert "transform_off_manifold.png" in m["figures"]
+        assert "transform_off_manifold.png" in m["figures"] and "transform_code_width.png" in m["figures"]
+        widths = [row["width"] for row in m["width_sweep"]]
+        assert widths == sorted(widths) and widths[-1] >= 256 and m["model"]["preset"].endswith(f"latent {64}")
+        for row in m["width_sweep"]:
+            assert set(row) == {"width", "test", *m["off_manifold"]}
+            assert all(math.isfinite(v) for r in row.values() if isinstance(r, dict) for v in r.values())
+        assert "Code-width sweep" in transform.report(m)
     elif name == "overfit_ood":
         c = m["gap_curve"]
         assert len(c["sizes"]) >= 2 and c["sizes"] == sorted(c["sizes"]) and c["small"] in c["sizes"]

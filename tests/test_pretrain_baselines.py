@@ -1,5 +1,6 @@
-"""pretrain_classify's baselines and statistics: early stopping on a validation split, the
-label-efficiency read-off, the verdict on hand-made numbers, and a smoke run's new keys."""
+"""pretrain_classify's protocol and statistics: fits that read no labels but their draw's, the
+label-efficiency read-off, the verdict and its positive control on hand-made numbers, and a smoke
+run's keys."""
 
 import math
 
@@ -14,66 +15,59 @@ from vaejax_experiments import pretrain_classify as pc
 COUNTS = [1, 10, 100, 1000]
 
 
-# ---------------------------------------------------------------------------- early stopping
+# ---------------------------------------------------------------------------- the protocol: no labels but the draw's
 
 
-def test_keep_best_keeps_the_highest_accuracy_and_the_earlier_on_a_tie():
-    best = (jnp.array(0.0), jnp.array(0.2))
-    for step, acc in enumerate([0.7, 0.5, 0.7, 0.1], start=1):
-        best = few_labels.keep_best(best, (jnp.array(float(step)), jnp.array(acc)))
-    assert float(best[0]) == 1.0 and float(best[1]) == pytest.approx(0.7)
-
-
-def _two_class_problem(flip_training: bool):
-    """Points on a line; validation says class = (x > 0); training says the same, or the opposite."""
+def _two_class_problem(flip_padding: bool = True):
+    """Points on a line, class = (x > 0); 20 labelled rows per draw, then 20 padding rows with wrong labels."""
     x = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
     truth = (x[:, 0] > 0).astype(np.int32)
-    train, val = np.arange(0, 40, 2), np.arange(1, 40, 2)
-    y = 1 - truth if flip_training else truth
+    order = np.concatenate([np.arange(0, 40, 2), np.arange(1, 40, 2)])
+    y = truth[order].copy()
+    if flip_padding:
+        y[20:] = 1 - y[20:]
     d = 2  # draws
-    draws = few_labels.Draws(np.tile(train, (d, 1)), np.tile(y[train], (d, 1)), np.full(d, 20, np.int32),
-                             np.tile(val, (d, 1)), np.tile(truth[val], (d, 1)), np.ones((d, 20), np.float32))
-    return jnp.asarray(x), draws
+    return jnp.asarray(x), few_labels.Draws(np.tile(order, (d, 1)), np.tile(y, (d, 1)), np.full(d, 20, np.int32))
 
 
-def _fit(draws, table, head):
+def _fit(draws, table, head, steps=100, lr=0.1):
     params = {"head": head, "mu": jnp.zeros((2, 1)), "sd": jnp.ones((2, 1))}
-    fit = few_labels.make_fit(few_labels.frozen_predict, steps=100, batch=8, how="vmap")
-    return fit(params, jnp.full(2, 0.1), table, draws, jax.random.split(jax.random.key(0), 2))
+    fit = few_labels.make_fit(few_labels.frozen_predict, steps=steps, batch=8, how="vmap")
+    return fit(params, jnp.full(2, lr), table, draws, jax.random.split(jax.random.key(0), 2))
 
 
-def test_early_stopping_falls_back_to_the_start_when_training_hurts_validation():
-    table, draws = _two_class_problem(flip_training=True)
-    head = [{"w": jnp.tile(jnp.array([[-3.0, 3.0]]), (2, 1, 1)), "b": jnp.zeros((2, 2))}]  # right on validation
-    params, val = _fit(draws, table, head)
-    val = np.asarray(val)
-    assert val.shape == (2, few_labels.CHECKS + 1)
-    assert np.all(val[:, 0] == 1.0) and np.all(val[:, -1] < 0.5)  # training on wrong labels ruins it...
-    np.testing.assert_array_equal(params["head"][0]["w"], head[0]["w"])  # ...so the start is kept
-
-
-def test_early_stopping_keeps_the_checkpoint_that_scored_best():
-    table, draws = _two_class_problem(flip_training=False)
+def test_a_fit_reads_only_its_draws_labels_and_reports_its_own_accuracy_at_start_and_end():
+    table, draws = _two_class_problem()
     head = [{"w": jnp.tile(jnp.array([[3.0, -3.0]]), (2, 1, 1)), "b": jnp.zeros((2, 2))}]  # wrong at the start
-    params, val = _fit(draws, table, head)
-    val = np.asarray(val)
-    assert np.all(val[:, 0] == 0.0) and np.all(val.max(1) == 1.0)
+    params, own = _fit(draws, table, head)
+    own = np.asarray(own)
+    assert own.shape == (2, 2)
+    np.testing.assert_array_equal(own[:, 0], 0.0)  # every one of its 20 labelled points wrong at the start
+    np.testing.assert_array_equal(own[:, 1], 1.0)  # and right at the end: the wrong padding labels were never read
     kept = few_labels.make_accuracy(few_labels.frozen_predict, how="vmap")(
-        {"head": params["head"], "mu": jnp.zeros((2, 1)), "sd": jnp.ones((2, 1))}, table, jnp.asarray(draws.val_idx),
-        jnp.asarray(draws.val_y))
-    np.testing.assert_allclose(kept, val.max(1))
+        {"head": params["head"], "mu": jnp.zeros((2, 1)), "sd": jnp.ones((2, 1))}, table,
+        jnp.asarray(draws.idx[:, :20]), jnp.asarray(draws.y[:, :20]))
+    np.testing.assert_allclose(kept, own[:, 1])  # the last parameters are what it returns
 
 
-def test_validation_draws_are_disjoint_from_the_labelled_ones_and_balanced():
+def test_a_fit_keeps_its_last_parameters_even_where_training_hurts():
+    """No selection on held-out labels: training on a draw whose labels contradict the start moves away from it."""
+    table, draws = _two_class_problem(flip_padding=False)
+    draws = draws._replace(y=1 - draws.y)  # the draw's labels say the opposite of the truth
+    head = [{"w": jnp.tile(jnp.array([[-3.0, 3.0]]), (2, 1, 1)), "b": jnp.zeros((2, 2))}]  # right on the truth
+    params, own = _fit(draws, table, head)
+    assert np.all(np.asarray(own)[:, 1] > 0.9)  # it fits its own (flipped) labels
+    assert not np.allclose(params["head"][0]["w"], head[0]["w"])
+
+
+def test_draws_are_class_balanced_nested_and_differ_between_draws():
     labels = np.repeat(np.arange(3), 40).astype(np.int32)
-    d = few_labels.labelled_draws(labels, 2, draws=3, pad_to=9, val_pad_to=3 * few_labels.val_per_class(2))
-    assert d.idx.shape == (3, 9) and d.val_idx.shape == (3, 3 * few_labels.VAL_MIN)
+    small, large = (few_labels.labelled_draws(labels, n, draws=3, pad_to=15) for n in (2, 5))
+    assert small.idx.shape == (3, 15) and small.n.tolist() == [6, 6, 6]
     for s in range(3):
-        train, val = d.idx[s, :d.n[s]], d.val_idx[s][d.val_w[s] > 0]
-        assert not set(train) & set(val)
-        assert sorted(labels[train].tolist()) == [0, 0, 1, 1, 2, 2]
-        assert np.bincount(labels[val]).tolist() == [few_labels.VAL_MIN] * 3
-    assert not np.array_equal(d.idx[0, :6], d.idx[1, :6])
+        assert sorted(labels[small.idx[s, :6]].tolist()) == [0, 0, 1, 1, 2, 2]
+        assert set(small.idx[s, :6]) <= set(large.idx[s, :15])  # a draw's subset grows by adding images
+    assert not np.array_equal(small.idx[0, :6], small.idx[1, :6])
 
 
 # ---------------------------------------------------------------------------- label efficiency
@@ -110,9 +104,10 @@ def test_label_efficiency_ratio_and_never_reached():
 # ---------------------------------------------------------------------------- verdict
 
 
-def _metrics(curves: dict, counts=COUNTS):
+def _metrics(curves: dict, counts=COUNTS, control: dict | None = None):
     """Hand-made per-draw accuracies: every method at scratch's level unless given, each draw the
-    same offset for every method (an easy or hard labelled subset) plus a little noise of its own."""
+    same offset for every method (an easy or hard labelled subset) plus a little noise of its own.
+    control: the positive control's curves (default: the known gain found)."""
     rng = np.random.default_rng(0)
     offset = rng.normal(0, 0.03, 20)
     acc = {}
@@ -124,12 +119,37 @@ def _metrics(curves: dict, counts=COUNTS):
     for key, per_count in acc.items():
         m[key] = [float(np.mean(a)) for a in per_count]
     m.update(few_labels.statistics(counts, acc, pc.PRETRAINED, pc.BASELINES))
+    m["dataset"] = "fashion_mnist" if control is not False else pc.CONTROL
+    if control is not False:
+        m["positive_control"] = {"dataset": pc.CONTROL, **_metrics(control or {"scratch": SCR, "vae_frozen": GOOD},
+                                                                   counts, control=False)}
     return m
 
 
 SCR = [0.30, 0.50, 0.70, 0.80]
 GOOD = [0.60, 0.75, 0.80, 0.82]  # scratch needs ~32x the labels at 1 and at 10 per class
 LOWER = [0.25, 0.45, 0.65, 0.75]
+
+
+def test_the_verdict_is_undecided_when_the_positive_control_misses_the_known_gain():
+    m = _metrics({"scratch": SCR, "ae_lp_ft": GOOD, "pixels": LOWER, "pca": LOWER}, control={"scratch": SCR})
+    v, reason = pc.verdict(m)
+    assert v == "undecided"
+    assert reason.startswith(f"The positive control on {pc.CONTROL} does not find the known gain")
+    assert "On fashion_mnist it would read holds" in reason
+    m = _metrics({"scratch": SCR}, control={"scratch": SCR, "ae_frozen": [a + 0.02 for a in SCR]})  # clear but small
+    assert pc.verdict(m)[0] == "undecided"
+
+
+def test_the_verdict_counts_once_the_control_finds_the_gain_whatever_it_reads():
+    for curves, expected in (({"scratch": SCR, "ae_lp_ft": GOOD}, "holds"), ({"scratch": SCR}, "does not hold")):
+        v, reason = pc.verdict(_metrics(curves))
+        assert v == expected and f"The positive control on {pc.CONTROL} finds the known gain" in reason
+
+
+def test_without_a_control_the_verdict_is_undecided():
+    m = _metrics({"scratch": SCR, "ae_lp_ft": GOOD}, control=False)
+    assert pc.verdict(m)[0] == "undecided"
 
 
 def test_verdict_holds_when_a_variant_needs_far_fewer_labels_and_beats_the_baselines():
@@ -162,5 +182,3 @@ def test_verdict_is_mixed_when_the_gain_is_at_one_count_only():
     v, reason = pc.verdict(_metrics({"scratch": SCR, "vae_frozen": [0.60, 0.50, 0.70, 0.80]}))
     assert v == "mixed" and "vae_frozen" in reason
 
-
-# ---------------------------------------------------------------------------- smoke run

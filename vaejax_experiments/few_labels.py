@@ -1,7 +1,6 @@
 """Classifiers from few labels, many at once: the machinery of pretrain_classify.
 
-    Draws               class-balanced labelled subsets, one row per draw, padded to one shape, each
-                        with a disjoint labelled validation subset (val_per_class labels per class)
+    Draws               class-balanced labelled subsets, one row per draw, padded to one shape
     head_init / _apply  heads as plain jnp parameters (dense layers; a leading axis of heads)
     code_fn, feature_fn an encoder's code, and its last hidden layer, as differentiable functions
     encoder_features    codes and hidden layers of S encoders, in fixed-size chunks
@@ -9,10 +8,11 @@
     label_efficiency    how many labels a reference curve needs to match an accuracy, with intervals
 
 Training. Every run takes a fixed number of Adam steps on its labelled subset (batches drawn with
-replacement, so that one compiled program serves every count) and scores its validation subset at
-CHECKS + 1 evenly spaced points, the start included; it keeps the parameters with the best
-validation accuracy (the earliest on a tie), so fine-tuning that hurts falls back to where it
-started.
+replacement, so that one compiled program serves every count) and keeps its last parameters: no
+labels besides the draw's own are read, so the labels on the x axis are all the labels spent
+(selecting steps or parameters on validation labels would spend more than the budget, and help the
+method with the most to gain from early stopping). Each run reports its accuracy on its own
+training labels at the start and at the end, which tells whether it optimised.
 
 Scaling. Codes enter every head centred by a mean and divided by one number per encoder (or per
 pixel/PCA representation), their root-mean-square spread (code_scaling), so the heads see inputs of
@@ -36,13 +36,7 @@ import optax
 from vaejax import data, engine, models, objectives
 from vaejax_experiments import stats
 
-CHECKS = 10  # validation checkpoints per training run, after the start
-VAL_MIN, VAL_MAX = 10, 100  # validation labels per class: val_per_class
 CHUNK = 1000  # images per call of the feature extractor
-
-
-def val_per_class(per_class: int) -> int:
-    return min(max(per_class, VAL_MIN), VAL_MAX)
 
 
 # ---------------------------------------------------------------------------- heads (plain jnp parameters)
@@ -86,48 +80,34 @@ def feature_fn(cfg):
 
 
 class Draws(NamedTuple):
-    """Labelled subsets, one row per draw, as rows of a table: training rows idx (the first n of
-    each row; the rest is padding) with labels y, validation rows val_idx with labels val_y and
-    weights val_w (0 on padding). Padding keeps one shape for every count: one compiled program."""
+    """Labelled subsets, one row per draw, as rows of a table: rows idx (the first n of each row; the
+    rest is padding) with labels y. Padding keeps one shape for every count: one compiled program."""
 
     idx: np.ndarray  # (D, P) int
     y: np.ndarray  # (D, P) int
     n: np.ndarray  # (D,) int
-    val_idx: np.ndarray  # (D, V) int
-    val_y: np.ndarray  # (D, V) int
-    val_w: np.ndarray  # (D, V) float
 
 
-def draw_split(labels, per_class: int, val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of per_class random images of each class, and of `val` other images of each class."""
+def draw_rows(labels, per_class: int, seed: int) -> np.ndarray:
+    """Indices of per_class random images of each class."""
     order = np.random.default_rng(seed).permutation(len(labels))
-    train, held = [], []
-    for c in np.unique(labels):
-        members = order[labels[order] == c]
-        train.append(members[:per_class])
-        held.append(members[per_class:per_class + val])
-    return np.concatenate(train), np.concatenate(held)
+    return np.concatenate([order[labels[order] == c][:per_class] for c in np.unique(labels)])
 
 
-def labelled_draws(labels, per_class: int, draws: int, pad_to: int, val_pad_to: int) -> Draws:
-    """Draws of per_class labelled and val_per_class(per_class) validation images per class; draw d
-    uses seed 1000 + d whatever the count, so a draw's subsets grow by adding images."""
+def labelled_draws(labels, per_class: int, draws: int, pad_to: int) -> Draws:
+    """Draws of per_class labelled images per class; draw d uses seed 1000 + d whatever the count, so
+    a draw's subsets grow by adding images."""
     labels = np.asarray(labels)
-    splits = [draw_split(labels, per_class, val_per_class(per_class), 1000 + d) for d in range(draws)]
-    idx = np.stack([np.pad(t, (0, pad_to - len(t))) for t, _ in splits])
-    val_idx = np.stack([np.pad(v, (0, val_pad_to - len(v))) for _, v in splits])
-    n_val = len(splits[0][1])
-    return Draws(idx, labels[idx].astype(np.int32), np.full(draws, len(splits[0][0]), np.int32), val_idx,
-                 labels[val_idx].astype(np.int32), np.tile((np.arange(val_pad_to) < n_val).astype(np.float32),
-                                                           (draws, 1)))
+    rows = [draw_rows(labels, per_class, 1000 + d) for d in range(draws)]
+    idx = np.stack([np.pad(r, (0, pad_to - len(r))) for r in rows])
+    return Draws(idx, labels[idx].astype(np.int32), np.full(draws, len(rows[0]), np.int32))
 
 
 def pooled(draws_per_count: list[Draws]) -> tuple[np.ndarray, list[Draws]]:
     """(rows, draws): the training-split rows any draw uses, and the draws indexing into those rows,
     so that features are computed once per image, and only for images some draw uses."""
-    rows = np.unique(np.concatenate([np.concatenate([d.idx.ravel(), d.val_idx.ravel()]) for d in draws_per_count]))
-    at = lambda a: np.searchsorted(rows, a).astype(np.int32)
-    return rows, [d._replace(idx=at(d.idx), val_idx=at(d.val_idx)) for d in draws_per_count]
+    rows = np.unique(np.concatenate([d.idx.ravel() for d in draws_per_count]))
+    return rows, [d._replace(idx=np.searchsorted(rows, d.idx).astype(np.int32)) for d in draws_per_count]
 
 
 def for_models(draws: Draws, count: int, n_models: int, rows: int) -> Draws:
@@ -135,13 +115,13 @@ def for_models(draws: Draws, count: int, n_models: int, rows: int) -> Draws:
     stacks the models' copies (`rows` each)."""
     offset = (np.arange(count) % n_models * rows)[:, None]
     d = Draws(*(a[:count] for a in draws))
-    return d._replace(idx=d.idx + offset, val_idx=d.val_idx + offset)
+    return d._replace(idx=d.idx + offset)
 
 
-def label_counts(split: data.Split, wanted, reserve: int = 0) -> list[int]:
-    """The wanted labels per class that the split has (keeping `reserve` more per class for validation),
-    plus all that the smallest class has left if some were too many."""
-    fewest = int(np.unique(split.labels, return_counts=True)[1].min()) - reserve
+def label_counts(split: data.Split, wanted) -> list[int]:
+    """The wanted labels per class that the split has, plus all that the smallest class has if some
+    were too many."""
+    fewest = int(np.unique(split.labels, return_counts=True)[1].min())
     counts = [n for n in wanted if n <= fewest]
     if len(counts) < len(wanted) and fewest not in counts:
         counts.append(fewest)
@@ -157,48 +137,29 @@ def accuracy(predict, params, table, idx_N, y_N, w_N, chunk: int = CHUNK):
     return jnp.sum(w_N * (pred == y_N)) / jnp.sum(w_N)
 
 
-def keep_best(best, candidate):
-    """Whichever (params, validation accuracy) pair has the higher accuracy; `best` on a tie."""
-    better = candidate[1] > best[1]
-    return jax.tree_util.tree_map(lambda c, b: jnp.where(better, c, b), candidate, best)
-
-
-def steps_per_check(steps: int) -> int:
-    return max(1, steps // CHECKS)
-
-
 def make_fit(predict, steps: int, batch: int, how: str = "auto"):
-    """Jitted fit(params_D, lr_D, table, draws, keys_D) -> (params_D, val_accuracy_DC): D classifiers.
+    """Jitted fit(params_D, lr_D, table, draws, keys_D) -> (params_D, train_accuracy_D2): D classifiers.
 
-    Classifier d takes CHECKS * steps_per_check(steps) Adam steps (learning rate lr_d) of
-    cross-entropy on rows draws.idx[d, :n_d] of the shared table, each step `batch` of them drawn
-    with replacement (one program for every labelled-set size); it scores its validation rows at
-    the start and after every steps_per_check steps and returns the parameters that scored best,
-    with the CHECKS + 1 validation accuracies.
+    Classifier d takes `steps` Adam steps (learning rate lr_d) of cross-entropy on rows
+    draws.idx[d, :n_d] of the shared table, each step `batch` of them drawn with replacement (one
+    program for every labelled-set size), and returns its last parameters with its accuracy on those
+    rows at the start and at the end.
     how: engine.over_models ("vmap" suits small heads; "auto" maps networks one after another on CPU).
     """
-    per_check = steps_per_check(steps)
     objective = objectives.classification(predict)
 
     def one(params, lr, table, draws, key):
         optimizer = optax.adam(lr)
         update = engine.make_update(objective, optimizer)
-        validate = lambda p: accuracy(predict, p, table, draws.val_idx, draws.val_y, draws.val_w)
+        own = jnp.arange(draws.idx.shape[0])
+        on_own_labels = lambda p: accuracy(predict, p, table, draws.idx, draws.y, (own < draws.n).astype(jnp.float32))
 
         def step(state, rows_B):
-            i = draws.idx[rows_B]
-            return update(state, (table[i], draws.y[rows_B]), key)[0], None
+            return update(state, (table[draws.idx[rows_B]], draws.y[rows_B]), key)[0], None
 
-        def segment(carry, rows_KB):
-            state, best = carry
-            state = jax.lax.scan(step, state, rows_KB)[0]
-            acc = validate(state.params)
-            return (state, keep_best(best, (state.params, acc))), acc
-
-        start = (params, validate(params))
-        rows = jax.random.randint(key, (CHECKS, per_check, batch), 0, draws.n)
-        (_, (best, _)), accs = jax.lax.scan(segment, (engine.init(params, optimizer), start), rows)
-        return best, jnp.concatenate([start[1][None], accs])
+        rows = jax.random.randint(key, (steps, batch), 0, draws.n)
+        state = jax.lax.scan(step, engine.init(params, optimizer), rows)[0]
+        return state.params, jnp.stack([on_own_labels(params), on_own_labels(state.params)])
 
     return jax.jit(engine.over_models(one, shared=(2,), how=how))
 
@@ -257,8 +218,11 @@ def labels_to_match(counts, curve, target: float) -> tuple[float | None, str]:
 
 def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = 0) -> list:
     """Per count: labels per class scratch needs to match the variant's mean accuracy there, as a ratio
-    to the count, with a bootstrap interval over draws (acc and scratch: (draws, counts), paired by
-    draw; a ratio that scratch never reaches counts as infinite, written null in metrics.json)."""
+    to the count, with an interval over draws (acc and scratch: (draws, counts), paired by draw; a
+    ratio that scratch never reaches counts as infinite, written null in metrics.json). The interval
+    is a bootstrap over draws from stats.BOOTSTRAP_MIN_UNITS draws on; with fewer, the range of the
+    draws' own ratios (each draw's accuracy read off its own scratch curve), a bootstrap of a few
+    values being far too narrow."""
     def ratios(a_C, s_C):
         out = []
         for i, n in enumerate(counts):
@@ -266,15 +230,21 @@ def label_efficiency(counts, acc_DC, scratch_DC, resamples: int = stats.BOOTSTRA
             out.append(math.inf if labels is None else labels / n)
         return out
 
-    pick = np.random.default_rng(seed).integers(0, len(acc_DC), (resamples, len(acc_DC)))
-    boot = np.array([ratios(acc_DC[p].mean(0), scratch_DC[p].mean(0)) for p in pick])
+    if len(acc_DC) >= stats.BOOTSTRAP_MIN_UNITS:
+        pick = np.random.default_rng(seed).integers(0, len(acc_DC), (resamples, len(acc_DC)))
+        boot = np.array([ratios(acc_DC[p].mean(0), scratch_DC[p].mean(0)) for p in pick])
+        bounds = np.quantile(boot, [0.5 - stats.CI_LEVEL / 2, 0.5 + stats.CI_LEVEL / 2], axis=0,
+                             method="inverted_cdf").T
+        how = f"{stats.CI_LEVEL:.0%} bootstrap interval over {len(acc_DC)} draws"
+    else:
+        per_draw = np.array([ratios(a, s) for a, s in zip(acc_DC, scratch_DC)])
+        bounds, how = np.stack([per_draw.min(0), per_draw.max(0)], 1), f"range over {len(acc_DC)} draws"
     mean_a, mean_s = acc_DC.mean(0), scratch_DC.mean(0)
     out = []
     for i, n in enumerate(counts):
         labels, where = labels_to_match(counts, mean_s, mean_a[i])
-        lo, hi = np.quantile(boot[:, i], [0.5 - stats.CI_LEVEL / 2, 0.5 + stats.CI_LEVEL / 2], method="inverted_cdf")
         out.append({"labels": labels, "ratio": None if labels is None else labels / n, "reached": where,
-                    "ratio_ci": [float(lo), float(hi)]})
+                    "ratio_ci": [float(b) for b in bounds[i]], "interval": how})
     return out
 
 

@@ -2,13 +2,17 @@
 
     python -m vaejax_experiments.run_all --scale quick|smoke|full [--only a b] [--dataset NAME] [--seeds S] [--out results]
     python -m vaejax_experiments.run_all --report-only [--out results]     # rewrite REPORT.md, no training
+    python -m vaejax_experiments.run_all --merge RUN [--out results]       # add RUN's experiments to --out
 
 Experiments are imported lazily by name; one whose module does not exist yet is skipped with
 a note in the report. One that fails is reported as failed and the others still run (exit 1).
 When the scale is not full and <out>/full/<name>/metrics.json exists (from
 `--scale full --out <out>/full`), each section also states the full-scale verdict; --report-only
 writes the report again from the metrics.json files already in <out>, for instance to add
-full-scale verdicts that arrived later.
+full-scale verdicts that arrived later. --merge copies the experiments of another finished run of
+the same scale into <out> (none may be there already: nothing is overwritten), records both runs
+(their commands and seconds) in <out>/run_all.json, and writes the report of them all: a long
+reference run may be made of several.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import dataclasses
 import datetime
 import inspect
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -49,9 +54,9 @@ def run_all(scale="quick", only=None, dataset=None, seeds=None, out="results", f
         raise UsageError(f"unknown experiment {unknown[0]!r}; choose from: {', '.join(known)}")
     started = time.perf_counter()
     results, modules, notes, skipped = _run(names, scale, dataset, seeds, out, families)
-    for seed in range(1, scale.judges):  # every verdict again under another judge, into <out>/judge_seed_<seed>/
-        again = _run([n for n in names if hasattr(modules.get(n), "verdict")],
-                     dataclasses.replace(scale, judge_seed=seed), dataset, seeds, out, families)
+    judged = [n for n in names if hasattr(modules.get(n), "verdict") and "anchors" in (results.get(n) or {})]
+    for seed in range(1, scale.judges):  # every judged verdict again under another judge, into <out>/judge_seed_<seed>/
+        again = _run(judged, dataclasses.replace(scale, judge_seed=seed), dataset, seeds, out, families)
         notes += [f"under judge seed {seed}: {note}" for note in again[2]]
     total = time.perf_counter() - started
     command = _command(scale, only, dataset, seeds, out, families)
@@ -126,6 +131,29 @@ def report_only(out="results", full_results=None) -> dict:
         total, notes, command, finished = None, [], None, None
     write_report(scale, modules, results, notes, total, out, full_results, command, finished)
     return results
+
+
+def merge(source: str, out: str) -> dict:
+    """Add the experiments of the finished run in `source` to the run in `out`, and write the report of both."""
+    runs = {folder: harness.read_json(os.path.join(folder, RUN_FILE)) for folder in (source, out)}
+    for folder, run in runs.items():
+        if not run:
+            raise UsageError(f"{folder!r} holds no finished run ({RUN_FILE} is missing); finish it with run_all first")
+    if runs[source]["scale"] != runs[out]["scale"]:
+        raise UsageError(f"cannot merge a {runs[source]['scale']} run into a {runs[out]['scale']} run")
+    clash = sorted(set(runs[source]["experiments"]) & set(runs[out]["experiments"]))
+    if clash:
+        raise UsageError(f"{out!r} already holds {', '.join(clash)}; merge a run of other experiments, or remove "
+                         f"them from {out!r} yourself")
+    for name in runs[source]["experiments"]:
+        shutil.copytree(os.path.join(source, name), os.path.join(out, name))
+    a, b = runs[out], runs[source]
+    harness.write_json(os.path.join(out, RUN_FILE), {
+        "scale": a["scale"], "experiments": sorted(a["experiments"] + b["experiments"]),
+        "seconds": a["seconds"] + b["seconds"], "notes": a.get("notes", []) + b.get("notes", []),
+        "skipped": a.get("skipped", []) + b.get("skipped", []),
+        "command": f"{a['command']} && {b['command']}", "finished": b["finished"]})
+    return report_only(out)
 
 
 def write_report(scale, modules, results, notes, total, out, full_results=None, command=None, finished=None) -> None:
@@ -336,11 +364,16 @@ def main(argv=None) -> int:
                         help="folder of full-scale results to compare with (default: <out>/full)")
     parser.add_argument("--report-only", action="store_true",
                         help="write REPORT.md again from the results in --out; trains nothing")
+    parser.add_argument("--merge", metavar="RUN", default=None,
+                        help="add the experiments of the finished run in folder RUN to --out; trains nothing")
     harness.add_family_arg(parser)
     args = parser.parse_args(argv)
     try:
         if args.report_only:
             report_only(args.out, args.full_results)
+            return 0
+        if args.merge:
+            merge(args.merge, args.out)
             return 0
         results = run_all(args.scale, args.only, args.dataset, args.seeds, args.out, args.full_results, args.family)
     except harness.user_errors() as e:
