@@ -13,7 +13,8 @@ import pytest
 
 from vaejax import config, data, metrics
 from conftest import TINY_MLP_AE, structured_images
-from vaejax_experiments import anomaly, costs, denoise, few_labels, harness, overfit_ood, pretrain_classify, transform
+from vaejax_experiments import (anomaly, costs, denoise, few_labels, harness, overfit_ood, pretrain_classify,
+                                transform, training)
 
 # ---------------------------------------------------------------------------- transform: T and its baselines
 
@@ -97,10 +98,28 @@ def test_each_model_trains_on_its_own_rows_only():
     x[labels == 3] = np.nan
     idx = anomaly.training_indices(labels, 3, "one_class", jax.random.key(0))
     tc = config.TrainConfig(batch_size=8, learning_rate=1e-2)
-    params, losses, taken = anomaly.train_on_subsets(TINY_MLP_AE, tc, x, idx, steps=4, seeds=2, key=jax.random.key(1))
+    params, losses, taken, plateau = anomaly.train_on_subsets(TINY_MLP_AE, tc, x, idx, steps=4, seeds=2,
+                                                              key=jax.random.key(1))
     assert jax.tree_util.tree_leaves(params)[0].shape[0] == 3 * 2 and taken == 4  # 2 epochs of 16 // 8
     assert len(losses) == 2 * 2 and np.all(np.isfinite(losses))  # a mean per piece (of 2 per epoch here)
-    assert losses[-1] < losses[0]
+    assert losses[-1] < losses[0] and plateau is None
+
+
+def test_subset_models_train_until_each_passes_the_plateau_test_against_its_own_floor():
+    labels = np.repeat(np.arange(3), 16)
+    x = structured_images(0, len(labels))
+    idx = anomaly.training_indices(labels, 3, "one_class", jax.random.key(0))
+    tc = config.TrainConfig(batch_size=8, learning_rate=1e-2)
+    floors = anomaly.subset_floors(TINY_MLP_AE, x, idx, seeds=2)
+    assert len(floors) == 6 and floors[0] == floors[1] and len(set(floors)) == 3  # one per class, repeated per seed
+    np.testing.assert_allclose(floors[::2], [training.loss_floor(TINY_MLP_AE, x[i]) for i in idx], rtol=1e-6)
+    never = training.Plateau(tol=0.0, max_epochs=3, floor=floors)  # no fall is below 0: runs to max_epochs
+    _, _, taken, plateau = anomaly.train_on_subsets(TINY_MLP_AE, tc, x, idx, None, 2, jax.random.key(1), until=never)
+    assert taken == 3 * 2 and plateau["epochs"] == 3 and plateau["passed"] == [False] * 6
+    assert "each model's floor" in plateau["test"]
+    anything = training.Plateau(tol=1e9, max_epochs=30, floor=floors)  # passes as soon as it can be measured
+    _, _, taken, plateau = anomaly.train_on_subsets(TINY_MLP_AE, tc, x, idx, None, 2, jax.random.key(1), until=anything)
+    assert plateau["epochs"] == anything.window + 1 and all(plateau["passed"]) and taken == (anything.window + 1) * 2
 
 
 def test_entropy_floor_and_png_bits():
