@@ -1,5 +1,6 @@
 """The shared sweep: its families, their members and the report's tables of them."""
 
+import dataclasses
 import types
 
 import numpy as np
@@ -62,11 +63,11 @@ def test_latent_widths_are_swept_at_full_scale_and_named_in_tables():
 
 def test_each_width_is_a_family_of_its_own(monkeypatch):
     """What full scale does with LATENT_SIZES, at smoke size with one family and one extra width."""
-    monkeypatch.setattr(sweep, "latent_sizes_for", lambda scale, own: (own, 4))
-    monkeypatch.setattr(sweep, "families_for", lambda scale: ("ae", "bernoulli"))
+    monkeypatch.setitem(sweep.SETTINGS, "smoke", dataclasses.replace(sweep.SETTINGS["smoke"], other_widths=(4,),
+                                                                      families=("ae", "bernoulli")))
     monkeypatch.setattr(sweep, "_SWEEPS", {})
     families = sweep.shared(settings.get_scale("smoke"), "fashion_mnist", seeds=1)
-    assert list(families) == ["ae", "bernoulli", "ae_z4", "bernoulli_z4"]
+    assert list(families) == ["ae_z4", "bernoulli_z4", "ae", "bernoulli"]  # widths ascending
     scores = sweep.score_members(families, lambda model, params, s: {"one": 1.0})
     widths = {(e["family"], e["latent_dim"]) for e in sweep.entries(families, scores, ["one"])}
     assert widths == {("ae", 20), ("bernoulli", 20), ("ae_z4", 4), ("bernoulli_z4", 4)}

@@ -57,7 +57,7 @@ def test_a_user_family_runs_through_the_latent_space_experiments(family_module, 
     for name, latent_dim in (("interpolation", 20), ("latent_space", 2)):
         m = harness.read_metrics(out, name)
         tiny = [e for e in m["sweep"] if e["family"] == "tiny"]
-        assert [e["beta"] for e in tiny] == list(sweep.betas_for(settings.get_scale("smoke")))
+        assert [e["beta"] for e in tiny] == list(sweep.settings_for(settings.get_scale("smoke")).betas)
         assert all(e["latent_dim"] == latent_dim and 0 < e["distortion"] < 1 for e in tiny)
         assert all("vs_ae" in per_family["tiny"] for per_family in m["comparisons"].values())  # against the AE
     report = open(os.path.join(out, "REPORT.md")).read()

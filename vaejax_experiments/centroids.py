@@ -215,7 +215,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
         result["figures"].append(sweep.figure(
             run.path(f"centroids_sweep_{s}.png"), families, along, s, f"near-centroid decodes: {label}", levels,
             f"Near-centroid decodes' {s} against distortion ({run.dataset})").split("/")[-1])
-    return harness.finish(run, result)
+    return harness.finish(run, result, sweep.settings_for(run.scale))
 
 
 def _real_realism(ref, manifold: ClassManifold, images, labels) -> dict:

@@ -67,17 +67,25 @@ class Settings:
     steps: int | None  # updates per model (None: the scale's)
     n_held_out: int  # training-split images the baselines' parameters are chosen on
     n_bm3d: int  # test images BM3D denoises, when installed
+    bce_levels: tuple[float, ...]  # the clipped-noise levels the BCE-trained AE is compared at
+    skip_kinds: tuple[str, ...]  # the noise kinds the residual conv denoiser is trained on
+    skip_seeds: int | None  # its seeds (None: the run's)
+    skip_epochs: int | None  # its epochs (None: the bottleneck AEs')
     n_train: int | None = None  # training images (None: the scale's)
     max_epochs: int | None = None  # with it, the AEs train until the plateau test passes, at most this many epochs
 
 
-SETTINGS = {"smoke": Settings(levels=(0.1, 0.5), steps=None, n_held_out=50, n_bm3d=4),
-            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D),
-            "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D),
+# Below full scale the two side comparisons train fewer models: BCE at one level, the residual conv
+# denoiser (far slower per image on a CPU) on clipped noise, one seed, one epoch.
+_SIDE = {"bce_levels": (LEVELS[1],), "skip_kinds": ("clipped",), "skip_seeds": 1, "skip_epochs": 1}
+SETTINGS = {"smoke": Settings(levels=(0.1, 0.5), steps=None, n_held_out=50, n_bm3d=4, **dict(_SIDE, bce_levels=(0.1,))),
+            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D, **_SIDE),
+            "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D, bce_levels=LEVELS,
+                             skip_kinds=NOISE_KINDS, skip_seeds=None, skip_epochs=None),
             # the notes' conv AE, each of its models until the plateau test passes, on a class-balanced
             # 20k-image subset: 7 noise conditions x the seeds, on two CPU cores.
             "reference": Settings(levels=LEVELS, steps=None, n_held_out=500, n_bm3d=MIN_BM3D, n_train=20000,
-                                  max_epochs=30)}
+                                  max_epochs=30, **_SIDE)}
 
 
 # ---------------------------------------------------------------------------- noise and classical denoisers
@@ -225,19 +233,16 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     batch = min(sc.batch_size, len(x))
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
     conds = conditions(levels, NOISE_KINDS)
-    clipped_conds = conditions(levels, ("clipped",))
-    # Below full scale the two side comparisons train fewer models: BCE at the middle level only, the
-    # convolutional denoiser (slow on a CPU) on clipped noise only.
-    middle = [clipped_conds[len(levels) // 2]]
-    bce_conds = sc.pick(smoke=clipped_conds[:1], quick=middle, full=clipped_conds, reference=middle)
-    skip_conds = sc.pick(smoke=clipped_conds, quick=clipped_conds, full=conds, reference=clipped_conds)
-    run.log(f"{len(x)} training images, {tc.epochs} epochs of batch {tc.batch_size}, noise levels {list(levels)}, "
+    bce_conds = conditions(st.bce_levels, ("clipped",))
+    skip_conds = conditions(levels, st.skip_kinds)
+    length = (f"until the plateau test (at most {st.max_epochs} epochs)" if st.max_epochs
+              else f"{tc.epochs} epochs")
+    run.log(f"{len(x)} training images, {length} of batch {tc.batch_size}, noise levels {list(levels)}, "
             f"{S} seeds; BM3D {'on ' + str(n_bm3d) + ' test images' if n_bm3d else 'not installed'}")
 
     skip = ResidualDenoiser()
-    # The convolutional denoiser costs far more per image on a CPU: below full scale, one seed and one epoch.
-    skip_seeds = sc.pick(smoke=1, quick=1, full=S, reference=1)
-    skip_tc = config.replace(tc, epochs=sc.pick(smoke=1, quick=1, full=tc.epochs, reference=1))
+    skip_seeds = st.skip_seeds or S
+    skip_tc = config.replace(tc, epochs=st.skip_epochs or tc.epochs)
     until = {cfg.likelihood: st.max_epochs and training.Plateau(sc.plateau, st.max_epochs, training.loss_floor(cfg, x))
              for cfg in (ae_mse, ae_cfg)}
     family_seeds = {"ae_bottleneck": S, "ae_bottleneck_bce": S, "denoiser_skip": skip_seeds}

@@ -140,7 +140,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     )
     result["figures"] = _figures(run, {k: rows[0]["strip"] for k, rows in per_seed.items()}, x1, x2, test.y[i1],
                                  test.y[i2], result) + _sweep_figures(run, families, along, result)
-    return harness.finish(run, result)
+    return harness.finish(run, result, sweep.settings_for(run.scale))
 
 
 def margins(anchors: dict, ae: dict) -> dict[str, float]:

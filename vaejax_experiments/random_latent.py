@@ -117,7 +117,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
             levels, f"Prior samples' {s} against distortion ({run.dataset})").split("/")[-1])
     result["scores_note"] = ("precision: share of samples on the real images' feature manifold; recall: share of "
                              "real images on the samples' (Kynkaanniemi et al. 2019, k = 3)")
-    return harness.finish(run, result)
+    return harness.finish(run, result, sweep.settings_for(run.scale))
 
 
 def verdict(m: dict) -> tuple[str, str]:

@@ -39,7 +39,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     run = harness.start("rate_distortion", scale, dataset, seeds, out)
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families, cache=run.cache)
     first = next(iter(families.values())).trained
-    result = {"betas": list(sweep.betas_for(run.scale)), "families": list(families), "sweep": {},
+    result = {"betas": list(sweep.settings_for(run.scale).betas), "families": list(families), "sweep": {},
               "n_train": first.n_train, "n_test": len(harness.eval_images(run.scale, run.dataset).x),
               "epochs": first.train_cfg.epochs, "batch_size": first.train_cfg.batch_size}
     for name, fam in families.items():
@@ -59,7 +59,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
             f"beta {b}: rate {r:.1f} nats, distortion {d:.4f}, {a:.0f} active, noise ratio {n:.3f}"
             for b, r, d, a, n in zip(fam.betas, *(entry[k] for k in MEASURES))))
     result["figures"] = _figures(run, result)
-    return harness.finish(run, result)
+    return harness.finish(run, result, sweep.settings_for(run.scale))
 
 
 def _figures(run, result) -> list[str]:

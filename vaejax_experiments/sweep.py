@@ -39,23 +39,41 @@ ACTIVE = 0.01  # Burda et al. 2016's threshold on Cov_x(E_q[z_d])
 NOTES_AE, NOTES_VAE = (DETERMINISTIC, 0.0), ("bernoulli", 1.0)
 
 
-def families_for(scale: settings.Scale) -> tuple[str, ...]:
-    return scale.pick(smoke=(DETERMINISTIC, "bernoulli"), quick=(DETERMINISTIC, "bernoulli", "gaussian"),
-                      full=tuple(FAMILIES), reference=(DETERMINISTIC, "bernoulli"))
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the shared sweep trains at a scale.
+
+    families: the built-in families; betas: the KL weights of each; other_archs: architectures trained
+    beside the scale's own (<family>_<arch>); other_widths: latent widths trained beside the scale's own
+    (<family>_z<width>); epochs_divisor: the scale's epochs divided by this (the demo halves them: a
+    sweep is len(betas) models per family and seed)."""
+
+    families: tuple[str, ...]
+    betas: tuple[float, ...]
+    other_archs: tuple[str, ...] = ()
+    other_widths: tuple[int, ...] = ()
+    epochs_divisor: int = 1
 
 
-def betas_for(scale: settings.Scale) -> tuple[float, ...]:
-    return scale.pick(smoke=(0.0, 1.0), quick=(0.0, 0.03, 0.3, 1.0), full=BETAS, reference=(0.0, 1.0))
+SETTINGS = {"smoke": Settings(families=(DETERMINISTIC, "bernoulli"), betas=(0.0, 1.0)),
+            "quick": Settings(families=(DETERMINISTIC, "bernoulli", "gaussian"), betas=(0.0, 0.03, 0.3, 1.0),
+                              epochs_divisor=2),
+            "full": Settings(families=tuple(FAMILIES), betas=BETAS, other_widths=LATENT_SIZES),
+            "reference": Settings(families=(DETERMINISTIC, "bernoulli"), betas=(0.0, 1.0), other_archs=("mlp",))}
+
+
+def settings_for(scale: settings.Scale) -> Settings:
+    return scale.pick(**SETTINGS)
 
 
 def archs_for(scale: settings.Scale) -> tuple[str, ...]:
-    """The architectures the sweep trains: the scale's own, and at the reference scale the MLP beside the conv stack."""
-    return scale.pick(smoke=(scale.arch,), quick=(scale.arch,), full=(scale.arch,), reference=("conv", "mlp"))
+    """The architectures the sweep trains: the scale's own first, then its other_archs."""
+    return (scale.arch,) + tuple(a for a in settings_for(scale).other_archs if a != scale.arch)
 
 
 def latent_sizes_for(scale: settings.Scale, own: int) -> tuple[int, ...]:
-    """The latent widths each family is trained at: the scale's own, and at full scale LATENT_SIZES too."""
-    return scale.pick(smoke=(own,), quick=(own,), full=tuple(sorted({own, *LATENT_SIZES})), reference=(own,))
+    """The latent widths each family is trained at: the scale's own and its other_widths, ascending."""
+    return tuple(sorted({own, *settings_for(scale).other_widths}))
 
 
 def describe(fam: "Family") -> str:
@@ -146,9 +164,9 @@ def active_units(mu_MND) -> np.ndarray:
 
 
 def train_config(scale: settings.Scale, n_train: int) -> config.TrainConfig:
-    """The scale's training, but half its steps in the demo: a sweep is len(betas) models per family and seed."""
-    epochs = scale.epochs_for(n_train)
-    return scale.train_config(n_train, epochs=scale.pick(smoke=epochs, quick=max(1, epochs // 2), full=epochs))
+    """The scale's training, its epochs divided by the sweep's epochs_divisor (at least one)."""
+    epochs = max(1, scale.epochs_for(n_train) // settings_for(scale).epochs_divisor)
+    return scale.train_config(n_train, epochs=epochs)
 
 
 def train_one(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test_N, family: str | UserFamily,
@@ -207,11 +225,11 @@ def shared(scale: settings.Scale, dataset: str, seeds: int, log=None, extra: tup
     for arch in archs_for(scale):
         _, vae = settings.model_pair(scale, dataset, arch)  # the VAE's latent as wide as the AE's code
         for size in latent_sizes_for(scale, vae.latent_dim):
-            for family in families_for(scale) + tuple(extra):
+            for family in settings_for(scale).families + tuple(extra):
                 key = (dataclasses.replace(scale, judge_seed=0), dataset, seeds, family, arch, size)  # judged twice, trained once
                 if key not in _SWEEPS:
                     fam = train_one(config.replace(vae, latent_dim=size), train_config(scale, len(x)), x,
-                                    harness.eval_images(scale, dataset).x, family, betas_for(scale), seeds, log=log,
+                                    harness.eval_images(scale, dataset).x, family, settings_for(scale).betas, seeds, log=log,
                                     converge=scale, cache=cache)
                     suffix = ("" if size == vae.latent_dim else f"_z{size}") + ("" if arch == scale.arch else f"_{arch}")
                     _SWEEPS[key] = dataclasses.replace(fam, name=fam.name + suffix)
