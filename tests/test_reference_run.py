@@ -14,6 +14,7 @@ REFERENCE = os.path.join(ROOT, "reference")
 EXPERIMENTS_DOC = os.path.join(ROOT, "docs", "experiments.md")  # holds the quoted run, between its markers
 LATENT_CLAIMS = ("interpolation", "random_latent", "centroids", "latent_space")
 REQUIRED = LATENT_CLAIMS
+REFERENCE_APPLICATIONS = ()  # the application claims the committed run holds
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,42 @@ def test_rate_and_distortion_table_every_model_of_the_sweep_with_its_plateau_tes
         assert len(e["plateau"]["passed"]) == len(e["betas"]) * 5, family
         vae = family.startswith("bernoulli")
         assert all((r is not None) == vae for r in e["rate"]), family  # a deterministic AE has no rate
+
+
+APPLICATIONS = ("pretrain_classify", "transform", "anomaly", "overfit_ood", "denoise")
+
+
+def _application_checks(name: str, m: dict) -> None:
+    """What a reviewer asked of each application claim at the reference scale, found in its metrics."""
+    if name == "pretrain_classify":  # encoders to their plateau, a positive control, fits that optimise
+        assert all(t["plateau"]["epochs"] <= 30 and len(t["plateau"]["passed"]) == m["seeds"] for t in m["train"].values())
+        c = m["positive_control"]
+        assert c["dataset"] == "mnist_5k" and set(c["comparisons"]) == set(m["comparisons"])
+        assert set(m["lp_ft_check"]) == {"ae_lp_ft", "vae_lp_ft"} and "settings" in m
+    elif name == "transform":  # a rank-limited linear baseline, a code-width sweep past T's size, unseen photos
+        assert len(m["test_per_image"]["rank_limited"]) == m["n_test"]
+        assert max(row["width"] for row in m["width_sweep"]) >= m["output_shape"][0] * m["output_shape"][1]
+        assert "other_photos" in m["off_manifold"]
+    elif name == "anomaly":  # MSE beside the loss, every model to its plateau test
+        for protocol in ("leave_one_out", "one_class"):
+            assert {"recon", "recon_minus_floor", "mse"} <= set(m["mean_auroc"][protocol])
+            assert all(len(p["passed"]) == 10 * m["seeds"] for p in m["plateau"][protocol].values())
+    elif name == "overfit_ood":  # memorisation against held-out images of the training split
+        assert m["n_held_out"] > 0 and "memorisation" in m["settings"]["small"]
+    elif name == "denoise":  # both noise kinds, PCA and Wiener baselines, the conv AE
+        assert m["noise_kinds"] == ["clipped", "unclipped"] and m["model"].startswith("conv ae")
+        for kind in m["noise_kinds"]:
+            assert all(v is not None for method in ("pca", "wiener") for v in m["psnr"][kind][method])
+
+
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_the_application_claims_carry_their_baselines_and_controls(name):
+    m = harness.read_metrics(REFERENCE, name)
+    if m is None:
+        assert name not in REFERENCE_APPLICATIONS, f"{name} is required in reference/"
+        pytest.skip(f"{name} is not in the reference run yet")
+    assert m["scale"] == "reference"
+    _application_checks(name, m)
 
 
 def test_the_judge_and_its_controls_are_reported(metrics):

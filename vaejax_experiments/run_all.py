@@ -182,13 +182,13 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
     lines = [
         "# vaejax: results",
         "",
-        f"Scale **{scale.name}** ({_scale_words(scale)}), on **{device}**; all experiments together took "
+        f"Scale **{scale.name}** ({_scale_words(scale, ran)}), on **{device}**; all experiments together took "
         f"**{total_seconds:.0f} s**{' (the sum of their own times)' if summed else ''}"
         f"{f' (finished {finished})' if finished else ''}. "
         f"Numbers are mean ± std over seeds (sample std), or a mean with its 95% interval in brackets. Reproduce with "
         f"`{command or f'python -m vaejax_experiments.run_all --scale {scale.name}'}`.",
         "",
-        _convergence_words(scale),
+        _convergence_words(scale, ran),
         "",
         f"Produced by {provenance.summary(made_by)}.",
         "",
@@ -319,20 +319,32 @@ def _section(title, name, module, m, out, full_dir) -> list[str]:
     return lines
 
 
-def _scale_words(scale) -> str:
+def _scale_words(scale, ran: dict) -> str:
     n = "all training images" if scale.n_train is None else f"{scale.n_train} training images"
+    counts = sorted({m["seeds"] for m in ran.values()}) or [scale.seeds]
+    seeds = f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} seeds (each section says how many)"
     if scale.converges:
-        return (f"conv and MLP models, {n}, each trained until its plateau test passes (at most {scale.max_epochs} "
-                f"epochs), {scale.seeds} seeds")
-    return f"{scale.arch} models, {n}, ~{scale.steps} steps per model, {scale.seeds} seeds"
+        return (f"conv and MLP models, {n} unless a section says otherwise, trained until their plateau test passes "
+                f"(at most {scale.max_epochs} epochs) where the section shows it, {seeds}")
+    return f"{scale.arch} models, {n}, ~{scale.steps} steps per model, {seeds}"
 
 
-def _convergence_words(scale) -> str:
+def _has_plateau(tree) -> bool:
+    """Whether a metrics.json records a plateau test anywhere."""
+    if isinstance(tree, dict):
+        return "plateau" in tree and tree["plateau"] is not None or any(_has_plateau(v) for v in tree.values())
+    return isinstance(tree, list) and any(_has_plateau(v) for v in tree)
+
+
+def _convergence_words(scale, ran: dict) -> str:
     """What the scale's verdicts are worth."""
     if scale.converges:
-        return (f"**Converged models.** Every model here trained until its training loss above the loss of a perfect "
-                f"reconstruction fell by less than {scale.plateau:.1%} per epoch over 3 epochs, or for "
-                f"{scale.max_epochs} epochs; each model's test and epochs are in the tables and in metrics.json.")
+        fixed = sorted(name for name, m in ran.items() if not _has_plateau(m))
+        return (f"**Converged models.** Every model with a plateau test in its section trained until its training "
+                f"loss above the loss of a perfect reconstruction fell by less than {scale.plateau:.1%} per epoch over "
+                f"3 epochs, or for {scale.max_epochs} epochs; each model's test and epochs are in the tables and in "
+                f"metrics.json." + (f" The models of {', '.join(fixed)} trained a fixed number of steps, which "
+                                    f"their sections state." if fixed else ""))
     return ("**A smoke check, not evidence.** Models at this scale train a fixed, small number of steps and are not "
             "converged; their verdicts show that the pipeline runs end to end. The verdicts to quote are the "
             "reference run's (`reference/REPORT.md`, `python -m vaejax_experiments.run_all --scale reference`).")
