@@ -138,7 +138,9 @@ def test_the_verdict_is_undecided_when_the_positive_control_misses_the_known_gai
     assert reason.startswith(f"The positive control on {pc.CONTROL} does not find the known gain")
     assert "On fashion_mnist it would read holds" in reason
     m = _metrics({"scratch": SCR}, control={"scratch": SCR, "ae_frozen": [a + 0.02 for a in SCR]})  # clear but small
-    assert pc.verdict(m)[0] == "undecided"
+    assert pc.verdict(m)[0] == "undecided" and "plateau" not in pc.verdict(m)[1]
+    m["positive_control"]["train"] = {"ae": {"plateau": {"passed": [True, False]}}, "vae": {"plateau": {"passed": [True]}}}
+    assert "its ae encoders did not all pass their plateau test" in pc.verdict(m)[1]
 
 
 def test_the_verdict_counts_once_the_control_finds_the_gain_whatever_it_reads():

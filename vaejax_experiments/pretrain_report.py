@@ -113,9 +113,12 @@ def control_text(c: dict) -> tuple[bool, str]:
              f"{_ratio_text(c['label_efficiency'][best][i], counts, i)} the labels")
     if passed:
         return True, f"The positive control on {c['dataset']} finds the known gain ({facts})."
-    return False, (f"The positive control on {c['dataset']} does not find the known gain of pretraining ({facts}): "
-                   f"this protocol cannot show the claim where it is known to hold, so its verdict here is not "
-                   f"evidence either way")
+    unconverged = [name for name, t in c.get("train", {}).items() if t.get("plateau") and not all(t["plateau"]["passed"])]
+    caveat = (f"; its {' and '.join(unconverged)} encoders did not all pass their plateau test, so the control "
+              f"may be too weak rather than the protocol blind" if unconverged else "")
+    return False, (f"The positive control on {c['dataset']} does not find the known gain of pretraining ({facts}"
+                   f"{caveat}): this protocol has not shown the claim where it is known to hold, so its verdict here "
+                   f"is not evidence either way")
 
 
 def verdict(m: dict) -> tuple[str, str]:
