@@ -83,6 +83,14 @@ def test_the_application_claims_carry_their_baselines_and_controls(name):
     _application_checks(name, m)
 
 
+def test_the_application_checks_find_a_missing_piece():
+    m = harness.read_metrics(REFERENCE, REFERENCE_APPLICATIONS[0])
+    _application_checks(REFERENCE_APPLICATIONS[0], m)
+    for key in ("positive_control", "lp_ft_check", "train"):
+        with pytest.raises((AssertionError, KeyError)):
+            _application_checks(REFERENCE_APPLICATIONS[0], {k: v for k, v in m.items() if k != key})
+
+
 def test_the_judge_and_its_controls_are_reported(metrics):
     anchors = metrics["interpolation"]["anchors"]
     with open(os.path.join(REFERENCE, "REPORT.md")) as f:
