@@ -62,6 +62,11 @@ class Scale:
         """Whether this scale trains until the plateau test passes (else a fixed number of steps)."""
         return self.max_epochs is not None
 
+    def max_epochs_for(self, n_train: int, batch_size: int | None = None) -> int:
+        """The plateau test's limit for n_train images: max_epochs, or as many epochs as give `steps`
+        updates if that is more, so that a small training set gets as many updates as the whole split."""
+        return max(self.max_epochs, -(-self.steps // max(1, n_train // (batch_size or self.batch_size))))
+
     def epochs_for(self, n_train: int, batch_size: int | None = None) -> int:
         """Epochs that give about `steps` updates on n_train images (at least 1)."""
         per_epoch = max(1, n_train // (batch_size or self.batch_size))

@@ -183,7 +183,8 @@ def train_one(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test
         betas = (0.0,) if cfg.kind == "ae" else betas
     until = workdir = None
     if converge is not None and converge.converges:
-        until = training.Plateau(converge.plateau, converge.max_epochs, training.loss_floor(cfg, x_N))
+        until = training.Plateau(converge.plateau, converge.max_epochs_for(len(x_N), train_cfg.batch_size),
+                                 training.loss_floor(cfg, x_N))
         workdir = cache and os.path.join(cache, "models", _run_tag(name, cfg, train_cfg, betas, seeds, until, x_N))
     if log:
         log(f"{name}: beta {list(betas)} x {seeds} seeds, {cfg.arch} latent {base.latent_dim}"
