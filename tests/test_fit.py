@@ -106,6 +106,27 @@ def test_train_rows_give_each_model_its_own_rows_of_one_dataset():
                 train_rows=np.arange(200, 300))
 
 
+def test_fit_starts_from_given_parameters_as_from_an_initialiser(tmp_path):
+    """Parameters in place of init_params (fine-tuning a pretrained model): the same run, bit for bit, as an
+    initialiser returning them; with a model axis, one set per model; resumable like any run."""
+    key, keys = jax.random.key(3), jax.random.split(jax.random.key(4), 2)
+    start = init_params(jax.random.key(5))
+    given = fit.fit(objective, OPTIMIZER, start, X_N, None, epochs=2, batch_size=32, key=key)
+    called = fit.fit(objective, OPTIMIZER, lambda k: start, X_N, None, epochs=2, batch_size=32, key=key)
+    for a, b in zip(jax.tree_util.tree_leaves(given.state.params), jax.tree_util.tree_leaves(called.state.params)):
+        np.testing.assert_array_equal(a, b)
+    assert np.asarray(start["enc"]).sum() != np.asarray(given.state.params["enc"]).sum()  # trained, not copied back
+
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *(init_params(k) for k in jax.random.split(key, 2)))
+    many = fit.fit(objective, OPTIMIZER, stacked, X_N, str(tmp_path / "many"), epochs=1, batch_size=32, key=keys,
+                   model_axis="vmap")
+    again = fit.fit(objective, OPTIMIZER, stacked, X_N, str(tmp_path / "many"), epochs=2, batch_size=32, key=keys,
+                    model_axis="vmap", resume=True)
+    assert many.state.params["enc"].shape == (2, 64, 4) and again.resumed_from == 8
+    with pytest.raises(ValueError, match=r"init_params has a leading axis of 4, .*the 2 models of key"):
+        fit.fit(objective, OPTIMIZER, start, X_N, None, epochs=1, batch_size=32, key=keys, model_axis="vmap")
+
+
 class ParamsPerEpoch(fit.Callback):
     def __init__(self):
         self.params = []

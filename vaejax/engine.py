@@ -68,6 +68,11 @@ def init_many(init_params: Callable, keys_S, optimizer: optax.GradientTransforma
     return stacked_init([init_params(key) for key in keys_S])
 
 
+def init_stacked(params_S, optimizer: optax.GradientTransformation) -> TrainState:
+    """The states of S models whose parameters are given stacked on a leading axis."""
+    return jax.jit(jax.vmap(lambda p: init(p, optimizer)))(params_S)
+
+
 def stack_models(trees):
     """Pytrees of one structure (one per model) stacked on a new leading model axis."""
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)

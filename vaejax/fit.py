@@ -67,8 +67,9 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
     """Train for `epochs` epochs in total (a resumed run does what is left) and return the final state.
 
     init_params(key) -> params starts a fresh run, called as it is (once per model: pass a jitted function;
-    models.init is one); with model_axis="vmap" | "map" | "auto", `key` is a stack of S keys (one model each)
-    and every number gains a model axis. train_data and the values of
+    models.init is one); or init_params is the parameters to start from (a pretrained model's, say). With
+    model_axis="vmap" | "map" | "auto", `key` is a stack of S keys (one model each) and every number,
+    given parameters included, gains a model axis. train_data and the values of
     eval_data ({name: data}, each scored after every epoch as <name>_<metric>) are dataset
     pytrees: arrays with a leading example axis, put on every device. train_rows: which rows of
     train_data the model trains on, (L,) ints, or (S, L) with a model axis, each model its own rows
@@ -89,8 +90,9 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} "
                          f"training examples; use a batch size of at most {num_examples}")
     engine.check_hparams(objective, hparams)  # before anything is written
+    given = None if callable(init_params) else init_params
     if model_axis is not None:
-        engine.check_model_axis(model_axis, key=key, hparams=hparams)
+        engine.check_model_axis(model_axis, key=key, hparams=hparams, init_params=given)
     for data in (train_data, *(eval_data or {}).values()):
         engine.check_targets(objective, data)
     if resume not in (False, True, "auto"):
@@ -104,6 +106,8 @@ def fit(objective, optimizer, init_params, train_data, workdir: str | None, *, e
                          f"resume='auto' to resume a run if there is one and start it otherwise")
 
     def fresh_state(key):
+        if given is not None:
+            return engine.init(given, optimizer) if model_axis is None else engine.init_stacked(given, optimizer)
         if model_axis is None:
             return engine.init(init_params(key), optimizer)
         return engine.init_many(init_params, key, optimizer)
