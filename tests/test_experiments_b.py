@@ -141,21 +141,21 @@ def test_label_counts_cap_at_the_smallest_class():
     assert few_labels.label_counts(split, (1, 10)) == [1, 10]
 
 
-def test_make_fit_learns_a_separable_problem_using_only_the_first_n():
+def test_train_classifiers_learns_a_separable_problem_using_only_the_first_n():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(40, 2)).astype(np.float32)
     y = (table[:, 0] > 0).astype(np.int32)
     y[30:] = 1 - y[30:]  # padding rows with wrong labels must be ignored
     rows = np.tile(np.arange(40), (2, 1))
     truth = np.tile((table[:30, 0] > 0).astype(np.int32), (2, 1))
-    draws = few_labels.Draws(rows, np.tile(y, (2, 1)), np.array([30, 30]))
+    draws = few_labels.Draws(rows, np.array([30, 30]))
     predict = lambda p, h: few_labels.head_apply(p, h)  # noqa: E731
     p0 = few_labels.head_init(np.random.default_rng(0), (2, 2), 2)
-    fit = few_labels.make_fit(predict, steps=200, batch=16)
-    p, own = fit(p0, jnp.full(2, 0.05), jnp.asarray(table), draws, jax.random.split(jax.random.key(1), 2))
+    p, own = few_labels.train_classifiers(predict, p0, 0.05, (jnp.asarray(table), y), draws, jax.random.key(1),
+                                          steps=200, batch=16)
     acc = few_labels.make_accuracy(predict)(p, jnp.asarray(table), rows[:, :30], truth)
     assert np.all(np.asarray(acc) > 0.9)
-    np.testing.assert_allclose(np.asarray(own)[:, 1], acc)  # its own 30 labels are the truth
+    np.testing.assert_allclose(own[:, 1], acc)  # its own 30 labels are the truth
 
 
 def test_code_scaling_keeps_inactive_dimensions_quiet():

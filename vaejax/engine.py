@@ -27,6 +27,7 @@ schedule or a sweep over their values never recompiles.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, NamedTuple
 
@@ -282,13 +283,16 @@ def make_step(objective: Objective, optimizer, *, mesh=None, skip_nonfinite: boo
     return _compile(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite), mesh)
 
 
+@functools.lru_cache(maxsize=64)
 def make_steps(objective: Objective, optimizer, *, model_axis: str | None = None, mesh=None,
                skip_nonfinite: bool = False):
     """Jitted steps(state, data, order_TB, key, hparams=None) -> (state, metrics_T): a slice of an epoch.
 
     order_TB holds T batches of indices into `data` (from epoch_order, cut in pieces), so a caller
     can report progress at one host sync per piece. With model_axis="vmap" | "map", state, order, key
-    and hparams carry a leading model axis (each model its own batches); data is shared.
+    and hparams carry a leading model axis (each model its own batches); data is shared. Memoized on
+    its arguments, so that fit called again with the same objective and optimizer objects (a sweep of
+    runs, many short fine-tunings) compiles once per shape.
     """
     steps = _steps_fn(make_update(objective, optimizer, mesh=mesh, skip_nonfinite=skip_nonfinite))
     if model_axis is not None:

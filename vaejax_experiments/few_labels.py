@@ -4,11 +4,12 @@
     head_init / _apply  heads as plain jnp parameters (dense layers; a leading axis of heads)
     code_fn, feature_fn an encoder's code, and its last hidden layer, as differentiable functions
     encoder_features    codes and hidden layers of S encoders, in fixed-size chunks
-    make_fit            one compiled program that trains D classifiers, each on its own draw
+    train_classifiers   D classifiers at once through vaejax.fit, each on its own draw
     label_efficiency    how many labels a reference curve needs to match an accuracy, with intervals
 
-Training. Every run takes a fixed number of Adam steps on its labelled subset (batches drawn with
-replacement, so that one compiled program serves every count) and keeps its last parameters: no
+Training. Every run trains through vaejax.fit, a fixed number of Adam steps on its labelled subset
+(batches drawn with replacement, so that one compiled program serves every count), and keeps its
+last parameters: no
 labels besides the draw's own are read, so the labels on the x axis are all the labels spent
 (selecting steps or parameters on validation labels would spend more than the budget, and help the
 method with the most to gain from early stopping). Each run reports its accuracy on its own
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, engine, models, objectives
+from vaejax import data, engine, fit, models, objectives
 from vaejax_experiments import stats
 
 CHUNK = 1000  # images per call of the feature extractor
@@ -81,10 +82,9 @@ def feature_fn(cfg):
 
 class Draws(NamedTuple):
     """Labelled subsets, one row per draw, as rows of a table: rows idx (the first n of each row; the
-    rest is padding) with labels y. Padding keeps one shape for every count: one compiled program."""
+    rest is padding). Padding keeps one shape for every count: one compiled program."""
 
     idx: np.ndarray  # (D, P) int
-    y: np.ndarray  # (D, P) int
     n: np.ndarray  # (D,) int
 
 
@@ -100,7 +100,7 @@ def labelled_draws(labels, per_class: int, draws: int, pad_to: int) -> Draws:
     labels = np.asarray(labels)
     rows = [draw_rows(labels, per_class, 1000 + d) for d in range(draws)]
     idx = np.stack([np.pad(r, (0, pad_to - len(r))) for r in rows])
-    return Draws(idx, labels[idx].astype(np.int32), np.full(draws, len(rows[0]), np.int32))
+    return Draws(idx, np.full(draws, len(rows[0]), np.int32))
 
 
 def pooled(draws_per_count: list[Draws]) -> tuple[np.ndarray, list[Draws]]:
@@ -137,33 +137,41 @@ def accuracy(predict, params, table, idx_N, y_N, w_N, chunk: int = CHUNK):
     return jnp.sum(w_N * (pred == y_N)) / jnp.sum(w_N)
 
 
-def make_fit(predict, steps: int, batch: int, how: str = "auto"):
-    """Jitted fit(params_D, lr_D, table, draws, keys_D) -> (params_D, train_accuracy_D2): D classifiers.
+def train_classifiers(predict, params_D, learning_rate: float, data, draws: Draws, key, steps: int, batch: int,
+                      how: str = "auto"):
+    """(params_D, own_accuracy_D2): D classifiers trained through vaejax.fit, classifier d from params_D[d]
+    on rows draws.idx[d, :n_d] of data = (inputs, labels), keeping its last parameters.
 
-    Classifier d takes `steps` Adam steps (learning rate lr_d) of cross-entropy on rows
-    draws.idx[d, :n_d] of the shared table, each step `batch` of them drawn with replacement (one
-    program for every labelled-set size), and returns its last parameters with its accuracy on those
-    rows at the start and at the end.
-    how: engine.over_models ("vmap" suits small heads; "auto" maps networks one after another on CPU).
+    Each takes `steps` Adam steps at learning_rate on batches of `batch` of its rows drawn with
+    replacement: one epoch over a with-replacement sample of steps * batch rows, so that every labelled-set
+    size runs the same compiled program. own_accuracy: each classifier's accuracy on its own rows at the
+    start and at the end. how: the model axis ("vmap" suits small heads; "auto" maps networks one after
+    another on CPU).
     """
-    objective = objectives.classification(predict)
-
-    def one(params, lr, table, draws, key):
-        optimizer = optax.adam(lr)
-        update = engine.make_update(objective, optimizer)
-        own = jnp.arange(draws.idx.shape[0])
-        on_own_labels = lambda p: accuracy(predict, p, table, draws.idx, draws.y, (own < draws.n).astype(jnp.float32))
-
-        def step(state, rows_B):
-            return update(state, (table[draws.idx[rows_B]], draws.y[rows_B]), key)[0], None
-
-        rows = jax.random.randint(key, (steps, batch), 0, draws.n)
-        state = jax.lax.scan(step, engine.init(params, optimizer), rows)[0]
-        return state.params, jnp.stack([on_own_labels(params), on_own_labels(state.params)])
-
-    return jax.jit(engine.over_models(one, shared=(2,), how=how))
+    sample_key, fit_key = jax.random.split(key)
+    at = jax.random.randint(sample_key, (len(draws.n), steps * batch), 0, draws.n[:, None])
+    rows = np.take_along_axis(draws.idx, np.asarray(at), axis=1)
+    objective, optimizer = _trainer(predict, learning_rate)
+    result = fit.fit(objective, optimizer, params_D, data, None, epochs=1, batch_size=batch,
+                     key=jax.random.split(fit_key, len(draws.n)), model_axis=how, train_rows=rows, pieces=1)
+    own = _own_accuracy(predict, how)
+    labels, weights = np.asarray(data[1])[draws.idx], (np.arange(draws.idx.shape[1]) < draws.n[:, None])
+    return result.state.params, np.stack([np.asarray(own(p, data[0], draws.idx, labels, weights.astype(np.float32)))
+                                          for p in (params_D, result.state.params)], axis=1)
 
 
+@functools.cache  # one objective and optimizer per classifier and rate: fit's compiled steps are reused
+def _trainer(predict, learning_rate: float):
+    return objectives.classification(predict), optax.adam(learning_rate)
+
+
+@functools.cache
+def _own_accuracy(predict, how: str):
+    one = lambda p, table, idx, y, w: accuracy(predict, p, table, idx, y, w)
+    return jax.jit(engine.over_models(one, shared=(1,), how=how))
+
+
+@functools.cache
 def make_accuracy(predict, how: str = "auto"):
     """Jitted accuracy(params_D, table, idx_DN, y_DN) -> (D,) test accuracies."""
     one = lambda p, table, idx, y: accuracy(predict, p, table, idx, y, jnp.ones(y.shape))
@@ -174,6 +182,7 @@ def frozen_predict(p, h):
     return head_apply(p["head"], (h - jax.lax.stop_gradient(p["mu"])) / jax.lax.stop_gradient(p["sd"]))
 
 
+@functools.cache  # one function per architecture: what fit's and the accuracy's compiled programs are keyed on
 def net_predict(cfg):
     """A whole network: the encoder's code, scaled by constants (no gradient into them), a head."""
     code = code_fn(cfg)

@@ -108,10 +108,11 @@ def frozen_features(source: str, trained: dict, unlabelled, x_pool, x_test) -> d
 
 
 class Labelled(NamedTuple):
-    """What every classifier sees: the images any draw uses (x_pool, float), the draws per count
-    (rows of x_pool), the test images and labels, and the number of classes."""
+    """What every classifier sees: the images any draw uses (x_pool, float) and their labels, the draws
+    per count (rows of x_pool), the test images and labels, and the number of classes."""
 
     x_pool: np.ndarray
+    y_pool: np.ndarray
     draws: list
     x_test: np.ndarray
     y_test: np.ndarray
@@ -199,10 +200,11 @@ def classify(run, s: Settings, dataset: str, trained: dict) -> dict:
 
     draws = [few_labels.labelled_draws(full_train.labels, n, head_draws, k * max(counts)) for n in counts]
     rows, draws = few_labels.pooled(draws)
-    labelled = Labelled(data.to_float(full_train.images[rows]), draws, x_test, y_test, k)
-    fits = Fits({}, {})
-    probes = frozen_heads(fits, trained, unlabelled, labelled, s.probe_steps, s.batch_size, run.log)
-    networks(fits, trained, unlabelled, labelled, probes, s.steps, s.batch_size, net_draws, run.log)
+    labelled = Labelled(data.to_float(full_train.images[rows]), np.asarray(full_train.labels[rows], np.int32), draws,
+                        x_test, y_test, k)
+    fits, key = Fits({}, {}), harness.stream(run.key, dataset)
+    probes = frozen_heads(fits, trained, unlabelled, labelled, s.probe_steps, s.batch_size, key, run.log)
+    networks(fits, trained, unlabelled, labelled, probes, s.steps, s.batch_size, net_draws, key, run.log)
     acc, own = fits
 
     result = {"labels_per_class": counts, "n_test": len(y_test), "steps": s.steps, "probe_steps": s.probe_steps,
@@ -227,52 +229,53 @@ def _log_curve(log, key, counts, acc):
     log(f"{key:>14}: " + ", ".join(f"{n}/class {np.mean(a):.3f}" for n, a in zip(counts, acc[key])))
 
 
-def frozen_heads(fits: Fits, trained: dict, unlabelled, labelled: Labelled, steps: int, batch: int, log) -> dict:
+def frozen_heads(fits: Fits, trained: dict, unlabelled, labelled: Labelled, steps: int, batch: int, key, log) -> dict:
     """Heads on frozen features (HEADS), every draw of a method in one vmapped program, one feature
     source at a time (so that only one source's features are in memory). Returns the linear probes:
     "ae"/"vae" -> per count (params, mu, sd), which LP-FT starts from."""
-    fit = few_labels.make_fit(few_labels.frozen_predict, steps, batch, how="vmap")
     acc = few_labels.make_accuracy(few_labels.frozen_predict, how="vmap")
     draws, n_test = labelled.draws[0].n.shape[0], len(labelled.y_test)
     counts = [int(d.n[0]) // labelled.k for d in labelled.draws]
     probes = {}
     for source in ("pixels", "pca", "ae", "vae"):
         tables = frozen_features(source, trained, unlabelled, labelled.x_pool, labelled.x_test)
-        for key, (feature, widths) in HEADS.items():
+        for name, (feature, widths) in HEADS.items():
             if feature not in tables:
                 continue
             pool, test, scaling = tables[feature]
             n_models, rows, width = pool.shape
             m = np.arange(draws) % n_models  # draw d reads model d % n_models
             mu, sd = few_labels.code_scaling(jnp.asarray(scaling))
-            table, test_table = jnp.reshape(pool, (-1, width)), jnp.reshape(test, (-1, width))
+            table = (jnp.reshape(pool, (-1, width)), np.tile(labelled.y_pool, n_models))  # (inputs, labels)
+            test_table = jnp.reshape(test, (-1, width))
             test_rows = (m * n_test)[:, None] + np.arange(n_test)
             for ci, d in enumerate(labelled.draws):
-                heads = few_labels.head_init(np.random.default_rng([_index(key), ci]), (width,) + widths + (labelled.k,),
-                                             draws)
-                p, own = fit({"head": heads, "mu": mu[m], "sd": sd[m]}, jnp.full(draws, HEAD_LEARNING_RATE),
-                             table, few_labels.for_models(d, draws, n_models, rows),
-                             jax.random.split(jax.random.key(100 * _index(key) + ci), draws))
-                fits.add(key, acc(p, test_table, test_rows, np.tile(labelled.y_test, (draws, 1))), own)
-                if key.endswith("_frozen"):
+                heads = few_labels.head_init(np.random.default_rng([_index(name), ci]),
+                                             (width,) + widths + (labelled.k,), draws)
+                p, own = few_labels.train_classifiers(
+                    few_labels.frozen_predict, {"head": heads, "mu": mu[m], "sd": sd[m]}, HEAD_LEARNING_RATE, table,
+                    few_labels.for_models(d, draws, n_models, rows), harness.stream(key, f"{name}/{counts[ci]}"),
+                    steps, batch, how="vmap")
+                fits.add(name, acc(p, test_table, test_rows, np.tile(labelled.y_test, (draws, 1))), own)
+                if name.endswith("_frozen"):
                     probes.setdefault(source, []).append((p, mu, sd))
-            _log_curve(log, key, counts, fits.acc)
+            _log_curve(log, name, counts, fits.acc)
         del tables, table, test_table
     return probes
 
 
 def networks(fits: Fits, trained: dict, unlabelled, labelled: Labelled, probes: dict, steps: int, batch: int,
-             net_draws: int, log) -> None:
-    """Whole networks: scratch and the fine-tuned encoders, one program per architecture. Plain
-    fine-tuning, kept to set LP-FT against, gets one draw per pretrained model; the rest of the budget
-    goes to scratch and LP-FT, which decide the claim."""
+             net_draws: int, key, log) -> None:
+    """Whole networks: scratch and the fine-tuned encoders, one fit per architecture and learning rate.
+    Plain fine-tuning, kept to set LP-FT against, gets one draw per pretrained model; the rest of the
+    budget goes to scratch and LP-FT, which decide the claim."""
     ae, S, k = trained["ae"], trained["ae"].num_seeds, labelled.k
     draws_of = {"scratch": net_draws, "ae_lp_ft": net_draws, "vae_lp_ft": net_draws,
                 "ae_finetune": S, "vae_finetune": S}
     first = lambda tree, d: jax.tree_util.tree_map(lambda a: a[:d], tree)
     stack = lambda *trees: jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
     scratch = engine.stack_models([models.init(kk, ae.model_cfg)
-                                   for kk in jax.random.split(jax.random.key(77), net_draws)])
+                                   for kk in jax.random.split(harness.stream(key, "scratch"), net_draws)])
     scratch_codes = few_labels.encoder_features(ae.model_cfg, scratch, unlabelled[:SCALING_IMAGES])[0]
     scratch_mu, scratch_sd = few_labels.code_scaling(scratch_codes)
 
@@ -288,31 +291,33 @@ def networks(fits: Fits, trained: dict, unlabelled, labelled: Labelled, probes: 
         head = first(probe["head"] if name.endswith("lp_ft") else fresh, d)
         return {"enc": enc, "head": head, "mu": mu[m], "sd": sd[m]}, FINETUNE_LEARNING_RATE
 
-    x_pool, x_test = jnp.asarray(labelled.x_pool), jnp.asarray(labelled.x_test)
+    pool, x_test = (jnp.asarray(labelled.x_pool), labelled.y_pool), jnp.asarray(labelled.x_test)
     counts = [int(d.n[0]) // k for d in labelled.draws]
     for cfg, names in ((ae.model_cfg, ("scratch", "ae_finetune", "ae_lp_ft")),
                        (trained["vae"].model_cfg, ("vae_finetune", "vae_lp_ft"))):
         predict = few_labels.net_predict(cfg)
-        fit, acc = few_labels.make_fit(predict, steps, batch), few_labels.make_accuracy(predict)
-        sizes = [draws_of[name] for name in names]
-        ends = np.cumsum([0] + sizes)
-        test_rows = np.tile(np.arange(len(labelled.y_test)), (ends[-1], 1))
+        acc = few_labels.make_accuracy(predict)
         for ci, draws in enumerate(labelled.draws):
             fresh = few_labels.head_init(np.random.default_rng([len(METHODS), ci]), (cfg.latent_dim, k), net_draws)
-            starts = [start(name, ci, fresh) for name in names]
-            lrs = np.concatenate([np.full(d, lr) for d, (_, lr) in zip(sizes, starts)])
-            sub = few_labels.Draws(*(np.concatenate([a[:d] for d in sizes]) for a in draws))
-            p, own = fit(stack(*(params for params, _ in starts)), jnp.asarray(lrs), x_pool, sub,
-                         jax.random.split(jax.random.key(2000 + ci), ends[-1]))
-            a = np.asarray(acc(p, x_test, test_rows, np.tile(labelled.y_test, (ends[-1], 1))))
-            for name, lo, hi in zip(names, ends[:-1], ends[1:]):
-                fits.add(name, a[lo:hi], np.asarray(own)[lo:hi])
+            starts = {name: start(name, ci, fresh) for name in names}
+            for lr in sorted({lr for _, lr in starts.values()}):  # one fit per learning rate
+                group = [name for name in names if starts[name][1] == lr]
+                sizes = [draws_of[name] for name in group]
+                ends = np.cumsum([0] + sizes)
+                sub = few_labels.Draws(*(np.concatenate([a[:d] for d in sizes]) for a in draws))
+                p, own = few_labels.train_classifiers(
+                    predict, stack(*(starts[name][0] for name in group)), lr, pool, sub,
+                    harness.stream(key, f"{'+'.join(group)}/{counts[ci]}"), steps, batch)
+                a = np.asarray(acc(p, x_test, np.tile(np.arange(len(labelled.y_test)), (ends[-1], 1)),
+                                   np.tile(labelled.y_test, (ends[-1], 1))))
+                for name, lo, hi in zip(group, ends[:-1], ends[1:]):
+                    fits.add(name, a[lo:hi], own[lo:hi])
         for name in names:
             _log_curve(log, name, counts, fits.acc)
 
 
-def _index(key: str) -> int:
-    return [k for k, _ in METHODS].index(key)
+def _index(name: str) -> int:
+    return [k for k, _ in METHODS].index(name)
 
 
 if __name__ == "__main__":
