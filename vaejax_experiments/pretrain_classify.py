@@ -202,9 +202,9 @@ def classify(run, s: Settings, dataset: str, trained: dict) -> dict:
     rows, draws = few_labels.pooled(draws)
     labelled = Labelled(data.to_float(full_train.images[rows]), np.asarray(full_train.labels[rows], np.int32), draws,
                         x_test, y_test, k)
-    fits, key = Fits({}, {}), harness.stream(run.key, dataset)
-    probes = frozen_heads(fits, trained, unlabelled, labelled, s.probe_steps, s.batch_size, key, run.log)
-    networks(fits, trained, unlabelled, labelled, probes, s.steps, s.batch_size, net_draws, key, run.log)
+    fits, dataset_key = Fits({}, {}), harness.stream(run.key, dataset)
+    probes = frozen_heads(fits, trained, unlabelled, labelled, s.probe_steps, s.batch_size, dataset_key, run.log)
+    networks(fits, trained, unlabelled, labelled, probes, s.steps, s.batch_size, net_draws, dataset_key, run.log)
     acc, own = fits
 
     result = {"labels_per_class": counts, "n_test": len(y_test), "steps": s.steps, "probe_steps": s.probe_steps,
