@@ -159,7 +159,9 @@ def make_update(objective: Objective, optimizer: optax.GradientTransformation, *
     With a mesh, the batch is constrained to a split over its `data` axis; XLA adds the
     gradient all-reduce. With skip_nonfinite, an update whose loss or gradients are not finite
     leaves params and optimizer state as they were (a select, no host sync) and reports
-    metrics["skipped"] = 1; the step counter still advances.
+    metrics["skipped"] = 1; the step counter still advances. (Not optax.apply_if_finite: that wrapper
+    checks the gradients only and changes the optimizer state's structure, so a run's checkpoints
+    would no longer resume under the optimizer its user wrote.)
     """
     loss_fn = jax.value_and_grad(mean_objective(objective), has_aux=True)
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec(DATA))
