@@ -37,3 +37,21 @@ def test_epoch_and_devices_records(tmp_path):
         assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
         assert r["compile_s"] > 0
     assert "images/s" in proc.stdout  # the printed table
+
+
+def test_the_conv_profile_finds_each_layer_of_a_step_with_its_matmul():
+    from vaejax import config
+    from vaejax_experiments import conv_profile
+
+    found = conv_profile.conv_layers(config.preset("conv_ae"), batch=2)
+    # the notes' stack, encoder then decoder, as one update sees it (vmapped examples: a batch axis of 2)
+    assert [(f.name, f.x_shape[1:], f.out_shape()[1:]) for f in found] == [
+        ("Conv_0 conv", (28, 28, 1), (14, 14, 16)), ("Conv_1 conv", (14, 14, 16), (7, 7, 32)),
+        ("Conv_2 conv", (7, 7, 32), (1, 1, 64)), ("ConvTranspose_0 conv_transpose", (1, 1, 64), (7, 7, 32)),
+        ("ConvTranspose_1 conv_transpose", (7, 7, 32), (14, 14, 16)),
+        ("ConvTranspose_2 conv_transpose", (14, 14, 16), (28, 28, 1))]
+    # each layer's multiply-adds: a conv's per output pixel, a transposed conv's per input pixel
+    assert [f.matmul_dims() for f in found] == [(2 * 14 * 14, 9, 16), (2 * 7 * 7, 9 * 16, 32), (2, 49 * 32, 64),
+                                                (2, 64, 49 * 32), (2 * 7 * 7, 32, 9 * 16), (2 * 14 * 14, 16, 9)]
+    row = conv_profile.profile_layer(found[1], windows=1)
+    assert row["flops"] == 6 * 98 * 144 * 32 and all(row[k] > 0 for k in ("fast", "lax", "matmul"))
