@@ -145,18 +145,19 @@ def test_transposed_conv_forms_match_lax_over_a_grid():
 
 
 def test_dense_transposed_conv_matches_lax():
-    cases = [(7, 0, 1), (8, 0, 1), (3, 1, 2), (4, 1, 3)]  # kernel, padding, stride on a 1x1 map
+    cases = [(7, 0, 1, 0), (8, 0, 1, 0), (3, 1, 2, 0), (4, 1, 3, 0), (3, 1, 2, 1), (4, 2, 3, 2)]  # kernel, padding,
+    # stride, output padding on a 1x1 map
 
     def all_cases(xs, ws):
         out = []
-        for (k, p, s), x, w in zip(cases, xs, ws):
-            pad = ((k - 1 - p, k - 1 - p),) * 2
+        for (k, p, s, op), x, w in zip(cases, xs, ws):
+            pad = ((k - 1 - p, k - 1 - p + op),) * 2
             out.append(_vjp_pair(lambda x, w: layers.conv_transpose_dense(x, w, pad),
                                  lambda x, w: layers.conv_transpose2d(x, w, s, pad, "lax"), x, w))
         return out
 
-    xs = [_rand((3, 1, 1, 5), k) for k, _, _ in cases]
-    ws = [_rand((k, k, 5, 4), 10 + k) for k, _, _ in cases]
+    xs = [_rand((3, 1, 1, 5), i) for i, _ in enumerate(cases)]
+    ws = [_rand((k, k, 5, 4), 10 + i) for i, (k, *_) in enumerate(cases)]
     for got, want in jax.jit(all_cases)(xs, ws):
         assert_trees_close(got, want)
 

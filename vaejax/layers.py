@@ -179,9 +179,11 @@ def conv_transpose_dense(x_B11C, kernel_HWIO, padding):
     kh, kw, ci, co = kernel_HWIO.shape
     (lo_h, hi_h), (lo_w, hi_w) = padding
     nh, nw = lo_h + hi_h - kh + 2, lo_w + hi_w - kw + 2
-    sel_h = (np.arange(kh)[None, :] == lo_h - np.arange(nh)[:, None]).astype(np.float32)
-    sel_w = (np.arange(kw)[None, :] == lo_w - np.arange(nw)[:, None]).astype(np.float32)
-    kernel = jnp.einsum("ia,jb,abco->cijo", sel_h, sel_w, kernel_HWIO).reshape(ci, nh * nw * co)
+    # kernel[lo - i] for i < n (zero off the kernel) is a window of the flipped kernel: a pad or crop, no product
+    a_h, a_w = lo_h + 1 - kh, lo_w + 1 - kw
+    window = lax.pad(kernel_HWIO[::-1, ::-1], jnp.zeros((), kernel_HWIO.dtype),
+                     ((a_h, nh - kh - a_h, 0), (a_w, nw - kw - a_w, 0), (0, 0, 0), (0, 0, 0)))
+    kernel = window.transpose(2, 0, 1, 3).reshape(ci, nh * nw * co)
     return _matmul(x_B11C.reshape(-1, ci), kernel).reshape(-1, nh, nw, co)
 
 
