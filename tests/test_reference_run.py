@@ -14,7 +14,7 @@ REFERENCE = os.path.join(ROOT, "reference")
 EXPERIMENTS_DOC = os.path.join(ROOT, "docs", "experiments.md")  # holds the quoted run, between its markers
 LATENT_CLAIMS = ("interpolation", "random_latent", "centroids", "latent_space")
 REQUIRED = LATENT_CLAIMS
-REFERENCE_APPLICATIONS = ("pretrain_classify", "transform", "anomaly", "overfit_ood")  # the application claims the committed run holds
+REFERENCE_APPLICATIONS = ("pretrain_classify", "transform", "anomaly", "overfit_ood", "denoise")  # the application claims the committed run holds
 
 
 @pytest.fixture(scope="module")
