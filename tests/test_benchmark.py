@@ -55,3 +55,13 @@ def test_the_conv_profile_finds_each_layer_of_a_step_with_its_matmul():
                                                 (2, 64, 49 * 32), (2 * 7 * 7, 32, 9 * 16), (2 * 14 * 14, 16, 9)]
     row = conv_profile.profile_layer(found[1], windows=1)
     assert row["flops"] == 6 * 98 * 144 * 32 and all(row[k] > 0 for k in ("fast", "lax", "matmul"))
+
+
+def test_the_op_profile_ranks_the_updates_xla_ops_by_their_traced_time():
+    from conftest import TINY_CONV_AE
+    from vaejax_experiments import conv_profile
+
+    ops = conv_profile.op_profile(TINY_CONV_AE, batch=8, path="fast", updates=2, top=5)
+    assert len(ops) == 5 and all(op["ms"] > 0 for op in ops)
+    assert [op["ms"] for op in ops] == sorted((op["ms"] for op in ops), reverse=True)
+    assert any("coder/Conv" in op["source"] for op in ops)  # the metadata names the layer an op belongs to

@@ -8,14 +8,22 @@ cotangent), on both conv paths (layers.CONV_PATHS). Beside it, the plain matmul 
 arithmetic (im2col's (M, K) @ (K, N) and its two gradient products) says what rate this machine
 reaches at those shapes, so a layer's share of the step and its distance from that rate are both
 visible. The last rows time the whole compiled update of the preset on each path, beside the sum
-of its layers: the rest is the activations, the loss and the optimizer.
+of its layers: the rest is the activations, the loss and the optimizer. Then the update's costliest
+XLA ops, by jax.profiler's trace, each with the layer its metadata names: where the time goes
+once XLA has fused and laid out the whole program.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import glob
+import gzip
+import json
 import os
+import re
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -104,22 +112,62 @@ def profile_layer(layer: Layer, windows: int) -> dict:
     return row
 
 
-def profile_step(preset: str, batch: int, path: str, windows: int) -> float:
-    """Seconds per compiled update of the preset on one conv path (the benchmark's step on one batch)."""
-    trainee = recipe.build(config.preset(preset), config.TrainConfig(batch_size=batch))
-    state = trainee.init_state(jax.random.key(0))
-    update = engine.make_update(trainee.objective, trainee.optimizer)
-    x = jax.random.uniform(jax.random.key(1), (batch,) + tuple(config.preset(preset).image_shape))
+@contextlib.contextmanager
+def conv_path_set(path: str):
+    """$VAEJAX_CONV_PATH = path while tracing inside the block (the models read it at trace time)."""
     before = os.environ.get("VAEJAX_CONV_PATH")
-    os.environ["VAEJAX_CONV_PATH"] = path  # read when the update is traced, inside measure
+    os.environ["VAEJAX_CONV_PATH"] = path
     try:
-        return costs.measure(lambda s, b: update(s, b, jax.random.key(2))[0], state, x,
-                             windows=windows)["seconds_per_batch"]
+        yield
     finally:
         if before is None:
             del os.environ["VAEJAX_CONV_PATH"]
         else:
             os.environ["VAEJAX_CONV_PATH"] = before
+
+
+def _update(cfg: config.ModelConfig, batch: int):
+    """(update(state, batch) -> state, a state, a batch of images): the preset's update as the benchmark runs it."""
+    trainee = recipe.build(cfg, config.TrainConfig(batch_size=batch))
+    update = engine.make_update(trainee.objective, trainee.optimizer)
+    x = jax.random.uniform(jax.random.key(1), (batch,) + tuple(cfg.image_shape))
+    return (lambda s, b: update(s, b, jax.random.key(2))[0]), trainee.init_state(jax.random.key(0)), x
+
+
+def profile_step(cfg: config.ModelConfig, batch: int, path: str, windows: int) -> float:
+    """Seconds per compiled update of the model on one conv path (the benchmark's step on one batch)."""
+    with conv_path_set(path):
+        return costs.measure(*_update(cfg, batch), windows=windows)["seconds_per_batch"]
+
+
+_HLO_LINE = re.compile(r'^\s*(?:ROOT )?%?([\w.-]+) = (\S+) .*?op_name="([^"]+)"', re.M)
+
+
+def op_profile(cfg: config.ModelConfig, batch: int, path: str, updates: int = 20, top: int = 15) -> list[dict]:
+    """The compiled update's costliest XLA ops, by the time jax.profiler's trace gives each per update.
+
+    Each row: the op's name in the optimized HLO, milliseconds per update, its output shape, and the JAX
+    operation it lowers (its op_name metadata, which names the layer).
+    """
+    fn, state, x = _update(cfg, batch)
+    with conv_path_set(path):
+        compiled = jax.jit(fn).lower(state, x).compile()
+    ops = {name: (shape, source) for name, shape, source in _HLO_LINE.findall(compiled.as_text())}
+    jax.block_until_ready(compiled(state, x))
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(updates):
+                state = compiled(state, x)
+            jax.block_until_ready(state)
+        with gzip.open(glob.glob(os.path.join(folder, "**", "*.json.gz"), recursive=True)[0]) as f:
+            trace = json.load(f)
+    micros: dict[str, float] = {}
+    for event in trace["traceEvents"] if isinstance(trace, dict) else trace:
+        if event.get("ph") == "X" and event.get("name") in ops:
+            micros[event["name"]] = micros.get(event["name"], 0.0) + event.get("dur", 0)
+    ranked = sorted(micros.items(), key=lambda kv: -kv[1])[:top]
+    return [{"op": name, "ms": us / updates / 1e3, "shape": ops[name][0], "source": ops[name][1]}
+            for name, us in ranked]
 
 
 def large_matmul_rate(n: int = 1024, windows: int = 7) -> float:
@@ -150,12 +198,19 @@ def main(argv=None) -> list[dict]:
                                                               if config.preset(n).arch == "conv"])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--windows", type=int, default=7, help="timed windows per cell (the median is reported)")
+    p.add_argument("--ops", type=int, default=20, help="how many of the update's costliest XLA ops to list")
     args = p.parse_args(argv)
-    rows = [profile_layer(layer, args.windows) for layer in conv_layers(config.preset(args.preset), args.batch)]
-    steps = {path: profile_step(args.preset, args.batch, path, args.windows) for path in layers.CONV_PATHS}
+    cfg = config.preset(args.preset)
+    rows = [profile_layer(layer, args.windows) for layer in conv_layers(cfg, args.batch)]
+    steps = {path: profile_step(cfg, args.batch, path, args.windows) for path in layers.CONV_PATHS}
     print(f"{args.preset}, batch {args.batch}, forward and backward per layer, on {jax.devices()[0].device_kind}")
     print(format_table(rows, steps, args.batch))
     print(f"a 1024 x 1024 x 1024 matmul: {large_matmul_rate(windows=args.windows) / 1e9:.1f} GFLOP/s")
+    path = layers.conv_path()
+    print(f"\nthe update's {args.ops} costliest ops on the {path} path (jax.profiler), ms per update:")
+    for op in op_profile(cfg, args.batch, path, top=args.ops):
+        source = re.sub(r"^jit\([^)]*\)/", "", op["source"])
+        print(f"{op['ms']:7.3f}  {op['op']:<28} {op['shape']:<22} {source}")
     return rows
 
 
