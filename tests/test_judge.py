@@ -43,8 +43,8 @@ def test_reference_classifier_scores_and_cache(tmp_path):
     again = judge.fit_reference("mnist_5k", n_train=1000, epochs=8, cache_dir=str(tmp_path))
     assert again.test_accuracy == pytest.approx(ref.test_accuracy)
     assert again.frechet(holdout) == pytest.approx(real["frechet"], rel=1e-5)
-    # The cache file is named by a hash of the settings: the same name as every earlier run's.
-    assert [p.name for p in tmp_path.glob("classifier-mnist_5k-*.npz")] == ["classifier-mnist_5k-37f4e3bf3f.npz"]
+    # The cache file is named by a hash of the settings (the architecture among them): stable across runs.
+    assert [p.name for p in tmp_path.glob("classifier-mnist_5k-*.npz")] == ["classifier-mnist_5k-be430497b7.npz"]
 
 
 def test_reference_halves_are_class_balanced_and_disjoint():

@@ -1,5 +1,6 @@
 """The package layout: the library knows nothing of the experiments, neither package has an import
-cycle, files stay short, the judge lives with the experiments and "seed" means a PRNG seed.
+cycle, files stay short, the judge lives with the experiments, "seed" means a PRNG seed and draws come
+from named keys.
 
 Read from the source with ast (imports inside functions included), so nothing is imported to check it.
 """
@@ -117,3 +118,17 @@ def test_the_experiments_train_through_fit_alone():
     own = {name for name, text in _sources("vaejax_experiments").items() if LOOP_PIECES.search(text)}
     assert own <= {"benchmark.py", "conv_profile.py", "torch_peer.py"}, f"train through vaejax.fit instead: {sorted(own)}"
     assert LOOP_PIECES.search("update = engine.make_update(objective, optimizer)")  # what it looks for
+
+
+LITERAL_KEY = re.compile(r"random\.(key|PRNGKey)\(\d+\)")
+# where a fixed key is the point: the root of every run's streams, the shared draws' one table, a loss
+# that draws nothing, and the benchmark and the profile, which time arrays whose values do not matter
+FIXED_KEYS = {"harness.py", "overfit_ood.py", "benchmark.py", "conv_profile.py"}
+
+
+def test_the_experiments_draw_from_named_keys():
+    """Every draw of an experiment comes from its run's key through a named stream, or from one of the
+    shared draws settings.SHARED_SEEDS names: no literal key(11) deciding a verdict unseen."""
+    literal = {name for name, text in _sources("vaejax_experiments").items() if LITERAL_KEY.search(text)}
+    assert literal <= FIXED_KEYS, f"draw from harness.stream(run.key, name) instead: {sorted(literal - FIXED_KEYS)}"
+    assert LITERAL_KEY.search("draw(jax.random.fold_in(jax.random.key(11), s))")  # what it looks for

@@ -121,7 +121,7 @@ def _distances(a_NF, b_MF) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0))
 
 
-def centroid_scores(ref, train, k: int, per_class: int, manifold: ClassManifold, cfg, params, s: int) -> dict:
+def centroid_scores(ref, train, k: int, per_class: int, manifold: ClassManifold, key, cfg, params, s: int) -> dict:
     """One model's decoded centroids, near-centroid points and points at RADII, scored; and the near
     images the figure shows."""
     codes = np.asarray(latent.embed(cfg, params, train.x))
@@ -129,7 +129,7 @@ def centroid_scores(ref, train, k: int, per_class: int, manifold: ClassManifold,
     near_images = np.asarray(latent.decode(cfg, params, near))
     probs, feats = ref.outputs(near_images.reshape((-1,) + near_images.shape[2:]))
     probs = probs.reshape(k, per_class, -1)
-    around = radius_latents(jax.random.fold_in(jax.random.key(5), s), codes, train.y, k, RADII, RADIUS_DRAWS)
+    around = radius_latents(jax.random.fold_in(key, s), codes, train.y, k, RADII, RADIUS_DRAWS)
     around_probs = ref.outputs(np.asarray(latent.decode(cfg, params, around)).reshape(
         (-1,) + train.x.shape[1:]))[0].reshape(len(RADII), k, RADIUS_DRAWS, -1)
     return {
@@ -178,7 +178,9 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     test = harness.load_images(run.dataset, "test")
     reference, held_out = judge.reference_halves(test.y)
     manifold = ClassManifold(ref, test.x[reference], test.y[reference], k)
-    along = sweep.score_members(families, functools.partial(centroid_scores, ref, train, k, per_class, manifold))
+    radius_key = harness.stream(run.key, "radius draws")
+    score = functools.partial(centroid_scores, ref, train, k, per_class, manifold, radius_key)
+    along = sweep.score_members(families, score)
     pair = {"ae": along[sweep.NOTES_AE[0]][sweep.NOTES_AE[1]], "vae": along[sweep.NOTES_VAE[0]][sweep.NOTES_VAE[1]]}
     for trained, rows in ((ae, pair["ae"]), (vae, pair["vae"])):  # between class groups: the notes' pair only
         for s, row in enumerate(rows):

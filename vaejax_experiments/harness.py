@@ -92,7 +92,7 @@ def eval_images(scale: Scale, dataset: str, split: str = "test") -> Images:
     full = load_images(dataset, split)
     if len(full.y) <= scale.n_eval:
         return full
-    idx = np.asarray(jax.random.permutation(jax.random.key(1234), len(full.y)))[: scale.n_eval]
+    idx = np.asarray(jax.random.permutation(settings.shared_key("eval subset"), len(full.y)))[: scale.n_eval]
     return Images(full.x[idx], full.y[idx])
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from vaejax import data, files, metrics
-from vaejax_experiments import classifier
+from vaejax_experiments import classifier, settings
 from vaejax_experiments.settings import Scale
 
 # ---------------------------------------------------------------------------- the reference classifier
@@ -118,7 +118,7 @@ def reference_halves(labels) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, seed: int = 0,
                   cache_dir: str | None = None, batch_size: int = 128,
-                  outlier_exposure: float = 0.5, smooth_fields: bool = True, width: int = 128) -> ReferenceClassifier:
+                  outlier_exposure: float = 0.5, smooth_fields: bool = True, width: int = 256) -> ReferenceClassifier:
     """The reference classifier of `dataset`, trained on n_train real training images (None: all).
 
     With outlier exposure (default 0.5, see classifier_objective) on pixel-shuffled images and,
@@ -238,7 +238,7 @@ def reference_anchors(scale: Scale, dataset: str, out: str) -> dict:
     the one whose blurred images stay closest to real ones while noise stays below them all
     (choose_reference), and the top-level scores are its."""
     real = real_holdout(dataset).images[: scale.n_eval]
-    noise = uniform_noise(jax.random.key(7), scale.n_eval, data.SHAPES[dataset])
+    noise = uniform_noise(settings.shared_key("judge noise"), scale.n_eval, data.SHAPES[dataset])
     real_float = data.to_float(real)
     blurred = {f"blur_{px:g}": ndimage.gaussian_filter(real_float, sigma=(0, px, px, 0), mode="reflect")
                for px in BLUR_CONTROLS}

@@ -52,15 +52,16 @@ def draw(key, how: str, codes_ND, n: int):
     return latent.bounding_box_samples(key, codes_ND, n)
 
 
-def sampler_scores(ref, x_train, n: int, cfg, params, s: int, samplers=("prior",)) -> dict:
-    """<sampler>_<score> of n latents drawn each named way from one model, decoded and scored; and the
-    first SHOW images of each (<sampler>_images). The training codes are embedded only for the samplers
-    fitted to them (then code_std is their spread); the prior needs their width alone."""
+def sampler_scores(ref, x_train, n: int, key, cfg, params, s: int, samplers=("prior",)) -> dict:
+    """<sampler>_<score> of n latents drawn each named way (from key folded with the seed s) from one
+    model, decoded and scored; and the first SHOW images of each (<sampler>_images). The training codes
+    are embedded only for the samplers fitted to them (then code_std is their spread); the prior needs
+    their width alone."""
     fitted = any(how != "prior" for how in samplers)
     codes = latent.embed(cfg, params, x_train if fitted else x_train[:1])
     out = {"code_std": float(np.std(np.asarray(codes)))} if fitted else {}
     for how in samplers:
-        images = np.asarray(latent.decode(cfg, params, draw(jax.random.fold_in(jax.random.key(11), s), how, codes, n)))
+        images = np.asarray(latent.decode(cfg, params, draw(jax.random.fold_in(key, s), how, codes, n)))
         out.update({f"{how}_{k}": v for k, v in ref.scores(images).items()})
         out[f"{how}_images"] = images[:SHOW]
     return out
@@ -76,7 +77,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results", families=()) ->
     families = sweep.shared(run.scale, run.dataset, run.seeds, log=run.log, extra=families, cache=run.cache)
     ae, vae = sweep.notes_pair(families)
     x_train = harness.train_images(run.scale, run.dataset).x
-    score = functools.partial(sampler_scores, ref, x_train, run.scale.n_eval)
+    latents_key = harness.stream(run.key, "latents")
+    score = functools.partial(sampler_scores, ref, x_train, run.scale.n_eval, latents_key)
     along = sweep.score_members(families, score)
     for fam in families.values():  # the fitted samplers, for every deterministic AE and every VAE at β 1
         for b, beta in enumerate(fam.betas):

@@ -12,11 +12,14 @@ number of steps and their models are not converged.
 
     get_scale(name)                a Scale from its name (a one-line UsageError for an unknown one)
     model_pair(scale, dataset)     the (AE, VAE) presets of the scale's architecture for the dataset
+    shared_key(name)               the fixed key of a draw that experiments share (SHARED_SEEDS)
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+import jax
 
 from vaejax import config, data
 from vaejax.errors import UsageError
@@ -82,9 +85,10 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # seconds: tiny subsets, one short epoch; checks the plumbing, not the claims.
+    # seconds: tiny subsets, one short epoch, two judges as at the reference scale; checks the plumbing, not
+    # the claims.
     "smoke": Scale("smoke", seeds=2, n_train=500, steps=8, batch_size=64, n_eval=200, arch="mlp",
-                   classifier_train=1000, classifier_steps=60),
+                   classifier_train=1000, classifier_steps=60, judges=2),
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
                    classifier_train=25000, classifier_steps=390),
@@ -92,12 +96,27 @@ SCALES: dict[str, Scale] = {
     # split, each trained until its plateau test passes (at most 30 epochs), 5 seeds; the latent-space
     # experiments only (run_all.REFERENCE_EXPERIMENTS). About 1.5 h on 2 CPU cores.
     "reference": Scale("reference", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
-                       classifier_train=None, classifier_steps=9400, max_epochs=30, judges=2),
+                       classifier_train=None, classifier_steps=14000, max_epochs=30, judges=2),
     # headline numbers: the notes' conv models on the whole training split, 10 epochs each; the
     # latent-space sweep alone is 360 of them (an accelerator's job; docs/experiments.md).
     "full": Scale("full", seeds=5, n_train=None, steps=4700, batch_size=128, n_eval=2000, arch="conv",
                   classifier_train=None, classifier_steps=3750),
 }
+
+
+# Draws that experiments share, so that they score the same test images, start the same models and
+# anchor the judge on the same noise: fixed keys, named here. An experiment's own draws come from its
+# run's key (harness.Run.key) through named streams.
+SHARED_SEEDS = {
+    "eval subset": 1234,  # which test images a scale scores when it scores fewer than the split
+    "model init": 0,  # the sweep's initialisations and batch orders, one per seed index
+    "judge noise": 7,  # the uniform noise that anchors the judge's scale
+}
+
+
+def shared_key(name: str) -> jax.Array:
+    """The fixed key of the shared draw `name` (SHARED_SEEDS)."""
+    return jax.random.key(SHARED_SEEDS[name])
 
 
 def get_scale(scale: str | Scale) -> Scale:

@@ -116,7 +116,7 @@ def train_family(cfg, tc, x_N, betas, seeds: int, log=None, model: latent.Model 
     """len(betas) * seeds models (beta-major: model b * seeds + s, started from seed s's key) in one
     program, beta traced: the preset cfg, or `model` (trained with the ELBO of its likelihood, cfg giving
     the image shape). until and workdir: training.train_seeds'."""
-    keys = jax.random.split(jax.random.key(0), seeds)[np.tile(np.arange(seeds), len(betas))]
+    keys = jax.random.split(settings.shared_key("model init"), seeds)[np.tile(np.arange(seeds), len(betas))]
     hparams = {"beta": jnp.repeat(jnp.asarray(betas, jnp.float32), seeds)} if cfg.kind == "vae" else None
     custom = {}
     if model is not None:
