@@ -17,9 +17,9 @@ enough along scratch's curve to read the label efficiency at LOW). Methods (keys
 Draws. Draw d is one class-balanced labelled subset (the same images for every method, so
 comparisons are paired by draw). Its n labels per class are every label a method reads: there is
 no validation subset, and the test set is only ever scored. Heads on frozen features are cheap, so
-they get many draws (20 at quick scale, all in one vmapped program); scratch and LP-FT get 2 per
-pretrained model at quick and full scale, 4 at the reference scale (draw d fine-tunes pretrained
-model d % seeds), and plain fine-tuning, kept to set LP-FT against, one.
+they get many draws (20, 10 at quick scale, all in one vmapped program); scratch and LP-FT get 2
+per pretrained model at full scale, 4 at the reference scale and 1 at quick scale (draw d fine-tunes
+pretrained model d % seeds), and plain fine-tuning, kept to set LP-FT against, one.
 
 Training and scaling (few_labels.py). Hyperparameters are fixed in advance, the same for every count
 and dataset, and chosen on no labels: every run takes a fixed number of Adam steps of batches of 128
@@ -147,8 +147,9 @@ class Settings:
 SETTINGS = {
     "smoke": Settings(n_test=200, labels_per_class=(1, 10), steps=10, probe_steps=20, batch_size=128,
                       net_draws_per_model=1, head_draws=4),
+    # the demo: one network draw per pretrained model, 10 head draws (a smoke check of the protocol)
     "quick": Settings(n_test=10000, labels_per_class=LABELS_PER_CLASS[:3], steps=250, probe_steps=500, batch_size=128,
-                      net_draws_per_model=2, head_draws=20),
+                      net_draws_per_model=1, head_draws=10),
     "full": Settings(n_test=None, labels_per_class=LABELS_PER_CLASS, steps=1000, probe_steps=2000, batch_size=128,
                      net_draws_per_model=2, head_draws=20),
     # 4 network draws per pretrained model: at least 10 draws for every interval once there are 3 seeds
