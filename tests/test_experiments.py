@@ -203,6 +203,31 @@ def test_merge_adds_another_runs_experiments_and_records_both_runs(smoke, tmp_pa
     assert open(os.path.join(main, run_all.RUN_FILE)).read() == before
 
 
+def test_merge_carries_a_judged_experiment_with_its_second_judge(smoke, tmp_path):
+    out, _ = smoke
+    main, other = str(tmp_path / "main"), str(tmp_path / "other")
+    shutil.copytree(out, main)
+    record = harness.read_json(os.path.join(main, run_all.RUN_FILE))
+    for folder in ("random_latent", os.path.join("judge_seed_1", "random_latent")):
+        shutil.copytree(os.path.join(out, folder), os.path.join(other, folder))
+        shutil.rmtree(os.path.join(main, folder))
+    harness.write_json(os.path.join(main, run_all.RUN_FILE),
+                       dict(record, experiments=[n for n in record["experiments"] if n != "random_latent"]))
+    harness.write_json(os.path.join(other, run_all.RUN_FILE), dict(record, experiments=["random_latent"]))
+    assert run_all.main(["--merge", other, "--out", main]) == 0
+    for judged_by in ("", "judge_seed_1"):
+        assert harness.read_metrics(os.path.join(main, judged_by), "random_latent") == harness.read_metrics(
+            os.path.join(out, judged_by), "random_latent")
+    assert "| random_latent |" in open(os.path.join(main, "REPORT.md")).read().split("## Under a second judge")[1]
+
+    # A second judge's folder left behind in `out` is a clash too: refused, nothing copied.
+    shutil.rmtree(os.path.join(main, "random_latent"))
+    harness.write_json(os.path.join(main, run_all.RUN_FILE), dict(record, experiments=[
+        n for n in record["experiments"] if n != "random_latent"]))
+    assert run_all.main(["--merge", other, "--out", main]) == 2
+    assert not os.path.exists(os.path.join(main, "random_latent"))
+
+
 @pytest.mark.parametrize("argv", [["--dataset", "imagenet"], ["--seeds", "0"], ["--scale", "huge"], ["--report-only"]])
 def test_bad_flags_exit_2_in_one_line(argv, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.run_all", "--out", str(tmp_path)] + argv,

@@ -134,19 +134,25 @@ def report_only(out="results", full_results=None) -> dict:
 
 
 def merge(source: str, out: str) -> dict:
-    """Add the experiments of the finished run in `source` to the run in `out`, and write the report of both."""
+    """Add the experiments of the finished run in `source` to the run in `out` (with their results under other
+    judge seeds), and write the report of both."""
     runs = {folder: harness.read_json(os.path.join(folder, RUN_FILE)) for folder in (source, out)}
     for folder, run in runs.items():
         if not run:
             raise UsageError(f"{folder!r} holds no finished run ({RUN_FILE} is missing); finish it with run_all first")
     if runs[source]["scale"] != runs[out]["scale"]:
         raise UsageError(f"cannot merge a {runs[source]['scale']} run into a {runs[out]['scale']} run")
-    clash = sorted(set(runs[source]["experiments"]) & set(runs[out]["experiments"]))
+    # each experiment's folder, and its folders under the other judges (judge_seed_<n>/)
+    judges = [""] + sorted(d for d in os.listdir(source) if d.startswith("judge_seed_"))
+    folders = [os.path.join(judge, name) for name in runs[source]["experiments"] for judge in judges
+               if os.path.isdir(os.path.join(source, judge, name))]
+    clash = sorted(set(runs[source]["experiments"]) & set(runs[out]["experiments"])
+                   | {f for f in folders if os.path.exists(os.path.join(out, f))})
     if clash:
         raise UsageError(f"{out!r} already holds {', '.join(clash)}; merge a run of other experiments, or remove "
                          f"them from {out!r} yourself")
-    for name in runs[source]["experiments"]:
-        shutil.copytree(os.path.join(source, name), os.path.join(out, name))
+    for folder in folders:
+        shutil.copytree(os.path.join(source, folder), os.path.join(out, folder))
     a, b = runs[out], runs[source]
     harness.write_json(os.path.join(out, RUN_FILE), {
         "scale": a["scale"], "experiments": sorted(a["experiments"] + b["experiments"]),
