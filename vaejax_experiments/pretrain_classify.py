@@ -17,7 +17,7 @@ enough along scratch's curve to read the label efficiency at LOW). Methods (keys
 Draws. Draw d is one class-balanced labelled subset (the same images for every method, so
 comparisons are paired by draw). Its n labels per class are every label a method reads: there is
 no validation subset, and the test set is only ever scored. Heads on frozen features are cheap, so
-they get many draws (20, 10 at quick scale, all in one vmapped program); scratch and LP-FT get 2
+they get many draws (20, or 10 at quick scale, all in one vmapped program); scratch and LP-FT get 2
 per pretrained model at full scale, 4 at the reference scale and 1 at quick scale (draw d fine-tunes
 pretrained model d % seeds), and plain fine-tuning, kept to set LP-FT against, one.
 
