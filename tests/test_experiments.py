@@ -208,16 +208,18 @@ def test_merge_carries_a_judged_experiment_with_its_second_judge(smoke, tmp_path
     main, other = str(tmp_path / "main"), str(tmp_path / "other")
     shutil.copytree(out, main)
     record = harness.read_json(os.path.join(main, run_all.RUN_FILE))
-    for folder in ("random_latent", os.path.join("judge_seed_1", "random_latent")):
-        shutil.copytree(os.path.join(out, folder), os.path.join(other, folder))
-        shutil.rmtree(os.path.join(main, folder))
+    shutil.copytree(os.path.join(out, "random_latent"), os.path.join(other, "random_latent"))
+    shutil.rmtree(os.path.join(main, "random_latent"))
+    # its results under a second judge (here a copy, with that judge's seed: what merge carries is files)
+    second = dict(harness.read_metrics(out, "random_latent"), judge_seed=1)
+    os.makedirs(os.path.join(other, "judge_seed_1", "random_latent"))
+    harness.write_json(os.path.join(other, "judge_seed_1", "random_latent", "metrics.json"), second)
     harness.write_json(os.path.join(main, run_all.RUN_FILE),
                        dict(record, experiments=[n for n in record["experiments"] if n != "random_latent"]))
     harness.write_json(os.path.join(other, run_all.RUN_FILE), dict(record, experiments=["random_latent"]))
     assert run_all.main(["--merge", other, "--out", main]) == 0
-    for judged_by in ("", "judge_seed_1"):
-        assert harness.read_metrics(os.path.join(main, judged_by), "random_latent") == harness.read_metrics(
-            os.path.join(out, judged_by), "random_latent")
+    assert harness.read_metrics(main, "random_latent") == harness.read_metrics(out, "random_latent")
+    assert harness.read_metrics(os.path.join(main, "judge_seed_1"), "random_latent") == second
     assert "| random_latent |" in open(os.path.join(main, "REPORT.md")).read().split("## Under a second judge")[1]
 
     # A second judge's folder left behind in `out` is a clash too: refused, nothing copied.

@@ -72,15 +72,17 @@ def test_the_margin_is_what_half_a_pixel_of_blur_costs():
         {"frechet": 3.0, "plausibility": 0.05})
 
 
-def test_a_second_judge_scores_the_same_models_and_the_report_compares_verdicts(smoke_results):
+def test_a_second_judge_scores_the_same_models_and_the_report_compares_verdicts(tmp_path):
+    import dataclasses
     import os
 
-    from vaejax_experiments import harness, settings
+    from vaejax_experiments import run_all, settings
 
-    out, _ = smoke_results
-    assert settings.get_scale("smoke").judges == 2  # the smoke run judges twice, as the reference run does
-    first = harness.read_metrics(out, "random_latent")
-    second = harness.read_metrics(os.path.join(out, "judge_seed_1"), "random_latent")
+    scale = dataclasses.replace(settings.get_scale("smoke"), judges=2)
+    out = str(tmp_path / "out")
+    run_all.run_all(scale=scale, only=["random_latent"], out=out)
+    first = run_all.harness.read_metrics(out, "random_latent")
+    second = run_all.harness.read_metrics(os.path.join(out, "judge_seed_1"), "random_latent")
     assert first["judge_seed"] == 0 and second["judge_seed"] == 1
     assert first["sweep"][0]["distortion"] == second["sweep"][0]["distortion"]  # the same models
     assert first["anchors"]["real"]["frechet"] != second["anchors"]["real"]["frechet"]  # another judge

@@ -85,10 +85,9 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # seconds: tiny subsets, one short epoch, two judges as at the reference scale; checks the plumbing, not
-    # the claims.
+    # seconds: tiny subsets, one short epoch; checks the plumbing, not the claims.
     "smoke": Scale("smoke", seeds=2, n_train=500, steps=8, batch_size=64, n_eval=200, arch="mlp",
-                   classifier_train=1000, classifier_steps=60, judges=2),
+                   classifier_train=1000, classifier_steps=60),
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
                    classifier_train=25000, classifier_steps=390),
