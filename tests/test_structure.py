@@ -121,7 +121,7 @@ def test_the_experiments_train_through_fit_alone():
 
 
 LITERAL_KEY = re.compile(r"random\.(key|PRNGKey)\(\d+\)")
-# where a fixed key is the point: the root of every run's streams, the shared draws' one table, a loss
+# where a fixed key is the point: the root of every run's streams (harness), a loss
 # that draws nothing, and the benchmark and the profile, which time arrays whose values do not matter
 FIXED_KEYS = {"harness.py", "overfit_ood.py", "benchmark.py", "conv_profile.py"}
 
