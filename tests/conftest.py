@@ -122,9 +122,19 @@ def smoke_results(tmp_path_factory):
     return out, run_all.main(["--scale", "smoke", "--out", out])
 
 
+@pytest.fixture
+def primed_out(smoke_results, tmp_path):
+    """An empty results folder holding the smoke run's judges (<out>/.cache), for a test that runs experiments of
+    its own at the smoke scale: it trains only what the smoke run did not (on the smoke run's worker, the
+    sweep's models are memoized too)."""
+    out = tmp_path / "primed"
+    shutil.copytree(os.path.join(smoke_results[0], ".cache"), out / ".cache")
+    return str(out)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist's --dist loadgroup, the tests that read the smoke run share one worker, so it runs once."""
     for item in items:
-        if "smoke_results" in item.fixturenames:
+        if "smoke_results" in item.fixturenames:  # also through a fixture that uses it
             item.add_marker(pytest.mark.xdist_group("smoke_run"))

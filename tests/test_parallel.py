@@ -64,6 +64,10 @@ _FOUR_DEVICES = textwrap.dedent("""
 """)
 
 
+# The tests that read one_vs_four run on one xdist worker (make test's --dist loadgroup), so it runs once.
+on_its_worker = pytest.mark.xdist_group("one_vs_four")
+
+
 @pytest.fixture(scope="module")
 def one_vs_four(tmp_path_factory):
     root = tmp_path_factory.mktemp("devices")
@@ -80,6 +84,7 @@ def _losses(records):
     return np.array([[r["train_loss"], r["test_loss"], r["test_kl"]] for r in records])
 
 
+@on_its_worker
 def test_four_devices_give_the_loss_curve_of_one(one_vs_four):
     assert one_vs_four["devices"] == 4
     one, four = one_vs_four["metrics"]["1"], one_vs_four["metrics"]["4"]
@@ -89,11 +94,13 @@ def test_four_devices_give_the_loss_curve_of_one(one_vs_four):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-5)
 
 
+@on_its_worker
 def test_four_devices_split_the_batch_and_all_reduce(one_vs_four):
     assert one_vs_four["all_reduce"], "the compiled step has no all-reduce: the batch was not split"
     assert one_vs_four["order_shard"] == [2, 50]  # each device holds a quarter of every batch's indices
 
 
+@on_its_worker
 def test_four_devices_average_the_gradient_as_one_does(one_vs_four):
     """Two SGD steps on one batch: split over four devices, the same parameters as on one (to rounding).
     A sum of the devices' gradients instead of their mean would move them four times as far."""
@@ -104,6 +111,7 @@ def test_four_devices_average_the_gradient_as_one_does(one_vs_four):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-6)
 
 
+@on_its_worker
 def test_batch_that_does_not_split_is_one_line(one_vs_four):
     assert one_vs_four["uneven_rc"] == 2
     assert one_vs_four["uneven_err"].splitlines() == [

@@ -49,8 +49,8 @@ def family_module(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_user_family_runs_through_the_latent_space_experiments(family_module, tmp_path):
-    out = str(tmp_path / "results")
+def test_a_user_family_runs_through_the_latent_space_experiments(family_module, primed_out):
+    out = primed_out
     # latent_space judges its own 2-D sweep; rate_distortion tabulates the shared one (latent 20),
     # which interpolation, random_latent and centroids judge.
     code = run_all.main(["--scale", "smoke", "--only", "latent_space", "rate_distortion", "--family",

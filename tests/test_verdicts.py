@@ -72,14 +72,14 @@ def test_the_margin_is_what_half_a_pixel_of_blur_costs():
         {"frechet": 3.0, "plausibility": 0.05})
 
 
-def test_a_second_judge_scores_the_same_models_and_the_report_compares_verdicts(tmp_path):
+def test_a_second_judge_scores_the_same_models_and_the_report_compares_verdicts(primed_out):
     import dataclasses
     import os
 
     from vaejax_experiments import run_all, settings
 
     scale = dataclasses.replace(settings.get_scale("smoke"), judges=2)
-    out = str(tmp_path / "out")
+    out = primed_out
     run_all.run_all(scale=scale, only=["random_latent"], out=out)
     first = run_all.harness.read_metrics(out, "random_latent")
     second = run_all.harness.read_metrics(os.path.join(out, "judge_seed_1"), "random_latent")
