@@ -57,6 +57,8 @@ GRIDS = {"blur_sigma": BLUR_SIGMAS, "wiener_size": WIENER_SIZES, "nl_means_h": N
 CLEAN = (0.0, "clipped")  # the condition without noise: the bottleneck AE's clean-input ceiling
 MIN_BM3D = 200  # test images BM3D must have run on to be quoted
 SHOW = 8
+EXAMPLE_ROWS = {"noisy": "noisy", "nl_means": "non-local\nmeans", "ae_bottleneck": "bottleneck\nAE",
+                "denoiser_skip": "residual\ndenoiser"}  # the example figure's methods, by their row labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +75,16 @@ class Settings:
     skip_epochs: int | None  # its epochs (None: the bottleneck AEs')
     n_train: int | None = None  # training images (None: the scale's)
     max_epochs: int | None = None  # with it, the AEs train until the plateau test passes, at most this many epochs
+    skip_levels: tuple[float, ...] | None = None  # the levels the residual conv denoiser is trained at (None: all)
 
 
 # Below full scale the two side comparisons train fewer models: BCE at one level, the residual conv
 # denoiser (far slower per image on a CPU) on clipped noise, one seed, one epoch.
 _SIDE = {"bce_levels": (LEVELS[1],), "skip_kinds": ("clipped",), "skip_seeds": 1, "skip_epochs": 1}
 SETTINGS = {"smoke": Settings(levels=(0.1, 0.5), steps=None, n_held_out=50, n_bm3d=4, **dict(_SIDE, bce_levels=(0.1,))),
-            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D, **_SIDE),
+            # the demo: the residual conv denoiser at the middle level only
+            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D,
+                              **dict(_SIDE, skip_levels=(LEVELS[1],))),
             "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D, bce_levels=LEVELS,
                              skip_kinds=NOISE_KINDS, skip_seeds=None, skip_epochs=None),
             # the notes' conv AE, each of its models until the plateau test passes, on a class-balanced
@@ -234,7 +239,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
     tc = sc.train_config(len(x), epochs=max(1, round(steps / (len(x) // batch))))
     conds = conditions(levels, NOISE_KINDS)
     bce_conds = conditions(st.bce_levels, ("clipped",))
-    skip_conds = conditions(levels, st.skip_kinds)
+    skip_conds = conditions(st.skip_levels or levels, st.skip_kinds)
     length = (f"until the plateau test (at most {st.max_epochs} epochs)" if st.max_epochs
               else f"{tc.epochs} epochs")
     run.log(f"{len(x)} training images, {length} of batch {tc.batch_size}, noise levels {list(levels)}, "
@@ -262,6 +267,8 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 
     ceiling = outputs_per_seed(reconstruct["ae_bottleneck"], families["ae_bottleneck"].params, test, S, len(conds))
     per_image, choices, figure = {}, {}, {}
+    # the examples' rows: the residual denoiser's only where it was trained at every clipped level
+    shown = [k for k in EXAMPLE_ROWS if k != "denoiser_skip" or all(c in skip_conds for c in conds if c[1] == "clipped")]
     for ci, (sigma, kind) in enumerate(conds):
         clip = kind == "clipped"
         noisy = np.asarray(add_noise(harness.stream(run.key, f"noise/test/{kind}/{sigma}"), test, sigma, clip))
@@ -290,8 +297,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                 "psnr": np.mean([psnr(o, target) for o in images], axis=0),
                 "ssim": np.mean([ssim(o, target) for o in images], axis=0)}
         if clip:
-            figure[sigma] = np.concatenate([out[k][0][:SHOW] for k in ("noisy", "nl_means", "ae_bottleneck",
-                                                                       "denoiser_skip")] + [test[:SHOW]])
+            figure[sigma] = np.concatenate([out[k][0][:SHOW] for k in shown] + [test[:SHOW]])
         run.log(f"{kind} σ {sigma}: PSNR " + ", ".join(f"{name} {per_image[kind, sigma, name]['psnr'].mean():.2f}"
                                                         for name in out))
 
@@ -305,7 +311,7 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
                   skip_model=f"{skip.depth} conv layers of width {skip.width}, 3x3, no downsampling",
                   skip_training={"seeds": skip_seeds, "epochs": skip_tc.epochs},
                   train_seconds={name: round(t.seconds, 1) for name, t in families.items()})
-    result["figures"] = _figures(run, result, figure, levels)
+    result["figures"] = _figures(run, result, figure, levels, shown)
     return harness.finish(run, result, st)
 
 
@@ -344,11 +350,11 @@ def _paired(per_image, kind, sigma) -> dict:
     return out
 
 
-def _figures(run, result, figure, levels) -> list[str]:
+def _figures(run, result, figure, levels, shown) -> list[str]:
+    """The examples (rows: the methods `shown`, then the clean images) and the PSNR curves."""
     panels = {f"clipped noise σ = {sigma}": images for sigma, images in figure.items()}
     figs = [plots.save_image_panels(panels, run.path("denoise_examples.png"), ncol=SHOW,
-                                    row_labels=["noisy", "non-local\nmeans", "bottleneck\nAE", "residual\ndenoiser",
-                                                "clean"],
+                                    row_labels=[EXAMPLE_ROWS[k] for k in shown] + ["clean"],
                                     title=f"Test images ({run.dataset}, seed 0)")]
     for kind in NOISE_KINDS:
         psnr_k, ci_k = result["psnr"][kind], result["psnr_ci"][kind]

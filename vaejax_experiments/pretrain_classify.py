@@ -147,8 +147,8 @@ class Settings:
 SETTINGS = {
     "smoke": Settings(n_test=200, labels_per_class=(1, 10), steps=10, probe_steps=20, batch_size=128,
                       net_draws_per_model=1, head_draws=4),
-    # the demo: one network draw per pretrained model, 10 head draws (a smoke check of the protocol)
-    "quick": Settings(n_test=10000, labels_per_class=LABELS_PER_CLASS[:3], steps=250, probe_steps=500, batch_size=128,
+    # the demo: fewer steps, one network draw per pretrained model, 10 head draws (a smoke check of the protocol)
+    "quick": Settings(n_test=10000, labels_per_class=LABELS_PER_CLASS[:3], steps=150, probe_steps=300, batch_size=128,
                       net_draws_per_model=1, head_draws=10),
     "full": Settings(n_test=None, labels_per_class=LABELS_PER_CLASS, steps=1000, probe_steps=2000, batch_size=128,
                      net_draws_per_model=2, head_draws=20),
