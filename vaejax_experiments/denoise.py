@@ -57,8 +57,9 @@ GRIDS = {"blur_sigma": BLUR_SIGMAS, "wiener_size": WIENER_SIZES, "nl_means_h": N
 CLEAN = (0.0, "clipped")  # the condition without noise: the bottleneck AE's clean-input ceiling
 MIN_BM3D = 200  # test images BM3D must have run on to be quoted
 SHOW = 8
+# the example figure's rows (the residual denoiser's only where it was trained at every clipped level)
 EXAMPLE_ROWS = {"noisy": "noisy", "nl_means": "non-local\nmeans", "ae_bottleneck": "bottleneck\nAE",
-                "denoiser_skip": "residual\ndenoiser"}  # the example figure's methods, by their row labels
+                "denoiser_skip": "residual\ndenoiser"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +80,10 @@ class Settings:
 
 
 # Below full scale the two side comparisons train fewer models: BCE at one level, the residual conv
-# denoiser (far slower per image on a CPU) on clipped noise, one seed, one epoch.
+# denoiser (far slower per image on a CPU) on clipped noise, one seed, one epoch (the demo: one level).
 _SIDE = {"bce_levels": (LEVELS[1],), "skip_kinds": ("clipped",), "skip_seeds": 1, "skip_epochs": 1}
 SETTINGS = {"smoke": Settings(levels=(0.1, 0.5), steps=None, n_held_out=50, n_bm3d=4, **dict(_SIDE, bce_levels=(0.1,))),
-            # the demo: the residual conv denoiser at the middle level only
-            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D,
-                              **dict(_SIDE, skip_levels=(LEVELS[1],))),
+            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D, **_SIDE, skip_levels=LEVELS[1:2]),
             "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D, bce_levels=LEVELS,
                              skip_kinds=NOISE_KINDS, skip_seeds=None, skip_epochs=None),
             # the notes' conv AE, each of its models until the plateau test passes, on a class-balanced
@@ -188,8 +187,7 @@ def squared_error_objective(module):
     """Per example: the summed squared error of module(input) against the target."""
     def objective(params, example, key, step, hparams):
         x, target = example
-        loss = jnp.sum(jnp.square(module.apply(params, x) - target))
-        return loss, {}
+        return jnp.sum(jnp.square(module.apply(params, x) - target)), {}
 
     return objective
 
@@ -267,7 +265,6 @@ def main(scale="quick", dataset=None, seeds=None, out="results") -> dict:
 
     ceiling = outputs_per_seed(reconstruct["ae_bottleneck"], families["ae_bottleneck"].params, test, S, len(conds))
     per_image, choices, figure = {}, {}, {}
-    # the examples' rows: the residual denoiser's only where it was trained at every clipped level
     shown = [k for k in EXAMPLE_ROWS if k != "denoiser_skip" or all(c in skip_conds for c in conds if c[1] == "clipped")]
     for ci, (sigma, kind) in enumerate(conds):
         clip = kind == "clipped"
@@ -351,7 +348,6 @@ def _paired(per_image, kind, sigma) -> dict:
 
 
 def _figures(run, result, figure, levels, shown) -> list[str]:
-    """The examples (rows: the methods `shown`, then the clean images) and the PSNR curves."""
     panels = {f"clipped noise σ = {sigma}": images for sigma, images in figure.items()}
     figs = [plots.save_image_panels(panels, run.path("denoise_examples.png"), ncol=SHOW,
                                     row_labels=[EXAMPLE_ROWS[k] for k in shown] + ["clean"],
