@@ -309,8 +309,8 @@ def test_scales():
     assert quick.epochs_for(20000) * (20000 // 128) == pytest.approx(quick.steps, rel=0.1)
     assert quick.train_config(4000).epochs > quick.train_config(20000).epochs  # same steps, fewer images
     assert settings.get_scale("smoke").pick(smoke=1, quick=2, full=3) == 1
-    reference = settings.get_scale("reference")  # the plateau test's limit: 30 epochs of the whole split, or as
-    assert reference.max_epochs_for(60000) == reference.max_epochs == 30  # many updates on a smaller set
+    reference = settings.get_scale("reference")  # the plateau test's limit: 60 epochs of the whole split, or as
+    assert reference.max_epochs_for(60000) == reference.max_epochs == 60  # many updates on a smaller set
     assert reference.max_epochs_for(4000) * (4000 // 128) >= reference.steps > (reference.max_epochs_for(4000) - 1) * 31
     with pytest.raises(UsageError):
         settings.get_scale("huge")

@@ -1,5 +1,6 @@
 """The reference scale's convergence test, and training until it passes in a workdir that resumes."""
 
+import dataclasses
 import math
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from vaejax import config
-from vaejax_experiments import training
+from vaejax_experiments import sweep, training
 
 
 def test_the_floor_decides_what_looks_flat():
@@ -54,6 +55,22 @@ def test_training_until_the_plateau_stops_there_and_a_finished_run_is_read_back(
     strict = training.Plateau(tol=0.0, max_epochs=4, floor=None, window=2)  # never passes: stops at max_epochs
     capped = training.train_seeds(cfg, tc, x, 2, until=strict, workdir=str(tmp_path / "strict"))
     assert capped.train_cfg.epochs == 4 and capped.plateau["passed"] == [False, False]
+    raised = dataclasses.replace(strict, max_epochs=6)  # a higher limit: the capped run goes on where it stopped
+    resumed = training.train_seeds(cfg, tc, x, 2, until=raised, workdir=str(tmp_path / "strict"))
+    never_stopped = training.train_seeds(cfg, tc, x, 2, until=raised, workdir=str(tmp_path / "six"))
+    assert resumed.train_cfg.epochs == 6 and resumed.plateau["epochs"] == 6
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(never_stopped.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_sweep_run_is_named_by_its_models_not_by_its_epoch_limit():
+    """So that raising the limit resumes the cached runs that stopped at it, and changing the test does not."""
+    x = np.zeros((4, 28, 28, 1), np.float32)
+    cfg, tc = config.preset("mlp_vae"), config.TrainConfig(epochs=1, batch_size=2)
+    until = training.Plateau(tol=0.005, max_epochs=30, floor=0.0)
+    tag = lambda **kw: sweep._run_tag("bernoulli", cfg, tc, (0.0, 1.0), 5, dataclasses.replace(until, **kw), x)
+    assert tag(max_epochs=60) == tag() != tag(tol=0.001)
+    assert tag() != sweep._run_tag("bernoulli", cfg, tc, (0.0, 1.0), 5, until, x + 1)
 
 
 def test_a_selection_of_models_keeps_their_own_plateau_results():

@@ -196,10 +196,12 @@ def train_one(base: config.ModelConfig, train_cfg: config.TrainConfig, x_N, test
 
 
 def _run_tag(name, cfg, train_cfg, betas, seeds, until, x_N) -> str:
-    """A name for a family's training run that changes with anything that changes its models."""
+    """A name for a family's training run that changes with anything that changes its models. The plateau
+    test's epoch limit is left out: a run stopped at a lower limit resumes toward a higher one."""
     x = np.asarray(x_N)
+    test = {k: v for k, v in dataclasses.asdict(until).items() if k != "max_epochs"}
     what = {"family": name, "model": dataclasses.asdict(cfg), "train": dataclasses.asdict(train_cfg),
-            "betas": list(betas), "seeds": seeds, "until": dataclasses.asdict(until), "data": x.shape,
+            "betas": list(betas), "seeds": seeds, "until": test, "data": x.shape,
             "data_sha1": hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()}
     return f"{name}-{hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]}"
 
