@@ -93,7 +93,7 @@ SCALES: dict[str, Scale] = {
                    classifier_train=25000, classifier_steps=390),
     # the committed reference run (reference/): the notes' conv stack and the MLP on the whole training
     # split, each trained until its plateau test passes (at most 60 epochs), 5 seeds; the latent-space
-    # experiments only (run_all.REFERENCE_EXPERIMENTS). About 2 h on 2 CPU cores.
+    # experiments only (run_all.REFERENCE_EXPERIMENTS). About 2.5 h on 2 CPU cores.
     "reference": Scale("reference", seeds=5, n_train=None, steps=14000, batch_size=128, n_eval=2000, arch="conv",
                        classifier_train=None, classifier_steps=14000, max_epochs=60, judges=2),
     # headline numbers: the notes' conv models on the whole training split, 10 epochs each; the
