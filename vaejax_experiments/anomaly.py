@@ -56,7 +56,7 @@ class Settings:
 
 
 SETTINGS = {"smoke": Settings(steps=8, batch_size=64, n_score=200, elbo_samples=2),
-            "quick": Settings(steps=160, batch_size=64, n_score=2000, elbo_samples=2),
+            "quick": Settings(steps=100, batch_size=64, n_score=2000, elbo_samples=2),
             "full": Settings(steps=1500, batch_size=128, n_score=None, elbo_samples=2),
             # 2 protocols x 10 classes x 2 kinds x the seeds, each model until its plateau test passes: the
             # MLP pair (the notes name no architecture for this use), at most 12,000 images each, fits two CPU cores.

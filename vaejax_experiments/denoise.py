@@ -83,7 +83,7 @@ class Settings:
 # denoiser (far slower per image on a CPU) on clipped noise, one seed, one epoch (the demo: one level).
 _SIDE = {"bce_levels": (LEVELS[1],), "skip_kinds": ("clipped",), "skip_seeds": 1, "skip_epochs": 1}
 SETTINGS = {"smoke": Settings(levels=(0.1, 0.5), steps=None, n_held_out=50, n_bm3d=4, **dict(_SIDE, bce_levels=(0.1,))),
-            "quick": Settings(levels=LEVELS, steps=500, n_held_out=100, n_bm3d=MIN_BM3D, **_SIDE, skip_levels=LEVELS[1:2]),
+            "quick": Settings(levels=LEVELS, steps=320, n_held_out=100, n_bm3d=MIN_BM3D, **_SIDE, skip_levels=LEVELS[1:2]),
             "full": Settings(levels=LEVELS, steps=3000, n_held_out=500, n_bm3d=MIN_BM3D, bce_levels=LEVELS,
                              skip_kinds=NOISE_KINDS, skip_seeds=None, skip_epochs=None),
             # the notes' conv AE, each of its models until the plateau test passes, on a class-balanced

@@ -90,7 +90,7 @@ SCALES: dict[str, Scale] = {
                    classifier_train=1000, classifier_steps=60),
     # the demo: MLP models on a 20k-image class-balanced subset, ~1,250 steps each.
     "quick": Scale("quick", seeds=3, n_train=20000, steps=1250, batch_size=128, n_eval=1000, arch="mlp",
-                   classifier_train=25000, classifier_steps=390),
+                   classifier_train=25000, classifier_steps=195),
     # the committed reference run (reference/): the notes' conv stack and the MLP on the whole training
     # split, each trained until its plateau test passes (at most 60 epochs), 5 seeds; the latent-space
     # experiments only (run_all.REFERENCE_EXPERIMENTS). About 2.5 h on 2 CPU cores.

@@ -179,7 +179,7 @@ class Settings:
 
 
 SETTINGS = {"smoke": Settings(batch_size=64, steps=8, timed_images=64, widths=(16, 256)),
-            "quick": Settings(batch_size=64, steps=500, timed_images=512, widths=(16, 512)),
+            "quick": Settings(batch_size=64, steps=500, timed_images=512, widths=(512,)),
             "full": Settings(batch_size=128, steps=3000, timed_images=1024, widths=(16, 32, 128, 256, 512)),
             "reference": Settings(batch_size=128, steps=3000, timed_images=1024, widths=(16, 256, 512))}
 
