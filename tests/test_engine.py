@@ -4,10 +4,12 @@ scoring in chunks, dynamic binarization, and a helpful error for an oversized ba
 objectives and optimizers of one's own: tests/test_bring_your_own.py."""
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from vaejax import config, data, engine, models, objectives, recipe
@@ -371,3 +373,16 @@ def test_the_engine_never_deletes_the_callers_parameters():
     step = engine.make_step(r.objective, r.optimizer)
     state, _ = step(state, jnp.zeros((4, 28, 28, 1)), jax.random.key(1))  # donates the state's buffers
     assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree_util.tree_leaves(params))  # still readable
+
+
+def test_a_second_init_of_the_same_models_compiles_nothing(caplog):
+    """The optimizer's state is built by one compiled program per optimizer, not one per call."""
+    optimizer = optax.adam(1e-3)
+    params_S = {"w": jnp.zeros((3, 4, 2)), "b": jnp.zeros((3, 2))}
+    init = lambda key: {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}
+    keys = jax.random.split(jax.random.key(0), 3)
+    engine.init_stacked(params_S, optimizer), engine.init_many(init, keys, optimizer)  # compiled here
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        engine.init_stacked(params_S, optimizer), engine.init_many(init, keys, optimizer)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not compiled, compiled

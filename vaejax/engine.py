@@ -64,14 +64,25 @@ def init_many(init_params: Callable, keys_S, optimizer: optax.GradientTransforma
     to run, and an init_params compiled once (models.init is, per configuration) serves any S. Pass
     a jitted init_params: it is called as it is, S times.
     """
-    # stacking and the optimizer's state in one small program (eagerly, they compile op by op)
-    stacked_init = jax.jit(lambda ps: jax.vmap(lambda p: init(p, optimizer))(stack_models(ps)))
-    return stacked_init([init_params(key) for key in keys_S])
+    return _stacked_init(optimizer)([init_params(key) for key in keys_S])
 
 
 def init_stacked(params_S, optimizer: optax.GradientTransformation) -> TrainState:
     """The states of S models whose parameters are given stacked on a leading axis."""
-    return jax.jit(jax.vmap(lambda p: init(p, optimizer)))(params_S)
+    return _vmapped_init(optimizer)(params_S)
+
+
+# One compiled program per optimizer object (and shapes), not one per call: a jitted lambda made in
+# the call would compile again every time.
+@functools.lru_cache(maxsize=64)
+def _vmapped_init(optimizer: optax.GradientTransformation):
+    return jax.jit(jax.vmap(lambda p: init(p, optimizer)))
+
+
+@functools.lru_cache(maxsize=64)
+def _stacked_init(optimizer: optax.GradientTransformation):
+    """Stacking and the optimizer's state in one small program (eagerly, they compile op by op)."""
+    return jax.jit(lambda ps: jax.vmap(lambda p: init(p, optimizer))(stack_models(ps)))
 
 
 def stack_models(trees):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaejax import data, engine, fit, models, objectives
+from vaejax import data, engine, fit, models, objectives, parallel
 from vaejax_experiments import stats
 
 CHUNK = 1000  # images per call of the feature extractor
@@ -156,8 +156,10 @@ def train_classifiers(predict, params_D, learning_rate: float, data, draws: Draw
                      key=jax.random.split(fit_key, len(draws.n)), model_axis=how, train_rows=rows, pieces=1)
     own = _own_accuracy(predict, how)
     labels, weights = np.asarray(data[1])[draws.idx], (np.arange(draws.idx.shape[1]) < draws.n[:, None])
-    return result.state.params, np.stack([np.asarray(own(p, data[0], draws.idx, labels, weights.astype(np.float32)))
-                                          for p in (params_D, result.state.params)], axis=1)
+    # both on the host, so that one compiled accuracy serves both (arrays placed otherwise compile anew)
+    start, trained = parallel.to_host(params_D), parallel.to_host(result.state.params)
+    return trained, np.stack([np.asarray(own(p, data[0], draws.idx, labels, weights.astype(np.float32)))
+                              for p in (start, trained)], axis=1)
 
 
 @functools.cache  # one objective and optimizer per classifier and rate: fit's compiled steps are reused
