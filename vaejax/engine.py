@@ -82,7 +82,7 @@ def _vmapped_init(optimizer: optax.GradientTransformation):
 @functools.lru_cache(maxsize=64)
 def _stacked_init(optimizer: optax.GradientTransformation):
     """Stacking and the optimizer's state in one small program (eagerly, they compile op by op)."""
-    return jax.jit(lambda ps: jax.vmap(lambda p: init(p, optimizer))(stack_models(ps)))
+    return jax.jit(lambda ps: _vmapped_init(optimizer)(stack_models(ps)))
 
 
 def stack_models(trees):
