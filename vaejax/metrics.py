@@ -8,17 +8,21 @@ feature vectors (from any feature extractor), as FID, improved precision/recall 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
+@jax.jit
 def psnr(x_hat, x, max_value: float = 1.0):
     """Peak signal-to-noise ratio in dB of each image (the last three axes): 10 log10(max^2 / MSE)."""
     mse = jnp.mean(jnp.square(jnp.asarray(x_hat, jnp.float32) - jnp.asarray(x, jnp.float32)), axis=(-3, -2, -1))
     return 10.0 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
 
 
+@functools.partial(jax.jit, static_argnames="radius")  # compiled: op by op it is ten times slower
 def ssim(x_hat, x, max_value: float = 1.0, sigma: float = 1.5, radius: int = 5):
     """Structural similarity of each image (the last three axes; Wang et al. 2004): local means,
     variances and covariance under an 11x11 Gaussian window (sigma 1.5), over the windows that fit
@@ -165,7 +169,11 @@ def kernel_inception_distance(real_NF, fake_MF) -> float:
     kernel (x.y / F + 1)^3; unlike the Frechet distance, its expectation does not depend on the sizes."""
     real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
     f = real.shape[1]
-    kernel = lambda a, b: (a @ b.T / f + 1.0) ** 3  # noqa: E731
+
+    def kernel(a, b):
+        g = a @ b.T / f + 1.0
+        return g * g * g  # twice as fast as g ** 3
+
     k_rr, k_ff, k_rf = kernel(real, real), kernel(fake, fake), kernel(real, fake)
     n, m = len(real), len(fake)
     return float((k_rr.sum() - np.trace(k_rr)) / (n * (n - 1)) + (k_ff.sum() - np.trace(k_ff)) / (m * (m - 1))

@@ -206,7 +206,7 @@ def save_histograms(panels: dict, path: str, ncol: int, xlabel: str = "score", t
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
         for group, values in groups.items():
             v = np.clip(np.asarray(values, np.float64).reshape(-1), edges[0], edges[-1])
-            ax.hist(v, bins=edges, density=True, alpha=0.5, label=group)
+            ax.hist(v, bins=edges, density=True, alpha=0.5, label=group, histtype="stepfilled")  # one patch per group
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=6)
         ax.set_yticks([])
