@@ -7,8 +7,8 @@ that they differ in their training images alone:
   full     trained on the scale's training set of the same dataset;
   reverse  trained on the counterpart dataset (fashion_mnist <-> mnist_5k);
   curve    trained on class-balanced subsets of geometrically spaced sizes, from 100 images up to the
-           scale's training set (3 sizes at quick scale: 100, 500, 20,000); the small model is the curve's point at its
-           size, the full model its largest.
+           scale's training set (3 sizes at quick scale: 100, 500, 20,000); the small model is the
+           curve's point at its size, the full model its largest.
 Loss: the training objective (Bernoulli NLL, nats per image); also MSE per pixel, which has no floor
 that depends on the images, to compare different image sets.
 
