@@ -22,7 +22,7 @@ def psnr(x_hat, x, max_value: float = 1.0):
     return 10.0 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-12))
 
 
-@functools.partial(jax.jit, static_argnames="radius")  # compiled: op by op it is ten times slower
+@functools.partial(jax.jit, static_argnames="radius")  # compiled: op by op it is over ten times slower
 def ssim(x_hat, x, max_value: float = 1.0, sigma: float = 1.5, radius: int = 5):
     """Structural similarity of each image (the last three axes; Wang et al. 2004): local means,
     variances and covariance under an 11x11 Gaussian window (sigma 1.5), over the windows that fit
