@@ -153,9 +153,11 @@ def conv_transpose_scatter(x_BHWC, kernel_HWIO, stride: int, padding):
     eh, ew = sel_h.shape[1], sel_w.shape[1]
     z = _matmul(x_BHWC.reshape(b * h * w, ci), kernel_HWIO.transpose(2, 0, 1, 3).reshape(ci, kh * kw * co))
     z = _pad_hw(z.reshape(b, h, w, kh * kw * co), ((-dh, th + dh + eh - 1 - h), (-dw, tw + dw + ew - 1 - w)))
-    z = z.reshape(b, th + eh - 1, tw + ew - 1, kh, kw, co)
+    # One array per tap, split rather than indexed: the gradient then concatenates the taps' gradients,
+    # where indexing z would pad each of them to z's full size and add the k*k copies.
+    taps = lax.split(z, (co,) * (kh * kw), axis=3)
     zero = jnp.zeros((b, th, tw, co), z.dtype)
-    phases = [[sum((z[:, e:e + th, f:f + tw, a, c] for a, e in np.argwhere(sel_h[:, :, r])
+    phases = [[sum((taps[a * kw + c][:, e:e + th, f:f + tw] for a, e in np.argwhere(sel_h[:, :, r])
                     for c, f in np.argwhere(sel_w[:, :, q])), zero)
                for q in range(s)] for r in range(s)]
     y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (b, th, r, tw, q, co)
