@@ -25,7 +25,7 @@ def test_epoch_and_devices_records(tmp_path):
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != CHEAP_COMPILE]
     env.update(PYTHONPATH=os.getcwd(), **({"XLA_FLAGS": " ".join(flags)} if flags else {}))
     proc = subprocess.run([sys.executable, "-m", "vaejax_experiments.benchmark", "--preset", "mlp_vae", "--modes",
-                           "epoch", "devices", "--windows", "5", "--json", str(out)],
+                           "epoch", "devices", "--windows", "5", "--images", "12800", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = json.loads(out.read_text())
@@ -37,6 +37,7 @@ def test_epoch_and_devices_records(tmp_path):
         assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
         assert r["compile_s"] > 0
     assert "images/s" in proc.stdout  # the printed table
+    assert "train (12800 images)" in proc.stdout
 
 
 def test_the_conv_profile_finds_each_layer_of_a_step_with_its_matmul():
@@ -65,3 +66,15 @@ def test_the_op_profile_ranks_the_updates_xla_ops_by_their_traced_time():
     assert len(ops) == 5 and all(op["ms"] > 0 for op in ops)
     assert [op["ms"] for op in ops] == sorted((op["ms"] for op in ops), reverse=True)
     assert any("coder/Conv" in op["source"] for op in ops)  # the metadata names the layer an op belongs to
+
+
+@pytest.mark.parametrize("argv, names", [(["--images", "100"], "--images"), (["--windows", "4"], "--windows"),
+                                         (["--seeds", "0"], "--seeds")])
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(argv, names, capsys):
+    from vaejax_experiments import benchmark
+
+    with pytest.raises(SystemExit) as e:
+        benchmark.parse_args(["--preset", "mlp_vae", *argv])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("python -m vaejax_experiments.benchmark: error:") and names in last

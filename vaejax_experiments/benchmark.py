@@ -1,8 +1,8 @@
 """Training throughput of vaejax (and optionally a PyTorch peer) on the local accelerator.
 
     python -m vaejax_experiments.benchmark [--preset mlp_vae conv_ae conv_vae] [--batch 128]
-        [--modes step epoch seeds seeds_map devices] [--seeds 8] [--windows 5] [--json out.json]
-        [--peer torch] [--time-to-quality]
+        [--modes step epoch seeds seeds_map devices] [--seeds 8] [--windows 5] [--images N]
+        [--json out.json] [--peer torch] [--time-to-quality]
 
 Modes (vaejax): step = a Python loop over the jitted train step, fed host batches (what most
 users write); epoch = a whole epoch in one compiled lax.scan over on-device data; seeds = S
@@ -329,6 +329,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=8, help="S, the number of models in seeds mode")
     p.add_argument("--windows", type=int, default=5, help="timed windows per row (median reported; at least 5)")
     p.add_argument("--steps", type=int, default=100, help="steps per window in step mode and for the peer")
+    p.add_argument("--images", type=int, help="time epochs of the first N training images (default: all 60,000)")
     p.add_argument("--json", help="write the records to this file (a JSON list)")
     p.add_argument("--peer", choices=["torch"], help="also time the PyTorch peer (pip install torch==2.13.0)")
     p.add_argument("--no-torch-compile", action="store_true", help="with --peer torch, skip torch.compile")
@@ -339,6 +340,8 @@ def parse_args(argv=None):
         p.error("--windows must be at least 5 (the median of at least 5 windows is reported)")
     if args.batch < 1 or args.seeds < 1 or args.steps < 1:
         p.error("--batch, --seeds and --steps must be positive")
+    if args.images is not None and args.images < args.batch:
+        p.error(f"--images must be at least the batch ({args.batch}): an epoch is at least one batch")
     for preset in args.preset:
         cfg = config.preset(preset)
         if cfg.image_shape != data.SHAPES[DATASET]:
@@ -362,7 +365,7 @@ def main(argv=None) -> list[dict]:
         import torch
         torch.set_num_threads(os.cpu_count() or 1)  # one intra-op thread per core, as jax uses
     try:
-        x_train = data.to_float(data.load(DATASET, "train").images)
+        x_train = data.to_float(data.load(DATASET, "train").images[:args.images])
     except data.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
