@@ -1,7 +1,7 @@
 """Helpers for the tests that run `vaejax train` end to end (test_cli, test_faults, test_parallel, test_bad_input).
 
-Runs are tiny (a 32-unit MLP VAE on mnist_5k, 20 steps an epoch) and the subprocesses share a
-persistent XLA compilation cache, so each costs a few seconds on two shared cores.
+Runs are tiny (a 32-unit MLP VAE on mnist_5k, 20 steps an epoch) and the subprocesses share the
+session's persistent XLA compilation cache (conftest.py), so each costs a few seconds on two shared cores.
 """
 
 from __future__ import annotations
@@ -19,19 +19,15 @@ TINY = ["--preset", "mlp_vae", "--dataset", "mnist_5k", "--batch-size", "200", "
         "--set", "latent_dim=4", "--no-progress", "--no-figures"]
 STEPS_PER_EPOCH = 4000 // 200
 
-_SHARED = os.environ["VAEJAX_TEST_DIR"]  # the session's private folder (conftest.py)
 _REFERENCES: dict = {}
 
 
 def env(**extra) -> dict:
-    """Environment of a CLI subprocess: CPU only, a shared compilation cache and dataset cache."""
+    """Environment of a CLI subprocess: CPU only; it inherits the session's compilation and dataset caches (conftest.py)."""
     e = dict(os.environ)
     e.pop("XLA_FLAGS", None)
     e.update({
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": os.path.join(_SHARED, "xla-cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         "VAEJAX_CACHE_DIR": os.environ["VAEJAX_CACHE_DIR"],
         "PYTHONUNBUFFERED": "1",
     })

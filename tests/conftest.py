@@ -17,13 +17,16 @@ import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 
 # One private folder per test session, shared by xdist's workers and the CLI subprocesses (they
-# inherit the environment): the dataset cache and the CLI runs' compilation cache. mkdtemp makes it
-# 0700 under an unpredictable name, so nothing can be planted in it, and the user's real cache
-# (~/.cache/vaejax) is never written.
+# inherit the environment): the dataset cache and a persistent XLA compilation cache. mkdtemp makes it
+# 0700 under an unpredictable name, so nothing can be planted in it, and the user's real caches
+# (~/.cache/vaejax, their own JAX_COMPILATION_CACHE_DIR) are never written. Many tests compile the same
+# tiny programs (in other workers, subprocesses, or from other closures), which the cache then reads back.
 OWN_TEST_DIR = "VAEJAX_TEST_DIR" not in os.environ
 if OWN_TEST_DIR:
     os.environ["VAEJAX_TEST_DIR"] = tempfile.mkdtemp(prefix="vaejax-tests-")
 os.environ["VAEJAX_CACHE_DIR"] = os.path.join(os.environ["VAEJAX_TEST_DIR"], "data-cache")
+os.environ.update({"JAX_COMPILATION_CACHE_DIR": os.path.join(os.environ["VAEJAX_TEST_DIR"], "xla-cache"),
+                   "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
