@@ -16,10 +16,10 @@ passing it to step_runner / epoch_runner with a name; the presets are the defaul
 The PyTorch peer runs the same architecture, batch, optimizer (Adam 1e-3), loss and
 fashion_mnist data, eagerly and with torch.compile where that works, on the GPU when there is one.
 
-Following shared/DESIGN.md "Measuring speed": every runner is compiled before timing
-(compile seconds reported apart), each timed window blocks once at its end, and the runners
-of a preset take turns window by window, so that load from other processes falls on all of
-them alike. images/s is the median over the windows, with min and max.
+Every runner is compiled before timing (compile seconds reported apart), each timed window
+blocks once at its end, and the runners of a preset take turns window by window, so that load
+from other processes falls on all of them alike. images/s is the median over the windows, with
+min and max.
 """
 
 from __future__ import annotations
