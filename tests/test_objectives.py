@@ -42,6 +42,21 @@ def test_bernoulli_nll_is_stable_for_large_logits():
     np.testing.assert_allclose(float(objectives.bernoulli_nll(logits, x)), 120.0, rtol=1e-6)
 
 
+def test_bernoulli_nll_derivatives_match_the_hand_formulas():
+    """d/dl = sigmoid(l) - x and d/dx = -l, in reverse and forward mode; d2/dl2 = s(1 - s); finite at +-60."""
+    logits, x = map(jnp.asarray, _logits_and_intensities(scale=3.0, seed=3))
+    logits = logits.at[0, :2, 0].set(jnp.array([60.0, -60.0]))
+    s = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    d_logits, d_x = jax.grad(objectives.bernoulli_nll, argnums=(0, 1))(logits, x)
+    np.testing.assert_allclose(d_logits, s - np.asarray(x), atol=1e-6)
+    np.testing.assert_allclose(d_x, -np.asarray(logits), atol=1e-6)
+    direction = jnp.linspace(-1.0, 1.0, logits.size).reshape(logits.shape)
+    _, forward = jax.jvp(lambda lg: objectives.bernoulli_nll(lg, x), (logits,), (direction,))
+    np.testing.assert_allclose(float(forward), np.sum((s - np.asarray(x)) * np.asarray(direction)), rtol=1e-5)
+    curvature = jax.grad(lambda lg: jnp.vdot(jax.grad(objectives.bernoulli_nll)(lg, x), direction))(logits)
+    np.testing.assert_allclose(curvature, s * (1 - s) * np.asarray(direction), atol=1e-6)
+
+
 @pytest.mark.parametrize("sigma", [0.1, 1.0])
 def test_gaussian_nll_hand_formula(sigma):
     logits, x = _logits_and_intensities(scale=1.0, seed=1)
