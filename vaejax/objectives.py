@@ -55,8 +55,9 @@ class Likelihood(NamedTuple):
 
 @jax.custom_jvp
 def _softplus(logits):
-    """jax.nn.softplus with its derivative written as sigmoid(l): one transcendental per pixel in the
-    gradient, where jnp.logaddexp's own rule takes three (the MLP VAE's update runs about 5% faster)."""
+    """jax.nn.softplus with its derivative written as sigmoid(l). jnp.logaddexp's own rule computes
+    exp(l - softplus(l)), which ties the gradient to the forward's exp and log1p; this one reads only l
+    (the MLP VAE's update runs about 5% faster, docs/benchmark.md)."""
     return jax.nn.softplus(logits)
 
 
