@@ -6,6 +6,7 @@
     train_classifier            Adam on (image, label) pairs through vaejax.fit, optionally with
                                 outlier exposure on structureless images (classifier_objective)
     classifier_outputs          softmax probabilities and penultimate features (engine.map_chunks)
+    permutation                 jax.random.permutation of a 1-D array, bitwise, on XLA:CPU's fast sorts
 
 judge.py builds the reference classifier of a dataset from these; the layer names (conv0, conv1,
 hidden, head) are part of its on-disk cache, so they do not change.
