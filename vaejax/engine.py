@@ -18,6 +18,7 @@ a Flax module's `apply`, or a plain function of params. Nothing here knows about
     map_chunks  the one chunked evaluator: any function of a batch over a whole dataset, flat memory;
                 bucket pads a set to one of a few sizes so that a jitted evaluator compiles a few times
     make_scores per-example metrics over a whole dataset (map_chunks of the objective)
+    permutation jax.random.permutation of a 1-D array, bitwise, by the sorts XLA:CPU runs fastest
 
 Randomness: a run has one key. Update t draws from fold_in(noise_key, t) and the epoch that
 starts at update t shuffles with fold_in(shuffle_key, t), so a run resumed from a saved state
@@ -33,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -198,15 +200,48 @@ def epoch_order(run_key, step, num_examples: int, batch_size: int):
     """An epoch's batches as indices, shape (num_examples // batch_size, batch_size).
 
     run_key: the run's key, the one its updates get, not a shuffle key of one's own: the permutation
-    is drawn from fold_in(shuffle_key, step), shuffle_key being run_keys(run_key)[0]. The remainder is
+    is jax.random.permutation's for fold_in(shuffle_key, step), shuffle_key being run_keys(run_key)[0]
+    (drawn by `permutation`, bitwise the same). The remainder is
     dropped so that every batch has one shape and the update compiles once.
     """
     steps = num_examples // batch_size
     if steps == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {num_examples} training examples; "
                          f"use a batch size of at most {num_examples}")
-    order = jax.random.permutation(jax.random.fold_in(run_keys(run_key)[0], step), num_examples)
+    order = permutation(jax.random.fold_in(run_keys(run_key)[0], step), jnp.arange(num_examples))
     return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def permutation(key, x_N):
+    """jax.random.permutation(key, x_N) for a 1-D x_N, bitwise, about 3x faster on XLA:CPU.
+
+    jax shuffles by stable sorts of x_N on random 32-bit keys (one round below 1,626 elements, more
+    above): sorts with a payload, which XLA:CPU runs through a generic comparator, 38 ms for an epoch's
+    order of 60,000 examples and a third of the judge's training step, whose outliers shuffle pixels.
+    Here the same rounds, keys and stable sorts are single-operand uint32 sorts, which take XLA:CPU's
+    fast path (_stable_argsort): 11.7 ms for the 60,000.
+    """
+    n = x_N.shape[0]
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))  # as jax counts them
+    for _ in range(rounds):
+        key, round_key = jax.random.split(key)
+        x_N = x_N[_stable_argsort(jax.random.bits(round_key, (n,), jnp.uint32))]
+    return x_N
+
+
+def _stable_argsort(keys):
+    """The order that sorts uint32 keys (1-D), ties kept in place: least significant digit first, each
+    pass a sort of one digit of the keys with the element's place in the order so far packed below it."""
+    n = keys.shape[0]
+    place_bits = max(1, (n - 1).bit_length())
+    digit_bits = 32 - place_bits
+    places = jnp.arange(n, dtype=jnp.uint32)
+    order = places
+    for shift in range(0, 32, digit_bits):
+        digit = (keys[order] >> shift) & jnp.uint32((1 << min(digit_bits, 32 - shift)) - 1)
+        packed = jax.lax.sort((digit << place_bits) | places)
+        order = order[packed & jnp.uint32((1 << place_bits) - 1)]
+    return order
 
 
 def pick_model_axis(how: str = "auto") -> str:

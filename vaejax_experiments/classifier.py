@@ -6,7 +6,6 @@
     train_classifier            Adam on (image, label) pairs through vaejax.fit, optionally with
                                 outlier exposure on structureless images (classifier_objective)
     classifier_outputs          softmax probabilities and penultimate features (engine.map_chunks)
-    permutation                 jax.random.permutation of a 1-D array, bitwise, on XLA:CPU's fast sorts
 
 judge.py builds the reference classifier of a dataset from these; the layer names (conv0, conv1,
 hidden, head) are part of its on-disk cache, so they do not change.
@@ -88,42 +87,11 @@ def structureless_image(key, x, smooth_fields: bool = True):
     bilinearly). Smooth fields teach the classifier to distrust smoothness itself, which is why
     they are a choice (judge.reference measures both)."""
     k_coin, k_perm, k_field = jax.random.split(key, 3)
-    shuffled = permutation(k_perm, x.reshape(-1)).reshape(x.shape)
+    shuffled = engine.permutation(k_perm, x.reshape(-1)).reshape(x.shape)
     if not smooth_fields:
         return shuffled
     field = jax.image.resize(jax.random.uniform(k_field, (7, 7, x.shape[-1])), x.shape, "bilinear")
     return jnp.where(jax.random.bernoulli(k_coin), shuffled, field)
-
-
-def permutation(key, x_N):
-    """jax.random.permutation(key, x_N) for a 1-D x_N, bitwise, about 2.7x faster on XLA:CPU.
-
-    jax shuffles by stable sorts of x_N on random 32-bit keys (one round of them below 1,626
-    elements): sorts with a payload, which XLA:CPU runs through a generic comparator (a third of the
-    judge's training step). The same rounds, keys and stable sorts here, each done as single-operand
-    uint32 sorts, which take XLA:CPU's fast path (_stable_argsort).
-    """
-    n = x_N.shape[0]
-    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))  # as jax counts them
-    for _ in range(rounds):
-        key, round_key = jax.random.split(key)
-        x_N = x_N[_stable_argsort(jax.random.bits(round_key, (n,), jnp.uint32))]
-    return x_N
-
-
-def _stable_argsort(keys):
-    """The order that sorts uint32 keys (1-D), ties kept in place: least significant digit first, each
-    pass a sort of one digit of the keys with the element's place in the order so far packed below it."""
-    n = keys.shape[0]
-    place_bits = max(1, (n - 1).bit_length())
-    digit_bits = 32 - place_bits
-    places = jnp.arange(n, dtype=jnp.uint32)
-    order = places
-    for shift in range(0, 32, digit_bits):
-        digit = (keys[order] >> shift) & jnp.uint32((1 << min(digit_bits, 32 - shift)) - 1)
-        packed = jax.lax.sort((digit << place_bits) | places)
-        order = order[packed & jnp.uint32((1 << place_bits) - 1)]
-    return order
 
 
 def augmented(key, x, shift: int = 2, flip: bool = True):
