@@ -201,8 +201,8 @@ def epoch_order(run_key, step, num_examples: int, batch_size: int):
 
     run_key: the run's key, the one its updates get, not a shuffle key of one's own: the permutation
     is jax.random.permutation's for fold_in(shuffle_key, step), shuffle_key being run_keys(run_key)[0]
-    (drawn by `permutation`, bitwise the same). The remainder is
-    dropped so that every batch has one shape and the update compiles once.
+    (drawn by `permutation`, bitwise the same). The remainder is dropped so that every batch has one
+    shape and the update compiles once.
     """
     steps = num_examples // batch_size
     if steps == 0:
