@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from vaejax import provenance
 from vaejax.errors import UsageError
 from vaejax_experiments import harness, judge, markdown, run_all, settings, stats, verdicts
 
@@ -188,6 +189,10 @@ def test_merge_adds_another_runs_experiments_and_records_both_runs(smoke, tmp_pa
     harness.write_json(os.path.join(main, run_all.RUN_FILE),
                        dict(record, experiments=[n for n in record["experiments"] if n != "denoise"]))
     shutil.copytree(os.path.join(out, "denoise"), os.path.join(other, "denoise"))
+    # the other run's code was another commit's
+    denoise = harness.read_metrics(out, "denoise")
+    other_code = dict(denoise["provenance"], git_commit="0123abcd" * 5, git_dirty=False)
+    harness.write_json(os.path.join(other, "denoise", "metrics.json"), dict(denoise, provenance=other_code))
     harness.write_json(os.path.join(other, run_all.RUN_FILE), dict(record, experiments=["denoise"], seconds=7.0,
                                                                    command="second command", notes=["a note"]))
     assert run_all.main(["--merge", other, "--out", main]) == 0
@@ -195,7 +200,11 @@ def test_merge_adds_another_runs_experiments_and_records_both_runs(smoke, tmp_pa
     assert merged["experiments"] == sorted(record["experiments"]) and merged["seconds"] == record["seconds"] + 7.0
     assert merged["command"] == f"{record['command']} && second command" and merged["notes"][-1] == "a note"
     report = open(os.path.join(main, "REPORT.md")).read()
-    assert "second command" in report and harness.read_metrics(main, "denoise") == harness.read_metrics(out, "denoise")
+    assert "second command" in report and harness.read_metrics(main, "denoise")["provenance"] == other_code
+    # the report names each run's code and the experiments it produced
+    assert f"- denoise: by {provenance.summary(other_code)}.\n" in report
+    assert f"- {', '.join(n for n in present() if n != 'denoise')}: by {provenance.summary(denoise['provenance'])}." \
+        in report
 
     # Merging it again would overwrite: refused in one line, and nothing changes.
     before = open(os.path.join(main, run_all.RUN_FILE)).read()

@@ -178,7 +178,6 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
                   finished=None) -> str:
     """REPORT.md's text, a function of its arguments alone (so --report-only rebuilds a report exactly)."""
     ran = {n: m for n, m in results.items() if m}
-    made_by = next((m["provenance"] for m in ran.values() if "provenance" in m), None) or provenance.provenance()
     datasets = sorted({m["dataset"] for m in ran.values() if "anchors" in m})  # those judged by the classifier
     # Where the results were measured (a report can be rewritten elsewhere with --report-only).
     device = ", ".join(sorted({m["device"] for m in ran.values()})) or provenance.device()
@@ -196,7 +195,7 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
         "",
         _convergence_words(scale, ran),
         "",
-        f"Produced by {provenance.summary(made_by)}.",
+        _produced_by(ran),
         "",
         "## Summary",
         "",
@@ -273,6 +272,19 @@ def render_report(scale, modules, results, notes, total_seconds, out, full_dir=N
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def _produced_by(ran: dict) -> str:
+    """The code and libraries behind the results: one line, or, for a report merged from runs whose code or
+    libraries differ (--merge), a line per provenance with the experiments it produced."""
+    made_by = {}
+    for name, m in ran.items():
+        if "provenance" in m:
+            made_by.setdefault(provenance.summary(m["provenance"]), []).append(name)
+    if len(made_by) <= 1:
+        return f"Produced by {next(iter(made_by), None) or provenance.summary(provenance.provenance())}."
+    return "Produced in several runs:\n\n" + "\n".join(
+        f"- {', '.join(names)}: by {made}." for made, names in made_by.items())
 
 
 def _second_judge(modules, ran, out) -> list[str]:
