@@ -34,3 +34,12 @@ def test_the_repositorys_own_root_records_its_commit(outer_repo):
     assert len(commit) == 40 and dirty is False
     (outer_repo / "README").write_text("changed\n")
     assert provenance._git_state(str(outer_repo)) == (commit, True)
+
+
+def test_the_summary_names_an_uninstalled_source_tree_by_its_commit_alone():
+    p = {"versions": {"python": "3.12.3", "jax": "0.11.2", "jaxlib": None, "vaejax": None},
+         "git_commit": "0123abcd" * 5, "git_dirty": False, "device": "gpu (NVIDIA H100 80GB HBM3) x1"}
+    assert provenance.summary(p) == ("vaejax, not installed (commit 0123abcd, clean), Python 3.12.3, jax 0.11.2, "
+                                     "on gpu (NVIDIA H100 80GB HBM3) x1")
+    installed = dict(p, versions=dict(p["versions"], vaejax="0.1.0"))
+    assert provenance.summary(installed).startswith("vaejax 0.1.0 (commit 0123abcd, clean), Python 3.12.3")

@@ -32,12 +32,14 @@ def provenance() -> dict:
 
 
 def summary(p: dict) -> str:
-    """One line: vaejax 0.1.0 (commit 1a2b3c4d, clean), jax 0.10.2, ..., on <device>."""
+    """One line: vaejax 0.1.0 (commit 1a2b3c4d, clean), jax 0.10.2, ..., on <device>; a source tree run
+    without installing it has no version, only its commit."""
     v = p["versions"]
     code = f"commit {p['git_commit'][:8]}, {'with uncommitted changes' if p['git_dirty'] else 'clean'}" \
         if p.get("git_commit") else "no git checkout"
     libs = ", ".join(f"{k} {v[k]}" for k in PACKAGES if k != "vaejax" and v.get(k))
-    return f"vaejax {v.get('vaejax')} ({code}), Python {v['python']}, {libs}, on {p['device']}"
+    name = f"vaejax {v['vaejax']}" if v.get("vaejax") else "vaejax, not installed"
+    return f"{name} ({code}), Python {v['python']}, {libs}, on {p['device']}"
 
 
 def _git_state(root: str) -> tuple[str | None, bool | None]:
