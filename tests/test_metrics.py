@@ -53,6 +53,28 @@ def test_frechet_distance_features_from_samples():
     assert metrics.frechet_distance_features(a, b) == pytest.approx(11.0, rel=0.05)
 
 
+def test_frechet_distance_to_one_reference_scores_many_sets_either_way_round():
+    """A judge's case: ReLU features, a dead unit, and sets smaller than the feature width (singular
+    covariances). The reference's square root is reused across sets, and the distance is symmetric."""
+    rng = np.random.default_rng(2)
+
+    def stats(n, shift):
+        f = np.maximum(rng.normal(size=(n, 16)) + shift, 0.0)
+        f[:, 3] = 0.0  # a unit that never fires
+        return metrics.gaussian_stats(f)
+
+    reference = stats(400, 0.0)
+    to_reference = metrics.frechet_distance_to(*reference)
+    for n, shift in [(10, 0.5), (12, 0.0), (300, 1.0)]:
+        other = stats(n, shift)
+        d = to_reference(*other)
+        assert d > 0
+        # to 1e-7, not 1e-9: the square roots of eigenvalues that are zero but for rounding (~1e-16) are ~1e-8
+        assert d == pytest.approx(metrics.frechet_distance(*other, *reference), rel=1e-7)
+        assert d == pytest.approx(metrics.frechet_distance_to(*other)(*reference), rel=1e-7)
+    assert to_reference(*reference) == pytest.approx(0.0, abs=1e-9)
+
+
 # ---------------------------------------------------------------------------- AUROC intervals
 
 

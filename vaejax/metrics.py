@@ -3,7 +3,8 @@
 psnr, ssim: per-image fidelity of a reconstruction to its target.
 auroc, auroc_influence, auroc_interval: ranking quality of scores, with DeLong intervals.
 frechet_distance, precision_recall, kernel_inception_distance: distances between two sets of
-feature vectors (from any feature extractor), as FID, improved precision/recall and KID compute them.
+feature vectors (from any feature extractor), as FID, improved precision/recall and KID compute them;
+frechet_distance_to: the first, from one reference Gaussian to many.
 """
 
 from __future__ import annotations
@@ -126,14 +127,23 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     tr((cov1 cov2)^(1/2)) is the sum of square roots of the eigenvalues of the symmetric
     PSD matrix s1 cov2 s1, s1 = cov1^(1/2): no complex sqrtm needed.
     """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
-    s1 = _psd_sqrt(cov1)
-    middle = s1 @ cov2 @ s1
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
-    tr_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
-    d2 = np.sum(np.square(mu1 - mu2)) + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_sqrt
-    return float(max(d2, 0.0))
+    return frechet_distance_to(mu1, cov1)(mu2, cov2)
+
+
+def frechet_distance_to(mu1, cov1):
+    """frechet_distance from N(mu1, cov1) as a function of (mu2, cov2), for one reference scored
+    against many sets: cov1's square root, the one eigendecomposition with vectors, is taken once."""
+    mu1, cov1 = np.asarray(mu1, np.float64), np.asarray(cov1, np.float64)
+    s1, trace1 = _psd_sqrt(cov1), np.trace(cov1)
+
+    def distance(mu2, cov2) -> float:
+        mu2, cov2 = np.asarray(mu2, np.float64), np.asarray(cov2, np.float64)
+        middle = s1 @ cov2 @ s1
+        tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
+        d2 = np.sum(np.square(mu1 - mu2)) + trace1 + np.trace(cov2) - 2.0 * tr_sqrt
+        return float(max(d2, 0.0))
+
+    return distance
 
 
 def precision_recall(real_NF, fake_MF, k: int = 3, real_radii=None) -> tuple[float, float]:

@@ -79,9 +79,14 @@ class ReferenceClassifier:
         """Squared Frechet distance between the images' features and the real test features (lower is closer)."""
         return self.frechet_of_features(self.outputs(images)[1])
 
+    @functools.cached_property
+    def frechet_to_real(self):
+        """metrics.frechet_distance_to the real features' Gaussian, its square root taken once for every set scored."""
+        return metrics.frechet_distance_to(self.real_mu, self.real_cov)
+
     def frechet_of_features(self, features_NF) -> float:
         """frechet() for penultimate features already computed (outputs(images)[1])."""
-        return metrics.frechet_distance(*metrics.gaussian_stats(features_NF), self.real_mu, self.real_cov)
+        return self.frechet_to_real(*metrics.gaussian_stats(features_NF))
 
     def scores(self, images) -> dict[str, float]:
         """{"plausibility", "frechet", "precision", "recall", "kid"} of images, from one pass of the classifier."""
