@@ -161,6 +161,25 @@ def test_kid_is_unbiased_at_small_sizes_and_grows_with_the_difference():
     assert 0 < near < far
 
 
+def test_kid_to_one_real_set_is_the_unbiased_mmd_for_each_fake_set():
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(30, 5))
+
+    def kernel(a, b):
+        return (a @ b / a.shape[0] + 1.0) ** 3
+
+    def within(s):  # the mean kernel over distinct pairs of one set
+        return np.mean([kernel(s[i], s[j]) for i in range(len(s)) for j in range(len(s)) if i != j])
+
+    def mmd2(x, y):
+        return within(x) + within(y) - 2 * np.mean([kernel(a, b) for a in x for b in y])
+
+    to_real = metrics.kernel_inception_distance_to(real)
+    for fake in (rng.normal(size=(7, 5)), rng.normal(0.5, 1.0, (12, 5))):
+        assert to_real(fake) == pytest.approx(mmd2(real, fake), rel=1e-10)
+        assert metrics.kernel_inception_distance(real, fake) == to_real(fake)
+
+
 def test_importing_vaejax_leaves_matplotlibs_backend_alone(tmp_path):
     import subprocess
     import sys

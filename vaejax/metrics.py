@@ -4,7 +4,7 @@ psnr, ssim: per-image fidelity of a reconstruction to its target.
 auroc, auroc_influence, auroc_interval: ranking quality of scores, with DeLong intervals.
 frechet_distance, precision_recall, kernel_inception_distance: distances between two sets of
 feature vectors (from any feature extractor), as FID, improved precision/recall and KID compute them;
-frechet_distance_to: the first, from one reference Gaussian to many.
+frechet_distance_to, kernel_inception_distance_to: the same from one reference to many sets.
 """
 
 from __future__ import annotations
@@ -177,17 +177,29 @@ def _distances(a_NF, b_MF) -> np.ndarray:
 def kernel_inception_distance(real_NF, fake_MF) -> float:
     """KID (Binkowski et al. 2018): the unbiased estimate of MMD^2 between the feature sets under the
     kernel (x.y / F + 1)^3; unlike the Frechet distance, its expectation does not depend on the sizes."""
-    real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
+    return kernel_inception_distance_to(real_NF)(fake_MF)
+
+
+def kernel_inception_distance_to(real_NF):
+    """kernel_inception_distance from real_NF as a function of fake_MF, for one real set scored against
+    many: the real-real kernel, N^2 of the N^2 + NM + M^2 terms, is summed once."""
+    real = np.asarray(real_NF, np.float64)
     f = real.shape[1]
 
     def kernel(a, b):
         g = a @ b.T / f + 1.0
         return g * g * g  # twice as fast as g ** 3
 
-    k_rr, k_ff, k_rf = kernel(real, real), kernel(fake, fake), kernel(real, fake)
-    n, m = len(real), len(fake)
-    return float((k_rr.sum() - np.trace(k_rr)) / (n * (n - 1)) + (k_ff.sum() - np.trace(k_ff)) / (m * (m - 1))
-                 - 2 * k_rf.mean())
+    def off_diagonal_mean(k):
+        return (k.sum() - np.trace(k)) / (len(k) * (len(k) - 1))
+
+    real_term = off_diagonal_mean(kernel(real, real))
+
+    def distance(fake_MF) -> float:
+        fake = np.asarray(fake_MF, np.float64)
+        return float(real_term + off_diagonal_mean(kernel(fake, fake)) - 2 * kernel(real, fake).mean())
+
+    return distance
 
 
 def frechet_distance_features(features_a, features_b) -> float:
