@@ -156,11 +156,10 @@ def precision_recall(real_NF, fake_MF, k: int = 3, real_radii=None) -> tuple[flo
     """
     real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
     real_radii = manifold_radii(real, k) if real_radii is None else real_radii
-
-    def inside(queries, points, r):
-        return float(np.mean(np.any(_distances(queries, points) <= r[None, :], axis=1)))
-
-    return inside(fake, real, real_radii), inside(real, fake, manifold_radii(fake, k))
+    fake_to_real_MN = _distances(fake, real)
+    precision = np.mean(np.any(fake_to_real_MN <= real_radii[None, :], axis=1))
+    recall = np.mean(np.any(fake_to_real_MN.T <= manifold_radii(fake, k)[None, :], axis=1))
+    return float(precision), float(recall)
 
 
 def manifold_radii(points_NF, k: int = 3) -> np.ndarray:
