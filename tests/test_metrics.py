@@ -146,10 +146,10 @@ def test_precision_and_recall_separate_realism_from_coverage():
     p, r = metrics.precision_recall(real, one_mode)
     assert p > 0.9 and 0.4 < r < 0.6
     assert metrics.precision_recall(real, elsewhere) == (0.0, 0.0)
-    radii = metrics.manifold_radii(real)  # computed once for a real set scored against many
-    assert metrics.precision_recall(real, one_mode, real_radii=radii) == metrics.precision_recall(real, one_mode)
+    to_real = metrics.precision_recall_to(real)  # the real radii measured once, for many sets
+    assert [to_real(f) for f in (same, one_mode)] == [metrics.precision_recall(real, f) for f in (same, one_mode)]
     brute = np.sort(np.linalg.norm(real[:, None] - real[None], axis=-1), axis=1)[:, 3]
-    np.testing.assert_allclose(radii, brute, atol=1e-6)
+    np.testing.assert_allclose(metrics.manifold_radii(real), brute, atol=1e-6)
 
 
 def test_kid_is_unbiased_at_small_sizes_and_grows_with_the_difference():

@@ -4,7 +4,8 @@ psnr, ssim: per-image fidelity of a reconstruction to its target.
 auroc, auroc_influence, auroc_interval: ranking quality of scores, with DeLong intervals.
 frechet_distance, precision_recall, kernel_inception_distance: distances between two sets of
 feature vectors (from any feature extractor), as FID, improved precision/recall and KID compute them;
-frechet_distance_to, kernel_inception_distance_to: the same from one reference to many sets.
+frechet_distance_to, precision_recall_to, kernel_inception_distance_to: the same from one reference
+to many sets, what depends on the reference alone computed once.
 """
 
 from __future__ import annotations
@@ -146,20 +147,30 @@ def frechet_distance_to(mu1, cov1):
     return distance
 
 
-def precision_recall(real_NF, fake_MF, k: int = 3, real_radii=None) -> tuple[float, float]:
+def precision_recall(real_NF, fake_MF, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) of fake features against real ones.
 
     Each set's manifold is the union of balls around its points, each reaching the point's k-th
     nearest neighbour in its own set. Precision: the fraction of fakes inside the real manifold
-    (realism); recall: the fraction of reals inside the fake manifold (coverage). real_radii:
-    manifold_radii(real_NF, k), for a real set scored against many fake ones.
+    (realism); recall: the fraction of reals inside the fake manifold (coverage).
     """
-    real, fake = np.asarray(real_NF, np.float64), np.asarray(fake_MF, np.float64)
-    real_radii = manifold_radii(real, k) if real_radii is None else real_radii
-    fake_to_real_MN = _distances(fake, real)
-    precision = np.mean(np.any(fake_to_real_MN <= real_radii[None, :], axis=1))
-    recall = np.mean(np.any(fake_to_real_MN.T <= manifold_radii(fake, k)[None, :], axis=1))
-    return float(precision), float(recall)
+    return precision_recall_to(real_NF, k)(fake_MF)
+
+
+def precision_recall_to(real_NF, k: int = 3):
+    """precision_recall against real_NF as a function of fake_MF, for one real set scored against many:
+    the real manifold's radii are measured once."""
+    real = np.asarray(real_NF, np.float64)
+    real_radii = manifold_radii(real, k)
+
+    def scores(fake_MF) -> tuple[float, float]:
+        fake = np.asarray(fake_MF, np.float64)
+        fake_to_real_MN = _distances(fake, real)
+        precision = np.mean(np.any(fake_to_real_MN <= real_radii[None, :], axis=1))
+        recall = np.mean(np.any(fake_to_real_MN.T <= manifold_radii(fake, k)[None, :], axis=1))
+        return float(precision), float(recall)
+
+    return scores
 
 
 def manifold_radii(points_NF, k: int = 3) -> np.ndarray:

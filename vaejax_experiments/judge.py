@@ -58,12 +58,6 @@ class ReferenceClassifier:
     real_features: np.ndarray  # of REAL_FEATURES reference images, for precision, recall and KID
     mirror: bool = False  # outputs are the mean over the image and its mirror image
 
-
-    @functools.cached_property
-    def real_radii(self) -> np.ndarray:
-        """manifold_radii of the real features, computed once for every set scored."""
-        return metrics.manifold_radii(self.real_features)
-
     def outputs(self, images) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, penultimate features) of images."""
         return classifier.classifier_outputs(self.params, images, mirror=self.mirror)
@@ -85,6 +79,11 @@ class ReferenceClassifier:
         return metrics.frechet_distance_to(self.real_mu, self.real_cov)
 
     @functools.cached_property
+    def precision_recall_to_real(self):
+        """metrics.precision_recall_to the real features, their manifold's radii measured once."""
+        return metrics.precision_recall_to(self.real_features)
+
+    @functools.cached_property
     def kid_to_real(self):
         """metrics.kernel_inception_distance_to the real features, their own kernel summed once."""
         return metrics.kernel_inception_distance_to(self.real_features)
@@ -99,7 +98,7 @@ class ReferenceClassifier:
 
     def scores_of_outputs(self, probs, feats) -> dict[str, float]:
         """scores() for outputs already computed (outputs(images))."""
-        precision, recall = metrics.precision_recall(self.real_features, feats, real_radii=self.real_radii)
+        precision, recall = self.precision_recall_to_real(feats)
         return {"plausibility": float(probs.max(-1).mean()), "frechet": self.frechet_of_features(feats),
                 "precision": precision, "recall": recall, "kid": self.kid_to_real(feats)}
 
