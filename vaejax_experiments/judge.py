@@ -173,7 +173,8 @@ def fit_reference(dataset: str, n_train: int | None = None, epochs: int = 2, see
     reference = feats[reference_halves(test.labels)[0]]
     real_mu, real_cov = metrics.gaussian_stats(reference)
     accuracy = float(np.mean(probs.argmax(-1) == test.labels))
-    single = float(np.mean(classifier.classifier_outputs(params, test.images)[0].argmax(-1) == test.labels))
+    # one view's accuracy beside the two views'; without the mirror image, the pass above was that one view
+    single = classifier.classifier_accuracy(params, test.images, test.labels) if mirror else accuracy
     return ReferenceClassifier(dataset, params, real_mu, real_cov, accuracy, {**settings, "single_view_accuracy": single},
                                reference[:REAL_FEATURES], mirror)
 
