@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from vaejax import data
 from vaejax_experiments import classifier, judge
 
 
@@ -33,6 +34,9 @@ def test_classifier_learns_a_separable_toy_problem():
 def test_reference_classifier_scores_and_cache(tmp_path):
     ref = judge.fit_reference("mnist_5k", n_train=1000, epochs=8, cache_dir=str(tmp_path))
     assert ref.test_accuracy > 0.5
+    test = data.load("mnist_5k", "test")  # digits are not mirrored: one view, so both accuracies are it
+    assert ref.settings["single_view_accuracy"] == ref.test_accuracy == classifier.classifier_accuracy(
+        ref.params, test.images, test.labels)
     holdout = judge.real_holdout("mnist_5k").images[:300]
     noise = judge.uniform_noise(jax.random.key(0), 300, (28, 28, 1))
     real, nonsense = ref.scores(holdout), ref.scores(noise)
