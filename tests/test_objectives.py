@@ -99,6 +99,21 @@ def test_continuous_bernoulli_matches_its_definition_and_integrates_to_one():
     assert np.all(np.isfinite(np.asarray(grads)))  # no NaN from the branch at 0
 
 
+def test_continuous_bernoulli_gradient_is_its_derivative_on_both_sides_of_the_series_branch():
+    """d(-log p)/dl = sigmoid(l) - x - d log C / dl, with d log C / dl = 1/l - 1/sinh(l) (about l/6 near 0).
+    Near 0, where log C is its series, a wrong series term changes the values by less than float32 can
+    show, but the gradient by about l/6."""
+    x = 0.3
+    series = np.array([-9e-3, -2e-3, 4e-3, 9e-3])
+    exact = np.array([-0.3, 0.0101, 0.02, 0.5])
+    grad = jax.jit(jax.vmap(jax.grad(lambda l: objectives.continuous_bernoulli.nll(l, jnp.float32(x)))))
+    # just above the branch the exact form's 1/l - 1/tanh(l/2) cancels down to about l/6: float32 keeps ~1e-5 of it
+    for logits, atol in ((series, 1e-6), (exact, 5e-5)):
+        expected = 1 / (1 + np.exp(-logits)) - x - (1 / logits - 1 / np.sinh(logits))
+        got = np.asarray(grad(jnp.asarray(logits, jnp.float32)), np.float64)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
+
+
 def test_gaussian_optimal_sigma_is_the_best_fixed_sigma_per_image():
     logits, x = map(jnp.asarray, _logits_and_intensities(scale=1.0, seed=3))
     got = float(objectives.gaussian_optimal().nll(logits, x))
@@ -366,6 +381,29 @@ def test_denoising_noise_level_and_clipping_are_traced_hyperparameters():
     quiet = run({"noise_sigma": 0.0, "noise_clip": 0.0})
     assert float(quiet["min"]) == float(quiet["max"]) == 0.5
     assert run._cache_size() == 1  # one program for every level and kind
+
+
+@pytest.mark.parametrize("wrapper", ["binarized", "denoising"])
+def test_a_wrappers_draw_and_the_objectives_own_draws_come_from_different_keys(wrapper):
+    """binarized and denoising draw their noise from one key and pass another on: drawn from the key the
+    objective gets, a VAE's eps would be a function of the noise on the same pixels (jax's draws of one key
+    share their bits)."""
+    def seen(params, example, key, step, hparams):  # reports the input it was given and the key
+        return jnp.float32(0.0), {"x": objectives.split_example(example)[0], "key": jax.random.key_data(key)}
+
+    x = jnp.full((28, 28, 1), 0.5)
+    objective = objectives.binarized(seen) if wrapper == "binarized" else objectives.denoising(seen, 0.1, clip=False)
+    given = jax.jit(lambda key: objective(None, x, key, 0, None)[1])(jax.random.key(0))
+    passed_on = jax.random.wrap_key_data(given["key"])
+    if wrapper == "binarized":
+        from_passed_key = jax.random.bernoulli(passed_on, x).astype(x.dtype)
+        assert set(np.unique(np.asarray(given["x"]))) == {0.0, 1.0}
+        assert 0.4 < float(jnp.mean(given["x"] == from_passed_key)) < 0.6  # 784 independent coin flips agree
+    else:
+        from_passed_key = x + 0.1 * jax.random.normal(passed_on, x.shape, x.dtype)
+        noise = np.asarray(given["x"] - x)
+        assert 0.08 < noise.std() < 0.12
+        assert abs(np.corrcoef(noise.ravel(), np.asarray(from_passed_key - x).ravel())[0, 1]) < 0.15
 
 
 def test_a_misspelt_hyperparameter_is_an_error_not_a_silent_default(tmp_path):
