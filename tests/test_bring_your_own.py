@@ -95,6 +95,14 @@ def test_free_bits_leave_small_kl_dimensions_without_gradient():
     recon_only = jax.grad(lambda p: objectives.elbo(MODEL, beta=0.0)(p, x, jax.random.key(3), 0, None)[0])(params)
     np.testing.assert_allclose(np.asarray(kl_grad(100.0)), np.asarray(recon_only["heads"]["kernel"]), rtol=1e-5, atol=1e-7)
     assert not np.allclose(np.asarray(kl_grad(0.0)), np.asarray(recon_only["heads"]["kernel"]))
+    # with an allowance between the dimensions' KLs, each dimension is charged max(KL_d, allowance): those below
+    # it are charged the allowance, the total is not (a floor on the sum would charge the sum alone)
+    kl_D = np.asarray(metrics["kl_per_dim"], np.float64)
+    allowance = float(np.median(kl_D))
+    loss, terms = objectives.elbo(MODEL, free_bits=allowance)(params, x, jax.random.key(3), 0, None)
+    charged = np.maximum(kl_D, allowance).sum()
+    assert charged - kl_D.sum() > 1e-2
+    np.testing.assert_allclose(float(loss) - float(terms["recon"]), charged, rtol=1e-5)
 
 
 def test_a_module_that_needs_a_batch_axis_is_named_in_one_message():
