@@ -90,6 +90,13 @@ def test_auroc_influence_matches_pairs_and_averages_rows():
     assert value == pytest.approx(np.mean(pairs), abs=1e-12)
     assert value == pytest.approx(np.mean([metrics.auroc(r, positive) for r in rows]), abs=1e-12)
     assert influence.shape == (60,) and abs(influence.sum()) < 1e-12
+    # DeLong's variance (with 1/m, 1/n normalisations): that of each positive's share of pairs won over the
+    # m positives, plus that of each negative's share of pairs lost over the n negatives
+    won = np.mean([(r[positive][:, None] > r[~positive][None]) + 0.5 * (r[positive][:, None] == r[~positive][None])
+                   for r in rows], axis=0)  # (m, n), averaged over the rows
+    m, n = won.shape
+    delong = won.mean(1).var() / m + won.mean(0).var() / n
+    assert m != n and np.sum(np.square(influence)) == pytest.approx(delong, rel=1e-10)
 
 
 def test_auroc_interval_has_its_coverage():
