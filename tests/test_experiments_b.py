@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaejax import config, data, metrics
+from vaejax import config, data, metrics, objectives
 from conftest import TINY_MLP_AE, structured_images
 from vaejax_experiments import (anomaly, costs, denoise, few_labels, harness, overfit_ood, pretrain_classify,
                                 transform, training)
@@ -126,6 +126,10 @@ def test_entropy_floor_and_png_bits():
     flat = np.full((1, 4, 4, 1), 0.5, np.float32)
     assert metrics.entropy_floor(flat)[0] == pytest.approx(16 * np.log(2.0))  # H(1/2) = log 2 per pixel
     assert metrics.entropy_floor(np.zeros((1, 4, 4, 1)))[0] == 0.0  # black pixels: a perfect score costs nothing
+    grey = np.random.default_rng(1).uniform(0.05, 0.95, (2, 4, 4, 1))  # the Bernoulli loss of a perfect reconstruction
+    perfect = [float(objectives.bernoulli_nll(jnp.asarray(np.log(g / (1 - g)), jnp.float32), jnp.asarray(g, jnp.float32)))
+               for g in grey]
+    np.testing.assert_allclose(metrics.entropy_floor(grey), perfect, rtol=1e-5)
     rng = np.random.default_rng(0)
     noise, blank = rng.random((1, 28, 28, 1)), np.zeros((1, 28, 28, 1))
     bits = anomaly.png_bits(np.concatenate([noise, blank]))
