@@ -298,6 +298,9 @@ def test_scores_and_evaluate_vae():
     # deterministic given the key; another key, other samples
     np.testing.assert_array_equal(np.asarray(scores(params, x_N, jax.random.key(0))["recon"]), recon.astype(np.float32))
     assert not np.array_equal(np.asarray(scores(params, x_N, jax.random.key(5))["recon"]), recon.astype(np.float32))
+    # each example its own draw: one image repeated is scored with another sample of z in every row
+    repeated = np.asarray(scores(params, jnp.broadcast_to(x_N[:1], x_N.shape), jax.random.key(0))["recon"])
+    assert len(np.unique(repeated)) == len(repeated)
     # over a models axis: the same numbers for each model's own params and key
     params_S = jax.tree_util.tree_map(lambda a: jnp.stack([a, a * 0.5]), params)
     keys_S = jnp.stack([jax.random.key(0), jax.random.key(5)])
