@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 demo: setup
 	$(PY) -m vaejax_experiments.run_all --scale quick
 
-# One worker per core; the tests that read the shared smoke run go to one worker (tests/conftest.py).
+# One worker per core, each pinned to its own; the tests that read the shared smoke run go to one worker (tests/conftest.py).
 test: setup
 	$(PY) -m pytest -n auto --dist loadgroup
 
