@@ -140,8 +140,8 @@ def primed_out(smoke_results, tmp_path):
 
 def pytest_configure(config):
     """Each xdist worker, and the CLI runs it starts, on cores of its own. XLA's CPU thread pool spans every
-    core the process may use, so workers that share every core spend much of it handing work between
-    threads: on two cores, pinning one worker to each cut the suite's CPU time by 12% and its wall time by 14%."""
+    core the process may use, so unpinned workers run more busy threads than there are cores: on two cores,
+    pinning one worker to each cut the suite's CPU time by 12% and its wall time by 14%."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if worker.startswith("gw") and 1 < count and 1 < len(cores):
